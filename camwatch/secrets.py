@@ -1,0 +1,85 @@
+"""Secrets by reference, and redaction of anything that could carry one.
+
+A :class:`Secret` never shows its value in ``str``/``repr``/logs; code that needs the value
+calls :meth:`Secret.reveal` at the last moment (building an auth header).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+REDACTED = "******"
+
+
+class Secret:
+    """A string that does not print itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({REDACTED})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def read_secret(env: str | None, file: Path | None) -> Secret | None:
+    """Resolve a ``*_env`` / ``*_file`` reference. Raises ``LookupError`` naming the reference
+    (never the value) when it cannot be resolved."""
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise LookupError(f"environment variable {env} is not set")
+        return Secret(value)
+    if file is not None:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise LookupError(f"cannot read secret file {file}: {exc.strerror}") from None
+        return Secret(text.rstrip("\r\n"))
+    return None
+
+
+def split_userinfo(url: str) -> tuple[str, str | None, Secret | None]:
+    """Split ``rtsp://user:pass@host/path`` into the URL without userinfo, the user and the
+    password. Real spreadsheets carry credentials inline; we accept them and keep them apart."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None, None
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    user = unquote(parts.username) if parts.username else None
+    pw = Secret(unquote(parts.password)) if parts.password is not None else None
+    return clean, user, pw
+
+
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
+
+
+def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """Remove URL passwords (``scheme://user:pass@``) and any of ``secrets`` from ``text``."""
+    out = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
+    for s in secrets:
+        if s:
+            out = out.replace(s, REDACTED)
+    return out
