@@ -29,12 +29,22 @@ class Fault(enum.StrEnum):
     NO_RTP = "no_rtp"  # PLAY answers 200 but no RTP ever comes
 
 
+class RtspAuth(enum.StrEnum):
+    """Which RTSP authentication a simulated device demands (cameras differ)."""
+
+    DIGEST = "digest"  # MD5 with qop=auth (RFC 2617): most current Hikvision/Dahua firmware
+    DIGEST_NO_QOP = "digest_no_qop"  # MD5 without qop (RFC 2069 style): older firmware
+    BASIC = "basic"  # some cheap IPCs and old NVRs
+    NONE = "none"  # no authentication at all
+
+
 @dataclass(slots=True)
 class SimChannel:
     id: str
     path: str  # RTSP path, e.g. "/Streaming/Channels/101"
     fault: Fault = Fault.NONE
     codec: str = "H264"
+    audio: bool = False  # add a PCMA audio track to the SDP
 
 
 @dataclass(slots=True)
@@ -52,6 +62,7 @@ class SimDevice:
     model: str = "SIM-IPC-2"
     firmware: str = "V5.7.3"
     serial: str = "SIM0000000001"
+    rtsp_auth: RtspAuth = RtspAuth.DIGEST
     channels: dict[str, SimChannel] = field(default_factory=dict)  # by path
 
     def effective_fault(self, path: str | None = None) -> Fault:
