@@ -27,6 +27,9 @@ class Fault(enum.StrEnum):
     RESET = "reset"  # RST in the middle of the reply
     CLOCK_SKEW = "clock_skew"  # ONVIF clock off by SimChannel.clock_skew_s (default 600 s)
     NO_RTP = "no_rtp"  # PLAY answers 200 but no RTP ever comes
+    XXE = "xxe"  # ONVIF reply whose external entity names SimDevice.xxe_path (must stay unread)
+    XML_BOMB = "xml_bomb"  # ONVIF reply with nested entities ("billion laughs")
+    DTD = "dtd"  # ONVIF reply with a harmless internal DTD (SOAP forbids any DTD)
 
 
 class RtspAuth(enum.StrEnum):
@@ -63,6 +66,8 @@ class SimDevice:
     firmware: str = "V5.7.3"
     serial: str = "SIM0000000001"
     rtsp_auth: RtspAuth = RtspAuth.DIGEST
+    onvif_auth_always: bool = False  # vendor quirk: 401 to an unauthenticated GetSystemDateAndTime
+    xxe_path: str = "/etc/hostname"  # the local file a Fault.XXE reply tries to pull in
     channels: dict[str, SimChannel] = field(default_factory=dict)  # by path
 
     def effective_fault(self, path: str | None = None) -> Fault:
