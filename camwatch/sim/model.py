@@ -66,6 +66,7 @@ class SimDevice:
     firmware: str = "V5.7.3"
     serial: str = "SIM0000000001"
     rtsp_auth: RtspAuth = RtspAuth.DIGEST
+    rtsp_nonce_max_uses: int = 0  # > 0: a Digest nonce goes stale after that many requests
     onvif_auth_always: bool = False  # vendor quirk: 401 to an unauthenticated GetSystemDateAndTime
     xxe_path: str = "/etc/hostname"  # the local file a Fault.XXE reply tries to pull in
     channels: dict[str, SimChannel] = field(default_factory=dict)  # by path
