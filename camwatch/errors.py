@@ -33,7 +33,7 @@ class Problem:
 
 
 class InputError(CamwatchError):
-    """Bad input (config, inventory, exemptions): carries every problem found, not only the first."""
+    """Bad input (config, inventory, exemptions), with every problem found, not only the first."""
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = list(problems)

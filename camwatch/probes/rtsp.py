@@ -34,7 +34,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, cast
 from urllib.parse import urlsplit
 
 import structlog
@@ -484,8 +484,8 @@ class _Conn(asyncio.Protocol):
         self.rtp_seen = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses: cast, don't assert.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self.error is not None:

@@ -30,7 +30,7 @@ import hashlib
 import os
 import socket
 import struct
-from typing import Final
+from typing import Final, cast
 from urllib.parse import urlsplit
 
 from camwatch.sim.model import Fault, RtspAuth, SimChannel, SimDevice
@@ -100,8 +100,8 @@ class _Conn(asyncio.Protocol):
     # -- asyncio callbacks --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses: cast, don't assert.
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         for h in (self.rtp_handle, self.drip):

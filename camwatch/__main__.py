@@ -1,0 +1,5 @@
+import sys
+
+from camwatch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,158 @@
+"""``camwatch`` command line. Exit codes: 0 ok, 1 bad input (config / inventory), 2 usage."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from camwatch import __version__
+from camwatch.config import Config, load_config
+from camwatch.errors import CamwatchError, InputError
+from camwatch.inventory import CLASS_NAMES, Inventory, load_inventory
+from camwatch.log import configure
+from camwatch.rules.rates import format_rate
+from camwatch.textui import Progress, table
+
+EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
+
+
+def _load(path: str, strict: bool = True) -> tuple[Config, Inventory]:
+    cfg = load_config(path)
+    inv_cfg = cfg.inventory if strict else cfg.inventory.model_copy(update={"on_error": "skip"})
+    inv = load_inventory(inv_cfg, known_credentials=cfg.credentials)
+    return cfg, inv
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg, inv = _load(args.config, strict=False)
+    s = inv.summary()
+    out = sys.stdout
+    out.write(f"config      {cfg.source}: ok\n")
+    out.write(f"inventory   {s['source']}: {s['rows_read']} rows read, {s['channels']} channels"
+              f" accepted, {s['rejected']} rejected, {s['warnings']} data-quality warnings\n")
+    out.write(f"planned {s['planned']}  installed {s['installed']}  connected {s['connected']}"
+              f"  安装率 {format_rate(s['install_rate'])}  上云率 {format_rate(s['cloud_rate'])}\n")
+    for title, key in (("点位类型 class", "by_class"), ("项目 project", "by_project"),
+                       ("区县 county", "by_county")):
+        out.write("\n" + table([title, "channels"], list(s[key].items())) + "\n")
+    if s["ignored_columns"]:
+        out.write(f"\nignored columns: {', '.join(s['ignored_columns'])}\n")
+    for msg in cfg.unresolved_secrets():
+        out.write(f"warning: {msg} (needed by 'sweep' and 'run')\n")
+    if inv.warnings:
+        out.write(f"\n{len(inv.warnings)} data-quality warnings (first 20):\n")
+        for p in inv.warnings[:20]:
+            out.write(f"  {p}\n")
+    if inv.errors:
+        n, rows = len(inv.errors), inv.rejected_rows
+        sys.stderr.write(f"\n{n} error{'s' * (n != 1)} in {rows} row{'s' * (rows != 1)}:\n")
+        for p in inv.errors:
+            sys.stderr.write(f"  {p}\n")
+        return EXIT_INPUT
+    return EXIT_OK
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from camwatch.probes.result import Level
+    from camwatch.sweep import reasons_count, sweep_json, sweep_once
+
+    cfg, inv = _load(args.config)
+    if args.level:
+        cfg = cfg.model_copy(update={"probing": cfg.probing.model_copy(
+            update={"level": Level(args.level)})})
+    progress = Progress("sweep", enabled=False if args.json else None)
+    result = _run_async(sweep_once(cfg, inv, progress))
+    if args.json:
+        json.dump(sweep_json(inv, result), sys.stdout, ensure_ascii=False, indent=1)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    doc = sweep_json(inv, result)
+    summ = doc["summary"]
+    print(f"{cfg.site.name}: swept {len(result.results)} connected channels in "
+          f"{summ['duration_s']:.1f}s at level '{cfg.probing.level}': {summ['online']} online, "
+          f"在线率 {format_rate(summ['online_rate'])}")
+    rows = []
+    for r in result.rates:
+        if r.project is not None or len(r.scope) > 2 or "operator" in dict(r.scope):
+            continue
+        target = "-" if r.target is None else format_rate(r.target)
+        mark = {True: "达标", False: "未达标", None: ""}[r.meets_target]
+        klass = "全部" if r.klass is None else CLASS_NAMES.get(r.klass, str(r.klass))
+        rows.append([" ".join(v for _, v in r.scope) or "全域", klass, r.online, r.connected,
+                     format_rate(r.rate), target, mark])
+    print(table(["范围 scope", "类型 class", "在线", "联网", "在线率", "目标", ""], rows))
+    reasons = reasons_count(result.results.values())
+    if reasons:
+        print("\n" + table(["离线原因 reason", "channels"], list(reasons.items())))
+    return EXIT_OK
+
+
+def _run_async(coro: Any) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(coro)
+
+
+def _not_yet(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(_args: argparse.Namespace) -> int:
+        sys.stderr.write(f"camwatch {name}: not available in this version yet\n")
+        return EXIT_USAGE
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="camwatch", description=(
+        "Health monitoring for public-security video networks (雪亮工程 / 数字乡村)."))
+    p.add_argument("--version", action="version", version=f"camwatch {__version__}")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-json", action="store_true", default=None,
+                   help="JSON log lines even on a terminal (default: JSON when not a terminal)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    c = sub.add_parser("check-config", help="validate the config and inventory, print a summary")
+    c.add_argument("-c", "--config", required=True)
+    c.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("sweep", help="probe every channel once now and print the rates")
+    s.add_argument("-c", "--config", required=True)
+    s.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    s.add_argument("--level", choices=["tcp", "onvif", "describe", "stream"])
+    s.set_defaults(func=cmd_sweep)
+
+    for name, text in (("run", "run the daemon"), ("report", "write the monthly bulletin"),
+                       ("simulate", "serve a simulated camera fleet on loopback"),
+                       ("demo", "simulated fleet + daemon, the embedded default")):
+        x = sub.add_parser(name, help=text)
+        x.set_defaults(func=_not_yet(name))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure(args.log_level, json=args.log_json)
+    try:
+        return int(args.func(args))
+    except InputError as exc:
+        for p in exc.problems:
+            sys.stderr.write(f"error: {p}\n")
+        return EXIT_INPUT
+    except CamwatchError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

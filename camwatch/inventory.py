@@ -1,0 +1,561 @@
+"""The inventory (台账, 一机一档): one row per video channel, from CSV, XLSX or YAML.
+
+Column headers may be Chinese or English (see ``FIELDS``) or mapped in the config
+(``inventory.columns``). Every row is validated; every problem names the file, the row and the
+column. Nothing is dropped silently: rejected rows are counted and listed, data-quality findings
+(missing class, area, coordinates; odd ids) are kept as warnings for the report's annex.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from camwatch.config import InventoryConfig, display_path, load_yaml
+from camwatch.errors import ConfigError, InventoryError, Problem
+from camwatch.gbt28181 import check_id
+from camwatch.secrets import Secret, split_userinfo
+
+# Canonical field -> accepted headers (first is what we write). Matching ignores case, spaces
+# and a trailing "(...)" note that real spreadsheets add ("点位类型(1/2/3)").
+FIELDS: dict[str, tuple[str, ...]] = {
+    "id": ("设备编码", "国标编码", "设备国标编码", "通道编码", "id", "device_id", "gb_id"),
+    "name": ("点位名称", "设备名称", "名称", "name"),
+    "class": ("点位类型", "点位分类", "类别", "class", "point_type"),
+    "project": ("项目", "建设项目", "所属项目", "project"),
+    "county": ("区县", "县区", "所属区县", "county"),
+    "county_code": ("区县编码", "县区编码", "county_code"),
+    "township": ("乡镇", "乡镇街道", "所属乡镇", "township"),
+    "township_code": ("乡镇编码", "乡镇街道编码", "township_code"),
+    "village": ("村", "村社区", "行政村", "村(社区)", "village"),
+    "village_code": ("村编码", "村社区编码", "行政村编码", "village_code"),
+    "operator": ("运营商", "建设运营商", "operator"),
+    "installed": ("安装状态", "是否安装", "installed"),
+    "installed_date": ("安装日期", "安装时间", "installed_date"),
+    "connected": ("上云状态", "联网状态", "是否上云", "是否联网", "connected"),
+    "connected_date": ("上云日期", "联网日期", "上云时间", "connected_date"),
+    "rtsp_url": ("RTSP地址", "取流地址", "rtsp_url", "rtsp"),
+    "onvif_url": ("ONVIF地址", "onvif_url", "onvif"),
+    "host": ("所属主机", "所属设备", "主机", "host"),
+    "credentials": ("凭据", "credentials"),
+    "longitude": ("经度", "longitude", "lon", "lng"),
+    "latitude": ("纬度", "latitude", "lat"),
+}
+
+CLASS_NAMES = {1: "一类", 2: "二类", 3: "三类", 4: "公安内部", 9: "其他"}
+_CLASS_VALUES: dict[str, int] = {
+    **{str(k): k for k in CLASS_NAMES},
+    **{v: k for k, v in CLASS_NAMES.items()},
+    **{v + "点位": k for k, v in CLASS_NAMES.items()},
+    "一类点": 1, "二类点": 2, "三类点": 3, "i": 1, "ii": 2, "iii": 3,
+    "class1": 1, "class2": 2, "class3": 3,
+}
+
+PROJECTS = ("雪亮工程", "数字乡村", "天网", "智慧小区", "其他")
+_PROJECT_VALUES = {
+    "雪亮": "雪亮工程", "雪亮工程": "雪亮工程", "xueliang": "雪亮工程",
+    "数字乡村": "数字乡村", "digital_village": "数字乡村",
+    "天网": "天网", "天网工程": "天网", "skynet": "天网",
+    "智慧小区": "智慧小区", "智慧社区": "智慧小区", "smart_community": "智慧小区",
+    "其他": "其他", "other": "其他",
+}
+OPERATORS = ("移动", "联通", "电信", "其他")
+_OPERATOR_VALUES = {
+    "移动": "移动", "中国移动": "移动", "mobile": "移动", "cmcc": "移动", "china mobile": "移动",
+    "联通": "联通", "中国联通": "联通", "unicom": "联通", "china unicom": "联通",
+    "电信": "电信", "中国电信": "电信", "telecom": "电信", "china telecom": "电信",
+    "其他": "其他", "other": "其他",
+}
+_TRUE = {"是", "已安装", "已上云", "已联网", "已接入", "yes", "y", "true", "1", "installed",
+         "connected"}
+_FALSE = {"否", "未安装", "未上云", "未联网", "未接入", "规划", "应安装", "no", "n", "false", "0",
+          "planned", ""}
+
+# XLSX guards: a zip bomb or a sheet claiming a million empty rows is refused before parsing.
+MAX_XLSX_UNCOMPRESSED = 512 * 1024 * 1024
+MAX_XLSX_RATIO = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """One video channel of the inventory. ``klass`` is 点位类型 (``class`` is a keyword)."""
+
+    id: str
+    name: str = ""
+    klass: int | None = None
+    project: str = ""
+    county: str = ""
+    county_code: str = ""
+    township: str = ""
+    township_code: str = ""
+    village: str = ""
+    village_code: str = ""
+    operator: str = ""
+    installed: bool = False
+    installed_date: date | None = None
+    connected: bool = False
+    connected_date: date | None = None
+    rtsp_url: str = ""  # without user:pass@ (moved to url_username / url_password)
+    onvif_url: str = ""
+    host: str = ""
+    credentials: str = ""
+    longitude: float | None = None
+    latitude: float | None = None
+    row: int = 0
+    url_username: str | None = field(default=None, repr=False)
+    url_password: Secret | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(slots=True)
+class Inventory:
+    source: str
+    channels: list[Channel]
+    rows_read: int
+    rejected_rows: int = 0
+    errors: list[Problem] = field(default_factory=list)  # why rows were rejected
+    warnings: list[Problem] = field(default_factory=list)  # data-quality annex
+    ignored_columns: list[str] = field(default_factory=list)
+
+    def by_id(self) -> dict[str, Channel]:
+        return {c.id: c for c in self.channels}
+
+    def summary(self) -> dict[str, Any]:
+        chans = self.channels
+        planned = len(chans)
+        installed = sum(1 for c in chans if c.installed)
+        connected = sum(1 for c in chans if c.connected)
+        return {
+            "source": self.source,
+            "rows_read": self.rows_read,
+            "channels": planned,
+            "rejected": self.rejected_rows,
+            "warnings": len(self.warnings),
+            "planned": planned,
+            "installed": installed,
+            "connected": connected,
+            "install_rate": installed / planned if planned else None,
+            "cloud_rate": connected / installed if installed else None,
+            "by_class": {
+                CLASS_NAMES[k] if k else "未填": n
+                for k, n in sorted(Counter(c.klass or 0 for c in chans).items(),
+                                   key=lambda kv: kv[0] or 99)
+            },
+            "by_project": dict(sorted(Counter(c.project or "未填" for c in chans).items())),
+            "by_county": dict(sorted(Counter(c.county or "未填" for c in chans).items())),
+            "ignored_columns": self.ignored_columns,
+        }
+
+
+# --- reading rows -------------------------------------------------------------------------------
+
+
+def _norm_header(h: object) -> str:
+    text = "" if h is None else str(h)
+    text = text.replace("\ufeff", "").strip()
+    for opener in ("(", "（"):
+        if opener in text and not text.startswith(opener):
+            text = text[: text.index(opener)]
+    return "".join(text.split()).lower()
+
+
+def _detect_format(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xlsm"):
+        return "xlsx"
+    if suffix in (".yaml", ".yml"):
+        return "yaml"
+    return "csv"
+
+
+def _read_csv(path: Path, encoding: str) -> tuple[list[object], Iterator[tuple[int, list[object]]]]:
+    raw = path.read_bytes()
+    if encoding == "auto":
+        # Chinese Excel saves "CSV" in GBK; UTF-8 (with or without BOM) is tried first because a
+        # valid UTF-8 Chinese text almost never decodes as GB18030 by accident the other way.
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = raw.decode("gb18030")
+    else:
+        text = raw.decode(encoding)
+        text = text.removeprefix("\ufeff")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, [])
+
+    def rows() -> Iterator[tuple[int, list[object]]]:
+        for i, row in enumerate(reader, start=2):
+            yield i, list(row)
+
+    return list(header), rows()
+
+
+def _check_zip(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            total = sum(info.file_size for info in zf.infolist())
+            packed = sum(info.compress_size for info in zf.infolist()) or 1
+    except zipfile.BadZipFile:
+        raise InventoryError([Problem(str(path), "", "expected an XLSX file (a zip archive), "
+                                                     "got something else")]) from None
+    if total > MAX_XLSX_UNCOMPRESSED or (total / packed > MAX_XLSX_RATIO and total > 50_000_000):
+        raise InventoryError([Problem(
+            str(path), "",
+            f"refusing to open: unpacks to {total / 1e6:.0f} MB from {packed / 1e6:.1f} MB "
+            f"(limit {MAX_XLSX_UNCOMPRESSED / 1e6:.0f} MB, ratio {MAX_XLSX_RATIO}); a zip bomb?")])
+
+
+def _read_xlsx(path: Path, sheet: str | None, max_rows: int
+               ) -> tuple[list[object], Iterator[tuple[int, list[object]]]]:
+    import openpyxl
+
+    _check_zip(path)
+    wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    if sheet is not None and sheet not in wb.sheetnames:
+        raise InventoryError([Problem(str(path), f"sheet {sheet!r}",
+                                      f"no such sheet; found {', '.join(wb.sheetnames)}")])
+    ws = wb[sheet] if sheet else wb.worksheets[0]
+    if ws.max_row is not None and ws.max_row > max_rows + 1:
+        wb.close()
+        raise InventoryError([Problem(
+            str(path), f"sheet {ws.title!r}",
+            f"declares {ws.max_row} rows, more than inventory.max_rows ({max_rows}); "
+            f"delete the empty rows below the table or raise the limit")])
+    it = ws.iter_rows(values_only=True)
+    header = list(next(it, ()))
+
+    def rows() -> Iterator[tuple[int, list[object]]]:
+        try:
+            for i, row in enumerate(it, start=2):
+                yield i, list(row)
+        finally:
+            wb.close()
+
+    return header, rows()
+
+
+def _read_yaml(path: Path) -> tuple[list[object], Iterator[tuple[int, list[object]]]]:
+    try:
+        doc = load_yaml(path)
+    except ConfigError as exc:
+        raise InventoryError(exc.problems) from None
+    items = doc.get("channels") if isinstance(doc, dict) else doc
+    if not isinstance(items, list):
+        raise InventoryError([Problem(str(path), "$", "expected a list of channels "
+                                                      "(or a mapping with 'channels:')")])
+    keys: list[object] = []
+    for item in items:
+        if isinstance(item, dict):
+            keys.extend(k for k in item if k not in keys)
+
+    def rows() -> Iterator[tuple[int, list[object]]]:
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                yield i, [None] * len(keys)  # reported as missing id
+                continue
+            yield i, [item.get(k) for k in keys]
+
+    return keys, rows()
+
+
+# --- parsing values -----------------------------------------------------------------------------
+
+
+class _Bad(ValueError):
+    pass
+
+
+def _text(v: object) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))  # Excel turns 411628 into 411628.0
+    return str(v).strip()
+
+
+def _class(v: str) -> int | None:
+    if not v:
+        return None
+    key = v.lower().replace(" ", "")
+    if key in _CLASS_VALUES:
+        return _CLASS_VALUES[key]
+    raise _Bad(f"expected a point class 1, 2, 3, 4 or 9 (一类/二类/三类/公安内部/其他), got {v!r}")
+
+
+def _bool(v: str, what: str) -> bool:
+    key = v.lower()
+    if key in _TRUE:
+        return True
+    if key in _FALSE:
+        return False
+    raise _Bad(f"expected {what} (是/否, 已安装/未安装, 已上云/未上云, yes/no), got {v!r}")
+
+
+def _date(v: object) -> date | None:
+    if v is None or v == "":
+        return None
+    if isinstance(v, datetime):
+        return v.date()
+    if isinstance(v, date):
+        return v
+    text = str(v).strip()
+    for sep in ("-", "/", "."):
+        text = text.replace(sep, "-")
+    try:
+        if len(text) == 8 and text.isdigit():
+            return date(int(text[:4]), int(text[4:6]), int(text[6:]))
+        y, m, d = text.split(" ")[0].split("-")
+        return date(int(y), int(m), int(d))
+    except (ValueError, TypeError):
+        raise _Bad(f"expected a date like 2026-11-23, got {str(v)!r}") from None
+
+
+def _coord(v: str, lo: float, hi: float) -> float | None:
+    if not v:
+        return None
+    try:
+        f = float(v)
+    except ValueError:
+        raise _Bad(f"expected a number, got {v!r}") from None
+    if not lo <= f <= hi:
+        raise _Bad(f"expected a value between {lo:g} and {hi:g}, got {v}")
+    return f
+
+
+def _code(v: str, digits: int, what: str) -> str:
+    if v and (len(v) != digits or not v.isdigit()):
+        raise _Bad(f"expected a {digits}-digit {what} code, got {v!r}")
+    return v
+
+
+def _url(v: str, schemes: tuple[str, ...]) -> str:
+    if not v:
+        return ""
+    parts = urlsplit(v)
+    if parts.scheme.lower() not in schemes or not parts.hostname:
+        shown, _, _ = split_userinfo(v) if "@" in v else (v, None, None)
+        raise _Bad(f"expected a URL like {schemes[0]}://host/path, got {shown!r}")
+    return v
+
+
+def _host_of(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.hostname or ""
+
+
+# --- the loader ---------------------------------------------------------------------------------
+
+
+def _column_map(header: list[object], cfg: InventoryConfig, where: str
+                ) -> tuple[dict[str, int], dict[str, str], list[str]]:
+    """Map canonical field -> column index. Returns also field -> header shown in messages."""
+    normalized = [_norm_header(h) for h in header]
+    index: dict[str, int] = {}
+    shown: dict[str, str] = {}
+    problems: list[Problem] = []
+    for name, explicit in cfg.columns.items():
+        if name not in FIELDS:
+            problems.append(Problem(where, f"inventory.columns.{name}",
+                                    f"unknown field; expected one of {', '.join(FIELDS)}"))
+            continue
+        key = _norm_header(explicit)
+        if key not in normalized:
+            problems.append(Problem(where, "header", f"column {explicit!r} (mapped to {name}) "
+                                                     f"not found"))
+            continue
+        index[name] = normalized.index(key)
+    for name, aliases in FIELDS.items():
+        if name in index:
+            continue
+        for alias in aliases:
+            key = _norm_header(alias)
+            if key in normalized:
+                index[name] = normalized.index(key)
+                break
+    if "id" not in index:
+        found = ", ".join(str(h) for h in header if h not in (None, "")) or "nothing"
+        problems.append(Problem(where, "header", f"no id column; expected one of "
+                                                 f"{', '.join(FIELDS['id'])}; found: {found}"))
+    if problems:
+        raise InventoryError(problems)
+    for name, i in index.items():
+        shown[name] = str(header[i]).strip() if header[i] is not None else name
+    used = set(index.values())
+    ignored = [str(h) for i, h in enumerate(header) if i not in used and h not in (None, "")]
+    return index, shown, ignored
+
+
+def load_inventory(cfg: InventoryConfig, known_credentials: Iterable[str] = ()) -> Inventory:
+    """Load and validate the inventory. Raises :class:`InventoryError` listing every bad row
+    when ``on_error`` is ``reject`` (the default); with ``skip`` bad rows are left out and
+    listed in ``Inventory.errors``."""
+    path = Path(cfg.path)
+    where = display_path(path)
+    if not path.exists():
+        raise InventoryError([Problem(where, "", "file not found")])
+    fmt = _detect_format(path, cfg.format)
+    try:
+        if fmt == "xlsx":
+            header, rows = _read_xlsx(path, cfg.sheet, cfg.max_rows)
+        elif fmt == "yaml":
+            header, rows = _read_yaml(path)
+        else:
+            header, rows = _read_csv(path, cfg.encoding)
+    except UnicodeDecodeError as exc:
+        raise InventoryError([Problem(where, "", f"cannot decode as {cfg.encoding}: {exc.reason}"
+                                                 f"; set inventory.encoding")]) from None
+    except OSError as exc:
+        raise InventoryError([Problem(where, "", f"cannot read: {exc.strerror or exc}")]) from None
+    col, shown, ignored = _column_map(header, cfg, where)
+    creds = set(known_credentials)
+    row_label = "item" if fmt == "yaml" else "row"
+
+    channels: list[Channel] = []
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    seen: dict[str, int] = {}
+    rows_read = 0
+    rejected = 0
+    blank_run = 0
+    for rowno, values in rows:
+        get = _getter(values, col)
+        if all(v is None or _text(v) == "" for v in values):
+            blank_run += 1
+            if blank_run > 10_000:  # a sheet of a million empty rows: stop reading, say so
+                errors.append(Problem(where, f"{row_label} {rowno}",
+                                      "more than 10,000 empty rows in a row; stopped reading"))
+                break
+            continue
+        blank_run = 0
+        rows_read += 1
+        if rows_read > cfg.max_rows:
+            errors.append(Problem(where, f"{row_label} {rowno}",
+                                  f"more than inventory.max_rows ({cfg.max_rows}) rows"))
+            break
+        row_errs: list[Problem] = []
+        row_warns: list[Problem] = []
+
+        def err(fld: str, msg: str, _rowno: int = rowno, _errs: list[Problem] = row_errs) -> None:
+            _errs.append(Problem(where, f"{row_label} {_rowno}, column {shown.get(fld, fld)}",
+                                 msg))
+
+        def warn(fld: str, msg: str, _rowno: int = rowno, _w: list[Problem] = row_warns) -> None:
+            _w.append(Problem(where, f"{row_label} {_rowno}, column {shown.get(fld, fld)}",
+                                    msg))
+
+        ch = _parse_row(get, err, warn, cfg, creds, rowno)
+        if ch is not None and not row_errs:
+            if ch.id in seen:
+                err("id", f"duplicate id {ch.id!r} (first at {row_label} {seen[ch.id]})")
+            else:
+                seen[ch.id] = rowno
+        if row_errs or ch is None:
+            errors.extend(row_errs)
+            rejected += 1
+            continue
+        warnings.extend(row_warns)
+        channels.append(ch)
+
+    inv = Inventory(source=where, channels=channels, rows_read=rows_read,
+                    rejected_rows=rejected, errors=errors,
+                    warnings=warnings, ignored_columns=ignored)
+    if errors and cfg.on_error == "reject":
+        raise InventoryError(errors)
+    return inv
+
+
+def _getter(values: list[object], col: Mapping[str, int]) -> Any:
+    n = len(values)
+
+    def get(name: str, raw: bool = False) -> Any:
+        i = col.get(name)
+        if i is None or i >= n:
+            return None if raw else ""
+        return values[i] if raw else _text(values[i])
+
+    return get
+
+
+def _parse_row(get: Any, err: Any, warn: Any, cfg: InventoryConfig,
+               creds: set[str], rowno: int) -> Channel | None:
+    cid = get("id")
+    if not cid:
+        err("id", "missing id")
+        return None
+    if cfg.id_format == "gbt28181":
+        bad, odd = check_id(cid)
+        if bad:
+            err("id", bad)
+        elif odd:
+            warn("id", odd)
+
+    def parse(fld: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except _Bad as exc:
+            err(fld, str(exc))
+            return None
+
+    klass = parse("class", _class, get("class"))
+    if klass is None and not get("class"):
+        warn("class", "class (点位类型) is missing")
+    project_raw = get("project")
+    project = _PROJECT_VALUES.get(project_raw.lower(), project_raw) if project_raw else ""
+    operator_raw = get("operator")
+    operator = _OPERATOR_VALUES.get(operator_raw.lower(), operator_raw) if operator_raw else ""
+    installed_date = parse("installed_date", _date, get("installed_date", raw=True))
+    connected_date = parse("connected_date", _date, get("connected_date", raw=True))
+    inst_text, conn_text = get("installed"), get("connected")
+    installed = parse("installed", _bool, inst_text, "an install status")
+    connected = parse("connected", _bool, conn_text, "a cloud-connect status")
+    # A date without a status means the event happened: sheets often fill only the date.
+    if not inst_text and installed_date is not None:
+        installed = True
+    if not conn_text and connected_date is not None:
+        connected = True
+    if connected and installed is False:
+        err("connected", "connected (上云) but not installed (未安装): fix one of the two")
+    county_code = parse("county_code", _code, get("county_code"), 6, "county (GB/T 2260)")
+    township_code = parse("township_code", _code, get("township_code"), 9, "township")
+    village_code = parse("village_code", _code, get("village_code"), 12, "village")
+    if county_code and township_code and not township_code.startswith(county_code):
+        err("township_code", f"township code {township_code} is not inside county {county_code}")
+    if township_code and village_code and not village_code.startswith(township_code):
+        err("village_code", f"village code {village_code} is not inside township {township_code}")
+    county, township, village = get("county"), get("township"), get("village")
+    if not (county or county_code):
+        warn("county", "county (区县) is missing")
+    if not (township or township_code):
+        warn("township", "township (乡镇) is missing")
+    rtsp_raw = parse("rtsp_url", _url, get("rtsp_url"), ("rtsp", "rtsps"))
+    onvif = parse("onvif_url", _url, get("onvif_url"), ("http", "https"))
+    rtsp, user, password = split_userinfo(rtsp_raw) if rtsp_raw else ("", None, None)
+    lon = parse("longitude", _coord, get("longitude"), -180.0, 180.0)
+    lat = parse("latitude", _coord, get("latitude"), -90.0, 90.0)
+    if lon is None and lat is None and not get("longitude") and not get("latitude"):
+        warn("longitude", "coordinates (经度/纬度) are missing")
+    cred = get("credentials") or cfg.default_credentials
+    if get("credentials") and creds and cred not in creds:
+        err("credentials", f"expected one of the configured credentials "
+                           f"({', '.join(sorted(creds))}), got {cred!r}")
+    if connected and not (get("rtsp_url") or get("onvif_url")):
+        err("rtsp_url", "a connected channel needs an RTSP or ONVIF address to be probed")
+    host = get("host") or _host_of(rtsp or onvif or "")
+    return Channel(
+        id=cid, name=get("name"), klass=klass, project=project,
+        county=county, county_code=county_code or "", township=township,
+        township_code=township_code or "", village=village, village_code=village_code or "",
+        operator=operator, installed=bool(installed), installed_date=installed_date,
+        connected=bool(connected), connected_date=connected_date, rtsp_url=rtsp,
+        onvif_url=onvif or "", host=host, credentials=cred, longitude=lon, latitude=lat,
+        row=rowno, url_username=user, url_password=password,
+    )

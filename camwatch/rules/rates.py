@@ -1,0 +1,167 @@
+"""Online rates: the one definition camwatch uses everywhere.
+
+rate = Σ online / Σ connected over a scope, never an average of ratios; channels in
+``unknown`` (not yet probed, or the prober could not judge) are left out of both sums;
+channels not connected (未联网上云) are never counted. The Prometheus recording rules
+(``deploy/prometheus``) and the monthly report use the same definition on the same counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from camwatch.config import TargetsConfig
+from camwatch.inventory import CLASS_NAMES, Channel
+
+# Scope dimensions, coarse to fine. A scope is a tuple of these keys' values.
+SCOPES: tuple[tuple[str, ...], ...] = (
+    (),
+    ("county",),
+    ("county", "township"),
+    ("county", "township", "village"),
+    ("operator",),
+    ("county", "operator"),
+    ("county", "township", "operator"),
+)
+# What each scope is split by: nothing, point class, project.
+BREAKDOWNS: tuple[str | None, ...] = (None, "class", "project")
+
+
+def online_rate(online: int, connected: int) -> float | None:
+    """The definition. ``None`` when nothing is connected (a rate of 0/0 is not 0 %)."""
+    return online / connected if connected else None
+
+
+def format_rate(rate: float | None) -> str:
+    """Two decimals, as a percentage: ``96.80%``; ``-`` when undefined."""
+    return "-" if rate is None else f"{rate * 100:.2f}%"
+
+
+@dataclass(frozen=True, slots=True)
+class RateRow:
+    scope: tuple[tuple[str, str], ...]  # (("county", "鹿邑县"), ("township", "城关镇"))
+    klass: int | None
+    project: str | None
+    online: int
+    connected: int
+    offline: int
+    unknown: int
+    target: float | None
+
+    @property
+    def rate(self) -> float | None:
+        return online_rate(self.online, self.connected)
+
+    @property
+    def meets_target(self) -> bool | None:
+        rate = self.rate
+        if rate is None or self.target is None:
+            return None
+        # Compare at the precision rates are published with (two decimals of a percent), so
+        # 97.995 % shown as "98.00%" is not flagged as below a 98 % target.
+        return round(rate * 100, 2) >= round(self.target * 100, 2)
+
+    def scope_dict(self) -> dict[str, str]:
+        return dict(self.scope)
+
+    def label(self) -> str:
+        """Human name: "鹿邑县 城关镇 一类" ."""
+        parts = [v for _, v in self.scope] or ["全域"]
+        if self.klass is not None:
+            parts.append(CLASS_NAMES.get(self.klass, str(self.klass)))
+        if self.project is not None:
+            parts.append(self.project)
+        return " ".join(parts)
+
+    def as_json(self) -> dict[str, object]:
+        rate = self.rate
+        return {
+            "scope": self.scope_dict(),
+            "class": self.klass,
+            "project": self.project,
+            "online": self.online,
+            "connected": self.connected,
+            "offline": self.offline,
+            "unknown": self.unknown,
+            "rate": None if rate is None else round(rate, 6),
+            "target": self.target,
+            "meets_target": self.meets_target,
+        }
+
+
+class Targets:
+    """Target lookup: the most specific matching override, else the class or project default."""
+
+    def __init__(self, cfg: TargetsConfig) -> None:
+        self.cfg = cfg
+        # More specific overrides first: count the fields they match on.
+        self._overrides = sorted(
+            cfg.overrides,
+            key=lambda o: -sum(x is not None for x in (o.county, o.township, o.class_,
+                                                         o.project)))
+
+    def target_for(self, scope: dict[str, str], klass: int | None,
+                   project: str | None) -> float | None:
+        if klass is None and project is None:
+            return None  # a scope's total mixes classes with different targets
+        for o in self._overrides:
+            if o.class_ != klass or o.project != project:
+                continue
+            if o.county is not None and scope.get("county") != o.county:
+                continue
+            if o.township is not None and scope.get("township") != o.township:
+                continue
+            return o.target
+        if klass is not None:
+            return self.cfg.by_class.get(klass)
+        return self.cfg.by_project.get(project or "")
+
+
+def _scope_of(ch: Channel, dims: Sequence[str]) -> tuple[tuple[str, str], ...] | None:
+    out = []
+    for d in dims:
+        value = getattr(ch, d) or ""
+        if not value:
+            return None  # a channel without a township is not in any township's scope
+        out.append((d, value))
+    return tuple(out)
+
+
+def compute_rates(channels: Iterable[Channel], state_of: Callable[[str], str],
+                  targets: Targets, scopes: Sequence[tuple[str, ...]] = SCOPES,
+                  breakdowns: Sequence[str | None] = BREAKDOWNS) -> list[RateRow]:
+    """Count online / connected for every scope × breakdown. ``state_of(channel_id)`` gives
+    ``online``, ``offline`` or ``unknown``. Only connected channels are looked at."""
+    counts: dict[tuple[tuple[tuple[str, str], ...], int | None, str | None], list[int]] = {}
+    for ch in channels:
+        if not ch.connected:
+            continue
+        state = state_of(ch.id)
+        idx = 0 if state == "online" else 1 if state == "offline" else 2
+        for dims in scopes:
+            scope = _scope_of(ch, dims)
+            if scope is None:
+                continue
+            for b in breakdowns:
+                if b == "class":
+                    if ch.klass is None:
+                        continue
+                    key = (scope, ch.klass, None)
+                elif b == "project":
+                    if not ch.project:
+                        continue
+                    key = (scope, None, ch.project)
+                else:
+                    key = (scope, None, None)
+                c = counts.get(key)
+                if c is None:
+                    c = counts[key] = [0, 0, 0]
+                c[idx] += 1
+    rows = []
+    for (scope, klass, project), (on, off, unk) in counts.items():
+        target = targets.target_for(dict(scope), klass, project)
+        rows.append(RateRow(scope, klass, project, on, on + off, off, unk, target))
+    rows.sort(key=lambda r: (len(r.scope), r.scope, r.klass is None, r.klass or 0,
+                             r.project or ""))
+    return rows

@@ -1,0 +1,97 @@
+"""What the daemon keeps: the store interface, independent of the database behind it.
+
+SQLite is the embedded default (:mod:`camwatch.store.sqlite`). A PostgreSQL backend can be
+added later by implementing :class:`Store`; nothing outside this package touches SQL.
+Times are UNIX seconds (float, UTC) everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(slots=True)
+class ChannelState:
+    """The current verdict of one channel, as the engine keeps it and the store persists it."""
+
+    channel_id: str
+    state: str = "unknown"  # online | offline | unknown
+    reason: str | None = None
+    since: float | None = None  # when ``state`` began
+    last_probe: float | None = None
+    last_ok: float | None = None
+    fails: int = 0  # consecutive failed probes
+    oks: int = 0  # consecutive successful probes
+    latency_ms: float | None = None
+    clock_drift_s: float | None = None
+    flapping: bool = False
+    detail: str = ""
+    info: dict[str, Any] = field(default_factory=dict)  # device info, media
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    channel_id: str
+    ts: float
+    from_state: str
+    to_state: str
+    reason: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    receiver: str
+    fingerprint: str
+    created: float
+    payload: dict[str, Any]
+    attempts: int
+    next_attempt: float
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateSnapshot:
+    ts: float
+    scope: dict[str, str]
+    klass: int | None
+    project: str | None
+    online: int
+    connected: int
+
+
+class Store(Protocol):
+    def close(self) -> None: ...
+
+    # channel state and transitions: written together, one transaction per batch
+    def load_states(self) -> dict[str, ChannelState]: ...
+    def write_batch(self, states: Iterable[ChannelState],
+                    transitions: Iterable[Transition]) -> None: ...
+    def transitions(self, start: float | None = None, end: float | None = None,
+                    channel_ids: Iterable[str] | None = None) -> Iterator[Transition]: ...
+    def last_transition_before(self, ts: float) -> dict[str, Transition]: ...
+
+    # rate snapshots
+    def add_rate_snapshots(self, rows: Iterable[RateSnapshot]) -> None: ...
+    def rate_snapshots(self, start: float, end: float) -> list[RateSnapshot]: ...
+
+    # monthly inventory snapshots ("2026-11")
+    def save_inventory_snapshot(self, month: str, rows: Iterable[dict[str, Any]]) -> None: ...
+    def inventory_snapshot(self, month: str) -> list[dict[str, Any]]: ...
+    def inventory_months(self) -> list[str]: ...
+
+    # alert outbox
+    def enqueue(self, receiver: str, fingerprint: str, payload: dict[str, Any],
+                now: float) -> int: ...
+    def due(self, receiver: str, now: float, limit: int = 100) -> list[OutboxItem]: ...
+    def mark_delivered(self, item_id: int, now: float) -> None: ...
+    def mark_failed(self, item_id: int, error: str, next_attempt: float) -> None: ...
+    def outbox_depth(self, receiver: str | None = None) -> int: ...
+
+    # small key/value state (alert engine state, last sweep time, ...)
+    def get_meta(self, key: str) -> Any: ...
+    def set_meta(self, key: str, value: Any) -> None: ...

@@ -1,0 +1,333 @@
+"""SQLite backend of the store: one file, WAL, versioned schema.
+
+Durability: ``synchronous=FULL`` with WAL, so a committed batch survives ``kill -9`` and power
+loss; the engine commits at most about once a second, which keeps the fsync cost small.
+The file (and its -wal/-shm siblings, which SQLite creates with the same mode) is 0600: it
+names every camera of the network.
+
+One connection, used from one thread at a time (the engine's writer thread, or a CLI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from camwatch.errors import StoreError
+from camwatch.store.base import ChannelState, OutboxItem, RateSnapshot, Transition
+
+# Each entry moves the schema one version up; never edit a released entry, add a new one.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: initial schema
+    """
+    CREATE TABLE channel_state (
+        channel_id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        reason TEXT,
+        since REAL,
+        last_probe REAL,
+        last_ok REAL,
+        fails INTEGER NOT NULL DEFAULT 0,
+        oks INTEGER NOT NULL DEFAULT 0,
+        latency_ms REAL,
+        clock_drift_s REAL,
+        flapping INTEGER NOT NULL DEFAULT 0,
+        detail TEXT NOT NULL DEFAULT '',
+        info TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE transitions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel_id TEXT NOT NULL,
+        ts REAL NOT NULL,
+        from_state TEXT NOT NULL,
+        to_state TEXT NOT NULL,
+        reason TEXT,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX transitions_ts ON transitions (ts);
+    CREATE INDEX transitions_channel_ts ON transitions (channel_id, ts);
+    CREATE TABLE rate_snapshots (
+        ts REAL NOT NULL,
+        scope TEXT NOT NULL,
+        class INTEGER,
+        project TEXT,
+        online INTEGER NOT NULL,
+        connected INTEGER NOT NULL
+    );
+    CREATE INDEX rate_snapshots_ts ON rate_snapshots (ts);
+    CREATE TABLE inventory_snapshots (
+        month TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (month, channel_id)
+    );
+    CREATE TABLE alert_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        receiver TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        created REAL NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL NOT NULL,
+        delivered REAL,
+        last_error TEXT
+    );
+    CREATE INDEX alert_outbox_pending ON alert_outbox (receiver, delivered, next_attempt, id);
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _create_private(path: Path) -> None:
+    """Create the file 0600 (and its directory 0700) before SQLite opens it."""
+    if path.exists():
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+    os.close(fd)
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            if str(path) != ":memory:":
+                _create_private(self.path)
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                                       timeout=30.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"{path}: cannot open the store: {exc}") from None
+
+    # --- schema ------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {version} is newer than this camwatch "
+                f"understands ({SCHEMA_VERSION}); upgrade camwatch or restore a backup")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self._tx():
+                for statement in _split_sql(MIGRATIONS[target - 1]):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {target}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _tx(self) -> _Tx:
+        return _Tx(self._db, self._lock)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- states and transitions ----------------------------------------------------------------
+
+    def load_states(self) -> dict[str, ChannelState]:
+        rows = self._db.execute(
+            "SELECT channel_id, state, reason, since, last_probe, last_ok, fails, oks, "
+            "latency_ms, clock_drift_s, flapping, detail, info FROM channel_state").fetchall()
+        return {
+            r[0]: ChannelState(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
+                               bool(r[10]), r[11], json.loads(r[12]))
+            for r in rows
+        }
+
+    def write_batch(self, states: Iterable[ChannelState],
+                    transitions: Iterable[Transition]) -> None:
+        state_rows = [
+            (s.channel_id, s.state, s.reason, s.since, s.last_probe, s.last_ok, s.fails, s.oks,
+             s.latency_ms, s.clock_drift_s, int(s.flapping), s.detail,
+             json.dumps(s.info, ensure_ascii=False))
+            for s in states
+        ]
+        trans_rows = [
+            (t.channel_id, t.ts, t.from_state, t.to_state, t.reason,
+             json.dumps(t.detail, ensure_ascii=False))
+            for t in transitions
+        ]
+        if not state_rows and not trans_rows:
+            return
+        with self._tx():
+            if state_rows:
+                self._db.executemany(
+                    "INSERT INTO channel_state VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT(channel_id) DO UPDATE SET state=excluded.state, "
+                    "reason=excluded.reason, since=excluded.since, "
+                    "last_probe=excluded.last_probe, last_ok=excluded.last_ok, "
+                    "fails=excluded.fails, oks=excluded.oks, latency_ms=excluded.latency_ms, "
+                    "clock_drift_s=excluded.clock_drift_s, flapping=excluded.flapping, "
+                    "detail=excluded.detail, info=excluded.info", state_rows)
+            if trans_rows:
+                self._db.executemany(
+                    "INSERT INTO transitions (channel_id, ts, from_state, to_state, reason, "
+                    "detail) VALUES (?,?,?,?,?,?)", trans_rows)
+
+    def delete_states(self, channel_ids: Iterable[str]) -> None:
+        ids = [(c,) for c in channel_ids]
+        with self._tx():
+            self._db.executemany("DELETE FROM channel_state WHERE channel_id = ?", ids)
+
+    def transitions(self, start: float | None = None, end: float | None = None,
+                    channel_ids: Iterable[str] | None = None) -> Iterator[Transition]:
+        sql = ("SELECT id, channel_id, ts, from_state, to_state, reason, detail "
+               "FROM transitions WHERE 1=1")
+        args: list[Any] = []
+        if start is not None:
+            sql += " AND ts >= ?"
+            args.append(start)
+        if end is not None:
+            sql += " AND ts < ?"
+            args.append(end)
+        wanted = set(channel_ids) if channel_ids is not None else None
+        sql += " ORDER BY ts, id"
+        for r in self._db.execute(sql, args):
+            if wanted is not None and r[1] not in wanted:
+                continue
+            yield Transition(r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), id=r[0])
+
+    def last_transition_before(self, ts: float) -> dict[str, Transition]:
+        """Each channel's last transition strictly before ``ts``: its state when a period
+        starts."""
+        rows = self._db.execute(
+            "SELECT t.id, t.channel_id, t.ts, t.from_state, t.to_state, t.reason, t.detail "
+            "FROM transitions t JOIN (SELECT channel_id, MAX(id) AS id FROM transitions "
+            "WHERE ts < ? GROUP BY channel_id) last ON t.id = last.id", (ts,))
+        return {r[1]: Transition(r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), id=r[0])
+                for r in rows}
+
+    # --- rate snapshots ----------------------------------------------------------------------
+
+    def add_rate_snapshots(self, rows: Iterable[RateSnapshot]) -> None:
+        data = [(r.ts, json.dumps(r.scope, ensure_ascii=False, sort_keys=True), r.klass,
+                 r.project, r.online, r.connected) for r in rows]
+        with self._tx():
+            self._db.executemany("INSERT INTO rate_snapshots VALUES (?,?,?,?,?,?)", data)
+
+    def rate_snapshots(self, start: float, end: float) -> list[RateSnapshot]:
+        rows = self._db.execute(
+            "SELECT ts, scope, class, project, online, connected FROM rate_snapshots "
+            "WHERE ts >= ? AND ts < ? ORDER BY ts", (start, end))
+        return [RateSnapshot(r[0], json.loads(r[1]), r[2], r[3], r[4], r[5]) for r in rows]
+
+    # --- inventory snapshots -----------------------------------------------------------------
+
+    def save_inventory_snapshot(self, month: str, rows: Iterable[dict[str, Any]]) -> None:
+        data = [(month, r["id"], json.dumps(r, ensure_ascii=False, default=str)) for r in rows]
+        with self._tx():
+            self._db.execute("DELETE FROM inventory_snapshots WHERE month = ?", (month,))
+            self._db.executemany("INSERT INTO inventory_snapshots VALUES (?,?,?)", data)
+
+    def inventory_snapshot(self, month: str) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT data FROM inventory_snapshots WHERE month = ? ORDER BY channel_id", (month,))
+        return [json.loads(r[0]) for r in rows]
+
+    def inventory_months(self) -> list[str]:
+        return [r[0] for r in self._db.execute(
+            "SELECT DISTINCT month FROM inventory_snapshots ORDER BY month")]
+
+    # --- alert outbox --------------------------------------------------------------------------
+
+    def enqueue(self, receiver: str, fingerprint: str, payload: dict[str, Any],
+                now: float) -> int:
+        with self._tx():
+            cur = self._db.execute(
+                "INSERT INTO alert_outbox (receiver, fingerprint, created, payload, "
+                "next_attempt) VALUES (?,?,?,?,?)",
+                (receiver, fingerprint, now, json.dumps(payload, ensure_ascii=False), now))
+            return int(cur.lastrowid or 0)
+
+    def due(self, receiver: str, now: float, limit: int = 100) -> list[OutboxItem]:
+        """Undelivered items of ``receiver`` in creation order, stopping at the first one not
+        yet due: delivery stays in order even while one item waits for its retry."""
+        rows = self._db.execute(
+            "SELECT id, receiver, fingerprint, created, payload, attempts, next_attempt, "
+            "last_error FROM alert_outbox WHERE receiver = ? AND delivered IS NULL "
+            "ORDER BY id LIMIT ?", (receiver, limit)).fetchall()
+        out = []
+        for r in rows:
+            if r[6] > now:
+                break
+            out.append(OutboxItem(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7]))
+        return out
+
+    def mark_delivered(self, item_id: int, now: float) -> None:
+        with self._tx():
+            self._db.execute("UPDATE alert_outbox SET delivered = ?, attempts = attempts + 1 "
+                             "WHERE id = ?", (now, item_id))
+
+    def mark_failed(self, item_id: int, error: str, next_attempt: float) -> None:
+        with self._tx():
+            self._db.execute("UPDATE alert_outbox SET attempts = attempts + 1, last_error = ?, "
+                             "next_attempt = ? WHERE id = ?", (error[:500], next_attempt,
+                                                                item_id))
+
+    def outbox_depth(self, receiver: str | None = None) -> int:
+        if receiver is None:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM alert_outbox WHERE delivered IS NULL").fetchone()
+        else:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM alert_outbox WHERE delivered IS NULL AND receiver = ?",
+                (receiver,)).fetchone()
+        return int(row[0])
+
+    # --- meta ----------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._tx():
+            self._db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                             "value = excluded.value",
+                             (key, json.dumps(value, ensure_ascii=False)))
+
+
+class _Tx:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception; serialised by a lock
+    so the writer thread and a CLI caller in the same process never interleave."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+        self._db = db
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None:
+                self._db.execute("COMMIT")
+            else:
+                self._db.execute("ROLLBACK")
+        finally:
+            self._lock.release()
+
+
+def _split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

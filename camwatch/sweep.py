@@ -1,0 +1,200 @@
+"""Running probes under bounds, and the one-shot sweep (``camwatch sweep``).
+
+:class:`ProbeRunner` is what the daemon's scheduler and the one-shot sweep share: it turns an
+inventory channel into a probe :class:`Target` (credentials resolved once), and runs a probe
+under the global and per-host concurrency bounds with the overall timeout. The caller owns the
+timeout, as in blackbox_exporter: a probe that overruns is cut and counted as ``timeout``; a
+probe that raises is a camwatch bug and is counted as ``internal``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from camwatch.config import Config
+from camwatch.errors import ConfigError, Problem
+from camwatch.inventory import Channel, Inventory
+from camwatch.log import register_secret
+from camwatch.probes import Level, ProbeResult, ProbeSettings, Reason, Target, get_prober
+from camwatch.rules.rates import RateRow, Targets, compute_rates, online_rate
+from camwatch.secrets import Secret
+
+log = structlog.get_logger(__name__)
+
+
+def probe_settings(cfg: Config) -> ProbeSettings:
+    return ProbeSettings(timeout_s=cfg.probing.timeout, user_agent=cfg.probing.user_agent)
+
+
+def resolve_credentials(cfg: Config) -> dict[str, tuple[str, Secret | None]]:
+    """Resolve every credential reference now, so a missing env var or file stops the start
+    with a message naming the reference (never a value)."""
+    out: dict[str, tuple[str, Secret | None]] = {}
+    problems = []
+    for name, cred in cfg.credentials.items():
+        try:
+            secret = cred.password()
+        except LookupError as exc:
+            problems.append(Problem(cfg.source, f"$.credentials.{name}", str(exc)))
+            continue
+        if secret is not None:
+            register_secret(secret.reveal())
+        out[name] = (cred.username, secret)
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def make_target(ch: Channel, creds: dict[str, tuple[str, Secret | None]]) -> Target:
+    user, password = creds.get(ch.credentials, (None, None))
+    if ch.url_username is not None:  # credentials written into the RTSP URL win
+        user = ch.url_username
+        password = ch.url_password
+        if password is not None:
+            register_secret(password.reveal())
+    return Target(channel_id=ch.id, host=ch.host, rtsp_url=ch.rtsp_url or None,
+                  onvif_url=ch.onvif_url or None, username=user, password=password)
+
+
+class ProbeRunner:
+    """Global and per-host concurrency bounds plus the overall timeout around every probe."""
+
+    def __init__(self, settings: ProbeSettings, concurrency: int, per_host: int) -> None:
+        self.settings = settings
+        self._global = asyncio.Semaphore(concurrency)
+        self._per_host_limit = per_host
+        self._hosts: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+        self.in_flight = 0
+
+    def _host_sem(self, host: str) -> tuple[asyncio.Semaphore, list[int]]:
+        entry = self._hosts.get(host)
+        if entry is None:
+            entry = self._hosts[host] = (asyncio.Semaphore(self._per_host_limit), [0])
+        return entry
+
+    async def run(self, level: Level, target: Target) -> ProbeResult:
+        sem, users = self._host_sem(target.host)
+        users[0] += 1
+        try:
+            async with sem, self._global:
+                self.in_flight += 1
+                try:
+                    return await self._run_one(level, target)
+                finally:
+                    self.in_flight -= 1
+        finally:
+            users[0] -= 1
+            if users[0] == 0:  # keep the map as small as the hosts being probed now
+                self._hosts.pop(target.host, None)
+
+    async def _run_one(self, level: Level, target: Target) -> ProbeResult:
+        prober = get_prober(level)
+        start = time.perf_counter()
+        try:
+            # A little grace over the probe's own deadline: probes bound themselves, and
+            # this outer cut only fires for one that does not.
+            async with asyncio.timeout(self.settings.timeout_s + 0.5):
+                return await prober(target, self.settings)
+        except TimeoutError:
+            took = time.perf_counter() - start
+            return ProbeResult.failure(level.value, Reason.TIMEOUT,
+                                       f"no verdict within {self.settings.timeout_s:g}s",
+                                       latency_s=took)
+        except Exception as exc:  # a probe must not raise: this is our bug
+            log.error("probe raised", channel=target.channel_id, level=level.value,
+                      error=type(exc).__name__)
+            return ProbeResult.failure(level.value, Reason.INTERNAL, type(exc).__name__,
+                                       latency_s=time.perf_counter() - start)
+
+
+@dataclass(slots=True)
+class SweepResult:
+    results: dict[str, ProbeResult]
+    duration_s: float
+    rates: list[RateRow] = field(default_factory=list)
+
+
+async def sweep_once(cfg: Config, inventory: Inventory,
+                     progress: Callable[[int, int], None] | None = None) -> SweepResult:
+    """Probe every connected channel once at the configured level (no hysteresis)."""
+    creds = resolve_credentials(cfg)
+    runner = ProbeRunner(probe_settings(cfg), cfg.probing.concurrency,
+                         cfg.probing.per_host_concurrency)
+    todo = [ch for ch in inventory.channels if ch.connected]
+    results: dict[str, ProbeResult] = {}
+    start = time.perf_counter()
+    done = 0
+
+    async def one(ch: Channel) -> None:
+        nonlocal done
+        results[ch.id] = await runner.run(cfg.probing.level, make_target(ch, creds))
+        done += 1
+        if progress is not None:
+            progress(done, len(todo))
+
+    async with asyncio.TaskGroup() as tg:
+        for ch in todo:
+            tg.create_task(one(ch), name=f"probe:{ch.id}")
+    duration = time.perf_counter() - start
+
+    def state_of(cid: str) -> str:
+        r = results.get(cid)
+        return "unknown" if r is None else "online" if r.ok else "offline"
+
+    rates = compute_rates(inventory.channels, state_of, Targets(cfg.targets))
+    return SweepResult(results, duration, rates)
+
+
+def sweep_json(inventory: Inventory, sweep: SweepResult) -> dict[str, Any]:
+    """The JSON contract of ``camwatch sweep --json`` (documented in README.md)."""
+    channels = []
+    for ch in inventory.channels:
+        r = sweep.results.get(ch.id)
+        if not ch.connected or r is None:
+            state, reason, latency, drift = "unknown", "not_connected", None, None
+        else:
+            state = "online" if r.ok else "offline"
+            reason = None if r.ok else (r.reason.value if r.reason else None)
+            latency = round(r.latency_s * 1000, 1)
+            drift = r.clock_drift_s
+        channels.append({
+            "id": ch.id, "state": state, "reason": reason, "latency_ms": latency,
+            "clock_drift_s": drift, "class": ch.klass, "project": ch.project or None,
+            "county": ch.county or None, "township": ch.township or None,
+            "operator": ch.operator or None,
+        })
+    summary = inventory.summary()
+    online = sum(1 for r in sweep.results.values() if r.ok)
+    judged = len(sweep.results)
+    return {
+        "channels": channels,
+        "rates": [r.as_json() for r in sweep.rates],
+        "summary": {
+            "planned": summary["planned"],
+            "installed": summary["installed"],
+            "connected": summary["connected"],
+            "install_rate": _round(summary["install_rate"]),
+            "cloud_rate": _round(summary["cloud_rate"]),
+            "online": online,
+            "online_rate": _round(online_rate(online, judged)),
+            "duration_s": round(sweep.duration_s, 3),
+        },
+    }
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 6)
+
+
+def reasons_count(results: Iterable[ProbeResult]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in results:
+        if not r.ok and r.reason is not None:
+            out[r.reason.value] = out.get(r.reason.value, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))

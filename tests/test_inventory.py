@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from camwatch.cli import main
+from camwatch.config import InventoryConfig
+from camwatch.errors import InventoryError
+from camwatch.inventory import load_inventory
+
+HEADER_CN = ["设备编码", "点位名称", "点位类型", "项目", "区县", "区县编码", "乡镇", "乡镇编码",
+             "村", "村编码", "运营商", "安装状态", "安装日期", "上云状态", "上云日期", "RTSP地址",
+             "经度", "纬度"]
+
+
+def row(n: int, installed: bool = True, connected: bool = True, klass: object = 1,
+        url: str | None = None) -> list[object]:
+    return [f"411628000013210{n:05d}", f"点位{n}", klass, "雪亮工程", "鹿邑县", "411628",
+            "城关镇", "411628100", "东关村", "411628100001", "移动",
+            "已安装" if installed else "未安装", "2025-03-01" if installed else "",
+            "已上云" if connected else "未上云", "2025-03-10" if connected else "",
+            url or f"rtsp://127.0.1.{n % 250}:554/ch{n}", 115.4, 33.8]
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[object]],
+              encoding: str = "utf-8-sig", newline: str = "\n") -> Path:
+    lines = [",".join(header)] + [",".join("" if v is None else str(v) for v in r) for r in rows]
+    path.write_bytes(newline.join(lines).encode(encoding) + newline.encode())
+    return path
+
+
+def test_xlsx_with_chinese_headers_seed_rates(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The seed check of shared/domain.md: 10,520 planned, 10,048 installed, 9,896 connected."""
+    path = tmp_path / "台账.xlsx"
+    wb = openpyxl.Workbook(write_only=True)
+    ws = wb.create_sheet("点位")
+    ws.append(HEADER_CN)
+    for n in range(10_520):
+        ws.append(row(n, installed=n < 10_048, connected=n < 9_896, klass=1 + n % 3))
+    wb.save(path)
+    inv = load_inventory(InventoryConfig(path=path))
+    s = inv.summary()
+    assert (s["planned"], s["installed"], s["connected"]) == (10_520, 10_048, 9_896)
+    assert f"{s['install_rate'] * 100:.2f}" == "95.51"
+    assert f"{s['cloud_rate'] * 100:.2f}" == "98.49"
+    (tmp_path / "c.yaml").write_text(f"inventory: {{path: {path.name}}}\n", encoding="utf-8")
+    assert main(["check-config", "-c", str(tmp_path / "c.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "安装率 95.51%" in out and "上云率 98.49%" in out
+    assert "10520 rows read, 10520 channels accepted, 0 rejected" in out
+
+
+def test_english_headers_yaml_and_value_synonyms(tmp_path: Path) -> None:
+    path = tmp_path / "inv.yaml"
+    path.write_text("""
+channels:
+  - {id: "41162800001321000001", name: gate, class: 一类, project: xueliang, county: 鹿邑县,
+     township: 城关镇, operator: China Mobile, installed: yes, connected: yes,
+     rtsp_url: "rtsp://127.0.0.2/ch1"}
+  - {id: "41162800001321000002", class: III, project: 智慧社区, county: 鹿邑县, township: 城关镇,
+     installed_date: 2025-01-02, onvif_url: "http://127.0.0.3/onvif/device_service",
+     connected_date: "2025/02/03"}
+""", encoding="utf-8")
+    inv = load_inventory(InventoryConfig(path=path))
+    a, b = inv.channels
+    assert (a.klass, a.project, a.operator, a.installed, a.connected) == (1, "雪亮工程", "移动",
+                                                                          True, True)
+    # a date without a status means it happened
+    assert (b.klass, b.project, b.installed, b.connected) == (3, "智慧小区", True, True)
+    assert str(b.connected_date) == "2025-02-03"
+    assert b.host == "127.0.0.3"
+
+
+def test_configured_column_mapping(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "inv.csv", ["监控点编号", "类别", "上云状态", "安装状态", "取流"],
+                     [["41162800001321000001", "2", "是", "是", "rtsp://127.0.0.9/a"]])
+    with pytest.raises(InventoryError, match="no id column"):
+        load_inventory(InventoryConfig(path=path))
+    inv = load_inventory(InventoryConfig(path=path, columns={"id": "监控点编号",
+                                                             "rtsp_url": "取流"}))
+    assert inv.channels[0].id == "41162800001321000001"
+    assert inv.channels[0].klass == 2 and inv.channels[0].rtsp_url == "rtsp://127.0.0.9/a"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gbk", "gb18030"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_csv_encodings_and_line_endings(tmp_path: Path, encoding: str, newline: str) -> None:
+    path = write_csv(tmp_path / "inv.csv", HEADER_CN, [row(1), row(2)], encoding, newline)
+    inv = load_inventory(InventoryConfig(path=path))
+    assert [c.name for c in inv.channels] == ["点位1", "点位2"]
+    assert inv.channels[0].township == "城关镇"
+
+
+def test_mixed_line_endings(tmp_path: Path) -> None:
+    body = (",".join(HEADER_CN) + "\r\n" + ",".join(map(str, row(1))) + "\n"
+            + ",".join(map(str, row(2))) + "\r\n")
+    path = tmp_path / "inv.csv"
+    path.write_bytes(body.encode("gbk"))
+    assert len(load_inventory(InventoryConfig(path=path)).channels) == 2
+
+
+def test_inline_url_password_is_split_off_and_never_shown(tmp_path: Path) -> None:
+    url = "rtsp://admin:Canary-Pw-77@127.0.0.5:554/ch1"
+    path = write_csv(tmp_path / "inv.csv", HEADER_CN, [row(1, url=url)])
+    ch = load_inventory(InventoryConfig(path=path)).channels[0]
+    assert ch.rtsp_url == "rtsp://127.0.0.5:554/ch1"
+    assert ch.url_username == "admin"
+    assert ch.url_password is not None and ch.url_password.reveal() == "Canary-Pw-77"
+    assert "Canary-Pw-77" not in repr(ch)
+
+
+def test_bad_url_with_password_not_echoed(tmp_path: Path) -> None:
+    url = "http://admin:Canary-Pw-78@127.0.0.5/ch1"
+    path = write_csv(tmp_path / "inv.csv", HEADER_CN, [row(1, url=url)])
+    with pytest.raises(InventoryError) as exc:
+        load_inventory(InventoryConfig(path=path))
+    assert "Canary-Pw-78" not in str(exc.value)
+    assert "rtsp://host/path" in str(exc.value)
+
+
+def test_skip_mode_keeps_good_rows_and_lists_bad(tmp_path: Path) -> None:
+    rows = [row(1), row(2, klass=7), row(3, installed=False, connected=True), row(4)]
+    path = write_csv(tmp_path / "inv.csv", HEADER_CN, rows)
+    with pytest.raises(InventoryError) as exc:
+        load_inventory(InventoryConfig(path=path))
+    assert len(exc.value.problems) == 2
+    inv = load_inventory(InventoryConfig(path=path, on_error="skip"))
+    assert [c.name for c in inv.channels] == ["点位1", "点位4"]
+    assert inv.rejected_rows == 2
+    assert inv.summary()["rejected"] == 2
+    assert {p.path for p in inv.errors} == {"row 3, column 点位类型", "row 4, column 上云状态"}
+
+
+def test_data_quality_warnings(tmp_path: Path) -> None:
+    r = row(1)
+    r[2] = ""  # class
+    r[6] = r[7] = ""  # township
+    r[16] = r[17] = ""  # coordinates
+    odd = row(2)
+    odd[0] = "41162800001341000002"  # type 134: an alarm device, not a video channel
+    path = write_csv(tmp_path / "inv.csv", HEADER_CN, [r, odd])
+    inv = load_inventory(InventoryConfig(path=path))
+    msgs = sorted(f"{p.path}: {p.message}" for p in inv.warnings)
+    assert msgs == [
+        "row 2, column 乡镇: township (乡镇) is missing",
+        "row 2, column 点位类型: class (点位类型) is missing",
+        "row 2, column 经度: coordinates (经度/纬度) are missing",
+        "row 3, column 设备编码: type code 134 is not a video channel type "
+        "(111, 112, 118, 131, 132)",
+    ]
+    assert inv.channels[0].klass is None
+
+
+def test_id_format_any_accepts_local_codes(tmp_path: Path) -> None:
+    r = row(1)
+    r[0] = "LY-0001"
+    path = write_csv(tmp_path / "inv.csv", HEADER_CN, [r])
+    with pytest.raises(InventoryError, match="20 digits"):
+        load_inventory(InventoryConfig(path=path))
+    assert load_inventory(InventoryConfig(path=path, id_format="any")).channels[0].id == "LY-0001"
+
+
+def test_xlsx_zip_bomb_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import zipfile
+
+    import camwatch.inventory
+
+    # The real limit is 512 MB; a 60 MB bomb against a 50 MB limit tests the same code faster.
+    monkeypatch.setattr(camwatch.inventory, "MAX_XLSX_UNCOMPRESSED", 50 * 1024 * 1024)
+    path = tmp_path / "bomb.xlsx"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("xl/worksheets/sheet1.xml", b"\0" * (60 * 1024 * 1024))
+    assert path.stat().st_size < 1024 * 1024
+    with pytest.raises(InventoryError, match="zip bomb"):
+        load_inventory(InventoryConfig(path=path))
+
+
+def test_not_an_xlsx(tmp_path: Path) -> None:
+    path = tmp_path / "x.xlsx"
+    path.write_bytes(b"id,name\n1,2\n")
+    with pytest.raises(InventoryError, match="expected an XLSX file"):
+        load_inventory(InventoryConfig(path=path))

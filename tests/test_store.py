@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from camwatch.errors import StoreError
+from camwatch.store import ChannelState, RateSnapshot, Transition, open_store
+from camwatch.store.sqlite import SCHEMA_VERSION
+
+
+def test_roundtrip_and_private_file(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "camwatch.db"
+    store = open_store(path)
+    store.write_batch(
+        [ChannelState("a", "offline", "refused", since=10.0, fails=3, info={"v": "海康"})],
+        [Transition("a", 10.0, "online", "offline", "refused", {"detail": "x"})])
+    store.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    store = open_store(path)
+    st = store.load_states()["a"]
+    assert (st.state, st.reason, st.fails, st.info) == ("offline", "refused", 3, {"v": "海康"})
+    (t,) = list(store.transitions())
+    assert (t.channel_id, t.from_state, t.to_state, t.detail) == ("a", "online", "offline",
+                                                                  {"detail": "x"})
+    store.close()
+
+
+def test_transitions_window_and_state_at_start(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s.db")
+    store.write_batch([], [Transition("a", 1.0, "unknown", "online"),
+                           Transition("a", 5.0, "online", "offline", "timeout"),
+                           Transition("b", 2.0, "unknown", "offline", "refused"),
+                           Transition("a", 9.0, "offline", "online")])
+    assert [t.ts for t in store.transitions(2.0, 9.0)] == [2.0, 5.0]
+    assert [t.ts for t in store.transitions(channel_ids=["b"])] == [2.0]
+    before = store.last_transition_before(6.0)
+    assert before["a"].to_state == "offline" and before["b"].to_state == "offline"
+    assert "a" not in store.last_transition_before(1.0)
+
+
+def test_outbox_in_order_with_retries(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s.db")
+    ids = [store.enqueue("wecom", f"fp{i}", {"n": i}, now=100.0) for i in range(3)]
+    store.enqueue("mqtt", "fpX", {"n": 9}, now=100.0)
+    assert [i.payload["n"] for i in store.due("wecom", 100.0)] == [0, 1, 2]
+    store.mark_failed(ids[0], "HTTP 502", next_attempt=130.0)
+    # the head waits for its retry: nothing behind it overtakes it
+    assert store.due("wecom", 110.0) == []
+    (head, *_rest) = store.due("wecom", 130.0)
+    assert head.id == ids[0] and head.attempts == 1 and head.last_error == "HTTP 502"
+    store.mark_delivered(ids[0], 131.0)
+    assert [i.payload["n"] for i in store.due("wecom", 131.0)] == [1, 2]
+    assert store.outbox_depth("wecom") == 2 and store.outbox_depth() == 3
+
+
+def test_snapshots_and_meta(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s.db")
+    store.save_inventory_snapshot("2026-11", [{"id": "b", "installed": True},
+                                              {"id": "a", "installed": False}])
+    store.save_inventory_snapshot("2026-11", [{"id": "a", "installed": True}])  # replaces
+    store.save_inventory_snapshot("2026-10", [{"id": "a", "installed": False}])
+    assert store.inventory_snapshot("2026-11") == [{"id": "a", "installed": True}]
+    assert store.inventory_months() == ["2026-10", "2026-11"]
+    store.add_rate_snapshots([RateSnapshot(5.0, {"county": "鹿邑县"}, 1, None, 48, 50)])
+    (snap,) = store.rate_snapshots(0.0, 10.0)
+    assert snap.scope == {"county": "鹿邑县"} and (snap.online, snap.connected) == (48, 50)
+    store.set_meta("alerts", {"x": [1, 2]})
+    assert store.get_meta("alerts") == {"x": [1, 2]} and store.get_meta("nope") is None
+
+
+def test_newer_schema_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    open_store(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer than this camwatch understands"):
+        open_store(path)
+
+
+WRITER = """
+import sys
+from camwatch.store import open_store, Transition, ChannelState
+store = open_store(sys.argv[1])
+for n in range(100000):
+    store.write_batch([ChannelState(f"c{n % 50}", "offline")],
+                      [Transition(f"c{n % 50}", float(n), "online", "offline", "timeout")])
+    print(n, flush=True)  # printed only after the commit returned
+"""
+
+
+def test_kill_9_loses_no_committed_transition(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE,
+                            text=True, cwd=Path(__file__).resolve().parent.parent)
+    assert proc.stdout is not None
+    acknowledged = -1
+    deadline = time.monotonic() + 60
+    while acknowledged < 200 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        acknowledged = int(line)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert acknowledged >= 200, "writer did not get going"
+    store = open_store(path)
+    stored = {int(t.ts) for t in store.transitions()}
+    assert set(range(acknowledged + 1)) <= stored

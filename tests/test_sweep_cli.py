@@ -1,0 +1,120 @@
+"""``camwatch sweep --json`` end to end against simulated cameras on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from camwatch.sim.model import Fault, SimChannel, SimDevice
+from camwatch.sim.rtsp_server import start_rtsp_server
+from tests.conftest import ROOT
+
+HEADER = "设备编码,点位名称,点位类型,项目,区县,乡镇,村,运营商,安装状态,上云状态,RTSP地址,凭据"
+
+
+class FleetThread:
+    """A few simulated devices served from a background event loop."""
+
+    def __init__(self, faults: list[Fault]) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.devices = [SimDevice(host="127.0.0.1", rtsp_port=0, onvif_port=0,
+                                  password="Sweep-Pw-1",
+                                  channels={"/ch": SimChannel(id=str(i), path="/ch", fault=f)})
+                        for i, f in enumerate(faults)]
+        self.ports: list[int] = []
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> FleetThread:
+        self.thread.start()
+
+        async def start() -> list[asyncio.base_events.Server]:
+            return [await start_rtsp_server(d, "127.0.0.1", 0) for d in self.devices]
+
+        self.servers = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+        self.ports = [s.sockets[0].getsockname()[1] for s in self.servers]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def stop() -> None:
+            for s in self.servers:
+                s.close()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def fleet() -> Iterator[FleetThread]:
+    faults = [Fault.NONE] * 7 + [Fault.AUTH_FAIL, Fault.NOT_FOUND, Fault.HANG]
+    with FleetThread(faults) as f:
+        yield f
+
+
+def write_site(tmp: Path, ports: list[int]) -> Path:
+    rows = [HEADER]
+    for i, port in enumerate(ports):
+        klass = 1 if i < 5 else 2
+        town = "城关镇" if i % 2 == 0 else "玄武镇"
+        rows.append(f"4116280000132100{i:04d},点位{i},{klass},雪亮工程,鹿邑县,{town},村,移动,"
+                    f"已安装,已上云,rtsp://127.0.0.1:{port}/ch,default")
+    rows.append("41162800001321009999,未上云,3,数字乡村,鹿邑县,城关镇,村,联通,已安装,未上云,,")
+    (tmp / "inv.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (tmp / "pw").write_text("Sweep-Pw-1\n", encoding="utf-8")
+    cfg = tmp / "c.yaml"
+    cfg.write_text(
+        "inventory: {path: inv.csv}\n"
+        "credentials: {default: {username: admin, password_file: pw}}\n"
+        "probing: {timeout: 1s, per_host_concurrency: 64}\n", encoding="utf-8")
+    return cfg
+
+
+def test_sweep_json_contract(fleet: FleetThread, tmp_path: Path) -> None:
+    cfg = write_site(tmp_path, fleet.ports)
+    out = subprocess.run([sys.executable, "-m", "camwatch", "sweep", "-c", str(cfg), "--json"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    by_id = {c["id"]: c for c in doc["channels"]}
+    states = [by_id[f"4116280000132100{i:04d}"] for i in range(10)]
+    assert [c["state"] for c in states] == ["online"] * 7 + ["offline"] * 3
+    assert [c["reason"] for c in states[7:]] == ["auth", "not_found", "timeout"]
+    assert states[0]["latency_ms"] is not None and states[0]["class"] == 1
+    assert states[0]["county"] == "鹿邑县" and states[0]["operator"] == "移动"
+    idle = by_id["41162800001321009999"]
+    assert (idle["state"], idle["reason"]) == ("unknown", "not_connected")
+    rates = {(json.dumps(r["scope"], ensure_ascii=False), r["class"], r["project"]): r
+             for r in doc["rates"]}
+    site1 = rates[("{}", 1, None)]
+    assert (site1["online"], site1["connected"], site1["target"]) == (5, 5, 0.98)
+    assert site1["meets_target"] is True
+    site2 = rates[("{}", 2, None)]
+    assert (site2["online"], site2["connected"], site2["meets_target"]) == (2, 5, False)
+    assert rates[('{"county": "鹿邑县", "township": "城关镇"}', 2, None)]["connected"] == 2
+    assert rates[("{}", None, "雪亮工程")]["online"] == 7
+    s = doc["summary"]
+    assert (s["planned"], s["installed"], s["connected"], s["online"]) == (11, 11, 10, 7)
+    assert s["online_rate"] == pytest.approx(0.7)
+    assert "Sweep-Pw-1" not in out.stdout + out.stderr
+
+
+def test_sweep_table_and_missing_secret(fleet: FleetThread, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from camwatch.cli import main
+
+    cfg = write_site(tmp_path, fleet.ports)
+    assert main(["sweep", "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "7 online" in out and "在线率 70.00%" in out and "未达标" in out
+    (tmp_path / "pw").unlink()
+    assert main(["sweep", "-c", str(cfg)]) == 1
+    assert "$.credentials.default: cannot read secret file" in capsys.readouterr().err
