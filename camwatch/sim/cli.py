@@ -1,0 +1,169 @@
+"""``camwatch simulate``: run a simulated county of cameras on loopback until Ctrl-C / SIGTERM.
+
+Writes the matching inventory, camwatch config and password file to ``--out`` and prints where
+they and the control endpoint are, so ``camwatch`` can be pointed at the fleet at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from camwatch.errors import CamwatchError
+from camwatch.sim.fleet import Fleet, FleetConfig
+from camwatch.sim.inventory_gen import InventorySpec
+from camwatch.sim.scenario import Scenario, load_scenario, parse_duration
+
+# flag -> Scenario attribute; None (the default) leaves the scenario file's value.
+_SHARE_FLAGS = ("dead", "hung", "auth_fail", "not_found", "flapping", "clock_skew")
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text}")
+    return value
+
+
+def _range(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition("-")
+    try:
+        pair = (int(lo), int(hi if sep else lo))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW-HIGH such as 4-32, got {text}") from None
+    if not 1 <= pair[0] <= pair[1]:
+        raise argparse.ArgumentTypeError(f"expected 1 <= LOW <= HIGH, got {text}")
+    return pair
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("fleet")
+    g.add_argument("--channels", type=int, default=2000,
+                   help="connected (served) channels (default 2000)")
+    g.add_argument("--installed", type=int, help="installed channels (default: seed ratio)")
+    g.add_argument("--planned", type=int, help="planned channels (default: seed ratio)")
+    g.add_argument("--seed", type=int, help="random seed (default: the scenario's, else 0)")
+    g.add_argument("--nvr-share", type=_share, default=0.10,
+                   help="share of devices that are NVRs (default 0.10)")
+    g.add_argument("--nvr-channels", type=_range, default=(4, 32), metavar="LOW-HIGH",
+                   help="channels per NVR (default 4-32)")
+    g.add_argument("--addressing", choices=("hosts", "ports"), default="hosts",
+                   help="hosts: one 127.x.y.z per device (default); ports: 127.0.0.1 and a "
+                        "port range starting at --port-base")
+    g.add_argument("--first-host", default="127.1.0.1", help="first device address")
+    g.add_argument("--rtsp-port", type=int, default=8554, help="RTSP port per address")
+    g.add_argument("--onvif-port", type=int, default=8080, help="ONVIF port per address")
+    g.add_argument("--port-base", type=int, default=20000, help="first port for --addressing ports")
+    g.add_argument("--county-code", default="411628", help="6-digit GB/T 2260 county code")
+    g.add_argument("--county-name", default="鹿邑县")
+    g.add_argument("--townships", type=int, default=20)
+    g.add_argument("--out", type=Path, default=Path("camwatch-sim"),
+                   help="directory for inventory, camwatch.yaml and sim-password.txt")
+    g.add_argument("--format", choices=("csv", "xlsx"), default="csv", help="inventory format")
+    g.add_argument("--control", default="127.0.0.1:0",
+                   help="control endpoint HOST:PORT (default 127.0.0.1:0, a free port)")
+    s = parser.add_argument_group("scenario (flags override --scenario)")
+    s.add_argument("--scenario", type=Path, help="scenario YAML (shares and timed events)")
+    s.add_argument("--dead", type=_share, help="share of channels on refused devices")
+    s.add_argument("--hung", type=_share, help="share of channels that accept and never answer")
+    s.add_argument("--auth-fail", type=_share, help="share of channels rejecting credentials")
+    s.add_argument("--not-found", type=_share, help="share of channels answering 404")
+    s.add_argument("--flapping", type=_share, help="share of channels on flapping devices")
+    s.add_argument("--flap-period", type=_duration, help="flapping period (default 5m)")
+    s.add_argument("--clock-skew", type=_share, help="share of channels on skewed clocks")
+    s.add_argument("--clock-skew-seconds", type=_duration, help="clock skew (default 600s)")
+
+
+def config_from_args(args: argparse.Namespace) -> FleetConfig:
+    """Raises :class:`camwatch.errors.ConfigError` for a bad scenario file."""
+    scenario = load_scenario(args.scenario) if args.scenario is not None else Scenario()
+    overrides: dict[str, object] = {k: getattr(args, k) for k in _SHARE_FLAGS
+                                    if getattr(args, k) is not None}
+    if args.flap_period is not None:
+        overrides["flap_period_s"] = args.flap_period
+    if args.clock_skew_seconds is not None:
+        overrides["clock_skew_s"] = args.clock_skew_seconds
+    scenario = replace(scenario, **overrides)  # type: ignore[arg-type]
+    seed = args.seed if args.seed is not None else (scenario.seed or 0)
+    if args.seed is not None:
+        scenario = replace(scenario, seed=args.seed)
+    spec = InventorySpec(
+        connected=args.channels, installed=args.installed, planned=args.planned,
+        county_code=args.county_code, county_name=args.county_name, townships=args.townships,
+        nvr_share=args.nvr_share, nvr_channels=args.nvr_channels, addressing=args.addressing,
+        first_host=args.first_host, rtsp_port=args.rtsp_port, onvif_port=args.onvif_port,
+        port_base=args.port_base, seed=seed)
+    return FleetConfig(inventory=spec, scenario=scenario, out_dir=args.out,
+                       inventory_format=args.format, control=args.control or None)
+
+
+def _summary(fleet: Fleet) -> str:
+    keys = list(fleet.devices)
+    lines = [f"camwatch simulate: {fleet.channel_count:,} channels on {len(keys):,} devices "
+             f"({keys[0]} .. {keys[-1]}), started in {fleet.started_s:.1f} s"
+             if keys else "camwatch simulate: no devices"]
+    if fleet.control_url:
+        lines.append(f"  control:   {fleet.control_url}  (GET /api/devices, "
+                     f"POST /api/channels/{{id}}/fault {{\"fault\": \"hang\"}}, POST /api/reset)")
+    if fleet.files is not None:
+        lines += [f"  inventory: {fleet.files.inventory} ({fleet.files.rows:,} rows)",
+                  f"  config:    {fleet.files.config}",
+                  f"  password:  {fleet.files.password}"]
+    counts = ", ".join(f"{k} {v:,}" for k, v in sorted(fleet.fault_counts().items()))
+    lines.append(f"  faults:    {counts}")
+    for ev in fleet.config.scenario.events:
+        lines.append(f"  event:     {ev.describe()}")
+    lines.append("  Ctrl-C or SIGTERM stops the fleet")
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Run until SIGINT/SIGTERM; 0 after a clean stop, 2 when the fleet cannot start."""
+    try:
+        config = config_from_args(args)
+    except (CamwatchError, ValueError) as exc:
+        print(f"camwatch simulate: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+            pass
+    try:
+        async with Fleet.start(config) as fleet:
+            print(_summary(fleet), flush=True)
+            await stop.wait()
+            print("camwatch simulate: stopping", file=sys.stderr, flush=True)
+    except (CamwatchError, ValueError) as exc:
+        print(f"camwatch simulate: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m camwatch.sim.cli``, until the lead wires ``camwatch simulate``."""
+    parser = argparse.ArgumentParser(prog="camwatch simulate", description=__doc__)
+    add_arguments(parser)
+    return asyncio.run(run(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
