@@ -426,12 +426,19 @@ async def _drip(writer: asyncio.StreamWriter, data: bytes) -> None:
 
 
 async def _endless(writer: asyncio.StreamWriter) -> None:
-    """A 200 without a length whose body never ends (until the client hangs up)."""
+    """A 200 without a length whose body never ends (until the client hangs up). The send
+    buffer is kept small so that thousands of these flood at the pace their clients read,
+    not into kernel buffers."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
     writer.write(_http(200, None) + _OPEN + b"<tds:GetSystemDateAndTimeResponse>")
-    chunk = b"<tt:Padding>" + b"x" * 65500 + b"</tt:Padding>"
+    chunk = b"<tt:Padding>" + b"x" * 16360 + b"</tt:Padding>"
     while not writer.transport.is_closing():
         writer.write(chunk)
         await writer.drain()
+        await asyncio.sleep(0)  # drain() does not yield while the kernel takes it all
 
 
 async def _reset(writer: asyncio.StreamWriter) -> None:
