@@ -58,7 +58,8 @@ ServerFactory = Callable[[SimDevice, str, int], Awaitable[Any]]
 its bound port as ``.port`` or ``.sockets`` (an :class:`asyncio.Server`)."""
 
 LISTENERS_PER_DEVICE = 2  # RTSP + ONVIF
-# Hold layers, lowest first; within a layer the higher sequence number wins.
+# Hold layers, lowest first; within a layer the higher sequence number wins (for events: the
+# later start).
 BASE, FLAP, EVENT, CONTROL = 0, 1, 2, 3
 HoldKey = tuple[int, int]
 
@@ -185,6 +186,7 @@ class Fleet:
         self._t0 = 0.0
         self._timeline_t = -1.0
         self._event_targets: list[list[tuple[str, str]]] = []
+        self._event_rank: dict[int, int] = {}
         self.assignment = Assignment()
         self._build()
 
@@ -267,6 +269,9 @@ class Fleet:
         for cid, fault in self.assignment.channel_faults.items():
             self._hold_channel(cid, (BASE, 0), fault)
         self._event_targets = [self._resolve_event(i, ev) for i, ev in enumerate(scenario.events)]
+        # Between overlapping events on one target, the one that started last wins.
+        by_start = sorted(range(len(scenario.events)), key=lambda i: scenario.events[i].at_s)
+        self._event_rank = {i: rank for rank, i in enumerate(by_start)}
 
     def _resolve_event(self, i: int, ev: TimedEvent) -> list[tuple[str, str]]:
         """("device", key) / ("channel", id) pairs an event acts on; ValueError if unknown."""
@@ -471,12 +476,13 @@ class Fleet:
                 touched.add(key)
         for i, ev in enumerate(scenario.events):
             fault = ev.fault if ev.active(t) else None
+            hold = (EVENT, self._event_rank[i])
             for kind, name in self._event_targets[i]:
                 if kind == "device":
-                    changed = self._hold_device(name, (EVENT, i), fault)
+                    changed = self._hold_device(name, hold, fault)
                     key = name
                 else:
-                    changed = self._hold_channel(name, (EVENT, i), fault)
+                    changed = self._hold_channel(name, hold, fault)
                     key = self.device_key(name)
                 if changed:
                     touched.add(key)
