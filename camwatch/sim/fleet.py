@@ -216,6 +216,9 @@ class Fleet:
             fleet._t0 = fleet._clock.now()
             fleet._apply_time_holds(0.0)
             await fleet._open_all()
+            for d in plan.devices:  # ports asked as 0 are known now
+                dev = fleet.devices[d.key]
+                d.rtsp_port, d.onvif_port = dev.rtsp_port, dev.onvif_port
             if config.out_dir is not None:
                 fleet.files = await asyncio.to_thread(
                     write_all, plan, config.out_dir, fleet.password,
