@@ -401,7 +401,10 @@ async def _read_response(reader: asyncio.StreamReader, max_body: int) -> tuple[i
         if not sep:
             raise ProtocolError("malformed reply header line")
         headers[name.strip().lower()] = value.strip()
-    reusable = headers.get(b"connection", b"").lower() != b"close"
+    # HTTP/1.0 closes after each reply unless it says keep-alive (ipycam, old NVR web servers)
+    conn_header = headers.get(b"connection", b"").lower()
+    reusable = conn_header == b"keep-alive" if lines[0].startswith(b"HTTP/1.0") else (
+        conn_header != b"close")
     if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
         return status, await _read_chunked(reader, max_body), reusable
     if (cl := headers.get(b"content-length")) is not None:
