@@ -561,3 +561,22 @@ def test_digest_without_qop_matches_rfc2069() -> None:
     want = hashlib.md5(f"{ha1}:n:{ha2}".encode()).hexdigest()
     assert f'response="{want}"' in header
     assert "qop" not in header and "nc=" not in header
+
+
+async def test_password_echoed_by_a_basic_camera_is_redacted(
+        scripted: Callable[[Script], Awaitable[int]]) -> None:
+    answered: list[bool] = []
+
+    def script(method: str, cseq: int) -> list[bytes]:
+        if method == "DESCRIBE" and not answered:
+            answered.append(True)
+            return [reply(cseq, "401 Unauthorized", 'WWW-Authenticate: Basic realm="r"')]
+        if method == "DESCRIBE":  # a hostile or buggy camera echoes what it received
+            return [reply(cseq, f"403 Forbidden for admin:{PASSWORD}",
+                          f"Server: cam {PASSWORD}")]
+        return [reply(cseq)]
+
+    r = await rtsp.probe(target(await scripted(script)), FAST)
+    assert r.reason is Reason.PROTOCOL
+    assert "403 Forbidden" in r.detail
+    assert PASSWORD not in r.detail

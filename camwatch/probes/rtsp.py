@@ -31,6 +31,7 @@ import base64
 import hashlib
 import ipaddress
 import os
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from camwatch.errors import CamwatchError
 from camwatch.probes import ProbeSettings, Target
 from camwatch.probes.result import Level, ProbeResult, Reason
 from camwatch.probes.tcp import classify_os_error
+from camwatch.secrets import redact_text
 
 __all__ = [
     "Challenge",
@@ -249,7 +251,10 @@ class Challenge:
     params: dict[str, str]
 
 
-_TOKEN_STOP: Final = frozenset(" \t,=")
+# One step of a WWW-Authenticate value: a token, optionally ``= value`` (quoted or not).
+_AUTH_ITEM: Final = re.compile(
+    r'[\s,]*([^\s,="]+)(?:[ \t]*=[ \t]*("[^"\\]*(?:\\.[^"\\]*)*"?|[^,]*))?')
+_UNESCAPE: Final = re.compile(r"\\(.)")
 
 
 def parse_challenges(values: list[str]) -> list[Challenge]:
@@ -260,44 +265,21 @@ def parse_challenges(values: list[str]) -> list[Challenge]:
         cur: Challenge | None = None
         i, n = 0, len(value)
         while i < n:
-            while i < n and value[i] in " \t,":
-                i += 1
-            j = i
-            while j < n and value[j] not in _TOKEN_STOP:
-                j += 1
-            token = value[i:j]
-            k = j
-            while k < n and value[k] in " \t":
-                k += 1
-            if k < n and value[k] == "=" and token:
-                k += 1
-                while k < n and value[k] in " \t":
-                    k += 1
-                if k < n and value[k] == '"':
-                    k += 1
-                    chars: list[str] = []
-                    while k < n and value[k] != '"':
-                        if value[k] == "\\" and k + 1 < n:
-                            k += 1
-                        chars.append(value[k])
-                        k += 1
-                    val = "".join(chars)
-                    k += 1
-                else:
-                    e = k
-                    while e < n and value[e] != ",":
-                        e += 1
-                    val = value[k:e].strip()
-                    k = e
-                if cur is not None:
-                    cur.params[token.lower()] = val
-                i = k
-            elif token:
+            m = _AUTH_ITEM.match(value, i)
+            if m is None or m.end() == i:
+                i += 1  # a stray '=' or '"': skip it
+                continue
+            i = m.end()
+            token, val = m.group(1), m.group(2)
+            if val is None:
                 cur = Challenge(token.lower(), {})
                 out.append(cur)
-                i = j
-            else:
-                i = max(j, i + 1)  # a lone '=': skip it
+            elif cur is not None:
+                if val.startswith('"'):
+                    val = val[1:-1] if len(val) > 1 and val.endswith('"') else val[1:]
+                    if "\\" in val:
+                        val = _UNESCAPE.sub(r"\1", val)
+                cur.params[token.lower()] = val.strip()
     return out
 
 
@@ -618,10 +600,15 @@ class _Probe:
         self.mark("_done")
         return time.perf_counter() - self.t0
 
-    def close(self) -> None:
+    def close(self, graceful: bool = False) -> None:
+        """Release the socket. ``graceful`` lets a written TEARDOWN go out first; every other
+        path aborts (no waiting on a peer that may not read)."""
         conn, self.conn = self.conn, None
         if conn is not None and conn.transport is not None:
-            conn.transport.abort()
+            if graceful:
+                conn.transport.close()
+            else:
+                conn.transport.abort()
 
     # -- I/O ----------------------------------------------------------------------------------
 
@@ -733,7 +720,8 @@ class _Probe:
             info["url"] = _strip_userinfo(url)
             info["redirects"] = redirects
         if server := resp.headers.get("server"):
-            info["server"] = server[:100]
+            pw = self.target.password
+            info["server"] = redact_text(server[:100], (pw.reveal(),) if pw else ())
         if video is None:
             kinds = ", ".join(m.type for m in media) or "no media at all"
             raise _Fail(Reason.NO_MEDIA, f"SDP has no video track ({kinds})", info)
@@ -770,6 +758,7 @@ class _Probe:
         conn.transport.write(
             f"TEARDOWN {aggregate_url} RTSP/1.0\r\nCSeq: {self.cseq}\r\n{self.head_extra}"
             f"{auth}Session: {session}\r\n\r\n".encode())
+        self.close(graceful=True)
 
     def redirect_target(self, url: str, resp: Response, redirects: int) -> str:
         loc = resp.headers.get("location", "").strip()
@@ -793,6 +782,8 @@ class _Probe:
     def failure(self, reason: Reason, detail: str, info: dict[str, object] | None = None
                 ) -> ProbeResult:
         latency = self.finish()
+        if self.target.password is not None:  # a Basic-auth camera knows it and could echo it
+            detail = redact_text(detail, (self.target.password.reveal(),))
         return ProbeResult.failure(self.kind, reason, detail, latency_s=latency,
                                    phases=self.phases, info=info or {})
 

@@ -145,7 +145,12 @@ class _Conn(asyncio.Protocol):
             for line in lines[1:]:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
-            body_len = int(headers.get("content-length", "0") or 0)
+            raw_len = headers.get("content-length", "0").strip() or "0"
+            if not (raw_len.isascii() and raw_len.isdigit()) or len(raw_len) > 6:
+                self._write(400, "Bad Request", headers.get("cseq", "0"))
+                self.transport.close()
+                return
+            body_len = int(raw_len)
             if len(buf) < end + 4 + body_len:
                 return
             del buf[: end + 4 + body_len]
@@ -215,7 +220,8 @@ class _Conn(asyncio.Protocol):
             return ch, 0
         base, _, last = path.rstrip("/").rpartition("/")
         if last.startswith("trackID="):
-            return chans.get(base), int(last[8:]) if last[8:].isdigit() else -1
+            num = last[8:]
+            return chans.get(base), int(num) if num.isascii() and num.isdigit() else -1
         return None, 0
 
     def _authorized(self, method: str, url: str, headers: dict[str, str], cseq: str,
@@ -323,7 +329,7 @@ class _Conn(asyncio.Protocol):
             self._write(461, "Unsupported Transport", cseq, fault=fault)
             return
         ch = transport.split("interleaved=", 1)[1].split(";", 1)[0].split("-", 1)[0]
-        self.rtp_ch = int(ch) if ch.isdigit() and int(ch) < 255 else 0
+        self.rtp_ch = int(ch) if ch.isascii() and ch.isdigit() and int(ch) < 255 else 0
         if track == 1 or not self.session:
             self.session = self.session or os.urandom(6).hex().upper()
         self._write(200, "OK", cseq,
