@@ -91,6 +91,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from camwatch.daemon import Daemon
+
+    daemon = Daemon(args.config, listen=args.listen)
+    return int(_run_async(daemon.run()))
+
+
 def _run_async(coro: Any) -> Any:
     try:
         import uvloop
@@ -129,7 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--level", choices=["tcp", "onvif", "describe", "stream"])
     s.set_defaults(func=cmd_sweep)
 
-    for name, text in (("run", "run the daemon"), ("report", "write the monthly bulletin"),
+    r = sub.add_parser("run", help="run the daemon (probes, states, alerts, /metrics)")
+    r.add_argument("-c", "--config", required=True)
+    r.add_argument("--listen", help="override http.listen, e.g. 127.0.0.1:0")
+    r.set_defaults(func=cmd_run)
+
+    for name, text in (("report", "write the monthly bulletin"),
                        ("simulate", "serve a simulated camera fleet on loopback"),
                        ("demo", "simulated fleet + daemon, the embedded default")):
         x = sub.add_parser(name, help=text)

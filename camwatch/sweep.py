@@ -156,6 +156,7 @@ def sweep_json(inventory: Inventory, sweep: SweepResult) -> dict[str, Any]:
     channels = []
     for ch in inventory.channels:
         r = sweep.results.get(ch.id)
+        reason: str | None
         if not ch.connected or r is None:
             state, reason, latency, drift = "unknown", "not_connected", None, None
         else:

@@ -62,11 +62,12 @@ Prober = Callable[[Target, ProbeSettings], Awaitable[ProbeResult]]
 
 
 def _registry() -> dict[Level, Prober]:
-    from camwatch.probes import onvif, rtsp, tcp
+    import camwatch.probes.onvif as onvif_probe
+    from camwatch.probes import rtsp, tcp
 
     return {
         Level.TCP: tcp.probe,
-        Level.ONVIF: onvif.probe,
+        Level.ONVIF: onvif_probe.probe,
         Level.DESCRIBE: rtsp.probe,
         Level.STREAM: rtsp.probe_stream,
     }

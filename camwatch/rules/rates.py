@@ -144,6 +144,7 @@ def compute_rates(channels: Iterable[Channel], state_of: Callable[[str], str],
             if scope is None:
                 continue
             for b in breakdowns:
+                key: tuple[tuple[tuple[str, str], ...], int | None, str | None]
                 if b == "class":
                     if ch.klass is None:
                         continue

@@ -1,0 +1,126 @@
+"""The daemon's HTTP endpoints (aiohttp): ``/healthz``, ``/metrics``, ``/api/channels``,
+``/api/rates``, ``/api/status``. Nothing here carries a password: targets are never
+serialised, only inventory fields and states."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from camwatch.scheduler import Engine
+from camwatch.sinks.metrics import CONTENT_TYPE, MetricsRenderer
+
+ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
+RENDERER: web.AppKey[MetricsRenderer] = web.AppKey("renderer", MetricsRenderer)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    eng = request.app[ENGINE]
+    problems = eng.health()
+    body = {"status": "ok" if not problems else "degraded", "problems": problems,
+            "channels": len(eng.channels)}
+    return web.json_response(body, status=200 if not problems else 503,
+                             dumps=_dumps)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[RENDERER].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def channel_json(eng: Engine, cid: str) -> dict[str, Any]:
+    ch = eng.channels[cid]
+    st = eng.states.get(cid)
+    return {
+        "id": ch.id, "name": ch.name, "state": st.state if st else "unknown",
+        "reason": st.reason if st else None, "since": st.since if st else None,
+        "last_probe": st.last_probe if st else None,
+        "latency_ms": st.latency_ms if st else None,
+        "clock_drift_s": st.clock_drift_s if st else None,
+        "flapping": st.flapping if st else False,
+        "class": ch.klass, "project": ch.project or None, "county": ch.county or None,
+        "township": ch.township or None, "village": ch.village or None,
+        "operator": ch.operator or None, "host": ch.host,
+        "device": (st.info.get("device") if st and st.info else None),
+    }
+
+
+FILTERS = ("state", "reason", "county", "township", "village", "operator", "project", "host")
+
+
+async def channels(request: web.Request) -> web.Response:
+    eng = request.app[ENGINE]
+    q = request.query
+    unknown = [k for k in q if k not in (*FILTERS, "class", "limit", "offset")]
+    if unknown:
+        raise web.HTTPBadRequest(text=f"unknown query parameter(s): {', '.join(unknown)}; "
+                                      f"expected {', '.join((*FILTERS, 'class', 'limit'))}")
+    try:
+        limit = int(q.get("limit", "1000"))
+        offset = int(q.get("offset", "0"))
+        klass = int(q["class"]) if "class" in q else None
+    except ValueError:
+        raise web.HTTPBadRequest(text="limit, offset and class must be integers") from None
+    out = []
+    matched = 0
+    for cid in eng.channels:
+        item = channel_json(eng, cid)
+        if klass is not None and item["class"] != klass:
+            continue
+        if any(k in q and str(item.get(k)) != q[k] for k in FILTERS):
+            continue
+        matched += 1
+        if offset < matched <= offset + limit:
+            out.append(item)
+    return web.json_response({"total": matched, "channels": out}, dumps=_dumps)
+
+
+async def rates(request: web.Request) -> web.Response:
+    eng = request.app[ENGINE]
+    return web.json_response({"rates": [r.as_json() for r in eng.rates]}, dumps=_dumps)
+
+
+async def status(request: web.Request) -> web.Response:
+    eng = request.app[ENGINE]
+    counts: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    for cid in eng.channels:
+        st = eng.states.get(cid)
+        s = st.state if st else "unknown"
+        counts[s] = counts.get(s, 0) + 1
+        if s == "offline" and st is not None and st.reason:
+            reasons[st.reason] = reasons.get(st.reason, 0) + 1
+    return web.json_response({
+        "site": eng.cfg.site.name, "started": eng.started, "channels": len(eng.channels),
+        "states": counts, "offline_reasons": dict(sorted(reasons.items(),
+                                                         key=lambda kv: -kv[1])),
+        "problems": eng.problems, "sweep_lag_s": eng.stats.sweep_lag_s,
+        "rates": [r.as_json() for r in eng.rates if len(r.scope) <= 2],
+    }, dumps=_dumps)
+
+
+def _dumps(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def make_app(engine: Engine) -> web.Application:
+    app = web.Application()
+    app[ENGINE] = engine
+    app[RENDERER] = MetricsRenderer(engine)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/channels", channels)
+    app.router.add_get("/api/rates", rates)
+    app.router.add_get("/api/status", status)
+    return app
+
+
+async def serve(engine: Engine, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(make_app(engine), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    return runner

@@ -1,0 +1,140 @@
+"""Channel states from probe results: hysteresis, host_down, flapping, unknown.
+
+One pure function, :func:`apply`, moves a channel's :class:`ChannelState` on by one verdict
+and returns the :class:`Transition` it caused, if any. No I/O, no clock: ``now`` is passed in,
+so the engine's tests drive time.
+
+Rules (shared/domain.md):
+- offline after ``fail_threshold`` consecutive failures (default 3); online again after
+  ``recover_threshold`` successes (default 1). A never-probed channel is ``unknown`` and goes
+  online on its first success, offline only after the threshold like any other.
+- a verdict of "could not judge" (the prober itself is unhealthy) makes the channel ``unknown``
+  at once, resetting the counters: it is neither online nor offline for the rates.
+- a channel whose state changes more than ``flap_max_changes`` times within ``flap_window`` is
+  *flapping*: it is held offline with reason ``flapping`` (one transition, not a storm) until
+  its verdicts have changed at most half as often for a whole window.
+- the reason of an offline channel follows its latest failure without a new transition.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from camwatch.config import StatesConfig
+from camwatch.probes.result import ProbeResult
+from camwatch.store.base import ChannelState, Transition
+
+ONLINE, OFFLINE, UNKNOWN = "online", "offline", "unknown"
+HOST_DOWN = "host_down"
+FLAPPING = "flapping"
+PROBER = "prober_unhealthy"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One judgement of a channel: ``ok`` True/False, or None for "could not judge"."""
+
+    ok: bool | None
+    reason: str | None = None
+    result: ProbeResult | None = None
+
+    @classmethod
+    def of(cls, result: ProbeResult, host_down: bool = False) -> Verdict:
+        if result.ok:
+            return cls(True, None, result)
+        reason = HOST_DOWN if host_down else (result.reason.value if result.reason else None)
+        return cls(False, reason, result)
+
+
+UNJUDGED = Verdict(None, PROBER)
+
+
+class Flaps:
+    """Times at which a channel's raw verdict flipped, within the window (memory only: after
+    a restart flapping detection starts afresh, which errs on the side of reporting)."""
+
+    __slots__ = ("last_ok", "times")
+
+    def __init__(self) -> None:
+        self.times: deque[float] = deque()
+        self.last_ok: bool | None = None
+
+    def record(self, ok: bool, now: float, window: float) -> int:
+        if self.last_ok is not None and ok != self.last_ok:
+            self.times.append(now)
+        self.last_ok = ok
+        while self.times and self.times[0] < now - window:
+            self.times.popleft()
+        return len(self.times)
+
+
+def _details(v: Verdict) -> dict[str, Any]:
+    r = v.result
+    if r is None:
+        return {"reason": v.reason}
+    out: dict[str, Any] = {"kind": r.kind, "latency_ms": round(r.latency_s * 1000, 1)}
+    if r.reason is not None:
+        out["probe_reason"] = r.reason.value
+    if r.detail:
+        out["detail"] = r.detail
+    if r.phases:
+        out["phases_ms"] = {k: round(v * 1000, 1) for k, v in r.phases.items()}
+    return out
+
+
+def _move(st: ChannelState, to: str, reason: str | None, now: float,
+          v: Verdict) -> Transition:
+    t = Transition(st.channel_id, now, st.state, to, reason, _details(v))
+    st.state, st.reason, st.since = to, reason, now
+    return t
+
+
+def apply(st: ChannelState, v: Verdict, now: float, policy: StatesConfig,
+          flaps: Flaps | None = None) -> Transition | None:
+    """Move ``st`` on by verdict ``v`` at time ``now``; return the transition, if any."""
+    r = v.result
+    if r is not None:
+        st.last_probe = now
+        st.latency_ms = round(r.latency_s * 1000, 1)
+        st.detail = r.detail
+        if r.clock_drift_s is not None:
+            st.clock_drift_s = r.clock_drift_s
+    if v.ok is None:
+        st.fails = st.oks = 0
+        if st.state != UNKNOWN:
+            return _move(st, UNKNOWN, v.reason, now, v)
+        st.reason = v.reason
+        return None
+
+    if v.ok:
+        st.oks += 1
+        st.fails = 0
+        st.last_ok = now
+    else:
+        st.fails += 1
+        st.oks = 0
+
+    if flaps is not None:
+        changes = flaps.record(v.ok, now, policy.flap_window)
+        if not st.flapping and changes > policy.flap_max_changes:
+            st.flapping = True
+            if st.state != OFFLINE or st.reason != FLAPPING:
+                return _move(st, OFFLINE, FLAPPING, now, v)
+            return None
+        if st.flapping:
+            if changes > policy.flap_max_changes // 2:
+                return None  # still flapping: held offline, no transition
+            st.flapping = False  # calm again: fall through to the normal rules
+
+    if v.ok:
+        if st.state != ONLINE and (st.state == UNKNOWN or st.oks >= policy.recover_threshold):
+            return _move(st, ONLINE, None, now, v)
+        return None
+    if st.state == OFFLINE:
+        st.reason = v.reason  # follow the latest cause (timeout -> auth ...) quietly
+        return None
+    if st.fails >= policy.fail_threshold:
+        return _move(st, OFFLINE, v.reason, now, v)
+    return None

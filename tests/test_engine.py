@@ -1,0 +1,231 @@
+"""The engine against real simulated cameras on loopback, with an injected clock: every round
+is ``clock.t += interval; await engine.run_due()`` — no sleeps, no waiting for wall time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from camwatch.config import Config, parse_config
+from camwatch.inventory import Channel, Inventory
+from camwatch.scheduler import Engine
+from camwatch.sim.model import Fault, SimChannel, SimDevice
+from camwatch.sim.rtsp_server import start_rtsp_server
+from camwatch.store import open_store
+from camwatch.store.base import Store
+
+INTERVAL = 60.0
+
+
+class FakeClock:
+    def __init__(self, t: float = 1_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@dataclass
+class Site:
+    devices: list[SimDevice]
+    servers: list[asyncio.base_events.Server] = field(default_factory=list)
+    channels: list[Channel] = field(default_factory=list)
+
+    def channel(self, cid: str) -> SimChannel:
+        for d in self.devices:
+            for ch in d.channels.values():
+                if ch.id == cid:
+                    return ch
+        raise KeyError(cid)
+
+
+async def serve(spec: Iterable[tuple[str, int]]) -> Site:
+    """One device per (township, channel count)."""
+    site = Site(devices=[])
+    n = 0
+    for d, (township, count) in enumerate(spec):
+        dev = SimDevice(host="127.0.0.1", rtsp_port=0, onvif_port=0, password="pw-engine")
+        server = await start_rtsp_server(dev, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        for k in range(count):
+            n += 1
+            cid = f"41162800001321{n:06d}"
+            dev.channels[f"/ch{k}"] = SimChannel(id=cid, path=f"/ch{k}")
+            site.channels.append(Channel(
+                id=cid, klass=1 + n % 3, project="雪亮工程", county="鹿邑县", township=township,
+                operator="移动", installed=True, connected=True,
+                rtsp_url=f"rtsp://127.0.0.1:{port}/ch{k}", host=f"dev{d}",
+                credentials="default"))
+        site.devices.append(dev)
+        site.servers.append(server)
+    return site
+
+
+def config(tmp_path: Path, **states: object) -> Config:
+    (tmp_path / "pw").write_text("pw-engine", encoding="utf-8")
+    return parse_config({
+        "inventory": {"path": "unused.csv"},
+        "credentials": {"default": {"username": "admin", "password_file": "pw"}},
+        "probing": {"interval": "60s", "timeout": "300ms", "per_host_concurrency": 32,
+                    "onvif": False},
+        "states": {"fail_threshold": 3, "recover_threshold": 1, **states},
+        "store": {"path": "state.db"},
+    }, base_dir=tmp_path)
+
+
+def inventory(channels: list[Channel]) -> Inventory:
+    return Inventory(source="test", channels=list(channels), rows_read=len(channels))
+
+
+@pytest.fixture
+async def one_device() -> AsyncIterator[Site]:
+    site = await serve([("城关镇", 4)])
+    yield site
+    for s in site.servers:
+        s.close()
+
+
+async def rounds(engine: Engine, clock: FakeClock, n: int) -> None:
+    for _ in range(n):
+        clock.t += INTERVAL
+        await engine.run_due()
+
+
+def make_engine(tmp_path: Path, site: Site, clock: FakeClock, store: Store | None = None,
+                **states: object) -> Engine:
+    cfg = config(tmp_path, **states)
+    return Engine(cfg, inventory(site.channels), store or open_store(cfg.store.path),
+                  clock=clock)
+
+
+async def test_hysteresis_offline_after_three_failures_online_after_one(
+        tmp_path: Path, one_device: Site) -> None:
+    clock = FakeClock()
+    eng = make_engine(tmp_path, one_device, clock)
+    first = one_device.channels[0].id
+    await rounds(eng, clock, 1)
+    assert {s.state for s in eng.states.values()} == {"online"}
+    one_device.channel(first).fault = Fault.NOT_FOUND
+    await rounds(eng, clock, 2)
+    assert eng.states[first].state == "online" and eng.states[first].fails == 2
+    await rounds(eng, clock, 1)
+    st = eng.states[first]
+    assert (st.state, st.reason, st.since) == ("offline", "not_found", clock.t)
+    one_device.channel(first).fault = Fault.NONE
+    await rounds(eng, clock, 1)
+    assert eng.states[first].state == "online"
+    _states, trans = eng.flush()
+    mine = [(t.from_state, t.to_state, t.reason) for t in trans if t.channel_id == first]
+    assert mine == [("unknown", "online", None), ("online", "offline", "not_found"),
+                    ("offline", "online", None)]
+    offline = next(t for t in trans if t.to_state == "offline")
+    assert offline.detail["probe_reason"] == "not_found" and "latency_ms" in offline.detail
+
+
+async def test_host_down_judges_channels_without_probing_each(tmp_path: Path,
+                                                              one_device: Site) -> None:
+    clock = FakeClock()
+    eng = make_engine(tmp_path, one_device, clock)
+    await rounds(eng, clock, 1)
+    one_device.devices[0].fault = Fault.HANG  # the NVR stops answering
+    await rounds(eng, clock, 3)
+    assert {s.state for s in eng.states.values()} == {"offline"}
+    assert {s.reason for s in eng.states.values()} == {"host_down"}
+    probes_before = sum(eng.stats.probes.values())
+    await rounds(eng, clock, 1)
+    # backed off: one check for the whole host, not one probe per channel
+    assert sum(eng.stats.probes.values()) - probes_before <= 1
+    one_device.devices[0].fault = Fault.NONE
+    # the host is re-checked after its back-off (interval x 2^n, at most 10 min), then its
+    # channels are probed again on their next round
+    for _ in range(12):
+        await rounds(eng, clock, 1)
+        if {s.state for s in eng.states.values()} == {"online"}:
+            break
+    assert {s.state for s in eng.states.values()} == {"online"}
+
+
+async def test_flapping_channel_is_held_without_a_transition_storm(tmp_path: Path,
+                                                                   one_device: Site) -> None:
+    clock = FakeClock()
+    eng = make_engine(tmp_path, one_device, clock, fail_threshold=1, flap_window="30m",
+                      flap_max_changes=4)
+    cid = one_device.channels[1].id
+    await rounds(eng, clock, 1)
+    for i in range(20):  # up, down, up, down ... every minute
+        one_device.channel(cid).fault = Fault.NOT_FOUND if i % 2 == 0 else Fault.NONE
+        await rounds(eng, clock, 1)
+    _s, trans = eng.flush()
+    mine = [t for t in trans if t.channel_id == cid]
+    assert eng.states[cid].flapping is True
+    assert (eng.states[cid].state, eng.states[cid].reason) == ("offline", "flapping")
+    assert len(mine) <= 6, [(t.from_state, t.to_state, t.reason) for t in mine]
+    one_device.channel(cid).fault = Fault.NONE  # calm for a whole window: released
+    await rounds(eng, clock, 31)
+    assert eng.states[cid].flapping is False and eng.states[cid].state == "online"
+
+
+async def test_own_uplink_down_makes_channels_unknown_not_offline(tmp_path: Path) -> None:
+    site = await serve([("城关镇", 20), ("玄武镇", 20), ("杨湖口乡", 20)])
+    try:
+        clock = FakeClock()
+        eng = make_engine(tmp_path, site, clock)
+        await rounds(eng, clock, 1)
+        assert {s.state for s in eng.states.values()} == {"online"}
+        for d in site.devices:
+            d.fault = Fault.HANG  # everything times out at once, in every township
+        await rounds(eng, clock, 3)
+        states = {s.state for s in eng.states.values()}
+        assert "offline" not in states, states
+        assert "unknown" in states
+        assert any("uplink" in p for p in eng.problems)
+        assert eng.evaluate() == [] and eng.rates
+        site_rate = next(r for r in eng.rates if not r.scope and r.klass is None
+                         and r.project is None)
+        assert site_rate.unknown > 0
+    finally:
+        for s in site.servers:
+            s.close()
+
+
+async def test_restart_emits_no_spurious_transitions(tmp_path: Path,
+                                                     one_device: Site) -> None:
+    clock = FakeClock()
+    down = one_device.channels[2].id
+    one_device.channel(down).fault = Fault.AUTH_FAIL
+    eng = make_engine(tmp_path, one_device, clock)
+    await rounds(eng, clock, 3)
+    states, trans = eng.flush()
+    eng.store.write_batch(states, trans)
+    assert eng.states[down].state == "offline"
+    eng.store.close()
+
+    # a new engine on the same store, as after a restart (or kill -9 after the commit)
+    eng2 = make_engine(tmp_path, one_device, clock)
+    assert eng2.states[down].state == "offline" and eng2.states[down].reason == "auth"
+    await rounds(eng2, clock, 2)
+    _s, trans2 = eng2.flush()
+    assert trans2 == []
+
+
+async def test_reload_keeps_state_of_unchanged_channels(tmp_path: Path,
+                                                        one_device: Site) -> None:
+    clock = FakeClock()
+    eng = make_engine(tmp_path, one_device, clock)
+    await rounds(eng, clock, 1)
+    kept, dropped = one_device.channels[0], one_device.channels[1]
+    since = eng.states[kept.id].since
+    new = Channel(id="41162800001321999999", klass=1, county="鹿邑县", township="城关镇",
+                  installed=True, connected=True, rtsp_url=kept.rtsp_url, host="dev0",
+                  credentials="default")
+    channels = [c for c in one_device.channels if c is not dropped] + [new]
+    eng.reload(eng.cfg, inventory(channels))
+    assert eng.states[kept.id].since == since and eng.states[kept.id].state == "online"
+    assert dropped.id not in eng.states
+    assert eng.states[new.id].state == "unknown"
+    await rounds(eng, clock, 1)
+    assert eng.states[new.id].state == "online"
