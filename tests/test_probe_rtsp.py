@@ -580,3 +580,27 @@ async def test_password_echoed_by_a_basic_camera_is_redacted(
     assert r.reason is Reason.PROTOCOL
     assert "403 Forbidden" in r.detail
     assert PASSWORD not in r.detail
+
+
+def test_under_uvloop() -> None:
+    """Production runs on uvloop: its transports differ from asyncio's in small ways."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> list[Reason | None]:
+        device = SimDevice(host="127.0.0.1", rtsp_port=0, onvif_port=0, password=PASSWORD,
+                           channels={PATH: SimChannel(id="1", path=PATH)})
+        server = await start_rtsp_server(device, "127.0.0.1")
+        sim = Sim(device, server, server.sockets[0].getsockname()[1])
+        out: list[Reason | None] = []
+        try:
+            for fault in (Fault.NONE, Fault.GARBAGE, Fault.RESET, Fault.OVERSIZED, Fault.HANG,
+                          Fault.REDIRECT):
+                sim.channel.fault = fault
+                out.append((await rtsp.probe_stream(sim.target(), ProbeSettings(timeout_s=0.3))
+                            ).reason)
+        finally:
+            server.close()
+        return out
+
+    assert uvloop.run(main()) == [None, Reason.PROTOCOL, Reason.PROTOCOL, Reason.PROTOCOL,
+                                  Reason.TIMEOUT, None]
