@@ -23,7 +23,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
         for i, c in enumerate(r):
             pad = widths[i] - width(c)
             # numbers right-aligned, text left-aligned
-            right = n > 0 and c[:1].isdigit() or c[:1] == "-" and c[1:2].isdigit()
+            right = (n > 0 and c[:1].isdigit()) or (c[:1] == "-" and c[1:2].isdigit())
             parts.append(" " * pad + c if right else c + " " * pad)
         lines.append("  ".join(parts).rstrip())
         if n == 0:

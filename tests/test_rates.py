@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from camwatch.config import TargetsConfig, TargetOverride
+from camwatch.config import TargetOverride, TargetsConfig
 from camwatch.inventory import Channel
 from camwatch.rules.rates import RateRow, Targets, compute_rates, format_rate, online_rate
 

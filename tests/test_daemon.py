@@ -1,0 +1,146 @@
+"""``camwatch run`` as a process: serves /metrics and the API, reloads on SIGHUP (keeping the
+old config when the new one is bad), stops on SIGTERM within 10 s with its writes flushed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from camwatch.sim.model import Fault
+from camwatch.store import open_store
+from tests.conftest import ROOT
+from tests.fleet_thread import FleetThread
+from tests.test_sweep_cli import write_site
+
+
+def poll(what: str, fn: Callable[[], Any], seconds: float = 30.0) -> Any:
+    deadline = time.monotonic() + seconds
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except OSError as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.05)  # polling interval, not a wait for a fixed event
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:  # loopback only
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+class Proc:
+    def __init__(self, cfg: Path) -> None:
+        self.stderr_path = cfg.parent / "stderr.log"
+        self.stderr = open(self.stderr_path, "wb")  # noqa: SIM115
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "camwatch", "run", "-c", str(cfg), "--listen",
+             "127.0.0.1:0"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.stderr,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})
+        self.base = poll("the listening line", self._url)
+
+    def log(self) -> list[dict[str, Any]]:
+        lines = self.stderr_path.read_text("utf-8").splitlines()
+        return [json.loads(x) for x in lines if x.startswith("{")]
+
+    def _url(self) -> str | None:
+        for e in self.log():
+            if e.get("event") == "listening":
+                return str(e["url"]).removesuffix("/metrics")
+        assert self.p.poll() is None, self.stderr_path.read_text("utf-8")
+        return None
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[Proc, FleetThread, Path]]:
+    faults = [Fault.NONE] * 8 + [Fault.AUTH_FAIL, Fault.NOT_FOUND]
+    with FleetThread(faults) as fleet:
+        cfg = write_site(tmp_path, fleet.ports)
+        text = cfg.read_text("utf-8").replace(
+            "probing: {timeout: 1s, per_host_concurrency: 64}",
+            "probing: {interval: 2s, timeout: 1s, per_host_concurrency: 64, onvif: false}\n"
+            "states: {fail_threshold: 1}\nstore: {path: state.db}")
+        cfg.write_text(text, encoding="utf-8")
+        proc = Proc(cfg)
+        try:
+            yield proc, fleet, cfg
+        finally:
+            if proc.p.poll() is None:
+                proc.p.kill()
+                proc.p.wait()
+            proc.stderr.close()
+
+
+def test_serves_metrics_api_and_stops_cleanly(daemon: tuple[Proc, FleetThread, Path]) -> None:
+    proc, _fleet, cfg = daemon
+
+    def offline() -> dict[str, Any] | None:
+        code, body = get(proc.base + "/api/channels?state=offline")
+        doc = json.loads(body)
+        return doc if code == 200 and doc["total"] == 2 else None
+
+    doc = poll("two offline channels", offline)
+    assert {c["reason"] for c in doc["channels"]} == {"auth", "not_found"}
+    code, metrics = get(proc.base + "/metrics")
+    assert code == 200
+    assert metrics.count("camwatch_channel_up{") == 10
+    assert 'camwatch_channels_online{class="1",project="雪亮工程",county="鹿邑县",' \
+           'township="城关镇"} 3' in metrics
+
+    def site_class1() -> dict[str, Any] | None:
+        rates = json.loads(get(proc.base + "/api/rates")[1])["rates"]
+        row = next((r for r in rates if r["scope"] == {} and r["class"] == 1
+                    and r["project"] is None), None)
+        return row if row and row["connected"] == 5 else None
+
+    site1 = poll("rates of every class-1 channel", site_class1)  # evaluated every second
+    assert (site1["online"], site1["target"], site1["meets_target"]) == (5, 0.98, True)
+    code, health = get(proc.base + "/healthz")
+    assert code == 200 and json.loads(health)["status"] == "ok"
+
+    started = time.monotonic()
+    proc.p.send_signal(signal.SIGTERM)
+    assert proc.p.wait(timeout=10) == 0
+    assert time.monotonic() - started < 10
+    store = open_store(cfg.parent / "state.db")
+    offline_now = {t.channel_id for t in store.transitions() if t.to_state == "offline"}
+    assert len(offline_now) == 2
+    assert "Sweep-Pw-1" not in proc.stderr_path.read_text("utf-8")
+
+
+def test_bad_sighup_reload_keeps_running(daemon: tuple[Proc, FleetThread, Path]) -> None:
+    proc, fleet, cfg = daemon
+    poll("first verdicts", lambda: json.loads(get(proc.base + "/api/channels?state=online")[1])
+         ["total"] == 8)
+    good = cfg.read_text("utf-8")
+    cfg.write_text(good + "probing: {level: nonsense}\n", encoding="utf-8")
+    proc.p.send_signal(signal.SIGHUP)
+    poll("failed reload metric", lambda: 'camwatch_config_reloads_total{result="failed"} 1'
+         in get(proc.base + "/metrics")[1])
+    assert any(e.get("event") == "reload rejected, keeping the running config"
+               for e in proc.log())
+    # still probing with the old config: a channel going down is still seen
+    fleet.set_fault(0, Fault.NOT_FOUND)
+    poll("channel 0 offline", lambda: json.loads(
+        get(proc.base + "/api/channels?state=offline")[1])["total"] == 3)
+    cfg.write_text(good, encoding="utf-8")
+    proc.p.send_signal(signal.SIGHUP)
+    poll("good reload", lambda: 'camwatch_config_reloads_total{result="ok"} 1'
+         in get(proc.base + "/metrics")[1])
