@@ -192,6 +192,18 @@ async def test_chunked_reply_is_read_and_capped() -> None:
         await onvif_probe._read_response(reader, 1024)
 
 
+@pytest.mark.parametrize(("head", "reusable"), [
+    (b"HTTP/1.1 200 OK\r\n", True),
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\n", False),
+    (b"HTTP/1.0 200 OK\r\n", False),  # ipycam's http.server: closes after each reply
+    (b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\n", True),
+])
+async def test_connection_reuse_follows_http_version(head: bytes, reusable: bool) -> None:
+    reader = asyncio.StreamReader(limit=64 * 1024)
+    reader.feed_data(head + b"Content-Length: 4\r\n\r\n<a/>")
+    assert await onvif_probe._read_response(reader, 1024) == (200, b"<a/>", reusable)
+
+
 async def test_header_block_over_limit_is_protocol() -> None:
     reader = asyncio.StreamReader(limit=1024)
     reader.feed_data(b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 4096)
@@ -340,6 +352,17 @@ async def test_no_fd_or_task_leak_after_300_failing_probes(device: SimDevice) ->
                                                Reason.REFUSED}
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:  # poll for the closures, bounded by a deadline
+            if _open_fds() == fds_before and not any(s.connections for s in servers):
+                break
+            await asyncio.sleep(0.01)
+        assert _open_fds() == fds_before
+        assert len(asyncio.all_tasks()) == tasks_before
+        # the onvif-zeep-async path too: its sessions and connectors are closed every time
+        uris = await asyncio.gather(*(get_stream_uri(targets[i % len(targets)], settings)
+                                      for i in range(21)))
+        assert uris == [None] * 21
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
             if _open_fds() == fds_before and not any(s.connections for s in servers):
                 break
             await asyncio.sleep(0.01)

@@ -13,20 +13,27 @@ inventory rows that lack an RTSP URL; it runs rarely, not every round.
 
 Why the two per-round calls are hand-written SOAP and not onvif-zeep-async
 -------------------------------------------------------------------------
-Measured here (Python 3.11, onvif-zeep-async 4.3.0 / zeep 4.3.3 / aiohttp 3.14, loopback, the
-simulator in another process, 2,000 probes at concurrency 200; ``bench/bench_probe_onvif.py``):
+Measured with ``bench/bench_probe_onvif.py`` (Python 3.11, onvif-zeep-async 4.3.0, zeep 4.3.3,
+aiohttp 3.14; loopback, simulated devices in another process; 5,000 probes ours / 2,000 zeep,
+concurrency 300; CPU of the probing process per probe, two runs):
 
-* creating one ``ONVIFService`` (devicemgmt, WSDL already parsed once per process, 88 ms):
-  0.49 ms CPU and 25 KiB retained per client; the library also builds one aiohttp connector
-  and session per service (no sharing across devices, as wanted);
-* CPU per probe (create, call, close): 1.14 ms for GetSystemDateAndTime alone, 1.68 ms with
-  GetDeviceInformation. The hand-written path below: see the bench figures in the module
-  ``bench/bench_probe_onvif.py`` prints (about 4-5x less);
-* **unbounded reads**: the library's transport does ``await response.read()`` with a 90 s
-  read timeout, and its zeep settings set ``xml_huge_tree=True``. Against the simulator's
-  ``oversized`` fault (an endless 200 body) one GetSystemDateAndTime grew the process by
-  1,141 MiB in 3 s before our timeout fired. A daemon probing 10,000 devices cannot let one
-  hostile camera do that, and the library offers no public knob for a body cap.
+=====================================  ====================  ===========================
+                                       this module           onvif-zeep-async per probe
+=====================================  ====================  ===========================
+GetSystemDateAndTime only              310-360 µs            1,130-1,380 µs
++ GetDeviceInformation (digest auth)   430-460 µs            1,680-2,070 µs
+memory                                 12 KiB per probe      25 KiB retained and 0.5-0.67
+                                       in flight, no client  ms CPU per client created
+endless 200 body (``oversized``)       PROTOCOL after 1 MiB  no cap: 700 MiB traced
+                                       in 0.04 s, 1.2 MiB    (1.1 GiB RSS) in 3 s, ended
+                                       peak                  only by our timeout
+=====================================  ====================  ===========================
+
+The WSDL is parsed once per process (88 ms); the library builds one aiohttp connector and
+session per service, so nothing is shared across devices, as wanted. But its transport does
+``await response.read()`` with a 90 s read timeout and its zeep settings set
+``xml_huge_tree=True``, with no public knob for a body cap: a daemon probing 10,000 devices
+cannot let one hostile camera take a gigabyte, and 4x the CPU matters at that scale too.
 
 So the per-round calls use a minimal HTTP/1.1 + SOAP 1.2 client on ``asyncio`` streams: every
 read is bounded (header block by ``settings.max_header_bytes``, body by
