@@ -1,0 +1,371 @@
+"""The ``alerts:`` section of the config: rules, message templates, routes and receivers.
+
+Validated once, at load, like the rest of the config: unknown keys are errors, every template
+is tried against the fields its alert offers, and every route names receivers that exist.
+Webhook URLs, robot keys and MQTT passwords appear by reference only (``*_env`` / ``*_file``);
+they are resolved when the dispatcher starts, never stored or logged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+# camwatch.config imports this module just before its ``Config`` (which holds ``alerts:``), after
+# everything used here is defined; so import camwatch.config (not this module) first, and import
+# camwatch.rules.rates lazily (it needs the inventory, which needs the rest of the config).
+from camwatch.config import Duration, Fraction, PositiveInt, _Model, _resolve_path
+from camwatch.secrets import Secret, read_secret
+
+ALERT_NAMES = ("rate_below_target", "channel_offline_long", "clock_drift", "mass_outage",
+               "prober_unhealthy")
+SEVERITIES = ("info", "warning", "critical")
+Severity = Literal["info", "warning", "critical"]
+
+# The fields each alert's templates may use (``str.format`` names); the resolved message of an
+# alert sees the same fields, with the values of the moment it resolved.
+TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = {
+    "rate_below_target": ("scope", "what", "rate", "target", "online", "connected", "offline",
+                          "unknown", "worst", "reasons", "duration"),
+    "channel_offline_long": ("channel", "name", "county", "township", "village", "operator",
+                             "host", "reason", "since", "duration"),
+    "clock_drift": ("channel", "name", "county", "township", "village", "operator", "drift",
+                    "threshold", "duration"),
+    "mass_outage": ("group", "kind", "cause", "down", "total", "county", "township", "village",
+                    "host", "reasons", "duration"),
+    "prober_unhealthy": ("problems", "duration"),
+}
+
+DEFAULT_TEMPLATES: dict[str, str] = {
+    "rate_below_target": "{scope} {what}视频监控在线率 {rate}，低于目标 {target}"
+                         "（在线 {online}/{connected}）",
+    "rate_below_target.resolved": "【已恢复】{scope} {what}视频监控在线率 {rate}，"
+                                  "已达到目标 {target}（在线 {online}/{connected}，"
+                                  "持续 {duration}）",
+    "channel_offline_long": "{county} {township} {village} 点位「{name}」({channel}) "
+                            "离线已超过 {duration}（{reason}，运营商 {operator}，自 {since}）",
+    "channel_offline_long.resolved": "【已恢复】{county} {township} {village} 点位「{name}」"
+                                     "({channel}) 已恢复在线（离线 {duration}）",
+    "clock_drift": "{county} {township} 点位「{name}」({channel}) 时钟偏差 {drift}，"
+                   "超过 {threshold}",
+    "clock_drift.resolved": "【已恢复】{county} {township} 点位「{name}」({channel}) "
+                            "时钟偏差 {drift}，已在 {threshold} 以内",
+    "mass_outage": "{group} 同时离线 {down}/{total} 路，疑似{cause}",
+    "mass_outage.resolved": "【已恢复】{group} 批量离线已恢复（持续 {duration}）",
+    "prober_unhealthy": "camwatch 探测服务异常：{problems}",
+    "prober_unhealthy.resolved": "【已恢复】camwatch 探测服务恢复正常（持续 {duration}）",
+}
+
+
+# --- rules ----------------------------------------------------------------------------------
+
+
+class RateBelowTargetRule(_Model):
+    enabled: bool = True
+    for_: Duration = Field(default=900.0, alias="for")
+    resolve_for: Duration = 900.0
+    hysteresis: Fraction = Field(
+        default=0.005, description="'0.5%' = resolve only at target + 0.5 percentage points")
+    scopes: tuple[str, ...] = Field(
+        default=("county", "county/township"),
+        description="scopes alerted on, as in the rates: county, county/township, ...")
+    severity: Severity = "warning"
+    renotify: Duration | None = None
+    worst: PositiveInt = 5  # how many worst townships/villages the message lists
+
+    @field_validator("scopes")
+    @classmethod
+    def _known_scopes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from camwatch.rules.rates import SCOPES
+
+        known = {"/".join(s) for s in SCOPES if s}
+        bad = [s for s in v if s not in known]
+        if bad:
+            raise ValueError(f"expected scopes among {', '.join(sorted(known))}, got {bad}")
+        return v
+
+    def scope_dims(self) -> set[tuple[str, ...]]:
+        return {tuple(s.split("/")) for s in self.scopes}
+
+
+class ChannelOfflineLongRule(_Model):
+    enabled: bool = True
+    after: Duration = 86400.0
+    renotify: Duration | None = 86400.0
+    severity: Severity = "warning"
+
+
+class ClockDriftRule(_Model):
+    enabled: bool = True
+    threshold: Duration = 5.0
+    severity: Severity = "info"
+
+
+class MassOutageRule(_Model):
+    enabled: bool = True
+    min_channels: PositiveInt = 4  # a group smaller than this is never a mass outage
+    share: Fraction = 0.8  # this share of the group's connected channels went down together
+    window: Duration = Field(
+        default=300.0,
+        description="'together': went offline within this window (covers a sweep's spread)")
+    levels: tuple[Literal["township", "village", "host"], ...] = ("township", "village", "host")
+    severity: Severity = "critical"
+
+
+class ProberUnhealthyRule(_Model):
+    enabled: bool = True
+    for_: Duration = Field(default=300.0, alias="for")
+    resolve_for: Duration = 300.0
+    severity: Severity = "critical"
+
+
+class RulesConfig(_Model):
+    rate_below_target: RateBelowTargetRule = RateBelowTargetRule()
+    channel_offline_long: ChannelOfflineLongRule = ChannelOfflineLongRule()
+    clock_drift: ClockDriftRule = ClockDriftRule()
+    mass_outage: MassOutageRule = MassOutageRule()
+    prober_unhealthy: ProberUnhealthyRule = ProberUnhealthyRule()
+
+
+# --- routes ---------------------------------------------------------------------------------
+
+
+def _as_tuple(v: object) -> object:
+    if v is None:
+        return None
+    if isinstance(v, str | int):
+        return (v,)
+    return v
+
+
+class RouteMatch(_Model):
+    """Every given key must match the alert's label (a list means any of); absent = any."""
+
+    county: Annotated[tuple[str, ...] | None, BeforeValidator(_as_tuple)] = None
+    township: Annotated[tuple[str, ...] | None, BeforeValidator(_as_tuple)] = None
+    class_: Annotated[tuple[int, ...] | None, BeforeValidator(_as_tuple)] = Field(
+        default=None, alias="class")
+    project: Annotated[tuple[str, ...] | None, BeforeValidator(_as_tuple)] = None
+    operator: Annotated[tuple[str, ...] | None, BeforeValidator(_as_tuple)] = None
+    alert: Annotated[tuple[str, ...] | None, BeforeValidator(_as_tuple)] = None
+
+    @field_validator("alert")
+    @classmethod
+    def _known_alerts(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        bad = [a for a in v or () if a not in ALERT_NAMES]
+        if bad:
+            raise ValueError(f"expected alert names among {', '.join(ALERT_NAMES)}, got {bad}")
+        return v
+
+    def matches(self, name: str, labels: dict[str, str]) -> bool:
+        checks: tuple[tuple[tuple[object, ...] | None, str | None], ...] = (
+            (self.county, labels.get("county")),
+            (self.township, labels.get("township")),
+            (tuple(str(c) for c in self.class_) if self.class_ else None, labels.get("class")),
+            (self.project, labels.get("project")),
+            (self.operator, labels.get("operator")),
+            (self.alert, name),
+        )
+        return all(want is None or got in want for want, got in checks)
+
+
+class Route(_Model):
+    match: RouteMatch = RouteMatch()
+    receivers: tuple[str, ...]
+
+
+# --- receivers ------------------------------------------------------------------------------
+
+
+class _SecretRef(_Model):
+    """``<what>_env`` / ``<what>_file`` pairs: at most one of each pair."""
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> _SecretRef:
+        fields = type(self).model_fields
+        for name in fields:
+            if name.endswith("_env"):
+                base = name.removesuffix("_env")
+                if getattr(self, name) and getattr(self, f"{base}_file", None):
+                    raise ValueError(f"give either {base}_env or {base}_file, not both")
+        return self
+
+
+class _HttpReceiver(_SecretRef):
+    url_env: str | None = None
+    url_file: Path | None = None
+    timeout: Duration = 10.0
+    per_minute: Annotated[int, Field(ge=0)] = 0  # 0 = no rate limit
+
+    _abs = field_validator("url_file")(_resolve_path)
+
+    @model_validator(mode="after")
+    def _url_given(self) -> _HttpReceiver:
+        if not (self.url_env or self.url_file):
+            raise ValueError("give the URL by reference: url_env or url_file "
+                             "(never inline: it carries the key)")
+        return self
+
+    def url(self) -> Secret:
+        secret = read_secret(self.url_env, self.url_file)
+        assert secret is not None  # _url_given
+        return secret
+
+
+class MqttReceiver(_SecretRef):
+    type: Literal["mqtt"]
+    host: str
+    port: Annotated[int, Field(gt=0, le=65535)] = 1883
+    prefix: str = "camwatch"
+    client_id: str | None = None
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    qos: Literal[0, 1, 2] = 1
+    max_inflight: Annotated[int, Field(gt=0, le=1000)] = 20
+    timeout: Duration = 10.0
+    rates: bool = True  # publish retained rates on <prefix>/rates/...
+    per_minute: Annotated[int, Field(ge=0)] = 0
+
+    _abs = field_validator("password_file", "ca_file", "cert_file", "key_file")(_resolve_path)
+
+    @field_validator("prefix")
+    @classmethod
+    def _topic_prefix(cls, v: str) -> str:
+        if not v or any(c in v for c in "+#") or v.startswith("/") or v.endswith("/"):
+            raise ValueError(f"expected a topic prefix like 'camwatch' or 'city/camwatch' "
+                             f"(no +, #, leading or trailing /), got {v!r}")
+        return v
+
+    def password(self) -> Secret | None:
+        return read_secret(self.password_env, self.password_file)
+
+
+class WecomReceiver(_HttpReceiver):
+    """企业微信群机器人: ``url_env`` holds https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=..."""
+
+    type: Literal["wecom"]
+    per_minute: Annotated[int, Field(ge=0)] = 20
+    mentioned_mobiles: tuple[str, ...] = ()
+
+
+class DingtalkReceiver(_HttpReceiver):
+    """钉钉自定义机器人: ``url_env`` holds https://oapi.dingtalk.com/robot/send?access_token=...;
+    ``secret_env`` the SEC... signing secret when the robot uses 加签."""
+
+    type: Literal["dingtalk"]
+    secret_env: str | None = None
+    secret_file: Path | None = None
+    per_minute: Annotated[int, Field(ge=0)] = 20
+    at_mobiles: tuple[str, ...] = ()
+
+    _abs_secret = field_validator("secret_file")(_resolve_path)
+
+    def secret(self) -> Secret | None:
+        return read_secret(self.secret_env, self.secret_file)
+
+
+class WebhookReceiver(_HttpReceiver):
+    """Generic JSON webhook (schema in docs/alerts.md); signed with HMAC-SHA256 when a
+    secret is given."""
+
+    type: Literal["webhook"]
+    secret_env: str | None = None
+    secret_file: Path | None = None
+
+    _abs_secret = field_validator("secret_file")(_resolve_path)
+
+    def secret(self) -> Secret | None:
+        return read_secret(self.secret_env, self.secret_file)
+
+
+class AlertmanagerReceiver(_HttpReceiver):
+    """Prometheus Alertmanager: ``url_env`` holds its base URL (http://alertmanager:9093)."""
+
+    type: Literal["alertmanager"]
+    firing_ttl: Duration = Field(
+        default=90 * 86400.0,
+        description="endsAt of a firing alert: camwatch sends the resolution itself; this "
+                    "only ends alerts of a camwatch that was removed")
+    generator_url: str = ""
+
+
+Receiver = Annotated[
+    MqttReceiver | WecomReceiver | DingtalkReceiver | WebhookReceiver | AlertmanagerReceiver,
+    Field(discriminator="type"),
+]
+
+
+class DeliveryConfig(_Model):
+    backoff_initial: Duration = 1.0
+    backoff_max: Duration = 300.0
+    poll: Duration = 5.0  # look at the outbox at least this often, even without notify()
+    batch: PositiveInt = 50  # outbox items read per round
+
+
+class AlertsConfig(_Model):
+    enabled: bool = True
+    rules: RulesConfig = RulesConfig()
+    templates: dict[str, str] = Field(default_factory=dict)
+    routes: tuple[Route, ...] = ()
+    default_receivers: tuple[str, ...] = ()
+    receivers: dict[str, Receiver] = Field(default_factory=dict)
+    delivery: DeliveryConfig = DeliveryConfig()
+
+    @field_validator("templates")
+    @classmethod
+    def _templates_format(cls, v: dict[str, str]) -> dict[str, str]:
+        problems = []
+        for key, text in v.items():
+            name = key.removesuffix(".resolved")
+            if name not in TEMPLATE_FIELDS:
+                problems.append(f"{key}: expected one of "
+                                f"{', '.join(sorted(DEFAULT_TEMPLATES))}")
+                continue
+            sample = {f: "x" for f in TEMPLATE_FIELDS[name]}
+            try:
+                text.format(**sample)
+            except KeyError as exc:
+                problems.append(f"{key}: unknown field {{{exc.args[0]}}}; expected among "
+                                f"{', '.join(TEMPLATE_FIELDS[name])}")
+            except (ValueError, IndexError) as exc:
+                problems.append(f"{key}: not a valid str.format template: {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
+
+    @model_validator(mode="after")
+    def _receivers_exist(self) -> AlertsConfig:
+        known = set(self.receivers)
+        missing: list[str] = []
+        for i, route in enumerate(self.routes):
+            missing += [f"routes[{i}]: {r!r}" for r in route.receivers if r not in known]
+        missing += [f"default_receivers: {r!r}" for r in self.default_receivers
+                    if r not in known]
+        if missing:
+            names = ", ".join(sorted(known)) or "none defined"
+            raise ValueError(f"unknown receiver(s) {'; '.join(missing)}; receivers: {names}")
+        return self
+
+    def template(self, key: str) -> str:
+        return self.templates.get(key, DEFAULT_TEMPLATES[key])
+
+    def receivers_for(self, name: str, labels: dict[str, str]) -> list[str]:
+        """Every matching route's receivers (in config order, once each); the default
+        receivers when no route matches."""
+        out: list[str] = []
+        for route in self.routes:
+            if route.match.matches(name, labels):
+                out += [r for r in route.receivers if r not in out]
+        return out if out else list(self.default_receivers)
+
+    def describe(self) -> dict[str, Any]:
+        """Settings for reports and logs: names and kinds, no references resolved."""
+        return {"rules": self.rules.model_dump(by_alias=True),
+                "receivers": {n: r.type for n, r in self.receivers.items()}}

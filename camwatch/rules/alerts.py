@@ -1,0 +1,624 @@
+"""Alert rules, evaluated by the daemon after every sweep.
+
+:class:`AlertEvaluator` looks at the current channels, states and rates (the same
+:class:`~camwatch.rules.rates.RateRow` objects reports use: one rate definition), keeps for each
+alert a small state machine (pending -> firing -> resolving -> resolved) and, for every alert
+that changed, enqueues one outbox item per receiver it routes to. The outbox delivers.
+
+Every rule turns what it sees into *observations* keyed by a stable fingerprint:
+
+- ``bad``: the condition holds (a pending alert waits ``for``, a firing one stays firing);
+- ``between``: not bad, but not good enough to resolve (rate under target + hysteresis);
+- ``good``: the condition is over (a firing alert resolves after ``resolve_for``);
+- ``nodata``: cannot judge (scope under ``min_channels``, channel ``unknown``, channel covered
+  by a mass outage): timers neither start, advance nor reset.
+
+A firing alert the rule no longer mentions is ``good`` (a channel that is online again, a scope
+that left the inventory). The state is persisted with ``store.set_meta`` after the outbox items
+are written, so a crash in between re-sends (same fingerprint) rather than loses; a restarted
+evaluator loads it and neither re-fires what is active nor forgets what is pending.
+Time comes only from the ``now`` argument: the rules are testable without sleeping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+import structlog
+
+from camwatch.inventory import CLASS_NAMES, Channel
+from camwatch.rules.alert_config import AlertsConfig
+from camwatch.rules.rates import RateRow, Targets, format_rate
+from camwatch.store.base import ChannelState, Store, Transition
+
+log = structlog.get_logger(__name__)
+
+META_KEY = "alerts.evaluator.v1"
+
+REASON_NAMES = {
+    "timeout": "超时", "refused": "拒绝连接", "unreachable": "网络不可达", "auth": "认证失败",
+    "protocol": "协议错误", "not_found": "无此码流", "no_media": "无视频", "busy": "设备繁忙",
+    "clock_skew": "时钟偏差", "internal": "camwatch 内部错误",
+}
+_LEVEL_NAMES = {"township": "乡镇", "village": "村", "host": "主机"}
+
+Status = Literal["bad", "between", "good", "nodata"]
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert event: it started firing, fired again (re-notification), or resolved.
+
+    ``fingerprint`` is the same for every event of one alert (and across restarts), so
+    receivers can de-duplicate the at-least-once deliveries of the outbox.
+    """
+
+    name: str
+    fingerprint: str
+    severity: str
+    status: Literal["firing", "resolved"]
+    starts_at: float
+    ends_at: float | None
+    labels: dict[str, str]
+    summary: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_payload(self) -> dict[str, Any]:
+        """The outbox payload (JSON); the sinks render it for their receiver."""
+        return {
+            "version": 1,
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "severity": self.severity,
+            "status": self.status,
+            "starts_at": self.starts_at,
+            "ends_at": self.ends_at,
+            "labels": dict(self.labels),
+            "summary": self.summary,
+            "details": self.details,
+        }
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> Alert:
+        return cls(name=p["name"], fingerprint=p["fingerprint"], severity=p["severity"],
+                   status=p["status"], starts_at=p["starts_at"], ends_at=p.get("ends_at"),
+                   labels=dict(p.get("labels", {})), summary=p.get("summary", ""),
+                   details=dict(p.get("details", {})))
+
+
+def fingerprint(name: str, key: Sequence[object]) -> str:
+    """Stable over restarts and versions: the alert name and its identity, hashed."""
+    raw = json.dumps([name, *key], ensure_ascii=False, sort_keys=True, default=str)
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
+
+
+def format_target(target: float) -> str:
+    """``0.98`` -> ``98%``, ``0.995`` -> ``99.5%``: targets are written as people set them."""
+    return f"{round(target * 100, 2):g}%"
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days}天{hours}小时" if hours else f"{days}天"
+    if hours:
+        return f"{hours}小时{minutes}分钟" if minutes else f"{hours}小时"
+    return f"{minutes}分钟" if minutes else f"{seconds}秒"
+
+
+def _reasons_text(counts: Mapping[str, int], top: int = 5) -> str:
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    return "、".join(f"{REASON_NAMES.get(r, r)} {n}" for r, n in items) or "-"
+
+
+@dataclass(slots=True)
+class _Obs:
+    status: Status
+    labels: dict[str, str]
+    build: Callable[[], tuple[dict[str, Any], dict[str, Any]]]  # -> template fields, details
+    starts_at: float | None = None  # when the subject began (a channel's offline ``since``)
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    name: str
+    severity: str
+    for_: float
+    resolve_for: float
+    renotify: float | None
+
+
+class AlertEvaluator:
+    def __init__(self, cfg: AlertsConfig, targets: Targets, min_channels: int,
+                 store: Store) -> None:
+        self.cfg = cfg
+        self.targets = targets
+        self.min_channels = min_channels
+        self.store = store
+        self._state: dict[str, dict[str, Any]] = {}
+        self._dirty = False
+        self._fp_cache: dict[tuple[str, str], str] = {}
+        self._load()
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        raw = self.store.get_meta(META_KEY)
+        if isinstance(raw, dict) and isinstance(raw.get("alerts"), dict):
+            self._state = {fp: e for fp, e in raw["alerts"].items() if isinstance(e, dict)}
+            log.info("alert state loaded", active=self.active_count(),
+                     pending=len(self._state) - self.active_count())
+
+    def _save(self) -> None:
+        if self._dirty:
+            self.store.set_meta(META_KEY, {"alerts": self._state})
+            self._dirty = False
+
+    def active_count(self) -> int:
+        return sum(1 for e in self._state.values() if e.get("active"))
+
+    def active(self) -> list[dict[str, Any]]:
+        """Firing alerts (name, labels, starts_at, fingerprint), for the API and metrics."""
+        return [{"fingerprint": fp, "name": e["name"], "labels": e["labels"],
+                 "severity": e["severity"], "starts_at": e["starts_at"]}
+                for fp, e in sorted(self._state.items()) if e.get("active")]
+
+    # --- the entry point ---------------------------------------------------------------------
+
+    def evaluate(self, now: float, channels: Sequence[Channel],
+                 states: Mapping[str, ChannelState], rates: Sequence[RateRow],
+                 new_transitions: Sequence[Transition],
+                 prober_problems: Sequence[str]) -> list[Alert]:
+        """Run every rule once; return the alert events that changed (firing or resolved),
+        after enqueuing them for their receivers and persisting the evaluator state."""
+        if not self.cfg.enabled:
+            return []
+        rules = self.cfg.rules
+        events: list[Alert] = []
+        covered: set[str] = set()
+        if rules.mass_outage.enabled:
+            obs, covered = self._mass_outage(now, channels, states, new_transitions)
+            events += self._step(self._spec("mass_outage"), obs, now, skip_missing=False)
+        if rules.rate_below_target.enabled:
+            obs = self._rate_below_target(channels, states, rates)
+            # Without rates (before the first sweep) there is nothing to judge.
+            events += self._step(self._spec("rate_below_target"), obs, now,
+                                 skip_missing=not rates)
+        if rules.channel_offline_long.enabled or rules.clock_drift.enabled:
+            offline, drift = self._channel_rules(now, channels, states, covered)
+            if rules.channel_offline_long.enabled:
+                events += self._step(self._spec("channel_offline_long"), offline, now,
+                                     skip_missing=False)
+            if rules.clock_drift.enabled:
+                events += self._step(self._spec("clock_drift"), drift, now, skip_missing=False)
+        if rules.prober_unhealthy.enabled:
+            events += self._step(self._spec("prober_unhealthy"),
+                                 self._prober(prober_problems), now, skip_missing=False)
+        for alert in events:
+            self._enqueue(alert, now)
+        self._save()
+        return events
+
+    # --- routing -----------------------------------------------------------------------------
+
+    def _enqueue(self, alert: Alert, now: float) -> None:
+        receivers = self.cfg.receivers_for(alert.name, alert.labels)
+        if not receivers:
+            log.warning("alert has no receiver", alert=alert.name,
+                        fingerprint=alert.fingerprint, status=alert.status)
+        payload = alert.as_payload()
+        for receiver in receivers:
+            self.store.enqueue(receiver, alert.fingerprint, payload, now)
+        log.info("alert " + alert.status, alert=alert.name, fingerprint=alert.fingerprint,
+                 receivers=receivers, summary=alert.summary)
+
+    # --- the state machine -------------------------------------------------------------------
+
+    def _spec(self, name: str) -> _Spec:
+        r = self.cfg.rules
+        if name == "rate_below_target":
+            rb = r.rate_below_target
+            return _Spec(name, rb.severity, rb.for_, rb.resolve_for, rb.renotify)
+        if name == "channel_offline_long":
+            co = r.channel_offline_long
+            return _Spec(name, co.severity, 0.0, 0.0, co.renotify)
+        if name == "clock_drift":
+            return _Spec(name, r.clock_drift.severity, 0.0, 0.0, None)
+        if name == "mass_outage":
+            return _Spec(name, r.mass_outage.severity, 0.0, 0.0, None)
+        pu = r.prober_unhealthy
+        return _Spec(name, pu.severity, pu.for_, pu.resolve_for, None)
+
+    def _step(self, spec: _Spec, obs: dict[str, _Obs], now: float,
+              skip_missing: bool) -> list[Alert]:
+        events: list[Alert] = []
+        mine = [fp for fp, e in self._state.items() if e["name"] == spec.name]
+        for fp in sorted(set(obs) | set(mine)):
+            o = obs.get(fp)
+            if o is None and skip_missing:
+                continue
+            status: Status = o.status if o is not None else "good"
+            entry = self._state.get(fp)
+            if entry is None or not entry.get("active"):
+                if status == "bad":
+                    assert o is not None
+                    if entry is None:
+                        entry = self._state[fp] = {
+                            "name": spec.name, "labels": o.labels, "severity": spec.severity,
+                            "pending_since": now, "active": False}
+                        self._dirty = True
+                    if now - entry["pending_since"] >= spec.for_:
+                        events.append(self._fire(spec, fp, entry, o, now))
+                elif entry is not None and status != "nodata":
+                    del self._state[fp]  # back to normal before ``for`` ran out
+                    self._dirty = True
+                continue
+            if status == "bad":
+                if entry.get("resolving_since") is not None:
+                    entry["resolving_since"] = None
+                    self._dirty = True
+                if spec.renotify and now - entry["last_notified"] >= spec.renotify:
+                    assert o is not None
+                    events.append(self._fire(spec, fp, entry, o, now))
+            elif status == "between":
+                if entry.get("resolving_since") is not None:
+                    entry["resolving_since"] = None
+                    self._dirty = True
+            elif status == "good":
+                if entry.get("resolving_since") is None:
+                    entry["resolving_since"] = now
+                    self._dirty = True
+                if now - entry["resolving_since"] >= spec.resolve_for:
+                    events.append(self._resolve(spec, fp, entry, o, now))
+        return events
+
+    def _fire(self, spec: _Spec, fp: str, entry: dict[str, Any], o: _Obs,
+              now: float) -> Alert:
+        starts = entry.get("starts_at") or o.starts_at or entry["pending_since"]
+        fields, details = o.build()
+        fields["duration"] = format_duration(now - starts)
+        entry.update(active=True, starts_at=starts, last_notified=now, resolving_since=None,
+                     labels=o.labels, fields=fields, details=details)
+        self._dirty = True
+        summary = self._render(spec.name, fields)
+        return Alert(spec.name, fp, spec.severity, "firing", starts, None, dict(o.labels),
+                     summary, details)
+
+    def _resolve(self, spec: _Spec, fp: str, entry: dict[str, Any], o: _Obs | None,
+                 now: float) -> Alert:
+        if o is not None:
+            fields, details = o.build()
+        else:  # the rule no longer sees it: say so with what we knew when it fired
+            fields, details = dict(entry.get("fields", {})), dict(entry.get("details", {}))
+        fields["duration"] = format_duration(now - entry["starts_at"])
+        del self._state[fp]
+        self._dirty = True
+        summary = self._render(spec.name + ".resolved", fields)
+        return Alert(spec.name, fp, entry["severity"], "resolved", entry["starts_at"], now,
+                     dict(entry["labels"]), summary, details)
+
+    def _render(self, key: str, fields: dict[str, Any]) -> str:
+        template = self.cfg.template(key)
+        try:
+            return template.format(**fields)
+        except (KeyError, ValueError, IndexError) as exc:  # validated at load; belt and braces
+            log.error("alert template failed", template=key, error=str(exc))
+            return self.cfg.template(key) if key not in self.cfg.templates else key
+
+    # --- rule: rate_below_target -------------------------------------------------------------
+
+    def _rate_below_target(self, channels: Sequence[Channel],
+                           states: Mapping[str, ChannelState],
+                           rates: Sequence[RateRow]) -> dict[str, _Obs]:
+        rule = self.cfg.rules.rate_below_target
+        dims = rule.scope_dims()
+        children: dict[tuple[Any, ...], list[RateRow]] = defaultdict(list)
+        for row in rates:
+            if len(row.scope) >= 2 and row.scope[-1][0] in ("township", "village"):
+                children[(row.scope[:-1], row.klass, row.project)].append(row)
+        out: dict[str, _Obs] = {}
+        for row in rates:
+            if row.target is None or tuple(k for k, _ in row.scope) not in dims:
+                continue
+            if row.klass is None and row.project is None:
+                continue
+            fp = fingerprint("rate_below_target",
+                             [list(row.scope), row.klass, row.project])
+            rate = row.rate
+            status: Status
+            if rate is None or row.connected < self.min_channels:
+                status = "nodata"  # reported, not alerted on
+            elif row.meets_target is False:
+                status = "bad"
+            elif round(rate * 100, 2) >= round((row.target + rule.hysteresis) * 100, 2):
+                status = "good"
+            else:
+                status = "between"
+            labels = dict(row.scope)
+            if row.klass is not None:
+                labels["class"] = str(row.klass)
+            if row.project is not None:
+                labels["project"] = row.project
+            out[fp] = _Obs(status, labels, self._rate_builder(
+                row, children.get((row.scope, row.klass, row.project), []), channels, states))
+        return out
+
+    def _rate_builder(self, row: RateRow, subs: list[RateRow], channels: Sequence[Channel],
+                      states: Mapping[str, ChannelState]
+                      ) -> Callable[[], tuple[dict[str, Any], dict[str, Any]]]:
+        def build() -> tuple[dict[str, Any], dict[str, Any]]:
+            rule = self.cfg.rules.rate_below_target
+            scope = dict(row.scope)
+            what = (CLASS_NAMES.get(row.klass, str(row.klass)) if row.klass is not None
+                    else row.project or "")
+            worst_rows = sorted((r for r in subs if r.connected),
+                                key=lambda r: (r.rate or 0.0, -r.connected))[:rule.worst]
+            worst = [{"name": r.scope[-1][1], "rate": r.rate, "online": r.online,
+                      "connected": r.connected} for r in worst_rows]
+            reasons: Counter[str] = Counter()
+            for ch in channels:
+                if not ch.connected or any(getattr(ch, k) != v for k, v in scope.items()):
+                    continue
+                if row.klass is not None and ch.klass != row.klass:
+                    continue
+                if row.project is not None and ch.project != row.project:
+                    continue
+                st = states.get(ch.id)
+                if st is not None and st.state == "offline":
+                    reasons[st.reason or "unknown"] += 1
+            worst_text = "、".join(f"{r.scope[-1][1]} {format_rate(r.rate)}"
+                                   for r in worst_rows) or "-"
+            fields: dict[str, Any] = {
+                "scope": " ".join(v for _, v in row.scope) or "全域", "what": what,
+                "rate": format_rate(row.rate),
+                "target": format_target(row.target or 0.0), "online": row.online,
+                "connected": row.connected, "offline": row.offline, "unknown": row.unknown,
+                "worst": worst_text, "reasons": _reasons_text(reasons)}
+            sub_name = "村" if len(row.scope) >= 2 else "乡镇"
+            notes = []
+            if worst:
+                notes.append(f"在线率最低的{sub_name}：{worst_text}")
+            if reasons:
+                notes.append(f"主要离线原因：{fields['reasons']}")
+            if row.unknown:
+                notes.append(f"未能判定 {row.unknown} 路（不计入在线率）")
+            details = {"rate": row.rate, "target": row.target, "online": row.online,
+                       "connected": row.connected, "offline": row.offline,
+                       "unknown": row.unknown, "worst": worst,
+                       "reasons": dict(reasons.most_common()), "notes": notes}
+            return fields, details
+
+        return build
+
+    # --- rules: channel_offline_long, clock_drift ----------------------------------------------
+
+    def _channel_rules(self, now: float, channels: Sequence[Channel],
+                       states: Mapping[str, ChannelState], covered: set[str]
+                       ) -> tuple[dict[str, _Obs], dict[str, _Obs]]:
+        co = self.cfg.rules.channel_offline_long
+        cd = self.cfg.rules.clock_drift
+        offline: dict[str, _Obs] = {}
+        drift: dict[str, _Obs] = {}
+        for ch in channels:
+            if not ch.connected:
+                continue
+            st = states.get(ch.id)
+            if st is None:
+                continue
+            labels = _channel_labels(ch)
+            fp = self._channel_fp("channel_offline_long", ch.id)
+            if st.state == "offline" and st.since is not None and now - st.since >= co.after:
+                status: Status = "nodata" if ch.id in covered else "bad"
+                offline[fp] = _Obs(status, labels, _offline_builder(ch, st), st.since)
+            elif st.state == "unknown" or ch.id in covered:
+                offline[fp] = _Obs("nodata", labels, _offline_builder(ch, st))
+            elif fp in self._state:
+                offline[fp] = _Obs("good", labels, _offline_builder(ch, st))
+            dfp = self._channel_fp("clock_drift", ch.id)
+            if st.clock_drift_s is not None and st.state != "offline":
+                bad = abs(st.clock_drift_s) > cd.threshold
+                if bad or dfp in self._state:
+                    drift[dfp] = _Obs("bad" if bad else "good", labels,
+                                      _drift_builder(ch, st.clock_drift_s, cd.threshold))
+            elif dfp in self._state:
+                drift[dfp] = _Obs("nodata", labels, _drift_builder(ch, 0.0, cd.threshold))
+        return offline, drift
+
+    def _channel_fp(self, name: str, channel_id: str) -> str:
+        key = (name, channel_id)
+        fp = self._fp_cache.get(key)
+        if fp is None:
+            fp = self._fp_cache[key] = fingerprint(name, [channel_id])
+        return fp
+
+    # --- rule: mass_outage -------------------------------------------------------------------
+
+    def _mass_outage(self, now: float, channels: Sequence[Channel],
+                     states: Mapping[str, ChannelState], new_transitions: Sequence[Transition]
+                     ) -> tuple[dict[str, _Obs], set[str]]:
+        """Most of one host / village / township went offline together: one alert, naming
+        the likely cause. Levels are tried coarse to fine, and a group whose newly-offline
+        channels all lie in a bigger group already found is not reported again. Returns the
+        observations and the channels the firing (or new) outages cover."""
+        rule = self.cfg.rules.mass_outage
+        groups: dict[tuple[str, str], list[Channel]] = defaultdict(list)
+        for ch in channels:
+            if not ch.connected:
+                continue
+            for lv in rule.levels:
+                group_key = _group_key(ch, lv)
+                if group_key:
+                    groups[(lv, group_key)].append(ch)
+        went_down = {t.channel_id for t in new_transitions if t.to_state == "offline"}
+        by_id_groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for gk, members in groups.items():
+            for ch in members:
+                if ch.id in went_down:
+                    by_id_groups[ch.id].append(gk)
+        touched = {gk for gks in by_id_groups.values() for gk in gks}
+
+        def offline_ids(members: Iterable[Channel]) -> list[Channel]:
+            return [c for c in members
+                    if (s := states.get(c.id)) is not None and s.state == "offline"]
+
+        out: dict[str, _Obs] = {}
+        covered: set[str] = set()
+        # Firing outages stay on while at least half the ``share`` of the group is offline.
+        for fp, e in self._state.items():
+            if e["name"] != "mass_outage" or not e.get("active"):
+                continue
+            lvl, gkey = str(e["labels"].get("level", "")), str(e["labels"].get("group", ""))
+            members = groups.get((lvl, gkey), [])
+            down = offline_ids(members)
+            good = not members or len(down) < rule.share / 2 * len(members)
+            if not good:
+                covered.update(c.id for c in members)
+            out[fp] = _Obs("good" if good else "bad", e["labels"],
+                           _mass_builder(lvl, gkey, members, down, states))
+        order = {lvl: i for i, lvl in enumerate(("township", "village", "host"))}
+        for level, key in sorted(touched, key=lambda gk: (order[gk[0]], gk[1])):
+            fp = fingerprint("mass_outage", [level, key])
+            if fp in out:
+                continue
+            members = groups[(level, key)]
+            if len(members) < rule.min_channels:
+                continue
+            recent = [c for c in offline_ids(members)
+                      if (s := states[c.id]).since is not None and now - s.since <= rule.window]
+            if len(recent) < rule.share * len(members):
+                continue
+            if all(c.id in covered for c in recent):
+                continue  # a bigger group (or a firing outage) already explains it
+            covered.update(c.id for c in members)
+            labels = {**_common_labels(members), "level": level, "group": key}
+            if level == "host":
+                labels["host"] = key
+            out[fp] = _Obs("bad", labels,
+                           _mass_builder(level, key, members, offline_ids(members), states))
+        return out, covered
+
+    # --- rule: prober_unhealthy --------------------------------------------------------------
+
+    def _prober(self, problems: Sequence[str]) -> dict[str, _Obs]:
+        fp = fingerprint("prober_unhealthy", [])
+        text = "；".join(problems)
+
+        def build() -> tuple[dict[str, Any], dict[str, Any]]:
+            return {"problems": text or "-"}, {"problems": list(problems),
+                                               "notes": list(problems)}
+
+        return {fp: _Obs("bad" if problems else "good", {}, build)}
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+_CST = timezone(timedelta(hours=8), "CST")  # 北京时间: what county staff read
+
+
+def format_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, _CST).strftime("%Y-%m-%d %H:%M")
+
+
+def _channel_labels(ch: Channel) -> dict[str, str]:
+    labels = {"county": ch.county, "township": ch.township, "village": ch.village,
+              "operator": ch.operator, "project": ch.project,
+              "class": "" if ch.klass is None else str(ch.klass), "host": ch.host,
+              "channel": ch.id}
+    return {k: v for k, v in labels.items() if v}
+
+
+def _channel_fields(ch: Channel) -> dict[str, Any]:
+    return {"channel": ch.id, "name": ch.name or ch.id, "county": ch.county or "-",
+            "township": ch.township or "-", "village": ch.village or "-",
+            "operator": ch.operator or "-", "host": ch.host or "-"}
+
+
+def _offline_builder(ch: Channel, st: ChannelState
+                     ) -> Callable[[], tuple[dict[str, Any], dict[str, Any]]]:
+    reason, since = st.reason, st.since
+
+    def build() -> tuple[dict[str, Any], dict[str, Any]]:
+        fields = {**_channel_fields(ch), "reason": REASON_NAMES.get(reason or "", reason or "-"),
+                  "since": format_time(since) if since is not None else "-"}
+        notes = [f"运营商：{fields['operator']}", f"离线原因：{fields['reason']}",
+                 f"离线时间：{fields['since']}"]
+        if ch.host:
+            notes.append(f"所属主机：{ch.host}")
+        return fields, {"reason": reason, "offline_since": since, "notes": notes}
+
+    return build
+
+
+def _drift_builder(ch: Channel, drift: float, threshold: float
+                   ) -> Callable[[], tuple[dict[str, Any], dict[str, Any]]]:
+    def build() -> tuple[dict[str, Any], dict[str, Any]]:
+        fields = {**_channel_fields(ch), "drift": f"{drift:+.1f}秒",
+                  "threshold": f"{threshold:g}秒"}
+        return fields, {"drift_s": drift, "threshold_s": threshold,
+                        "notes": ["时钟偏差会使录像时间失真，并导致 ONVIF 认证失败"]}
+
+    return build
+
+
+def _group_key(ch: Channel, level: str) -> str:
+    if level == "township":
+        return f"{ch.county}/{ch.township}" if ch.township else ""
+    if level == "village":
+        return f"{ch.county}/{ch.township}/{ch.village}" if ch.village else ""
+    return ch.host
+
+
+def _common_labels(members: Sequence[Channel]) -> dict[str, str]:
+    out = {}
+    for k in ("county", "township", "village", "operator", "project"):
+        values = {getattr(c, k) for c in members}
+        if len(values) == 1 and (v := values.pop()):
+            out[k] = v
+    return out
+
+
+def _likely_cause(level: str, reasons: Counter[str]) -> str:
+    top = reasons.most_common(1)[0][0] if reasons else ""
+    if top == "auth":
+        return "设备密码被修改或账户被锁定"
+    if top == "refused":
+        return "设备服务异常（端口拒绝连接）"
+    if level == "host":
+        return "NVR/主机故障、断电或其上联中断"
+    if level == "village":
+        return "村级上联链路中断或停电"
+    return "乡镇汇聚链路中断或大面积停电"
+
+
+def _mass_builder(level: str, key: str, members: Sequence[Channel], down: Sequence[Channel],
+                  states: Mapping[str, ChannelState]
+                  ) -> Callable[[], tuple[dict[str, Any], dict[str, Any]]]:
+    def build() -> tuple[dict[str, Any], dict[str, Any]]:
+        common = _common_labels(members)
+        reasons: Counter[str] = Counter(
+            (states[c.id].reason or "unknown") for c in down if c.id in states)
+        place = " ".join(common[k] for k in ("county", "township", "village") if k in common)
+        group = f"主机 {key}" + (f"（{place}）" if place else "") if level == "host" else place
+        cause = _likely_cause(level, reasons)
+        fields = {"group": group or key, "kind": _LEVEL_NAMES.get(level, level),
+                  "cause": cause, "down": len(down), "total": len(members),
+                  "county": common.get("county", "-"), "township": common.get("township", "-"),
+                  "village": common.get("village", "-"),
+                  "host": key if level == "host" else "-", "reasons": _reasons_text(reasons)}
+        notes = [f"离线原因：{fields['reasons']}",
+                 f"已合并为一条告警，所涉 {len(members)} 路点位不再逐路告警"]
+        return fields, {"level": level, "group": key, "down": len(down),
+                        "total": len(members), "reasons": dict(reasons.most_common()),
+                        "cause": cause, "down_channels": sorted(c.id for c in down)[:50],
+                        "notes": notes}
+
+    return build
