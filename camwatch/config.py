@@ -203,6 +203,19 @@ class HttpConfig(_Model):
 class ReportConfig(_Model):
     online_rate: Literal["time_weighted", "snapshot"] = "time_weighted"
     long_offline_days: PositiveInt = 3
+    timezone: str = Field(default="Asia/Shanghai",
+                          description="where months and days begin (IANA name)")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str) -> str:
+        from camwatch.reports.period import zone
+
+        try:
+            zone(v)
+        except LookupError as exc:
+            raise ValueError(str(exc)) from None
+        return v
 
 
 class Config(_Model):

@@ -64,6 +64,19 @@ class RateSnapshot:
     connected: int
 
 
+@dataclass(frozen=True, slots=True)
+class Exemption:
+    """报备: ``channel_id`` is left out of the rates (neither online nor monitored) for
+    ``[start, end)``, e.g. planned works or road construction."""
+
+    channel_id: str
+    start: float
+    end: float
+    reason: str
+    created: float
+    id: int | None = None
+
+
 class Store(Protocol):
     def close(self) -> None: ...
 
@@ -83,6 +96,13 @@ class Store(Protocol):
     def save_inventory_snapshot(self, month: str, rows: Iterable[dict[str, Any]]) -> None: ...
     def inventory_snapshot(self, month: str) -> list[dict[str, Any]]: ...
     def inventory_months(self) -> list[str]: ...
+
+    # exemptions (报备)
+    def add_exemption(self, channel_id: str, start: float, end: float, reason: str,
+                      now: float) -> int: ...
+    def exemptions(self, start: float | None = None, end: float | None = None,
+                   channel_ids: Iterable[str] | None = None) -> list[Exemption]: ...
+    def remove_exemptions(self, channel_id: str, exemption_id: int | None = None) -> int: ...
 
     # alert outbox
     def enqueue(self, receiver: str, fingerprint: str, payload: dict[str, Any],

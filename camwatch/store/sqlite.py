@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from camwatch.errors import StoreError
-from camwatch.store.base import ChannelState, OutboxItem, RateSnapshot, Transition
+from camwatch.store.base import (
+    ChannelState,
+    Exemption,
+    OutboxItem,
+    RateSnapshot,
+    Transition,
+)
 
 # Each entry moves the schema one version up; never edit a released entry, add a new one.
 MIGRATIONS: tuple[str, ...] = (
@@ -82,6 +88,19 @@ MIGRATIONS: tuple[str, ...] = (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );
+    """,
+    # 2: exemptions (报备): a channel left out of the rates for [start, end)
+    """
+    CREATE TABLE exemptions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel_id TEXT NOT NULL,
+        start REAL NOT NULL,
+        end REAL NOT NULL,
+        reason TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE INDEX exemptions_channel ON exemptions (channel_id, start);
+    CREATE INDEX exemptions_end ON exemptions (end);
     """,
 )
 
@@ -243,6 +262,49 @@ class SqliteStore:
     def inventory_months(self) -> list[str]:
         return [r[0] for r in self._db.execute(
             "SELECT DISTINCT month FROM inventory_snapshots ORDER BY month")]
+
+    # --- exemptions (报备) -----------------------------------------------------------------------
+
+    def add_exemption(self, channel_id: str, start: float, end: float, reason: str,
+                      now: float) -> int:
+        if not end > start:
+            raise StoreError(f"exemption of {channel_id}: expected end after start, got "
+                             f"start {start} and end {end}")
+        with self._tx():
+            cur = self._db.execute(
+                "INSERT INTO exemptions (channel_id, start, end, reason, created) "
+                "VALUES (?,?,?,?,?)", (channel_id, start, end, reason, now))
+            return int(cur.lastrowid or 0)
+
+    def exemptions(self, start: float | None = None, end: float | None = None,
+                   channel_ids: Iterable[str] | None = None) -> list[Exemption]:
+        """Exemptions overlapping ``[start, end)`` (all of them without bounds), by channel
+        and start."""
+        sql = "SELECT id, channel_id, start, end, reason, created FROM exemptions WHERE 1=1"
+        args: list[Any] = []
+        if start is not None:
+            sql += " AND end > ?"
+            args.append(start)
+        if end is not None:
+            sql += " AND start < ?"
+            args.append(end)
+        sql += " ORDER BY channel_id, start, id"
+        wanted = set(channel_ids) if channel_ids is not None else None
+        return [Exemption(r[1], r[2], r[3], r[4], r[5], id=r[0])
+                for r in self._db.execute(sql, args)
+                if wanted is None or r[1] in wanted]
+
+    def remove_exemptions(self, channel_id: str, exemption_id: int | None = None) -> int:
+        """Delete the channel's exemptions (only ``exemption_id`` when given); returns how
+        many were deleted."""
+        with self._tx():
+            if exemption_id is None:
+                cur = self._db.execute("DELETE FROM exemptions WHERE channel_id = ?",
+                                       (channel_id,))
+            else:
+                cur = self._db.execute("DELETE FROM exemptions WHERE channel_id = ? AND id = ?",
+                                       (channel_id, exemption_id))
+            return int(cur.rowcount)
 
     # --- alert outbox --------------------------------------------------------------------------
 

@@ -1,0 +1,287 @@
+"""``camwatch report`` (the monthly bulletin) and ``camwatch exempt`` (报备) entry points.
+
+Exit codes as in :mod:`camwatch.cli`: 0 ok, 1 bad input, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+
+from camwatch.config import Config, load_config
+from camwatch.errors import Problem
+from camwatch.inventory import Channel, load_inventory
+from camwatch.reports.compute import Bulletin, ReportSettings, compute_bulletin, period_for
+from camwatch.reports.period import Period, day_start, local_text, zone
+from camwatch.reports.rows import channels_from_rows
+from camwatch.rules.rates import format_rate
+from camwatch.store import Store, open_store
+from camwatch.textui import Progress, table
+
+EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
+FORMATS = ("xlsx", "html", "csv", "json")
+
+
+def add_report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--month", help="the month to report, like 2026-11 (default: last month)")
+    p.add_argument("--from", dest="date_from", metavar="DATE",
+                   help="first day of a custom period, like 2026-11-03")
+    p.add_argument("--to", dest="date_to", metavar="DATE",
+                   help="last day of a custom period (included)")
+    p.add_argument("--format", choices=FORMATS,
+                   help="default: from the -o suffix, else xlsx")
+    p.add_argument("-o", "--output", metavar="PATH",
+                   help="file to write (a directory for csv; '-' for stdout with json/html); "
+                        "default: camwatch-report-<period>.<format>")
+    p.add_argument("--long-offline-days", type=int, metavar="N",
+                   help="override report.long_offline_days")
+
+
+def add_exempt_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", required=True)
+    sub = p.add_subparsers(dest="exempt_command", metavar="ACTION")
+    sub.required = True
+    a = sub.add_parser("add", help="exempt channels for a period (报备)")
+    a.add_argument("--channel", action="append", required=True, metavar="ID",
+                   help="channel id; repeat for several channels")
+    a.add_argument("--from", dest="date_from", required=True, metavar="WHEN",
+                   help="first day (2026-11-03) or a local time (2026-11-03T08:00)")
+    a.add_argument("--to", dest="date_to", required=True, metavar="WHEN",
+                   help="last day, included (2026-11-10), or a local end time")
+    a.add_argument("--reason", required=True, help="why, e.g. 道路施工")
+    ls = sub.add_parser("list", help="list exemptions")
+    ls.add_argument("--month", help="only those overlapping this month")
+    ls.add_argument("--channel", metavar="ID")
+    r = sub.add_parser("remove", help="remove a channel's exemptions")
+    r.add_argument("channel", metavar="ID", help="channel id")
+    r.add_argument("--id", dest="exemption_id", type=int, metavar="N",
+                   help="remove only exemption number N (see 'exempt list')")
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def _settings(cfg: Config, args: argparse.Namespace) -> ReportSettings:
+    settings = ReportSettings.from_config(cfg)
+    days = getattr(args, "long_offline_days", None)
+    if days is not None:
+        if days <= 0:
+            raise ValueError(f"expected --long-offline-days > 0, got {days}")
+        settings = ReportSettings(settings.probing_level, settings.online_rate, days,
+                                  settings.targets, settings.timezone)
+    return settings
+
+
+def _open_existing(cfg: Config) -> Store:
+    path = Path(cfg.store.path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no store here (store.path); the daemon creates it")
+    return open_store(path)
+
+
+class _Inventories:
+    """That month's snapshot from the store, else the current inventory (loaded once)."""
+
+    def __init__(self, cfg: Config, store: Store) -> None:
+        self.cfg = cfg
+        self.store = store
+        self._current: tuple[list[Channel], list[Problem], str] | None = None
+
+    def current(self) -> tuple[list[Channel], list[Problem], str]:
+        if self._current is None:
+            inv = load_inventory(self.cfg.inventory.model_copy(update={"on_error": "skip"}),
+                                 known_credentials=self.cfg.credentials)
+            self._current = (inv.channels, inv.errors,
+                             f"当前台账 {inv.source}（store 中无该月快照）")
+        return self._current
+
+    def for_period(self, period: Period) -> tuple[list[Channel], list[Problem], str]:
+        month = period.snapshot_month
+        rows = self.store.inventory_snapshot(month)
+        if rows:
+            return channels_from_rows(rows), [], f"{month} 台账快照（store，{len(rows)} 行）"
+        return self.current()
+
+
+def _default_output(period: Period, fmt: str) -> Path:
+    label = period.label if period.is_month else f"{period.first}_{period.last}"
+    name = f"camwatch-report-{label}"
+    return Path(name if fmt == "csv" else f"{name}.{fmt}")
+
+
+def _format(args: argparse.Namespace) -> str:
+    fmt: str | None = getattr(args, "format", None)
+    out = getattr(args, "output", None)
+    if fmt:
+        return fmt
+    if out and out != "-":
+        suffix = Path(out).suffix.lower().lstrip(".")
+        if suffix in ("xlsx", "html", "json", "csv"):
+            return suffix
+        if suffix == "htm":
+            return "html"
+        if not suffix:
+            return "csv"  # a directory
+    return "json" if out == "-" else "xlsx"
+
+
+def build_bulletin(cfg: Config, args: argparse.Namespace, now: float | None = None,
+                   progress: Progress | None = None) -> Bulletin:
+    """Compute the bulletin the ``report`` arguments ask for (no output written)."""
+    now = time.time() if now is None else now
+    settings = _settings(cfg, args)
+    period = period_for(getattr(args, "month", None), getattr(args, "date_from", None),
+                        getattr(args, "date_to", None), settings, now)
+    store = _open_existing(cfg)
+    try:
+        inventories = _Inventories(cfg, store)
+        channels, rejected, source = inventories.for_period(period)
+        prev_channels, _, prev_source = inventories.for_period(period.previous())
+        return compute_bulletin(
+            store, channels, period, settings, site=cfg.site.name, inventory_source=source,
+            previous_channels=prev_channels, previous_inventory_source=prev_source,
+            rejected=rejected, now=now, progress=progress)
+    finally:
+        store.close()
+
+
+def write_bulletin(b: Bulletin, fmt: str, output: str | Path) -> str:
+    """Write ``b`` as ``fmt`` to ``output`` ('-' is stdout for json and html); returns where."""
+    from camwatch.reports import csvjson, html, xlsx
+
+    if str(output) == "-":
+        if fmt == "json":
+            import json
+
+            sys.stdout.write(json.dumps(csvjson.bulletin_json(b), ensure_ascii=False,
+                                        indent=1) + "\n")
+        elif fmt == "html":
+            sys.stdout.write(html.render_html(b))
+        else:
+            raise ValueError(f"expected -o FILE for {fmt} (stdout takes json or html)")
+        return "stdout"
+    if fmt == "xlsx":
+        xlsx.write_xlsx(b, output)
+    elif fmt == "html":
+        html.write_html(b, output)
+    elif fmt == "json":
+        csvjson.write_json(b, output)
+    else:
+        csvjson.write_csv(b, output)
+    return str(output)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    month = getattr(args, "month", None)
+    if month and (getattr(args, "date_from", None) or getattr(args, "date_to", None)):
+        sys.stderr.write("camwatch report: give either --month or --from/--to, not both\n")
+        return EXIT_USAGE
+    cfg = load_config(args.config)
+    fmt = _format(args)
+    try:
+        b = build_bulletin(cfg, args, progress=Progress("report"))
+    except ValueError as exc:
+        sys.stderr.write(f"camwatch report: {exc}\n")
+        return EXIT_USAGE
+    except FileNotFoundError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_INPUT
+    output = getattr(args, "output", None) or _default_output(b.period, fmt)
+    try:
+        where = write_bulletin(b, fmt, output)
+    except ValueError as exc:
+        sys.stderr.write(f"camwatch report: {exc}\n")
+        return EXIT_USAGE
+    s = b.summary
+    sys.stderr.write(
+        f"{b.period.label}: 安装率 {format_rate(s.install_rate)} ({s.installed}/{s.planned}), "
+        f"上云率 {format_rate(s.cloud_rate)} ({s.connected}/{s.installed}), "
+        f"在线率 {format_rate(s.tw.rate)} (时间加权), {format_rate(s.snap.rate)} (期末快照); "
+        f"{len(b.long_offline)} channels offline > {b.settings.long_offline_days} days; "
+        f"wrote {where}\n")
+    return EXIT_OK
+
+
+# --- exemptions ---------------------------------------------------------------------------------
+
+
+def _when(text: str, tz: dt.tzinfo, end: bool) -> float:
+    """A day (``2026-11-03``: its start; as an end, the start of the next day) or a local
+    time (``2026-11-03T08:00``)."""
+    text = text.strip()
+    if len(text) == 10:
+        day = dt.date.fromisoformat(text)
+        return day_start(day + dt.timedelta(days=1) if end else day, tz)
+    try:
+        moment = dt.datetime.fromisoformat(text.replace(" ", "T"))
+    except ValueError:
+        raise ValueError(f"expected a day like 2026-11-03 or a time like 2026-11-03T08:00, "
+                         f"got {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    return moment.timestamp()
+
+
+def cmd_exempt(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    tz = zone(cfg.report.timezone)
+    action = args.exempt_command
+    if action == "add":
+        try:
+            start = _when(args.date_from, tz, end=False)
+            end = _when(args.date_to, tz, end=True)
+        except ValueError as exc:
+            sys.stderr.write(f"camwatch exempt add: {exc}\n")
+            return EXIT_USAGE
+        if end <= start:
+            sys.stderr.write(f"camwatch exempt add: expected --to after --from, got "
+                             f"{args.date_from} to {args.date_to}\n")
+            return EXIT_USAGE
+        reason = args.reason.strip()
+        if not reason:
+            sys.stderr.write("camwatch exempt add: expected a --reason, got nothing\n")
+            return EXIT_USAGE
+        store = open_store(cfg.store.path)
+        try:
+            months = store.inventory_months()
+            known = {r["id"] for r in store.inventory_snapshot(months[-1])} if months else None
+            now = time.time()
+            for cid in args.channel:
+                if known is not None and cid not in known:
+                    sys.stderr.write(f"warning: {cid} is not in the {months[-1]} inventory "
+                                     f"snapshot\n")
+                n = store.add_exemption(cid, start, end, reason, now)
+                print(f"exemption {n}: {cid} {local_text(start, tz)} ~ {local_text(end, tz)} "
+                      f"{reason}")
+        finally:
+            store.close()
+        return EXIT_OK
+    try:
+        store = _open_existing(cfg)
+    except FileNotFoundError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_INPUT
+    try:
+        if action == "list":
+            lo = hi = None
+            if args.month:
+                try:
+                    period = Period.month(args.month, tz)
+                except ValueError as exc:
+                    sys.stderr.write(f"camwatch exempt list: {exc}\n")
+                    return EXIT_USAGE
+                lo, hi = period.start, period.end
+            items = store.exemptions(lo, hi, [args.channel] if args.channel else None)
+            rows = [[x.id, x.channel_id, local_text(x.start, tz), local_text(x.end, tz),
+                     x.reason] for x in items]
+            print(table(["编号", "设备编码", "开始", "结束", "原因"], rows))
+            return EXIT_OK
+        n = store.remove_exemptions(args.channel, args.exemption_id)
+        print(f"removed {n} exemption{'s' * (n != 1)} of {args.channel}")
+        return EXIT_OK if n else EXIT_INPUT
+    finally:
+        store.close()

@@ -1,0 +1,611 @@
+"""The monthly bulletin (月度通报), computed from the store and the inventory: no I/O but the
+store reads, no formatting (see :mod:`camwatch.reports.xlsx`, ``html``, ``csvjson``).
+
+Definitions (printed in every report's method section):
+
+* 安装率 = installed / planned, 上云率 = connected / installed, as of the period's last day.
+* Online rate, time-weighted = Σ online time / Σ monitored time (online + offline) over the
+  period, summed per channel and then per scope; a channel connected during the period counts
+  from its connect day; ``unknown`` time and exempted (报备) time are neither online nor
+  monitored. Snapshot = channels online / channels online or offline at the period end
+  (``unknown`` and channels exempted at that moment left out). Both go through
+  :func:`camwatch.rules.rates.online_rate`; time is counted in integer milliseconds.
+* A scope with several point classes has no single target: it is below target when any of its
+  classes (with at least ``targets.min_channels`` channels) is below that class's target. Its
+  reference target (for charts) is the class targets weighted by each class's denominator.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from camwatch.config import Config, TargetsConfig
+from camwatch.errors import Problem
+from camwatch.gbt28181 import check_id
+from camwatch.inventory import CLASS_NAMES, Channel
+from camwatch.reports.period import Period, day_start, local_text, zone
+from camwatch.reports.timeline import (
+    OFFLINE,
+    ONLINE,
+    UNKNOWN,
+    Cursor,
+    Timeline,
+    exemption_map,
+    initial_cursors,
+    scan,
+)
+from camwatch.rules.rates import RateRow, Targets, online_rate
+from camwatch.store.base import Exemption, Store
+
+Scope = tuple[tuple[str, str], ...]
+DAY = 86400.0
+
+# Scopes of the bulletin's tables, coarse to fine.
+SITE: tuple[str, ...] = ()
+COUNTY = ("county",)
+TOWNSHIP = ("county", "township")
+VILLAGE = ("county", "township", "village")
+OPERATOR = ("operator",)
+OPERATOR_TOWNSHIP = ("county", "township", "operator")
+ALL_DIMS = (SITE, COUNTY, TOWNSHIP, VILLAGE, OPERATOR, OPERATOR_TOWNSHIP)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSettings:
+    """The configurable parts of the bulletin; all printed in its method section."""
+
+    probing_level: str = "describe"
+    online_rate: str = "time_weighted"  # or "snapshot": which rate is published and ranked
+    long_offline_days: int = 3
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
+    timezone: str = "Asia/Shanghai"
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> ReportSettings:
+        return cls(str(cfg.probing.level), cfg.report.online_rate,
+                   cfg.report.long_offline_days, cfg.targets, cfg.report.timezone)
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One point class (or project) inside a scope."""
+
+    klass: int | None
+    project: str | None
+    channels: int  # connected
+    tw: RateRow  # time-weighted; online / connected are milliseconds
+    snap: RateRow  # snapshot; channel counts
+    published: str
+    judged: bool  # enough channels to be held to the target
+
+    @property
+    def name(self) -> str:
+        if self.klass is not None:
+            return CLASS_NAMES.get(self.klass, str(self.klass))
+        return self.project or ""
+
+    @property
+    def row(self) -> RateRow:
+        return self.snap if self.published == "snapshot" else self.tw
+
+    @property
+    def rate(self) -> float | None:
+        return self.row.rate
+
+    @property
+    def target(self) -> float | None:
+        return self.row.target
+
+    @property
+    def meets_target(self) -> bool | None:
+        return self.row.meets_target if self.judged else None
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """One scope (the site, a county, township, village, operator, operator × township)."""
+
+    scope: Scope
+    planned: int
+    installed: int
+    connected: int
+    tw: RateRow
+    snap: RateRow
+    published: str
+    classes: tuple[Part, ...]
+    projects: tuple[Part, ...]
+    target: float | None  # reference target (class targets weighted by denominators)
+    previous: float | None = None  # last period's published rate
+    rank: int = 0
+
+    def get(self, dim: str) -> str:
+        return dict(self.scope).get(dim, "")
+
+    @property
+    def install_rate(self) -> float | None:
+        return online_rate(self.installed, self.planned)  # same Σ/Σ definition
+
+    @property
+    def cloud_rate(self) -> float | None:
+        return online_rate(self.connected, self.installed)
+
+    @property
+    def rate(self) -> float | None:
+        return (self.snap if self.published == "snapshot" else self.tw).rate
+
+    @property
+    def failing(self) -> tuple[Part, ...]:
+        return tuple(p for p in self.classes + self.projects if p.meets_target is False)
+
+    @property
+    def meets_target(self) -> bool | None:
+        verdicts = [p.meets_target for p in self.classes + self.projects
+                    if p.meets_target is not None]
+        if not verdicts:
+            return None
+        return all(verdicts)
+
+    @property
+    def change_pp(self) -> float | None:
+        """Month-over-month change in percentage points."""
+        rate = self.rate
+        if rate is None or self.previous is None:
+            return None
+        return (rate - self.previous) * 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class LongOffline:
+    channel: Channel
+    since: float | None
+    days: float
+    reason: str | None
+    exemption: str | None  # reason of an exemption covering the period end
+
+
+@dataclass(frozen=True, slots=True)
+class OutageRow:
+    channel: Channel
+    start: float | None
+    end: float | None  # None: still offline at the period end
+    seconds: float | None  # until ``end`` or the period end; None when the start is unknown
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExemptionRow:
+    exemption: Exemption
+    channel: Channel | None
+    seconds_in_period: float
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A data-quality finding for the annex."""
+
+    channel_id: str
+    name: str
+    township: str
+    field: str
+    problem: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bulletin:
+    site: str
+    period: Period
+    previous_period: Period
+    end: float  # the period end, or the report time when the period is not over
+    generated: float
+    settings: ReportSettings
+    inventory_source: str
+    previous_inventory_source: str
+    summary: Figures
+    counties: list[Figures]
+    townships: list[Figures]  # ranked
+    villages: list[Figures]  # grouped by township (in rank order), ranked within
+    operators: list[Figures]
+    operator_townships: list[Figures]
+    long_offline: list[LongOffline]
+    outages: list[OutageRow]
+    repaired: list[OutageRow]
+    exemptions: list[ExemptionRow]
+    data_quality: list[Finding]
+    transitions_read: int
+
+    @property
+    def tz(self) -> dt.tzinfo:
+        return self.period.tz
+
+    def method(self) -> list[tuple[str, str, str]]:
+        """(key, 中文 label, value) of every setting and definition the figures depend on."""
+        s = self.settings
+        t = s.targets
+        by_class = ", ".join(f"{CLASS_NAMES.get(k, str(k))} {v * 100:.2f}%"
+                             for k, v in sorted(t.by_class.items()))
+        by_project = ", ".join(f"{k} {v * 100:.2f}%" for k, v in sorted(t.by_project.items()))
+        overrides = "; ".join(
+            " ".join(x for x in (o.county, o.township,
+                                 CLASS_NAMES.get(o.class_, str(o.class_)) if o.class_ else None,
+                                 o.project) if x) + f" {o.target * 100:.2f}%"
+            for o in t.overrides) or "无"
+        published = "时间加权 time_weighted" if s.online_rate != "snapshot" else "期末快照 snapshot"
+        ended = self.end >= self.period.end
+        return [
+            ("period", "统计周期",
+             f"{self.period.label}（{local_text(self.period.start, self.tz)}"
+             f" 至 {local_text(self.end, self.tz)}"
+             f"{'' if ended else '，周期未结束，截至生成时间'}，{s.timezone}）"),
+            ("previous_period", "环比周期", self.previous_period.label),
+            ("inventory_source", "台账来源", self.inventory_source),
+            ("previous_inventory_source", "环比台账来源", self.previous_inventory_source),
+            ("probing.level", "在线判定级别 probing.level",
+             f"{s.probing_level}（该级别探测成功才计为在线）"),
+            ("report.online_rate", "发布在线率 report.online_rate", published),
+            ("report.long_offline_days", "长期离线天数 report.long_offline_days",
+             str(s.long_offline_days)),
+            ("targets.class", "目标（点位类型）targets.class", by_class or "无"),
+            ("targets.project", "目标（项目）targets.project", by_project or "无"),
+            ("targets.overrides", "目标（按区域）targets.overrides", overrides),
+            ("targets.min_channels", "考核最少通道数 targets.min_channels",
+             f"{t.min_channels}（乡镇、村、运营商×乡镇中少于此数的类型不判定达标）"),
+            ("install_rate", "安装率", "已安装 / 应安装（截至统计周期最后一天）"),
+            ("cloud_rate", "上云率", "已联网上云 / 已安装（截至统计周期最后一天）"),
+            ("online_rate_time_weighted", "在线率（时间加权）",
+             "Σ在线时长 / Σ监测时长（在线+离线），逐通道累计后按范围求和，不对比率取平均；"
+             "期中联网的通道自联网日起计；unknown（未探测、无法判定）时长不计入分子分母"),
+            ("online_rate_snapshot", "在线率（期末快照）",
+             "期末在线通道数 / 期末在线或离线通道数；unknown 不计入"),
+            ("denominator", "分母", "只统计已联网上云的通道；未联网通道不计"),
+            ("exemptions", "报备", "报备期间的时长既不计入在线也不计入监测；期末处于报备的通道"
+                                 "不计入快照"),
+            ("scope_target", "多类型范围的达标",
+             "任一类型（通道数不少于 min_channels）低于其目标即为未达标；参考目标为各类型目标"
+             "按分母加权"),
+            ("change", "环比", "本期与上期在线率之差，单位百分点；上期按同一方法计算"),
+            ("repaired", "修复",
+             f"本期恢复在线、此前连续离线不少于 {s.long_offline_days} 天的故障"),
+            ("generated", "生成时间", local_text(self.generated, self.tz)),
+        ]
+
+    def method_settings(self) -> dict[str, Any]:
+        """The configurable settings, machine-readable."""
+        s = self.settings
+        t = s.targets
+        return {
+            "probing.level": s.probing_level,
+            "report.online_rate": s.online_rate,
+            "report.long_offline_days": s.long_offline_days,
+            "report.timezone": s.timezone,
+            "targets": {
+                "class": {str(k): v for k, v in sorted(t.by_class.items())},
+                "project": dict(sorted(t.by_project.items())),
+                "overrides": [o.model_dump(by_alias=True, exclude_none=True)
+                              for o in t.overrides],
+                "min_channels": t.min_channels,
+            },
+        }
+
+
+# --- computation --------------------------------------------------------------------------------
+
+
+def _lifecycle(ch: Channel, last_day: dt.date) -> tuple[bool, bool]:
+    """(installed, connected) as of ``last_day``."""
+    connected = ch.connected and (ch.connected_date is None or ch.connected_date <= last_day)
+    installed = connected or (ch.installed and (ch.installed_date is None
+                                                or ch.installed_date <= last_day))
+    return installed, connected
+
+
+def _windows(channels: Iterable[Channel], period: Period, end: float) -> dict[str, float]:
+    """Counted channels -> when counting starts: the period start or their connect day."""
+    out = {}
+    for ch in channels:
+        if not _lifecycle(ch, period.last)[1]:
+            continue
+        w = period.start
+        if ch.connected_date is not None and ch.connected_date > period.first:
+            w = day_start(ch.connected_date, period.tz)
+        out[ch.id] = min(w, end)
+    return out
+
+
+def _exempt_at(ex: list[tuple[float, float]] | None, ts: float) -> bool:
+    return bool(ex) and any(s < ts <= e for s, e in ex or ())
+
+
+class _Acc:
+    __slots__ = ("connected", "installed", "parts", "planned", "snap", "tw")
+
+    def __init__(self) -> None:
+        self.planned = self.installed = self.connected = 0
+        self.tw = [0, 0, 0]  # online, offline, unknown (ms)
+        self.snap = [0, 0, 0]  # online, offline, unknown (channels)
+        # (klass, project) -> [tw on, off, unk, snap on, off, unk, channels]
+        self.parts: dict[tuple[int | None, str | None], list[int]] = {}
+
+
+_SNAP_INDEX = {"online": 0, "offline": 1}
+
+
+def _aggregate(channels: Sequence[Channel], period: Period, tl: Timeline,
+               exempt: Mapping[str, list[tuple[float, float]]], end: float,
+               dims_list: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], dict[Scope, _Acc]]:
+    out: dict[tuple[str, ...], dict[Scope, _Acc]] = {d: {} for d in dims_list}
+    for ch in channels:
+        installed, connected = _lifecycle(ch, period.last)
+        ms = tl.ms.get(ch.id) if connected else None
+        snap_idx = -1
+        if connected and not _exempt_at(exempt.get(ch.id), end):
+            cur = tl.end_states.get(ch.id)
+            snap_idx = _SNAP_INDEX.get(cur.state, 2) if cur is not None else 2
+        keys: list[tuple[int | None, str | None]] = []
+        if ch.klass is not None:
+            keys.append((ch.klass, None))
+        if ch.project:
+            keys.append((None, ch.project))
+        for dims in dims_list:
+            scope: list[tuple[str, str]] = []
+            for d in dims:
+                v = getattr(ch, d)
+                if not v:
+                    break
+                scope.append((d, v))
+            else:
+                table = out[dims]
+                key = tuple(scope)
+                acc = table.get(key)
+                if acc is None:
+                    acc = table[key] = _Acc()
+                acc.planned += 1
+                acc.installed += installed
+                if not connected:
+                    continue
+                acc.connected += 1
+                if ms is not None:
+                    acc.tw[0] += ms[ONLINE]
+                    acc.tw[1] += ms[OFFLINE]
+                    acc.tw[2] += ms[UNKNOWN]
+                if snap_idx >= 0:
+                    acc.snap[snap_idx] += 1
+                for k in keys:
+                    p = acc.parts.get(k)
+                    if p is None:
+                        p = acc.parts[k] = [0, 0, 0, 0, 0, 0, 0]
+                    if ms is not None:
+                        p[0] += ms[ONLINE]
+                        p[1] += ms[OFFLINE]
+                        p[2] += ms[UNKNOWN]
+                    if snap_idx >= 0:
+                        p[3 + snap_idx] += 1
+                    p[6] += 1
+    return out
+
+
+def _figures(scope: Scope, acc: _Acc, targets: Targets, settings: ReportSettings,
+             min_channels: int) -> Figures:
+    published = settings.online_rate
+    sd = dict(scope)
+    parts: list[Part] = []
+    for (klass, project), p in acc.parts.items():
+        target = targets.target_for(sd, klass, project)
+        tw = RateRow(scope, klass, project, p[0], p[0] + p[1], p[1], p[2], target)
+        snap = RateRow(scope, klass, project, p[3], p[3] + p[4], p[4], p[5], target)
+        parts.append(Part(klass, project, p[6], tw, snap, published, p[6] >= min_channels))
+    classes = tuple(sorted((p for p in parts if p.klass is not None),
+                           key=lambda p: p.klass or 0))
+    projects = tuple(sorted((p for p in parts if p.project is not None),
+                            key=lambda p: p.project or ""))
+    weight = num = 0.0
+    for part in classes:
+        if part.target is not None and part.row.connected:
+            weight += part.row.connected
+            num += part.target * part.row.connected
+    tw = RateRow(scope, None, None, acc.tw[0], acc.tw[0] + acc.tw[1], acc.tw[1], acc.tw[2], None)
+    snap = RateRow(scope, None, None, acc.snap[0], acc.snap[0] + acc.snap[1], acc.snap[1],
+                   acc.snap[2], None)
+    return Figures(scope, acc.planned, acc.installed, acc.connected, tw, snap, published,
+                   classes, projects, num / weight if weight else None)
+
+
+def _rank(rows: list[Figures]) -> list[Figures]:
+    rows.sort(key=lambda f: (f.rate is None, -(f.rate or 0.0), f.scope))
+    return [_with(f, rank=i) for i, f in enumerate(rows, start=1)]
+
+
+def _with(f: Figures, **changes: Any) -> Figures:
+    from dataclasses import replace
+
+    return replace(f, **changes)
+
+
+def _tables(channels: Sequence[Channel], period: Period, tl: Timeline,
+            exempt: Mapping[str, list[tuple[float, float]]], end: float,
+            settings: ReportSettings) -> dict[tuple[str, ...], dict[Scope, Figures]]:
+    targets = Targets(settings.targets)
+    agg = _aggregate(channels, period, tl, exempt, end, ALL_DIMS)
+    out: dict[tuple[str, ...], dict[Scope, Figures]] = {}
+    for dims, table in agg.items():
+        judged_min = settings.targets.min_channels if dims in (
+            TOWNSHIP, VILLAGE, OPERATOR_TOWNSHIP) else 0
+        out[dims] = {scope: _figures(scope, acc, targets, settings, judged_min)
+                     for scope, acc in table.items()}
+    if () not in out[SITE]:
+        out[SITE][()] = _figures((), _Acc(), targets, settings, 0)
+    return out
+
+
+def data_quality(channels: Iterable[Channel],
+                 rejected: Iterable[Problem] = ()) -> list[Finding]:
+    """Rows missing class, area or coordinates, ids failing the GB/T 28181 checks, and rows the
+    inventory loader rejected (missing or duplicate id, ...)."""
+    out = []
+    for ch in channels:
+        def add(fld: str, problem: str, c: Channel = ch) -> None:
+            out.append(Finding(c.id, c.name, c.township, fld, problem))
+
+        bad, odd = check_id(ch.id)
+        if bad or odd:
+            add("设备编码", bad or odd or "")
+        if ch.klass is None:
+            add("点位类型", "缺少点位类型 (class missing)")
+        for fld, name, code in (("区县", ch.county, ch.county_code),
+                                ("乡镇", ch.township, ch.township_code),
+                                ("村", ch.village, ch.village_code)):
+            if not (name or code):
+                add(fld, f"缺少{fld} (area missing)")
+        if ch.longitude is None or ch.latitude is None:
+            add("经纬度", "缺少经纬度 (coordinates missing)")
+    for p in rejected:
+        out.append(Finding("", "", "", p.path, f"{p.where}: {p.message}"))
+    return out
+
+
+def compute_bulletin(store: Store, channels: Sequence[Channel], period: Period,
+                     settings: ReportSettings, *, site: str = "camwatch",
+                     inventory_source: str = "",
+                     previous_channels: Sequence[Channel] | None = None,
+                     previous_inventory_source: str = "",
+                     rejected: Iterable[Problem] = (),
+                     now: float | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> Bulletin:
+    """Everything the bulletin shows for ``period`` (and the previous one, for 环比).
+
+    ``channels`` is the inventory describing the period (that month's snapshot or the current
+    inventory); ``previous_channels`` the one of the previous period (default: the same).
+    ``now`` (default: the clock) caps a period that has not ended yet.
+    """
+    generated = time.time() if now is None else now
+    prev = period.previous()
+    end = min(period.end, generated)
+    if end <= period.start:
+        raise ValueError(f"the period {period.label} has not begun yet")
+    prev_channels = channels if previous_channels is None else previous_channels
+    step = progress or (lambda done, total: None)
+    step(0, 4)
+
+    exemptions = store.exemptions(prev.start, end)
+    exempt = exemption_map(exemptions)
+    initial = initial_cursors(store.last_transition_before(prev.start))
+    step(1, 4)
+    prev_tl = scan(store.transitions(prev.start, prev.end), prev.start, prev.end,
+                   _windows(prev_channels, prev, prev.end), initial, exempt)
+    step(2, 4)
+    tl = scan(store.transitions(period.start, end), period.start, end,
+              _windows(channels, period, end), prev_tl.end_states, exempt)
+    step(3, 4)
+
+    cur_tables = _tables(channels, period, tl, exempt, end, settings)
+    prev_tables = _tables(prev_channels, prev, prev_tl, exempt, prev.end, settings)
+
+    def tables(dims: tuple[str, ...]) -> list[Figures]:
+        before = prev_tables.get(dims, {})
+        return [_with(f, previous=before[s].rate if s in before else None)
+                for s, f in cur_tables[dims].items()]
+
+    townships = _rank(tables(TOWNSHIP))
+    order = {f.scope: f.rank for f in townships}
+    villages = [_with(f, rank=i) for _, group in _group(tables(VILLAGE), order)
+                for i, f in enumerate(_rank(group), start=1)]
+    op_townships = sorted(tables(OPERATOR_TOWNSHIP),
+                          key=lambda f: (f.get("operator"), order.get(f.scope[:2], 0)))
+    by_id = {c.id: c for c in channels}
+    counted = _windows(channels, period, end)
+    ex_by_channel: dict[str, list[Exemption]] = {}
+    for x in exemptions:
+        ex_by_channel.setdefault(x.channel_id, []).append(x)
+    long_offline, outages, repaired = _faults(tl, counted, by_id, ex_by_channel, end, settings)
+    ex_rows = [
+        ExemptionRow(x, by_id.get(x.channel_id),
+                     max(0.0, min(x.end, end) - max(x.start, period.start)))
+        for x in exemptions if x.end > period.start
+    ]
+    step(4, 4)
+    return Bulletin(
+        site=site, period=period, previous_period=prev, end=end, generated=generated,
+        settings=settings, inventory_source=inventory_source,
+        previous_inventory_source=previous_inventory_source or inventory_source,
+        summary=tables(SITE)[0], counties=_rank(tables(COUNTY)), townships=townships,
+        villages=villages, operators=_rank(tables(OPERATOR)),
+        operator_townships=op_townships, long_offline=long_offline, outages=outages,
+        repaired=repaired, exemptions=ex_rows, data_quality=data_quality(channels, rejected),
+        transitions_read=prev_tl.transitions_read + tl.transitions_read,
+    )
+
+
+def _group(rows: list[Figures], order: Mapping[Scope, int]
+           ) -> list[tuple[Scope, list[Figures]]]:
+    groups: dict[Scope, list[Figures]] = {}
+    for f in rows:
+        groups.setdefault(f.scope[:2], []).append(f)
+    return sorted(groups.items(), key=lambda kv: (order.get(kv[0], 1 << 30), kv[0]))
+
+
+def _faults(tl: Timeline, counted: Mapping[str, float], by_id: Mapping[str, Channel],
+            exemptions: Mapping[str, list[Exemption]], end: float,
+            settings: ReportSettings
+            ) -> tuple[list[LongOffline], list[OutageRow], list[OutageRow]]:
+    limit = settings.long_offline_days * DAY
+    long_offline = []
+    for cid in counted:
+        cur: Cursor | None = tl.end_states.get(cid)
+        if cur is None or cur.state != "offline":
+            continue
+        since = cur.since
+        if since is not None and end - since < limit:
+            continue
+        ex_reason = None
+        for x in exemptions.get(cid, ()):
+            if x.start < end <= x.end:
+                ex_reason = x.reason
+        days = (end - since) / DAY if since is not None else (end - counted[cid]) / DAY
+        if since is None and days * DAY < limit:
+            continue
+        long_offline.append(LongOffline(by_id[cid], since, days, cur.reason, ex_reason))
+    long_offline.sort(key=lambda r: (-r.days, r.channel.id))
+    outages = []
+    for o in tl.outages:
+        stop = o.end if o.end is not None else end
+        seconds = stop - o.start if o.start is not None else None
+        outages.append(OutageRow(by_id[o.channel_id], o.start, o.end, seconds, o.reason))
+    outages.sort(key=lambda r: (r.start is not None, r.start or 0.0, r.channel.id))
+    repaired = [o for o in outages if o.end is not None
+                and (o.seconds is None or o.seconds >= limit)]
+    repaired.sort(key=lambda r: (r.end or 0.0, r.channel.id))
+    return long_offline, outages, repaired
+
+
+def period_for(month: str | None, first: str | None, last: str | None,
+               settings: ReportSettings, now: float) -> Period:
+    """The report period from CLI-style arguments; default: the previous calendar month."""
+    from camwatch.reports.period import local_date, parse_day
+
+    tz = zone(settings.timezone)
+    if month:
+        return Period.month(month, tz)
+    if first or last:
+        if not (first and last):
+            raise ValueError("expected both --from and --to")
+        return Period.days(parse_day(first), parse_day(last), tz)
+    today = local_date(now, tz)
+    return Period.month(f"{today:%Y-%m}", tz).previous()
+
+
+__all__ = [
+    "Bulletin",
+    "ExemptionRow",
+    "Figures",
+    "Finding",
+    "LongOffline",
+    "OutageRow",
+    "Part",
+    "ReportSettings",
+    "compute_bulletin",
+    "data_quality",
+    "period_for",
+]

@@ -1,0 +1,157 @@
+"""The bulletin for machines: one JSON document, or one CSV file per table.
+
+JSON rates are fractions (0.9551 for 95.51 %) rounded to six decimals; ``change_pp`` is in
+percentage points; times are local ISO strings with their offset. CSV files are UTF-8 with a
+byte-order mark (Excel on a Chinese Windows then reads them right) and the tables' Chinese
+headers; rates are fractions there too.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from camwatch.inventory import CLASS_NAMES, Channel
+from camwatch.reports.compute import Bulletin, Figures, OutageRow, Part
+from camwatch.reports.tables import all_tables
+
+
+def _r(x: float | None, nd: int = 6) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+def _iso(ts: float | None, tz: dt.tzinfo) -> str | None:
+    return None if ts is None else dt.datetime.fromtimestamp(ts, tz).isoformat()
+
+
+def _part(p: Part) -> dict[str, Any]:
+    return {
+        "class": p.klass,
+        "class_name": p.name if p.klass is not None else None,
+        "project": p.project,
+        "channels": p.channels,
+        "target": p.target,
+        "rate": _r(p.rate),
+        "rate_time_weighted": _r(p.tw.rate),
+        "rate_snapshot": _r(p.snap.rate),
+        "meets_target": p.meets_target,
+    }
+
+
+def _figures(f: Figures) -> dict[str, Any]:
+    return {
+        **dict(f.scope),
+        "rank": f.rank or None,
+        "planned": f.planned,
+        "installed": f.installed,
+        "install_rate": _r(f.install_rate),
+        "connected": f.connected,
+        "cloud_rate": _r(f.cloud_rate),
+        "online_rate": _r(f.rate),
+        "online_rate_time_weighted": _r(f.tw.rate),
+        "online_rate_snapshot": _r(f.snap.rate),
+        "online_seconds": f.tw.online / 1000.0,
+        "monitored_seconds": f.tw.connected / 1000.0,
+        "unknown_seconds": f.tw.unknown / 1000.0,
+        "online_channels": f.snap.online,
+        "offline_channels": f.snap.offline,
+        "unknown_channels": f.snap.unknown,
+        "previous_online_rate": _r(f.previous),
+        "change_pp": _r(f.change_pp, 4),
+        "target": _r(f.target),
+        "meets_target": f.meets_target,
+        "below_target": [_part(p) for p in f.failing],
+        "by_class": [_part(p) for p in f.classes],
+    }
+
+
+def _channel(ch: Channel) -> dict[str, Any]:
+    return {"id": ch.id, "name": ch.name, "county": ch.county, "township": ch.township,
+            "village": ch.village, "operator": ch.operator, "class": ch.klass,
+            "class_name": CLASS_NAMES.get(ch.klass) if ch.klass is not None else None}
+
+
+def _outage(o: OutageRow, tz: dt.tzinfo) -> dict[str, Any]:
+    return {**_channel(o.channel), "start": _iso(o.start, tz), "end": _iso(o.end, tz),
+            "seconds": o.seconds, "reason": o.reason}
+
+
+def bulletin_json(b: Bulletin) -> dict[str, Any]:
+    s = b.summary
+    tz = b.tz
+    summary = {
+        "planned": s.planned,
+        "installed": s.installed,
+        "install_rate": _r(s.install_rate),
+        "connected": s.connected,
+        "cloud_rate": _r(s.cloud_rate),
+        "online_rate": _r(s.tw.rate),
+        "online_rate_snapshot": _r(s.snap.rate),
+        "published": b.settings.online_rate,
+        "previous_online_rate": _r(s.previous),
+        "change_pp": _r(s.change_pp, 4),
+        "online_seconds": s.tw.online / 1000.0,
+        "monitored_seconds": s.tw.connected / 1000.0,
+        "by_class": [_part(p) for p in s.classes],
+        "by_project": [_part(p) for p in s.projects],
+        "counties": [_figures(c) for c in b.counties],
+    }
+    operators = []
+    for op in b.operators:
+        doc = _figures(op)
+        doc["townships"] = [_figures(f) for f in b.operator_townships
+                            if f.get("operator") == op.get("operator")]
+        operators.append(doc)
+    return {
+        "site": b.site,
+        "period": {"label": b.period.label, "start": _iso(b.period.start, tz),
+                   "end": _iso(b.end, tz), "previous": b.previous_period.label},
+        "summary": summary,
+        "townships": [_figures(f) for f in b.townships],
+        "villages": [_figures(f) for f in b.villages],
+        "operators": operators,
+        "long_offline": [
+            {**_channel(r.channel), "since": _iso(r.since, tz), "days": round(r.days, 4),
+             "reason": r.reason, "exemption": r.exemption} for r in b.long_offline],
+        "outages": [_outage(o, tz) for o in b.outages],
+        "repaired": [_outage(o, tz) for o in b.repaired],
+        "exemptions": [
+            {"id": r.exemption.id, "channel_id": r.exemption.channel_id,
+             "start": _iso(r.exemption.start, tz), "end": _iso(r.exemption.end, tz),
+             "reason": r.exemption.reason, "seconds_in_period": r.seconds_in_period}
+            for r in b.exemptions],
+        "data_quality": [
+            {"id": f.channel_id, "name": f.name, "township": f.township, "field": f.field,
+             "problem": f.problem} for f in b.data_quality],
+        "method": {
+            **b.method_settings(),
+            "inventory_source": b.inventory_source,
+            "previous_inventory_source": b.previous_inventory_source,
+            "transitions_read": b.transitions_read,
+            "definitions": {key: value for key, _, value in b.method()},
+        },
+    }
+
+
+def write_json(b: Bulletin, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(bulletin_json(b), ensure_ascii=False, indent=1) + "\n",
+                          encoding="utf-8")
+
+
+def write_csv(b: Bulletin, directory: str | Path) -> list[Path]:
+    """One ``<table>.csv`` per table in ``directory`` (created); returns the files."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for table in all_tables(b):
+        path = out / f"{table.key}.csv"
+        with path.open("w", encoding="utf-8-sig", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(table.headers)
+            for row in table.rows:
+                w.writerow(["" if v is None else v for v in row])
+        files.append(path)
+    return files

@@ -1,0 +1,207 @@
+"""The bulletin as tables with Chinese headers: one model for the XLSX, HTML and CSV writers.
+
+Cell values are plain: ``str``, ``int``, ``float`` or ``None``; a column's ``kind`` says how to
+show a number (``pct``: a fraction shown as ``98.00%``; ``pp``: percentage points; ``hours``,
+``days``: one or two decimals; ``int``; ``text``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from camwatch.inventory import CLASS_NAMES, Channel
+from camwatch.reports.compute import Bulletin, Figures, OutageRow, Part
+from camwatch.reports.period import local_text
+
+Cell = str | int | float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    header: str
+    kind: str = "text"  # text | int | pct | pp | hours | days
+    width: int = 10  # characters, for the spreadsheet
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    key: str  # file / anchor name: "townships"
+    title: str  # sheet name: "乡镇排名"
+    columns: tuple[Column, ...]
+    rows: list[list[Cell]]
+    note: str = ""
+
+    @property
+    def headers(self) -> list[str]:
+        return [c.header for c in self.columns]
+
+
+def verdict(ok: bool | None) -> str:
+    return {True: "达标", False: "未达标", None: "-"}[ok]
+
+
+def _other_label(b: Bulletin) -> str:
+    return "快照在线率" if b.settings.online_rate != "snapshot" else "时间加权在线率"
+
+
+def _other_rate(b: Bulletin, f: Figures | Part) -> float | None:
+    return f.snap.rate if b.settings.online_rate != "snapshot" else f.tw.rate
+
+
+def _failing(f: Figures) -> str:
+    return "；".join(f"{p.name} {(p.rate or 0) * 100:.2f}%<{(p.target or 0) * 100:.2f}%"
+                    for p in f.failing)
+
+
+_RATE_COLS = (
+    Column("在线率", "pct", 9), Column("", "pct", 10), Column("上期在线率", "pct", 10),
+    Column("环比(百分点)", "pp", 11), Column("参考目标", "pct", 9), Column("是否达标", "text", 8),
+    Column("未达标类型", "text", 24),
+)
+
+
+def _rate_cols(b: Bulletin) -> tuple[Column, ...]:
+    cols = list(_RATE_COLS)
+    cols[1] = Column(_other_label(b), "pct", 10)
+    return tuple(cols)
+
+
+def _rate_cells(b: Bulletin, f: Figures) -> list[Cell]:
+    return [f.rate, _other_rate(b, f), f.previous, f.change_pp, f.target,
+            verdict(f.meets_target), _failing(f)]
+
+
+def summary_table(b: Bulletin) -> Table:
+    s = b.summary
+    cols = (Column("范围", "text", 16), Column("点位类型/项目", "text", 12),
+            Column("应安装", "int", 9), Column("已安装", "int", 9), Column("安装率", "pct", 9),
+            Column("已联网上云", "int", 10), Column("上云率", "pct", 9),
+            Column("在线率(时间加权)", "pct", 15), Column("在线率(期末快照)", "pct", 15),
+            Column("上期在线率", "pct", 10), Column("环比(百分点)", "pp", 11),
+            Column("目标", "pct", 8), Column("是否达标", "text", 8))
+    rows: list[list[Cell]] = [
+        ["全域", "全部", s.planned, s.installed, s.install_rate, s.connected, s.cloud_rate,
+         s.tw.rate, s.snap.rate, s.previous, s.change_pp, None, verdict(s.meets_target)]]
+    for p in s.classes + s.projects:
+        rows.append(["全域", p.name, None, None, None, p.channels, None, p.tw.rate,
+                     p.snap.rate, None, None, p.target, verdict(p.meets_target)])
+    for c in b.counties:
+        rows.append([c.get("county"), "全部", c.planned, c.installed, c.install_rate,
+                     c.connected, c.cloud_rate, c.tw.rate, c.snap.rate, c.previous,
+                     c.change_pp, None, verdict(c.meets_target)])
+        for p in c.classes:
+            rows.append([c.get("county"), p.name, None, None, None, p.channels, None,
+                         p.tw.rate, p.snap.rate, None, None, p.target,
+                         verdict(p.meets_target)])
+    return Table("summary", "汇总", cols, rows)
+
+
+def township_table(b: Bulletin) -> Table:
+    cols = (Column("排名", "int", 6), Column("区县", "text", 10), Column("乡镇", "text", 14),
+            Column("应安装", "int", 8), Column("已安装", "int", 8), Column("安装率", "pct", 9),
+            Column("已联网上云", "int", 10), Column("上云率", "pct", 9), *_rate_cols(b))
+    rows: list[list[Cell]] = [
+        [f.rank, f.get("county"), f.get("township"), f.planned, f.installed, f.install_rate,
+         f.connected, f.cloud_rate, *_rate_cells(b, f)] for f in b.townships]
+    return Table("townships", "乡镇排名", cols, rows)
+
+
+def village_table(b: Bulletin) -> Table:
+    rank = {f.scope: f.rank for f in b.townships}
+    cols = (Column("乡镇排名", "int", 8), Column("区县", "text", 10), Column("乡镇", "text", 14),
+            Column("村内排名", "int", 8), Column("村", "text", 14), Column("已安装", "int", 8),
+            Column("已联网上云", "int", 10), *_rate_cols(b))
+    rows: list[list[Cell]] = [
+        [rank.get(f.scope[:2]), f.get("county"), f.get("township"), f.rank, f.get("village"),
+         f.installed, f.connected, *_rate_cells(b, f)] for f in b.villages]
+    return Table("villages", "村排名", cols, rows)
+
+
+def operator_table(b: Bulletin) -> Table:
+    cols = (Column("运营商", "text", 8), Column("区县", "text", 10), Column("乡镇", "text", 14),
+            Column("已安装", "int", 8), Column("已联网上云", "int", 10), Column("上云率", "pct", 9),
+            *_rate_cols(b))
+    rows: list[list[Cell]] = []
+    for op in sorted(b.operators, key=lambda f: f.get("operator")):
+        rows.append([op.get("operator"), "合计", "", op.installed, op.connected, op.cloud_rate,
+                     *_rate_cells(b, op)])
+        for f in b.operator_townships:
+            if f.get("operator") == op.get("operator"):
+                rows.append([f.get("operator"), f.get("county"), f.get("township"),
+                             f.installed, f.connected, f.cloud_rate, *_rate_cells(b, f)])
+    return Table("operators", "运营商×乡镇", cols, rows)
+
+
+def _place(ch: Channel) -> list[Cell]:
+    return [ch.id, ch.name, ch.township, ch.village, ch.operator,
+            CLASS_NAMES.get(ch.klass, str(ch.klass)) if ch.klass is not None else ""]
+
+
+_PLACE_COLS = (Column("设备编码", "text", 22), Column("点位名称", "text", 20),
+               Column("乡镇", "text", 12), Column("村", "text", 12), Column("运营商", "text", 7),
+               Column("点位类型", "text", 8))
+
+
+def long_offline_table(b: Bulletin) -> Table:
+    cols = (*_PLACE_COLS, Column("离线起始", "text", 17), Column("离线天数", "days", 9),
+            Column("原因", "text", 12), Column("报备", "text", 12))
+    rows: list[list[Cell]] = [
+        [*_place(r.channel), local_text(r.since, b.tz), r.days, r.reason or "", r.exemption or ""]
+        for r in b.long_offline]
+    return Table("long_offline", f"离线超{b.settings.long_offline_days}天", cols, rows)
+
+
+def _outage_rows(b: Bulletin, items: Sequence[OutageRow]) -> list[list[Cell]]:
+    return [[*_place(o.channel), local_text(o.start, b.tz),
+             local_text(o.end, b.tz) if o.end is not None else "未恢复",
+             None if o.seconds is None else o.seconds / 3600.0, o.reason or ""]
+            for o in items]
+
+
+_OUTAGE_COLS = (*_PLACE_COLS, Column("离线开始", "text", 17), Column("恢复时间", "text", 17),
+                Column("时长(小时)", "hours", 10), Column("原因", "text", 12))
+
+
+def outage_table(b: Bulletin) -> Table:
+    return Table("outages", "离线事件", _OUTAGE_COLS, _outage_rows(b, b.outages),
+                 "本期内结束或期末仍在持续的离线；时长自离线开始计")
+
+
+def repaired_table(b: Bulletin) -> Table:
+    return Table("repaired", "本期修复", _OUTAGE_COLS, _outage_rows(b, b.repaired),
+                 f"本期恢复在线、此前连续离线不少于 {b.settings.long_offline_days} 天")
+
+
+def exemption_table(b: Bulletin) -> Table:
+    cols = (Column("编号", "int", 6), Column("设备编码", "text", 22),
+            Column("点位名称", "text", 20), Column("乡镇", "text", 12),
+            Column("开始", "text", 17), Column("结束", "text", 17), Column("原因", "text", 16),
+            Column("本期报备时长(小时)", "hours", 12))
+    rows: list[list[Cell]] = []
+    for r in b.exemptions:
+        ch = r.channel
+        rows.append([r.exemption.id, r.exemption.channel_id, ch.name if ch else "",
+                     ch.township if ch else "", local_text(r.exemption.start, b.tz),
+                     local_text(r.exemption.end, b.tz), r.exemption.reason,
+                     r.seconds_in_period / 3600.0])
+    return Table("exemptions", "报备", cols, rows)
+
+
+def data_quality_table(b: Bulletin) -> Table:
+    cols = (Column("设备编码", "text", 22), Column("点位名称", "text", 20),
+            Column("乡镇", "text", 12), Column("字段", "text", 14), Column("问题", "text", 50))
+    rows: list[list[Cell]] = [[f.channel_id, f.name, f.township, f.field, f.problem]
+                              for f in b.data_quality]
+    return Table("data_quality", "数据质量", cols, rows)
+
+
+def method_table(b: Bulletin) -> Table:
+    cols = (Column("项目", "text", 34), Column("说明", "text", 90))
+    return Table("method", "统计方法", cols, [[label, value] for _, label, value in b.method()])
+
+
+def all_tables(b: Bulletin) -> list[Table]:
+    return [summary_table(b), township_table(b), village_table(b), operator_table(b),
+            long_offline_table(b), outage_table(b), repaired_table(b), exemption_table(b),
+            data_quality_table(b), method_table(b)]
