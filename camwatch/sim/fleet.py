@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import math
 import random
 import resource
 import secrets
@@ -72,6 +73,10 @@ class FdLimitError(CamwatchError):
         self.needed, self.hard, self.devices = needed, hard, devices
         per_device = max(1, (hard - headroom) // LISTENERS_PER_DEVICE)
         avg = channels / per_device if per_device else float("inf")
+        # NVRs of 32-64 channels (48 on average): the share that reaches avg with 10 % margin
+        share = math.ceil(max(0.0, avg * 1.1 - 1) / 47 / 0.05) * 0.05
+        example = (f"--nvr-share {share:.2f} --nvr-channels 32-64" if share <= 0.9
+                   else "--nvr-share 0.9 with larger --nvr-channels")
         super().__init__(
             f"the simulated fleet needs {needed:,} file descriptors ({LISTENERS_PER_DEVICE} "
             f"listening sockets x {devices:,} devices + {headroom:,} headroom for connections), "
@@ -80,7 +85,7 @@ class FdLimitError(CamwatchError):
             f"/etc/security/limits.conf; systemd: `LimitNOFILE={needed}` in the unit; docker: "
             f"`--ulimit nofile={needed}:{needed}`), or pack more channels per device: "
             f"{channels:,} channels within {hard:,} fds need about {avg:.1f} channels per "
-            f"device on average, e.g. a larger NVR share and size (--nvr-share, --nvr-channels)."
+            f"device on average, e.g. {example}."
         )
 
 
