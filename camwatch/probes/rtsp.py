@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import ipaddress
 import os
@@ -830,8 +831,9 @@ async def _probe(target: Target, settings: ProbeSettings, stream: bool) -> Probe
     except OSError as exc:
         return p.failure(classify_os_error(exc), f"{p.phase}: {exc.strerror or type(exc).__name__}")
     except Exception as exc:  # a camwatch bug: counted apart, never raised to the scheduler
-        log.error("rtsp probe failed internally", channel=target.channel_id, phase=p.phase,
-                  error=type(exc).__name__, exc_info=True)
+        with contextlib.suppress(Exception):  # a broken log sink must not break the promise
+            log.error("rtsp probe failed internally", channel=target.channel_id, phase=p.phase,
+                      error=type(exc).__name__, exc_info=True)
         return p.failure(Reason.INTERNAL, f"{p.phase}: internal error {type(exc).__name__}")
     finally:
         p.close()
