@@ -141,9 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--listen", help="override http.listen, e.g. 127.0.0.1:0")
     r.set_defaults(func=cmd_run)
 
-    for name, text in (("report", "write the monthly bulletin"),
-                       ("simulate", "serve a simulated camera fleet on loopback"),
-                       ("demo", "simulated fleet + daemon, the embedded default")):
+    from camwatch import demo
+    from camwatch.sim import cli as sim_cli
+
+    d = sub.add_parser("demo", help="a simulated county on loopback watched by the daemon "
+                                    "(the embedded default)")
+    demo.add_arguments(d)
+    d.set_defaults(func=lambda a: int(_run_async(demo.run(a))))
+    sm = sub.add_parser("simulate", help="serve a simulated camera fleet on loopback")
+    sim_cli.add_arguments(sm)
+    sm.set_defaults(func=lambda a: int(_run_async(sim_cli.run(a))))
+
+    for name, text in (("report", "write the monthly bulletin"),):
         x = sub.add_parser(name, help=text)
         x.set_defaults(func=_not_yet(name))
     return p
