@@ -42,7 +42,7 @@ def fds() -> int:
 
 
 async def probe_sample(fleet: Fleet, n: int) -> str:
-    ids = random.Random(1).sample(list(fleet._index.channels), min(n, fleet.channel_count))
+    ids = random.Random(1).sample(fleet.channel_ids(), min(n, fleet.channel_count))
     probe = get_prober("describe")
     settings = ProbeSettings(timeout_s=5.0)
     sem = asyncio.Semaphore(200)

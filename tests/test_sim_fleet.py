@@ -228,12 +228,12 @@ async def test_same_seed_same_faults() -> None:
     config = FleetConfig(inventory=SPEC, scenario=Scenario(dead=0.05, auth_fail=0.05,
                                                            not_found=0.02), control=None)
     async with start(config) as a:
-        first = {cid: a.channel_info(cid)["effective_fault"] for cid in a._index.channels}
+        first = {cid: a.channel_info(cid)["effective_fault"] for cid in a.channel_ids()}
     async with start(config) as b:
-        again = {cid: b.channel_info(cid)["effective_fault"] for cid in b._index.channels}
+        again = {cid: b.channel_info(cid)["effective_fault"] for cid in b.channel_ids()}
     other = replace(config, scenario=replace(config.scenario, seed=99))
     async with start(other) as c:
-        changed = {cid: c.channel_info(cid)["effective_fault"] for cid in c._index.channels}
+        changed = {cid: c.channel_info(cid)["effective_fault"] for cid in c.channel_ids()}
     assert first == again != changed
     assert sorted(first.values()) == sorted(changed.values())  # same shares, other channels
 
@@ -298,3 +298,19 @@ def test_soft_fd_limit_is_raised_to_the_hard_limit() -> None:
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, resource.getrlimit(
             resource.RLIMIT_NOFILE)[0]), hard))
+
+
+async def test_port_range_addressing_on_127_0_0_1() -> None:
+    spec = InventorySpec(connected=12, nvr_share=0.3, nvr_channels=(4, 4), addressing="ports",
+                         port_base=24680, seed=2)
+    async with start(FleetConfig(inventory=spec, control=None)) as f:
+        keys = list(f.devices)
+        assert keys[:2] == ["127.0.0.1:24680", "127.0.0.1:24682"]
+        dev = f.devices[keys[1]]
+        assert (dev.host, dev.rtsp_port, dev.onvif_port) == ("127.0.0.1", 24682, 24683)
+        assert await dial("127.0.0.1", 24683) == "ok"
+        await f.set_device_fault(keys[1], Fault.REFUSED)
+        assert await dial("127.0.0.1", 24682) == "refused"
+        assert await dial("127.0.0.1", 24680) == "ok"  # the neighbour still answers
+        cid = next(iter(dev.channels.values())).id
+        assert f.device_key(cid) == keys[1]

@@ -49,7 +49,7 @@ async def describe(fleet: Fleet, cid: str) -> ProbeResult:
 
 
 async def test_each_scenario_is_classified_as_what_it_simulates(fleet: Fleet) -> None:
-    ids = list(fleet._index.channels)
+    ids = fleet.channel_ids()
     results = await asyncio.gather(*(describe(fleet, cid) for cid in ids))
     seen: Counter[tuple[str, str]] = Counter()
     for cid, r in zip(ids, results, strict=True):
@@ -77,7 +77,7 @@ async def test_clock_skew_is_seen_over_onvif(fleet: Fleet) -> None:
 
 
 async def test_control_endpoint_drives_a_channel_down_and_up(fleet: Fleet) -> None:
-    cid = next(c for c in fleet._index.channels
+    cid = next(c for c in fleet.channel_ids()
                if fleet.channel_info(c)["effective_fault"] == "ok")
     key = fleet.device_key(cid)
     assert (await describe(fleet, cid)).ok
@@ -108,5 +108,5 @@ async def test_a_sweep_of_the_generated_files_matches_the_fleet(fleet: Fleet) ->
     got = Counter(str(r.reason) if r.reason else "ok" for r in sweep.results.values())
     want = Counter(str(EXPECTED[fleet.channel(cid)[0].effective_fault(fleet.channel(cid)[1].path)])
                    if fleet.channel_info(cid)["effective_fault"] != "ok" else "ok"
-                   for cid in fleet._index.channels)
+                   for cid in fleet.channel_ids())
     assert got == want

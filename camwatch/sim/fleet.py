@@ -306,6 +306,10 @@ class Fleet:
     def channel_count(self) -> int:
         return len(self._index.channels)
 
+    def channel_ids(self) -> list[str]:
+        """Every served channel id, device by device."""
+        return list(self._index.channels)
+
     def channel(self, channel_id: str) -> tuple[SimDevice, SimChannel]:
         """``KeyError`` when unknown."""
         return self._index.channels[channel_id]
@@ -521,7 +525,10 @@ class Fleet:
     async def _run_timeline(self) -> None:
         while True:
             now = self._clock.now() - self._t0
-            await self.apply_time(now)
+            try:
+                await self.apply_time(now)
+            except Exception:  # keep the timeline going; the next change may apply
+                log.exception("sim_timeline_error", t=round(now, 1))
             nxt = self._next_change(now)
             if nxt is None:
                 return

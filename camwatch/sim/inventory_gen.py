@@ -296,7 +296,7 @@ def _project_for(rng: random.Random, klass: int, kind: str, nvr: bool) -> str:
 
 def _gb_id(county: str, township_index: int, klass: int, project: str, type_code: str,
            serial: int) -> str:
-    grassroots = f"{township_index // 2 + 1:02d}"  # one police station per two townships
+    grassroots = f"{township_index // 2 % 99 + 1:02d}"  # a police station per two townships
     industry = {"雪亮工程": "00", "智慧小区": "01", "数字乡村": "03"}.get(project, "00")
     network = "0" if klass == 1 else "8"
     return f"{county}{grassroots}{industry}{type_code}{network}{serial:06d}"
