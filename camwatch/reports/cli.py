@@ -183,7 +183,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     fmt = _format(args)
     try:
-        b = build_bulletin(cfg, args, progress=Progress("report"))
+        # ``args.now`` (not a command-line option) lets a caller or a test fix the clock.
+        b = build_bulletin(cfg, args, now=getattr(args, "now", None),
+                           progress=Progress("report"))
     except ValueError as exc:
         sys.stderr.write(f"camwatch report: {exc}\n")
         return EXIT_USAGE
