@@ -218,6 +218,9 @@ class ReportConfig(_Model):
         return v
 
 
+from camwatch.rules.alert_config import AlertsConfig  # noqa: E402  (it subclasses _Model)
+
+
 class Config(_Model):
     site: SiteConfig = SiteConfig()
     inventory: InventoryConfig
@@ -228,6 +231,7 @@ class Config(_Model):
     store: StoreConfig = StoreConfig()
     http: HttpConfig = HttpConfig()
     report: ReportConfig = ReportConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     # Where it was loaded from, for messages and relative paths. Not a YAML key.
     source: str = Field(default="<memory>", exclude=True)

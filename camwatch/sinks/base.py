@@ -1,0 +1,245 @@
+"""What every receiver has in common: the failure classes, backoff, rate limit, rendering.
+
+A sink delivers one outbox payload (an :meth:`Alert.as_payload` dict) and either returns or
+raises :class:`DeliveryError` with one of three kinds, classified once here:
+
+- ``retry``: the receiver may take it later (network error, timeout, 5xx, 429, a robot's
+  rate-limit errcode, an errcode we do not know): retried with capped jittered backoff;
+- ``misconfigured``: the receiver refuses *every* message (401/403/404, invalid robot key,
+  signature mismatch, unresolvable ``*_env``): also retried with backoff and logged as an
+  error, so that nothing is lost while somebody fixes the config;
+- ``rejected``: the receiver refuses *this* message (another 4xx, a robot's content errcode):
+  retrying cannot help and would block every later message (delivery is in order), so the
+  item is set aside (marked done with its error kept in the outbox row) and logged.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+from urllib.parse import parse_qsl, urlsplit
+
+import aiohttp
+
+from camwatch.log import register_secret
+from camwatch.rules.alerts import format_time
+from camwatch.secrets import Secret, redact_text
+
+Kind = Literal["retry", "misconfigured", "rejected"]
+
+ALERT_TITLES = {
+    "rate_below_target": "在线率低于目标",
+    "channel_offline_long": "点位长时间离线",
+    "clock_drift": "点位时钟偏差",
+    "mass_outage": "批量离线",
+    "prober_unhealthy": "探测服务异常",
+}
+SEVERITY_NAMES = {"info": "提示", "warning": "警告", "critical": "严重"}
+MAX_BODY = 64 * 1024  # what we read of a receiver's answer
+
+
+class DeliveryError(Exception):
+    """A delivery failed; ``kind`` decides what happens to the outbox item. ``message`` is
+    free of secrets (it is logged and stored in the outbox row)."""
+
+    def __init__(self, kind: Kind, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind: Kind = kind
+        self.message = message
+        self.retry_after = retry_after
+
+
+class Sink(Protocol):
+    name: str
+    max_batch: int  # payloads that may be in flight at once (in order)
+
+    async def send(self, payload: Mapping[str, Any]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+# --- backoff and rate limit -----------------------------------------------------------------
+
+
+def backoff(attempts: int, initial: float, cap: float,
+            rand: Callable[[], float] = random.random) -> float:
+    """Delay before retry number ``attempts + 1``: doubling from ``initial``, capped at
+    ``cap``, with the upper half jittered so receivers coming back are not stampeded."""
+    delay = min(cap, initial * 2.0 ** min(attempts, 40))
+    return delay / 2 + rand() * delay / 2
+
+
+class SlidingWindow:
+    """At most ``limit`` sends in any ``window`` seconds (robots count a sliding minute:
+    a token bucket refilled at 20/min would let a 21st message through within 60 s)."""
+
+    def __init__(self, limit: int, window: float = 60.0) -> None:
+        self.limit = limit
+        self.window = window
+        self._sent: deque[float] = deque()
+
+    def wait_time(self, now: float) -> float:
+        if self.limit <= 0:
+            return 0.0
+        while self._sent and now - self._sent[0] >= self.window:
+            self._sent.popleft()
+        if len(self._sent) < self.limit:
+            return 0.0
+        return self._sent[0] + self.window - now
+
+    def record(self, now: float) -> None:
+        if self.limit > 0:
+            self._sent.append(now)
+
+
+# --- secrets --------------------------------------------------------------------------------
+
+
+def register_url(url: Secret) -> None:
+    """Register a webhook URL and every value in its query (robot key, access token) and
+    userinfo, so no log line can carry them."""
+    text = url.reveal()
+    register_secret(text)
+    parts = urlsplit(text)
+    for _, value in parse_qsl(parts.query):
+        register_secret(value)
+    if parts.password:
+        register_secret(parts.password)
+
+
+def safe_url(url: str) -> str:
+    """Scheme, host and path only: what a log line may say about a webhook."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+
+
+def safe_error(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
+    """An exception as text without URLs (aiohttp puts the full URL, key included, into
+    several of its messages)."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        text = f"HTTP {exc.status}"
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        text = f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or ''}"
+    elif isinstance(exc, aiohttp.InvalidURL):
+        text = "invalid URL"
+    elif isinstance(exc, TimeoutError):
+        text = "timed out"
+    else:
+        text = str(exc)
+    return redact_text(f"{type(exc).__name__}: {text}", secrets)
+
+
+def classify_http(status: int, retry_after: str | None = None) -> DeliveryError | None:
+    """None for 2xx, else the error to raise."""
+    if 200 <= status < 300:
+        return None
+    if status == 429:
+        return DeliveryError("retry", "HTTP 429 (rate limited)", _retry_after(retry_after))
+    if status == 408 or status >= 500:
+        return DeliveryError("retry", f"HTTP {status}")
+    if status in (401, 403, 404, 405, 407, 410) or 300 <= status < 400:
+        return DeliveryError("misconfigured", f"HTTP {status}: check the receiver's URL "
+                                              f"and credentials")
+    return DeliveryError("rejected", f"HTTP {status}: the receiver refused this message")
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+# --- HTTP -----------------------------------------------------------------------------------
+
+
+class HttpPoster:
+    """One aiohttp session per sink, created in the running loop on first use; POSTs JSON
+    without following redirects (a redirect would turn the POST into a GET elsewhere)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str],
+                   secrets: tuple[str, ...]) -> tuple[int, Mapping[str, str], bytes]:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout))
+        try:
+            async with self._session.post(url, data=body, headers={
+                    "Content-Type": "application/json; charset=utf-8", **headers},
+                    allow_redirects=False) as resp:
+                data = await resp.content.read(MAX_BODY)
+                return resp.status, resp.headers, data
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise DeliveryError("retry", safe_error(exc, secrets)) from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def json_bytes(obj: object) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def parse_errcode(body: bytes) -> tuple[int | None, str]:
+    """The ``errcode``/``errmsg`` of a robot's JSON answer; ``None`` when it has none."""
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None, ""
+    if not isinstance(doc, dict) or not isinstance(doc.get("errcode"), int):
+        return None, ""
+    return int(doc["errcode"]), str(doc.get("errmsg", ""))[:200]
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def title(payload: Mapping[str, Any]) -> str:
+    what = ALERT_TITLES.get(payload["name"], payload["name"])
+    if payload["status"] == "resolved":
+        return f"【恢复】{what}"
+    return f"【{SEVERITY_NAMES.get(payload['severity'], payload['severity'])}】{what}"
+
+
+def markdown(payload: Mapping[str, Any], *, wecom: bool = False, limit: int = 4000) -> str:
+    """The robots' markdown: title, summary, notes, times and the fingerprint. ``limit`` is
+    in UTF-8 bytes (WeCom allows 4096); long texts are cut at a line."""
+    resolved = payload["status"] == "resolved"
+    head = title(payload)
+    if wecom:
+        color = "info" if resolved else ("warning" if payload["severity"] != "info"
+                                         else "comment")
+        head = f'<font color="{color}">{head}</font>'
+    lines = [f"### {head}", f"**{payload['summary']}**"]
+    details = payload.get("details") or {}
+    lines += [f"> {n}" for n in details.get("notes", [])]
+    times = f"开始：{format_time(payload['starts_at'])}"
+    if resolved and payload.get("ends_at"):
+        times += f"　恢复：{format_time(payload['ends_at'])}"
+    lines.append(f"> {times}")
+    lines.append(f"> 告警指纹：{payload['fingerprint']}")
+    sep = "\n" if wecom else "\n\n"  # DingTalk needs a blank line to break a line
+    text = sep.join(lines)
+    if len(text.encode("utf-8")) <= limit:
+        return text
+    keep: list[str] = []
+    for line in lines:
+        if len(sep.join([*keep, line, "…"]).encode("utf-8")) > limit:
+            break
+        keep.append(line)
+    return sep.join([*keep, "…"])

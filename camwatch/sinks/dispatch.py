@@ -1,0 +1,186 @@
+"""The outbox drainer: delivers every queued alert to its receiver, in order, at least once.
+
+One task per receiver (in one ``TaskGroup``) reads that receiver's due items from the store's
+outbox, sends them through its sink, and marks each delivered or failed. A failed item stays
+at the head of the receiver's queue (the store's ``due`` stops there), so a receiver that was
+down for an hour gets everything, in order, when it returns; retries back off exponentially
+from ``delivery.backoff_initial`` to ``delivery.backoff_max`` with jitter. Each receiver has
+its own sliding-window rate limit (robots: 20 a minute). ``notify()`` wakes the drainers at
+once after the evaluator enqueued; without it they look every ``delivery.poll``. A restart
+simply resumes: the outbox is the state.
+
+Logged once per change, not per attempt: a receiver going down (WARNING, or ERROR when it is
+misconfigured) and coming back (INFO). Messages never carry a URL's key or a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from camwatch.rules.alert_config import (
+    AlertmanagerReceiver,
+    AlertsConfig,
+    DingtalkReceiver,
+    MqttReceiver,
+    WebhookReceiver,
+    WecomReceiver,
+)
+from camwatch.rules.rates import RateRow
+from camwatch.sinks.alertmanager import AlertmanagerSink
+from camwatch.sinks.base import DeliveryError, Sink, SlidingWindow, backoff, safe_error
+from camwatch.sinks.dingtalk import DingtalkSink
+from camwatch.sinks.mqtt import MqttSink
+from camwatch.sinks.webhook import WebhookSink
+from camwatch.sinks.wecom import WecomSink
+from camwatch.store.base import OutboxItem, Store
+
+log = structlog.get_logger(__name__)
+
+
+def make_sink(name: str, cfg: AlertsConfig, clock: Callable[[], float] = time.time) -> Sink:
+    rcv = cfg.receivers[name]
+    if isinstance(rcv, MqttReceiver):
+        return MqttSink(name, rcv)
+    if isinstance(rcv, WecomReceiver):
+        return WecomSink(name, rcv)
+    if isinstance(rcv, DingtalkReceiver):
+        return DingtalkSink(name, rcv, clock)
+    if isinstance(rcv, WebhookReceiver):
+        return WebhookSink(name, rcv)
+    assert isinstance(rcv, AlertmanagerReceiver)
+    return AlertmanagerSink(name, rcv, clock)
+
+
+class Dispatcher:
+    def __init__(self, cfg: AlertsConfig, store: Store,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.clock = clock
+        self.sinks: dict[str, Sink] = {n: make_sink(n, cfg, clock) for n in cfg.receivers}
+        self._limits = {n: SlidingWindow(r.per_minute) for n, r in cfg.receivers.items()}
+        self._wake: dict[str, asyncio.Event] = {n: asyncio.Event() for n in cfg.receivers}
+        self._retry_at: dict[str, float] = {}
+        self._down: dict[str, str] = {}  # receiver -> kind of its current failure
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.delivered: dict[str, int] = dict.fromkeys(cfg.receivers, 0)
+        self.failed: dict[str, int] = dict.fromkeys(cfg.receivers, 0)
+        self.dropped: dict[str, int] = dict.fromkeys(cfg.receivers, 0)
+
+    # --- public ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Drain every receiver's outbox forever (until cancelled)."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for name in self.sinks:
+                    tg.create_task(self._drain(name), name=f"outbox:{name}")
+        finally:
+            for sink in self.sinks.values():
+                with contextlib.suppress(Exception):
+                    await sink.close()
+
+    def notify(self) -> None:
+        """New items were enqueued: wake every drainer now. Safe from any thread."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is not loop:
+            loop.call_soon_threadsafe(self._wake_all)
+        else:
+            self._wake_all()
+
+    async def publish_rates(self, rates: Sequence[RateRow]) -> None:
+        """Retained rate topics on every MQTT receiver with ``rates: true``; best effort."""
+        ts = self.clock()
+        jobs = [sink.publish_rates(rates, ts) for name, sink in self.sinks.items()
+                if isinstance(sink, MqttSink) and sink.cfg.rates]
+        if jobs:
+            await asyncio.gather(*jobs, return_exceptions=True)
+
+    # --- the drainer -------------------------------------------------------------------------
+
+    def _wake_all(self) -> None:
+        for ev in self._wake.values():
+            ev.set()
+
+    async def _drain(self, name: str) -> None:
+        sink = self.sinks[name]
+        wake = self._wake[name]
+        poll = self.cfg.delivery.poll
+        while True:
+            wake.clear()
+            now = self.clock()
+            items = self.store.due(name, now, self.cfg.delivery.batch)
+            if not items:
+                retry_at = self._retry_at.get(name)
+                timeout = poll if retry_at is None else max(0.01, min(poll, retry_at - now))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await wake.wait()
+                continue
+            step = max(1, sink.max_batch)
+            for i in range(0, len(items), step):
+                if not await self._deliver(name, sink, items[i:i + step]):
+                    break
+
+    async def _deliver(self, name: str, sink: Sink, items: list[OutboxItem]) -> bool:
+        """Send ``items`` (at most ``max_batch``, concurrently but started in order) and
+        settle them in order; False when one failed and the rest must wait."""
+        limiter = self._limits[name]
+        for _ in items:
+            wait = limiter.wait_time(time.monotonic())
+            if wait > 0:  # the oldest send in the window expires after ``wait``
+                await asyncio.sleep(wait)
+            limiter.record(time.monotonic())
+        results = await asyncio.gather(*(self._send_one(sink, it) for it in items),
+                                       return_exceptions=True)
+        for item, result in zip(items, results, strict=True):
+            now = self.clock()
+            if result is None:
+                self.store.mark_delivered(item.id, now)
+                self.delivered[name] += 1
+                self._retry_at.pop(name, None)
+                if name in self._down:
+                    del self._down[name]
+                    log.info("receiver delivering again", receiver=name)
+                continue
+            err = (result if isinstance(result, DeliveryError)
+                   else DeliveryError("retry", safe_error(result)))
+            if err.kind == "rejected":
+                self.store.mark_failed(item.id, err.message, now)
+                self.store.mark_delivered(item.id, now)  # set aside, error kept in the row
+                self.dropped[name] += 1
+                log.error("receiver rejected an alert; set aside", receiver=name,
+                          fingerprint=item.fingerprint, error=err.message)
+                continue
+            delay = backoff(item.attempts, self.cfg.delivery.backoff_initial,
+                            self.cfg.delivery.backoff_max)
+            if err.retry_after is not None:
+                delay = max(delay, min(err.retry_after, self.cfg.delivery.backoff_max))
+            self.store.mark_failed(item.id, err.message, now + delay)
+            self._retry_at[name] = now + delay
+            self.failed[name] += 1
+            if self._down.get(name) != err.kind:
+                self._down[name] = err.kind
+                level = log.error if err.kind == "misconfigured" else log.warning
+                level("receiver failing; alerts kept in the outbox", receiver=name,
+                      kind=err.kind, error=err.message, pending=self.store.outbox_depth(name),
+                      retry_in=round(delay, 1))
+            else:
+                log.debug("delivery failed", receiver=name, error=err.message,
+                          attempts=item.attempts + 1, retry_in=round(delay, 1))
+            return False
+        return True
+
+    @staticmethod
+    async def _send_one(sink: Sink, item: OutboxItem) -> None:
+        await sink.send(item.payload)
