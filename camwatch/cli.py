@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -94,8 +95,77 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from camwatch.daemon import Daemon
 
+    if os.geteuid() == 0 and not args.allow_root:
+        sys.stderr.write("error: camwatch run refuses to run as root: it parses what thousands "
+                         "of devices send. Run it as its own user (deploy/systemd), or pass "
+                         "--allow-root if you must.\n")
+        return EXIT_USAGE
     daemon = Daemon(args.config, listen=args.listen)
     return int(_run_async(daemon.run()))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    headers = {}
+    url = args.url
+    if args.config:
+        cfg = load_config(args.config)
+        scheme = "https" if cfg.http.tls_cert else "http"
+        host = cfg.http.host if cfg.http.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        url = url or f"{scheme}://{host}:{cfg.http.port}"
+        if cfg.http.auth is not None and (token := cfg.http.auth.token()) is not None:
+            headers["Authorization"] = f"Bearer {token.reveal()}"
+    if not url:
+        sys.stderr.write("error: give -c CONFIG or --url URL\n")
+        return EXIT_USAGE
+    req = urllib.request.Request(url.rstrip("/") + "/api/status", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            doc = json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        sys.stderr.write(f"error: cannot read {url}/api/status: {exc}\n")
+        return EXIT_INPUT
+    if args.json:
+        json.dump(doc, sys.stdout, ensure_ascii=False, indent=1)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    sys.stdout.write(format_status(doc))
+    return EXIT_OK
+
+
+def format_status(doc: dict[str, Any]) -> str:
+    """The terminal summary of ``/api/status``: states, rates by class against targets,
+    worst townships, top offline reasons, prober problems."""
+    states = doc.get("states", {})
+    lines = [f"{doc.get('site', 'camwatch')}: {doc.get('channels', 0)} channels  "
+             f"online {states.get('online', 0)}  offline {states.get('offline', 0)}  "
+             f"unknown {states.get('unknown', 0)}"]
+    problems = doc.get("problems") or []
+    lines.append("prober: " + ("healthy" if not problems else "UNHEALTHY: " + "; ".join(problems)))
+    rates = doc.get("rates", [])
+    rows = []
+    for r in rates:
+        if r["scope"] or r["project"] is not None or r["class"] is None:
+            continue
+        mark = {True: "达标", False: "未达标", None: ""}[r["meets_target"]]
+        rows.append([CLASS_NAMES.get(r["class"], str(r["class"])), r["online"], r["connected"],
+                     format_rate(r["rate"]), format_rate(r["target"]), mark])
+    if rows:
+        lines += ["", table(["类型 class", "在线", "联网", "在线率", "目标", ""], rows)]
+    towns = [r for r in rates if "township" in r["scope"] and r["class"] is None
+             and r["project"] is None and r["rate"] is not None]
+    towns.sort(key=lambda r: r["rate"])
+    if towns:
+        lines += ["", table(["最差乡镇 worst townships", "在线", "联网", "在线率"],
+                            [[f"{r['scope'].get('county', '')} {r['scope']['township']}",
+                              r["online"], r["connected"], format_rate(r["rate"])]
+                             for r in towns[:5]])]
+    reasons = doc.get("offline_reasons") or {}
+    if reasons:
+        lines += ["", table(["离线原因 reason", "channels"], list(reasons.items())[:8])]
+    return "\n".join(lines) + "\n"
 
 
 def _run_async(coro: Any) -> Any:
@@ -139,7 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the daemon (probes, states, alerts, /metrics)")
     r.add_argument("-c", "--config", required=True)
     r.add_argument("--listen", help="override http.listen, e.g. 127.0.0.1:0")
+    r.add_argument("--allow-root", action="store_true", help="run even as root (not advised)")
     r.set_defaults(func=cmd_run)
+
+    st = sub.add_parser("status", help="summary of the running daemon, from its API")
+    st.add_argument("-c", "--config", help="the daemon's config (for its address and auth)")
+    st.add_argument("--url", help="the daemon's base URL (default: from the config's "
+                                  "http.listen)")
+    st.add_argument("--json", action="store_true", help="print the raw /api/status JSON")
+    st.set_defaults(func=cmd_status)
 
     from camwatch import demo
     from camwatch.sim import cli as sim_cli

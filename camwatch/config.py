@@ -67,9 +67,9 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
     base = (info.context or {}).get("base_dir")
-    if base is not None and not value.is_absolute():
+    if value is not None and base is not None and not value.is_absolute():
         return (Path(base) / value).resolve()
     return value
 
@@ -180,8 +180,55 @@ class StoreConfig(_Model):
     _abs = field_validator("path")(_resolve_path)
 
 
+class HttpAuth(_Model):
+    """Credentials a client must present: a bearer token, or HTTP Basic, or both."""
+
+    token_env: str | None = None
+    token_file: Path | None = None
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+
+    _abs = field_validator("token_file", "password_file")(_resolve_path)
+
+    @model_validator(mode="after")
+    def _something(self) -> HttpAuth:
+        has_token = bool(self.token_env or self.token_file)
+        has_basic = bool(self.username and (self.password_env or self.password_file))
+        if not has_token and not has_basic:
+            raise ValueError("expected token_env/token_file, or username with "
+                             "password_env/password_file")
+        if self.token_env and self.token_file:
+            raise ValueError("give either token_env or token_file, not both")
+        return self
+
+    def token(self) -> Secret | None:
+        return read_secret(self.token_env, self.token_file)
+
+    def password(self) -> Secret | None:
+        return read_secret(self.password_env, self.password_file)
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
 class HttpConfig(_Model):
     listen: str = "127.0.0.1:9780"
+    auth: HttpAuth | None = None
+    allow_unauthenticated: bool = False
+    metrics_auth: bool = Field(default=False, description="require auth on /metrics too")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    _abs = field_validator("tls_cert", "tls_key")(_resolve_path)
 
     @field_validator("listen")
     @classmethod
@@ -190,6 +237,17 @@ class HttpConfig(_Model):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"expected host:port like '127.0.0.1:9780', got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _safe_exposure(self) -> HttpConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key, or neither")
+        if not is_loopback(self.host) and self.auth is None and not self.allow_unauthenticated:
+            raise ValueError(
+                f"listening on {self.host} exposes the API beyond this machine: set "
+                f"http.auth (token_env/token_file or username + password_env/password_file), "
+                f"or http.allow_unauthenticated: true")
+        return self
 
     @property
     def host(self) -> str:

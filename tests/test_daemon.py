@@ -52,7 +52,7 @@ class Proc:
         self.stderr = open(self.stderr_path, "wb")  # noqa: SIM115
         self.p = subprocess.Popen(
             [sys.executable, "-m", "camwatch", "run", "-c", str(cfg), "--listen",
-             "127.0.0.1:0"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.stderr,
+             "127.0.0.1:0", *(["--allow-root"] if os.geteuid() == 0 else [])], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.stderr,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
         self.base = poll("the listening line", self._url)
 
@@ -114,6 +114,13 @@ def test_serves_metrics_api_and_stops_cleanly(daemon: tuple[Proc, FleetThread, P
     assert (site1["online"], site1["target"], site1["meets_target"]) == (5, 0.98, True)
     code, health = get(proc.base + "/healthz")
     assert code == 200 and json.loads(health)["status"] == "ok"
+
+    status = subprocess.run([sys.executable, "-m", "camwatch", "status", "--url", proc.base],
+                            cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert status.returncode == 0, status.stderr
+    assert "10 channels  online 8  offline 2" in status.stdout
+    assert "prober: healthy" in status.stdout
+    assert "最差乡镇" in status.stdout and "auth" in status.stdout
 
     started = time.monotonic()
     proc.p.send_signal(signal.SIGTERM)
