@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,23 +17,18 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import need
+
 pytestmark = pytest.mark.peer
 
 SCRIPT = Path(__file__).parent / "peers" / "ipycam_check.py"
 
 
-def _unavailable(why: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{why} (required when CI is set)")
-    pytest.skip(why)
-
-
 @pytest.fixture(scope="module")
 def ipycam_result() -> dict[str, Any]:
-    if importlib.util.find_spec("ipycam") is None:
-        _unavailable("ipycam is not installed (pip install ipycam)")
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        _unavailable("unshare/ip not found (util-linux, iproute2)")
+    need(importlib.util.find_spec("ipycam") is not None, "ipycam (pip install ipycam)")
+    need(shutil.which("unshare") is not None and shutil.which("ip") is not None,
+         "unshare and ip (util-linux, iproute2)")
     last = None
     # as root: a plain net namespace; as a user: a user namespace mapping us to root in it
     for flags in (["-n"], ["-r", "-n"]):
@@ -44,8 +38,8 @@ def ipycam_result() -> dict[str, Any]:
             return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
         last = proc
     assert last is not None
-    if last.returncode in (1, 3) and "unshare" in last.stderr:
-        _unavailable(f"cannot create a private network namespace: {last.stderr.strip()[-300:]}")
+    need(not (last.returncode in (1, 3) and "unshare" in last.stderr),
+         f"a private network namespace ({last.stderr.strip()[-300:]})")
     pytest.fail(f"ipycam check failed (exit {last.returncode}):\n{last.stderr[-3000:]}")
 
 

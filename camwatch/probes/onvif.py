@@ -309,7 +309,8 @@ class _Endpoint:
 
     @property
     def where(self) -> str:
-        return f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literal
+        return f"{host}:{self.port}"
 
 
 def _endpoint(target: Target) -> _Endpoint | None:
