@@ -388,7 +388,7 @@ _STATUS = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9])(?: |$)")
 async def _read_response(reader: asyncio.StreamReader, max_body: int) -> tuple[int, bytes, bool]:
     """(status, body, connection reusable). The head is bounded by the reader's limit, the
     body by ``max_body``: a declared length over the cap fails before reading a byte of it."""
-    while True:
+    for _ in range(8):  # interim 1xx heads before the real one; a device looping them is broken
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError:
@@ -401,8 +401,10 @@ async def _read_response(reader: asyncio.StreamReader, max_body: int) -> tuple[i
         if m is None:
             raise ProtocolError("reply is not HTTP/1.x")
         status = int(m.group(1))
-        if status != 100:  # an interim 100 Continue is followed by the real head
+        if status >= 200:
             break
+    else:
+        raise ProtocolError("endless interim 1xx replies")
     headers: dict[bytes, bytes] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(b":")

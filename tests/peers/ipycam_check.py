@@ -73,7 +73,7 @@ def main() -> int:
         return 3
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     try:
-        from ipycam import CameraConfig, IPCamera
+        from ipycam import CameraConfig, IPCamera  # type: ignore[import-untyped]
     except ImportError as exc:
         print(f"ipycam is not installed: {exc}", file=sys.stderr)
         return 4
