@@ -4,8 +4,11 @@ signals (SIGTERM/SIGINT stop gracefully, SIGHUP reloads), and wait."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,12 @@ from camwatch.config import Config, load_config
 from camwatch.errors import InputError
 from camwatch.http import serve
 from camwatch.inventory import Inventory, load_inventory
+from camwatch.reports.period import zone
+from camwatch.reports.rows import inventory_rows
+from camwatch.rules.alerts import AlertEvaluator
+from camwatch.rules.rates import Targets
 from camwatch.scheduler import Engine
+from camwatch.sinks.dispatch import Dispatcher
 from camwatch.store import open_store
 
 log = structlog.get_logger(__name__)
@@ -37,10 +45,58 @@ class Daemon:
         self.cfg = cfg
         self.store = open_store(cfg.store.path)
         self.engine = Engine(cfg, inv, self.store, config_path=config_path)
+        self._dispatch_changed = asyncio.Event()
+        self._wire_alerts(cfg)
+        self._snapshot_month: str | None = None
         self.listen = listen or cfg.http.listen
         self.on_ready = on_ready
         self.port = 0
         self._inventory_mtime = _mtime(cfg.inventory.path)
+
+    def _wire_alerts(self, cfg: Config) -> None:
+        """The alert evaluator (its state lives in the store, so rebuilding it loses nothing)
+        and the outbox dispatcher for the configured receivers."""
+        if not cfg.alerts.enabled:
+            self.engine.alerts = self.engine.dispatcher = None
+            return
+        self.engine.alerts = AlertEvaluator(cfg.alerts, Targets(cfg.targets),
+                                            cfg.targets.min_channels, self.store)
+        self.engine.dispatcher = Dispatcher(cfg.alerts, self.store) if cfg.alerts.receivers \
+            else None
+        self._dispatch_changed.set()
+
+    async def _dispatch(self) -> None:
+        """Run the dispatcher; restart it when a reload changed the receivers. Undelivered
+        notifications stay in the outbox across restarts of either."""
+        stop = self.engine._stop
+        while not stop.is_set():
+            self._dispatch_changed.clear()
+            dispatcher = self.engine.dispatcher
+            task = asyncio.create_task(dispatcher.run(), name="dispatcher") \
+                if dispatcher is not None else None
+            await self.engine._wait(self._dispatch_changed, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def snapshot_inventory(self, now: float | None = None) -> None:
+        """Keep this month's inventory snapshot (install / cloud-connect figures of the
+        monthly bulletin) up to date: at start, on every reload and when the month turns."""
+        now = time.time() if now is None else now
+        tz = zone(self.cfg.report.timezone)
+        month = dt.datetime.fromtimestamp(now, tz).strftime("%Y-%m")
+        self.store.save_inventory_snapshot(month, inventory_rows(self.engine.inventory.channels))
+        self._snapshot_month = month
+
+    async def _monthly(self) -> None:
+        while not self.engine._stop.is_set():
+            now = time.time()
+            month = dt.datetime.fromtimestamp(now, zone(self.cfg.report.timezone)).strftime(
+                "%Y-%m")
+            if month != self._snapshot_month:
+                await asyncio.to_thread(self.snapshot_inventory, now)
+            await self.engine._wait(asyncio.Event(), 60.0)
 
     def reload(self) -> bool:
         """Validate everything first, then swap; a bad reload keeps the old config running."""
@@ -57,6 +113,8 @@ class Daemon:
             log.error("reload failed, keeping the running config", error=repr(exc))
             return False
         self.cfg = cfg
+        self._wire_alerts(cfg)
+        self.snapshot_inventory()
         self._inventory_mtime = _mtime(cfg.inventory.path)
         return True
 
@@ -91,7 +149,7 @@ class Daemon:
         if self.on_ready is not None:
             self.on_ready(self)
         try:
-            await self.engine.run(extra=[self._watch_inventory])
+            await self.engine.run(extra=[self._watch_inventory, self._dispatch, self._monthly])
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)

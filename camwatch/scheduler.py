@@ -23,6 +23,7 @@ about once a second (``store.write_batch`` in a thread), so a probe never waits 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import random
 import time
@@ -436,9 +437,25 @@ class Engine:
             try:
                 self.evaluate()
                 if self.dispatcher is not None:
-                    await self.dispatcher.publish_rates(self.rates)
+                    # best effort, and never holds up a shutdown
+                    await self._until_stopped(self.dispatcher.publish_rates(self.rates))
             except Exception:
                 log.exception("evaluation failed")
+
+    async def _until_stopped(self, coro: Any) -> None:
+        """Await ``coro``, or cancel it as soon as the engine is told to stop."""
+        task = asyncio.ensure_future(coro)
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            elif not task.cancelled() and (exc := task.exception()) is not None:
+                raise exc
 
     # --- running --------------------------------------------------------------------------------
 
