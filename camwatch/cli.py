@@ -7,7 +7,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from camwatch import __version__
@@ -177,14 +177,6 @@ def _run_async(coro: Any) -> Any:
         return asyncio.run(coro)
 
 
-def _not_yet(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(_args: argparse.Namespace) -> int:
-        sys.stderr.write(f"camwatch {name}: not available in this version yet\n")
-        return EXIT_USAGE
-
-    return run
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="camwatch", description=(
         "Health monitoring for public-security video networks (雪亮工程 / 数字乡村)."))
@@ -230,9 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim_cli.add_arguments(sm)
     sm.set_defaults(func=lambda a: int(_run_async(sim_cli.run(a))))
 
-    for name, text in (("report", "write the monthly bulletin"),):
-        x = sub.add_parser(name, help=text)
-        x.set_defaults(func=_not_yet(name))
+    from camwatch.reports import cli as report_cli
+
+    rp = sub.add_parser("report", help="write the monthly bulletin (月度通报): xlsx, html, "
+                                       "csv or json")
+    report_cli.add_report_arguments(rp)
+    rp.set_defaults(func=report_cli.cmd_report)
+    ex = sub.add_parser("exempt", help="exempt channels for a period (报备): add, list, remove")
+    report_cli.add_exempt_arguments(ex)
+    ex.set_defaults(func=report_cli.cmd_exempt)
     return p
 
 
