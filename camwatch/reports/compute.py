@@ -305,11 +305,12 @@ def _lifecycle(ch: Channel, last_day: dt.date) -> tuple[bool, bool]:
 def _windows(channels: Iterable[Channel], period: Period, end: float) -> dict[str, float]:
     """Counted channels -> when counting starts: the period start or their connect day."""
     out = {}
+    start, first, last = period.start, period.first, period.last
     for ch in channels:
-        if not _lifecycle(ch, period.last)[1]:
+        if not _lifecycle(ch, last)[1]:
             continue
-        w = period.start
-        if ch.connected_date is not None and ch.connected_date > period.first:
+        w = start
+        if ch.connected_date is not None and ch.connected_date > first:
             w = day_start(ch.connected_date, period.tz)
         out[ch.id] = min(w, end)
     return out
@@ -336,54 +337,62 @@ _SNAP_INDEX = {"online": 0, "offline": 1}
 def _aggregate(channels: Sequence[Channel], period: Period, tl: Timeline,
                exempt: Mapping[str, list[tuple[float, float]]], end: float,
                dims_list: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], dict[Scope, _Acc]]:
-    out: dict[tuple[str, ...], dict[Scope, _Acc]] = {d: {} for d in dims_list}
+    # Channels first summed per group of equal (county, township, village, operator, class,
+    # project), then the groups (a few thousand) rolled up into every scope: one dict update
+    # per channel however many tables there are.
+    groups: dict[tuple[str, str, str, str, int | None, str], list[int]] = {}
+    last = period.last
     for ch in channels:
-        installed, connected = _lifecycle(ch, period.last)
-        ms = tl.ms.get(ch.id) if connected else None
-        snap_idx = -1
-        if connected and not _exempt_at(exempt.get(ch.id), end):
+        installed, connected = _lifecycle(ch, last)
+        key = (ch.county, ch.township, ch.village, ch.operator, ch.klass, ch.project)
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0]
+        g[0] += 1
+        g[1] += installed
+        if not connected:
+            continue
+        g[2] += 1
+        ms = tl.ms.get(ch.id)
+        if ms is not None:
+            g[3] += ms[ONLINE]
+            g[4] += ms[OFFLINE]
+            g[5] += ms[UNKNOWN]
+        if not _exempt_at(exempt.get(ch.id), end):
             cur = tl.end_states.get(ch.id)
-            snap_idx = _SNAP_INDEX.get(cur.state, 2) if cur is not None else 2
-        keys: list[tuple[int | None, str | None]] = []
-        if ch.klass is not None:
-            keys.append((ch.klass, None))
-        if ch.project:
-            keys.append((None, ch.project))
+            g[6 + (_SNAP_INDEX.get(cur.state, 2) if cur is not None else 2)] += 1
+    out: dict[tuple[str, ...], dict[Scope, _Acc]] = {d: {} for d in dims_list}
+    for (county, township, village, operator, klass, project), g in groups.items():
+        values = {"county": county, "township": township, "village": village,
+                  "operator": operator}
+        parts: list[tuple[int | None, str | None]] = []
+        if klass is not None:
+            parts.append((klass, None))
+        if project:
+            parts.append((None, project))
         for dims in dims_list:
-            scope: list[tuple[str, str]] = []
-            for d in dims:
-                v = getattr(ch, d)
-                if not v:
-                    break
-                scope.append((d, v))
-            else:
-                table = out[dims]
-                key = tuple(scope)
-                acc = table.get(key)
-                if acc is None:
-                    acc = table[key] = _Acc()
-                acc.planned += 1
-                acc.installed += installed
-                if not connected:
-                    continue
-                acc.connected += 1
-                if ms is not None:
-                    acc.tw[0] += ms[ONLINE]
-                    acc.tw[1] += ms[OFFLINE]
-                    acc.tw[2] += ms[UNKNOWN]
-                if snap_idx >= 0:
-                    acc.snap[snap_idx] += 1
-                for k in keys:
-                    p = acc.parts.get(k)
-                    if p is None:
-                        p = acc.parts[k] = [0, 0, 0, 0, 0, 0, 0]
-                    if ms is not None:
-                        p[0] += ms[ONLINE]
-                        p[1] += ms[OFFLINE]
-                        p[2] += ms[UNKNOWN]
-                    if snap_idx >= 0:
-                        p[3 + snap_idx] += 1
-                    p[6] += 1
+            scope = tuple((d, values[d]) for d in dims)
+            if not all(v for _, v in scope):
+                continue  # a channel without a township is in no township's scope
+            table = out[dims]
+            acc = table.get(scope)
+            if acc is None:
+                acc = table[scope] = _Acc()
+            acc.planned += g[0]
+            acc.installed += g[1]
+            acc.connected += g[2]
+            for i in range(3):
+                acc.tw[i] += g[3 + i]
+                acc.snap[i] += g[6 + i]
+            if not g[2]:
+                continue
+            for k in parts:
+                p = acc.parts.get(k)
+                if p is None:
+                    p = acc.parts[k] = [0, 0, 0, 0, 0, 0, 0]
+                for i in range(6):
+                    p[i] += g[3 + i]
+                p[6] += g[2]
     return out
 
 
@@ -496,8 +505,9 @@ def compute_bulletin(store: Store, channels: Sequence[Channel], period: Period,
     prev_tl = scan(store.transitions(prev.start, prev.end), prev.start, prev.end,
                    _windows(prev_channels, prev, prev.end), initial, exempt)
     step(2, 4)
-    tl = scan(store.transitions(period.start, end), period.start, end,
-              _windows(channels, period, end), prev_tl.end_states, exempt)
+    counted = _windows(channels, period, end)
+    tl = scan(store.transitions(period.start, end), period.start, end, counted,
+              prev_tl.end_states, exempt)
     step(3, 4)
 
     cur_tables = _tables(channels, period, tl, exempt, end, settings)
@@ -515,7 +525,6 @@ def compute_bulletin(store: Store, channels: Sequence[Channel], period: Period,
     op_townships = sorted(tables(OPERATOR_TOWNSHIP),
                           key=lambda f: (f.get("operator"), order.get(f.scope[:2], 0)))
     by_id = {c.id: c for c in channels}
-    counted = _windows(channels, period, end)
     ex_by_channel: dict[str, list[Exemption]] = {}
     for x in exemptions:
         ex_by_channel.setdefault(x.channel_id, []).append(x)

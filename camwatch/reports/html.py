@@ -89,7 +89,7 @@ def township_svg(townships: list[Figures]) -> str:
         return ""
     values = [f.rate or 0.0 for f in rows] + [f.target for f in rows if f.target is not None]
     lo = max(0.0, min(int(min(values) * 10) / 10.0, 0.9))
-    label_w, bar_w, row_h, top = 130, 520, 16, 20
+    label_w, bar_w, row_h, top = 130, 500, 16, 20
     height = top + row_h * len(rows) + 24
 
     def x(rate: float) -> float:
@@ -134,6 +134,8 @@ def render_html(bulletin: Bulletin, max_rows: int = 2000) -> str:
     ]
     class_lines = []
     for p in s.classes + s.projects:
+        if p.target is None:
+            continue
         mark = verdict(p.meets_target)
         cls = "bad" if p.meets_target is False else ""
         class_lines.append(f'<li>{_e(p.name)}：在线率 {_e(format_rate(p.rate))}，目标 '

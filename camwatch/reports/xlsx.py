@@ -11,7 +11,8 @@ from typing import Any
 from camwatch.reports.compute import Bulletin
 from camwatch.reports.tables import Table, all_tables
 
-FORMATS = {"pct": "0.00%", "pp": "+0.00;-0.00;0.00", "hours": "0.0", "days": "0.0", "int": "0"}
+FORMATS = {"pct": "0.00%", "pp": "+0.00;-0.00;0.00"}
+ROUNDED = {"hours": 1, "days": 1}  # written as plain numbers rounded to these decimals
 
 
 def _letter(i: int) -> str:
@@ -39,17 +40,27 @@ def _sheet(wb: Any, table: Table) -> Any:
         header.append(cell)
     ws.append(header)
     red = Font(color="C00000", bold=True)
-    kinds = [c.kind for c in table.columns]
+    formats = [FORMATS.get(c.kind) for c in table.columns]
+    rounded = [(i, ROUNDED[c.kind]) for i, c in enumerate(table.columns) if c.kind in ROUNDED]
+    flagged = [c.header == "是否达标" for c in table.columns]
     for row in table.rows:
-        out = []
-        for kind, value in zip(kinds, row, strict=True):
-            cell = WriteOnlyCell(ws, value=value)
-            fmt = FORMATS.get(kind)
+        # Plain values where no style is needed: a styled cell object costs ten times more,
+        # and annexes can have 100,000 rows.
+        out: list[Any] = list(row)
+        for i, nd in rounded:
+            v = out[i]
+            if isinstance(v, float):
+                out[i] = round(v, nd)
+        for i, value in enumerate(row):
+            fmt = formats[i]
             if fmt is not None and value is not None:
+                cell = WriteOnlyCell(ws, value=value)
                 cell.number_format = fmt
-            if value == "未达标":
+                out[i] = cell
+            elif flagged[i] and value == "未达标":
+                cell = WriteOnlyCell(ws, value=value)
                 cell.font = red
-            out.append(cell)
+                out[i] = cell
         ws.append(out)
     if table.note:
         ws.append([])
