@@ -4,15 +4,19 @@ serialised, only inventory fields and states."""
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 from typing import Any
 
 from aiohttp import web
 
 from camwatch.scheduler import Engine
-from camwatch.sinks.metrics import CONTENT_TYPE, MetricsRenderer
+from camwatch.sinks.metrics import MetricsRenderer
 
 ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
 RENDERER: web.AppKey[MetricsRenderer] = web.AppKey("renderer", MetricsRenderer)
+GZIP_MIN_BYTES = 64 * 1024
+WRITE_CHUNK_BYTES = 1 << 20
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -24,9 +28,35 @@ async def healthz(request: web.Request) -> web.Response:
                              dumps=_dumps)
 
 
-async def metrics(request: web.Request) -> web.Response:
-    body = request.app[RENDERER].render()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+async def metrics(request: web.Request) -> web.StreamResponse:
+    """Pre-rendered exposition (see :mod:`camwatch.sinks.metrics`), joined and gzipped (when
+    asked for and large) in a worker thread: both release the GIL, so probing goes on."""
+    renderer = request.app[RENDERER]
+    await renderer.refresh_outbox()
+    parts, content_type = renderer.snapshot(request.headers.get("Accept"))
+    headers = {"Content-Type": content_type}
+    gz = "gzip" in request.headers.get("Accept-Encoding", "")
+    body, compressed = await asyncio.to_thread(_join, parts, gz)
+    if compressed:
+        headers["Content-Encoding"] = "gzip"
+    if len(body) <= WRITE_CHUNK_BYTES:
+        return web.Response(body=body, headers=headers)
+    # tens of MB in one transport write is one long copy on the loop: hand it over in chunks
+    resp = web.StreamResponse(headers=headers)
+    resp.content_length = len(body)
+    await resp.prepare(request)
+    view = memoryview(body)
+    for start in range(0, len(body), WRITE_CHUNK_BYTES):
+        await resp.write(view[start:start + WRITE_CHUNK_BYTES])
+    await resp.write_eof()
+    return resp
+
+
+def _join(parts: list[bytes], gz: bool) -> tuple[bytes, bool]:
+    body = b"".join(parts)
+    if gz and len(body) >= GZIP_MIN_BYTES:
+        return gzip.compress(body, 1), True
+    return body, False
 
 
 def channel_json(eng: Engine, cid: str) -> dict[str, Any]:

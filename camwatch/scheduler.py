@@ -40,6 +40,7 @@ from camwatch.inventory import Channel, Inventory
 from camwatch.probes import Level, ProbeResult, Reason, Target
 from camwatch.rules.rates import RateRow, Targets, compute_rates
 from camwatch.rules.states import HOST_DOWN, OFFLINE, ONLINE, UNJUDGED, Flaps, Verdict, apply
+from camwatch.sinks.metrics import PhaseHistograms
 from camwatch.store.base import ChannelState, RateSnapshot, Store, Transition
 from camwatch.sweep import ProbeRunner, make_target, probe_settings, resolve_credentials
 
@@ -66,7 +67,7 @@ class Stats:
     """Counters the metrics endpoint reads (no I/O at scrape time)."""
 
     probes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, reason|"ok")
-    phase_seconds: dict[str, list[float]] = field(default_factory=dict)  # recent samples
+    phase_seconds: PhaseHistograms = field(default_factory=PhaseHistograms)
     transitions: Counter[str] = field(default_factory=Counter)  # to_state
     store_write_errors: int = 0
     reloads: Counter[str] = field(default_factory=Counter)  # ok | failed
@@ -107,6 +108,8 @@ class Engine:
         self.runner = self._make_runner()
         self.alerts: Any = None  # an AlertEvaluator, when alerts are configured
         self.dispatcher: Any = None
+        # called with (channel id, main-lane verdict?) after a channel's state changed
+        self.change_hooks: list[Callable[[str, bool], None]] = []
         self._set_inventory(inventory, first=True)
 
     # --- inventory ------------------------------------------------------------------------------
@@ -276,10 +279,7 @@ class Engine:
     def _count(self, r: ProbeResult) -> None:
         self.stats.probes[(r.kind, "ok" if r.ok else (r.reason or Reason.INTERNAL).value)] += 1
         for phase, secs in r.phases.items():
-            samples = self.stats.phase_seconds.setdefault(phase, [])
-            samples.append(secs)
-            if len(samples) > 10_000:
-                del samples[:5_000]
+            self.stats.phase_seconds.observe(phase, secs)
 
     def _onvif_info(self, ch: Channel, r: ProbeResult) -> None:
         st = self.states[ch.id]
@@ -289,6 +289,8 @@ class Engine:
         if device:
             st.info = {**st.info, "device": device}
         self._dirty[ch.id] = st
+        for hook in self.change_hooks:
+            hook(ch.id, False)
 
     def _host_update(self, ch: Channel, r: ProbeResult, now: float) -> bool:
         h = self.hosts.get(ch.host)
@@ -320,6 +322,8 @@ class Engine:
             flaps = self.flaps[ch.id] = Flaps()
         t = apply(st, v, now, self.cfg.states, flaps)
         self._dirty[ch.id] = st
+        for hook in self.change_hooks:
+            hook(ch.id, True)
         if t is not None:
             self._transitions.append(t)
             self._new_transitions.append(t)

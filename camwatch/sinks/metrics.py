@@ -1,182 +1,401 @@
-"""``/metrics``: Prometheus text exposition built from the engine's in-memory state.
+"""``/metrics``: Prometheus exposition built from the engine's in-memory state.
 
-No I/O at scrape time. Per-channel series are the bulk (100,000 channels → ~300,000 lines);
-going through prometheus-client objects costs about a second at that size and holds the GIL
-(stalling every probe), so per-channel lines are rendered here from a cache of each channel's
-label text, built once per inventory. prometheus-client still renders the process/Python
-collectors of the default registry, appended at the end.
+No I/O on the event loop at scrape time, and little work: per-channel series are the bulk
+(100,000 channels → ~400,000 lines, ~45 MB). Going through prometheus-client objects costs about
+a second at that size and holds the GIL (stalling every probe), so each channel's lines are kept
+here *pre-rendered* as bytes and re-rendered only when that channel changes: the engine calls
+:meth:`MetricsRenderer.channel_changed` after every verdict and every ONVIF result (a few
+microseconds). The aggregate gauges are counters moved by the same hook. A scrape then only
+collects cached bytes (~5 ms at 100,000 channels; ``bench/bench_metrics.py``), which the
+HTTP handler joins (and gzips) in a worker thread, as both release the GIL. A config or
+inventory reload swaps ``engine.channels``; the next scrape rebuilds the caches once (O(n),
+~0.5 s at 100,000 channels, next to the seconds the reload itself takes).
 
-Exposition produced (all gauges unless noted):
+prometheus-client still renders the process/Python collectors of the default registry and
+chooses the format from the ``Accept`` header (OpenMetrics 1.0 or text 0.0.4; the per-channel
+lines are the same in both, only counter headers and the ``# EOF`` trailer differ).
+
+Exposition produced (gauges unless noted):
 
 - ``camwatch_channel_up{channel,class,project,county,township,operator}`` 1/0; absent while
   the channel is ``unknown``.
 - ``camwatch_channel_last_probe_timestamp_seconds{channel}``
+- ``camwatch_channel_state_since_timestamp_seconds{channel}``: when the current state began.
 - ``camwatch_channel_clock_drift_seconds{channel}`` (only when measured)
 - ``camwatch_channel_info{channel,vendor,model,firmware}`` 1 (only when known)
 - ``camwatch_channels{class,project,county,township}``: connected channels with a verdict
   (online + offline): the denominator of the online rate.
 - ``camwatch_channels_online{class,project,county,township}``: the numerator.
 - ``camwatch_channels_unknown{class,project,county,township}``: left out of both.
-- ``camwatch_online_rate_target{class}`` / ``{project}``: configured targets (fractions).
-- ``camwatch_probes_total{kind,reason}`` counter (reason ``ok`` for successes).
-- ``camwatch_probe_phase_seconds{phase}`` histogram of recent probe phases.
+- ``camwatch_online_rate_target{class,project}``: configured targets (fractions); one of the
+  two labels is empty. ``camwatch_online_rate_min_channels``: smaller scopes are not alerted on.
+- ``camwatch_probes_total{kind,reason}`` counter (reason ``ok`` for successes; every reason
+  pre-created for each kind seen).
+- ``camwatch_probe_phase_seconds{phase}`` histogram (connect, describe, ... of every probe).
 - ``camwatch_channel_transitions_total{to}`` counter.
-- ``camwatch_sweep_lag_seconds``, ``camwatch_loop_lag_seconds``, ``camwatch_probes_in_flight``,
-  ``camwatch_prober_healthy``, ``camwatch_alert_outbox_depth``,
-  ``camwatch_store_write_errors_total``, ``camwatch_config_reloads_total{result}``.
+- ``camwatch_probe_interval_seconds``, ``camwatch_sweep_duration_seconds`` (time the last
+  round of as many verdicts as channels took), ``camwatch_sweep_lag_seconds`` (median delay of
+  a probe behind its due time), ``camwatch_loop_lag_seconds``, ``camwatch_probes_in_flight``,
+  ``camwatch_prober_healthy``, ``camwatch_alert_outbox_depth`` (-1 until first counted),
+  ``camwatch_store_write_errors_total``, ``camwatch_config_reloads_total{result}``,
+  ``camwatch_build_info{version}``.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import asyncio
+import bisect
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
+
+from camwatch import __version__
+from camwatch.probes.result import Reason
 
 if TYPE_CHECKING:
     from camwatch.inventory import Channel
     from camwatch.scheduler import Engine
+    from camwatch.store.base import ChannelState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PHASE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+OUTBOX_REFRESH_S = 5.0  # the outbox depth is counted in a thread at most this often
+OUTBOX_WAIT_S = 1.0  # a scrape waits at most this long for a fresh count, else serves the last
+
+_STATE_INDEX = {"online": 0, "offline": 1}  # anything else counts as unknown (2)
+
+
+class Histogram:
+    """A Prometheus histogram's state: one counter per bucket, the sum and the count.
+
+    ``observe`` is O(log buckets); rendering is O(buckets), whatever the number of samples."""
+
+    __slots__ = ("buckets", "count", "counts", "sum")
+
+    def __init__(self, buckets: Sequence[float] = PHASE_BUCKETS) -> None:
+        self.buckets = tuple(buckets)
+        self.counts = [0] * (len(self.buckets) + 1)  # the last one is +Inf only
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(le, cumulative count)`` for every bucket, ending with ``+Inf``."""
+        out = []
+        total = 0
+        for le, n in zip((*map(str, self.buckets), "+Inf"), self.counts, strict=True):
+            total += n
+            out.append((le, total))
+        return out
+
+
+class PhaseHistograms(dict[str, Histogram]):
+    """Probe phase durations, one :class:`Histogram` per phase name."""
+
+    def observe(self, phase: str, seconds: float) -> None:
+        h = self.get(phase)
+        if h is None:
+            h = self[phase] = Histogram()
+        h.observe(seconds)
 
 
 def _esc(value: object) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    s = str(value)
+    if "\\" in s or '"' in s or "\n" in s:
+        return s.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return s
 
 
 def _labels(**kw: object) -> str:
     return ",".join(f'{k}="{_esc("" if v is None else v)}"' for k, v in kw.items())
 
 
-def channel_labels(ch: Channel) -> str:
-    return _labels(channel=ch.id, **{"class": ch.klass or ""}, project=ch.project,
-                   county=ch.county, township=ch.township, operator=ch.operator)
+def channel_labels(ch: Channel, tails: dict[tuple[object, ...], str] | None = None) -> str:
+    """``channel_up``'s label text; ``tails`` memoises the part shared by many channels."""
+    key = (ch.klass, ch.project, ch.county, ch.township, ch.operator)
+    tail = tails.get(key) if tails is not None else None
+    if tail is None:
+        tail = _labels(**{"class": ch.klass or ""}, project=ch.project, county=ch.county,
+                       township=ch.township, operator=ch.operator)
+        if tails is not None:
+            tails[key] = tail
+    return f'channel="{_esc(ch.id)}",{tail}'
+
+
+def _head(name: str, kind: str, text: str, openmetrics: bool) -> str:
+    # OpenMetrics names a counter family without its ``_total`` sample suffix
+    family = name.removesuffix("_total") if openmetrics and kind == "counter" else name
+    return f"# HELP {family} {text}\n# TYPE {family} {kind}\n"
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+AggKey = tuple[str, str, str, str]  # class, project, county, township
+
+_UP = b"camwatch_channel_up{"
+_LAST = b"camwatch_channel_last_probe_timestamp_seconds{"
+_SINCE = b"camwatch_channel_state_since_timestamp_seconds{"
+_DRIFT = b"camwatch_channel_clock_drift_seconds{"
+_INFO = b"camwatch_channel_info{"
+
+_CHANNEL_FAMILIES: tuple[tuple[str, str], ...] = (
+    ("camwatch_channel_up", "1 if the channel is online, 0 if offline; absent while unknown."),
+    ("camwatch_channel_last_probe_timestamp_seconds", "When the channel was last judged."),
+    ("camwatch_channel_state_since_timestamp_seconds", "When the channel's state began."),
+    ("camwatch_channel_clock_drift_seconds", "Camera clock minus camwatch's clock (ONVIF)."),
+    ("camwatch_channel_info", "Device information reported over ONVIF (vendor, model, "
+                              "firmware)."),
+)
+_AGG_FAMILIES: tuple[tuple[str, str], ...] = (
+    ("camwatch_channels", "Connected channels with a verdict (online + offline): the online "
+                          "rate's denominator."),
+    ("camwatch_channels_online", "Connected channels online now: the online rate's numerator."),
+    ("camwatch_channels_unknown", "Connected channels not judged (never probed, or prober "
+                                  "unhealthy): left out of the online rate."),
+)
 
 
 class MetricsRenderer:
-    def __init__(self, engine: Engine) -> None:
+    """Keeps the exposition of one :class:`~camwatch.scheduler.Engine` ready to serve.
+
+    Registers :meth:`channel_changed` in ``engine.change_hooks``; everything per channel is
+    maintained there, so :meth:`render` costs a join of cached bytes plus O(label sets) for
+    the aggregates and the daemon's own metrics."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
-        self._label_cache: dict[str, str] = {}
-        self._id_cache: dict[str, str] = {}
-        self._cache_key: object = None
+        self._clock = clock
+        self._channels: object = None  # the engine.channels dict the caches were built for
+        self._states: object = None
+        # per channel: label text, the cached lines of each per-channel family
+        self._full: dict[str, bytes] = {}
+        self._ids: dict[str, bytes] = {}
+        self._up: dict[str, bytes] = {}
+        self._last: dict[str, bytes] = {}
+        self._since: dict[str, bytes] = {}
+        self._drift: dict[str, bytes] = {}
+        self._info: dict[str, bytes] = {}
+        # aggregates: the state index each channel is counted under, counts per label set
+        self._key: dict[str, AggKey] = {}
+        self._counted: dict[str, int] = {}
+        self._agg: dict[AggKey, list[int]] = {}
+        self._agg_labels: dict[AggKey, str] = {}
+        # sweep duration: verdicts since the current round began
+        self._round_verdicts = 0
+        self._round_start: float | None = None
+        self.sweep_duration_s = 0.0
+        # outbox depth, counted in a worker thread
+        self.outbox_depth = -1
+        self._outbox_at = float("-inf")
+        self._outbox_task: asyncio.Future[int] | None = None
+        self.rebuild()  # at start-up, rather than in the first scrape
+        engine.change_hooks.append(self.channel_changed)
 
-    def _refresh_labels(self) -> None:
-        channels = self.engine.channels
-        if self._cache_key is channels:
+    # --- maintained by the engine's hook ----------------------------------------------------
+
+    def channel_changed(self, cid: str, verdict: bool = True) -> None:
+        """The engine changed channel ``cid``'s state (``verdict``: a main-lane verdict, as
+        opposed to ONVIF device information). Re-renders that channel's lines only."""
+        if self._channels is not self.engine.channels or self._states is not self.engine.states:
+            return  # the next render rebuilds everything
+        st = self.engine.states.get(cid)
+        if st is None or cid not in self._ids:
             return
-        self._label_cache = {cid: channel_labels(ch) for cid, ch in channels.items()}
-        self._id_cache = {cid: _labels(channel=cid) for cid in channels}
-        self._cache_key = channels
+        self._render_channel(cid, st)
+        if verdict:
+            self._count_verdict()
 
-    def render(self) -> bytes:
+    def _count_verdict(self) -> None:
+        now = self._clock()
+        if self._round_start is None:
+            self._round_start = now
+        self._round_verdicts += 1
+        if self._round_verdicts >= len(self._ids):
+            self.sweep_duration_s = now - self._round_start
+            self._round_start = now
+            self._round_verdicts = 0
+
+    def _render_channel(self, cid: str, st: ChannelState) -> None:
+        idl = self._ids[cid]
+        idx = _STATE_INDEX.get(st.state, 2)
+        old = self._counted.get(cid)
+        if old != idx:
+            key = self._key[cid]
+            counts = self._agg[key]
+            if old is not None:
+                counts[old] -= 1
+            counts[idx] += 1
+            self._counted[cid] = idx
+            if idx == 2:
+                self._up.pop(cid, None)
+            else:
+                self._up[cid] = b"%s%s} %s\n" % (_UP, self._full[cid], b"1" if idx == 0 else b"0")
+        if st.last_probe is not None:
+            self._last[cid] = b"%s%s} %.3f\n" % (_LAST, idl, st.last_probe)
+        if st.since is not None:
+            self._since[cid] = b"%s%s} %.3f\n" % (_SINCE, idl, st.since)
+        else:
+            self._since.pop(cid, None)
+        if st.clock_drift_s is not None:
+            self._drift[cid] = b"%s%s} %.3f\n" % (_DRIFT, idl, st.clock_drift_s)
+        dev = st.info.get("device") if st.info else None
+        if dev:
+            extra = _labels(vendor=dev.get("manufacturer"), model=dev.get("model"),
+                            firmware=dev.get("firmware")).encode()
+            self._info[cid] = b"%s%s,%s} 1\n" % (_INFO, idl, extra)
+
+    def rebuild(self) -> None:
+        """Rebuild every cache from the engine (first scrape, and after a reload)."""
         eng = self.engine
-        self._refresh_labels()
+        self._channels, self._states = eng.channels, eng.states
+        for d in (self._up, self._last, self._since, self._drift, self._info):
+            d.clear()
+        tails: dict[tuple[object, ...], str] = {}
+        self._full = {cid: channel_labels(ch, tails).encode()
+                      for cid, ch in eng.channels.items()}
+        self._ids = {cid: f'channel="{_esc(cid)}"'.encode() for cid in eng.channels}
+        keys: dict[AggKey, AggKey] = {}
+        self._key = {}
+        for cid, ch in eng.channels.items():
+            k: AggKey = (str(ch.klass or ""), ch.project, ch.county, ch.township)
+            self._key[cid] = keys.setdefault(k, k)  # one tuple per label set
+        self._agg = {k: [0, 0, 0] for k in sorted(keys)}
+        self._agg_labels = {k: _labels(**{"class": k[0]}, project=k[1], county=k[2],
+                                       township=k[3]) for k in self._agg}
+        self._counted = {}
+        for cid in eng.channels:
+            st = eng.states.get(cid)
+            if st is None:
+                self._counted[cid] = 2
+                self._agg[self._key[cid]][2] += 1
+            else:
+                self._render_channel(cid, st)
+        self._round_verdicts, self._round_start = 0, None
+
+    # --- the outbox depth (the only figure that lives in the store) --------------------------
+
+    async def refresh_outbox(self) -> None:
+        """Count undelivered notifications in a worker thread, at most every few seconds; wait
+        for the count at most ``OUTBOX_WAIT_S`` (a slow disk never stalls a scrape)."""
+        now = self._clock()
+        if self._outbox_task is None and now - self._outbox_at >= OUTBOX_REFRESH_S:
+            self._outbox_at = now
+            self._outbox_task = asyncio.ensure_future(
+                asyncio.to_thread(self.engine.store.outbox_depth))
+        task = self._outbox_task
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), OUTBOX_WAIT_S)
+        except TimeoutError:
+            return  # served with the last count; the task finishes later
+        except Exception:  # a broken store shows as -1
+            self.outbox_depth = -1
+        else:
+            self.outbox_depth = task.result()
+        self._outbox_task = None
+
+    # --- the scrape -------------------------------------------------------------------------
+
+    def snapshot(self, accept: str | None = None) -> tuple[list[bytes], str]:
+        """The exposition as a list of cached byte strings (to be joined, in order) in the
+        format the ``Accept`` header asks for, and its content type. Cheap: ~5 ms at 100,000
+        channels, plus a rebuild after a reload."""
+        encoder, content_type = choose_encoder(accept or "")
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        eng = self.engine
+        if self._channels is not eng.channels or self._states is not eng.states:
+            self.rebuild()
+        parts: list[bytes] = []
+        for (name, text), lines in zip(
+                _CHANNEL_FAMILIES, (self._up, self._last, self._since, self._drift, self._info),
+                strict=True):
+            parts.append(_head(name, "gauge", text, openmetrics).encode())
+            parts.extend(lines.values())
+        parts.append(self._render_small(openmetrics).encode())
+        parts.append(encoder(REGISTRY))
+        return parts, content_type
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """:meth:`snapshot`, joined. The HTTP handler joins in a worker thread instead:
+        ``bytes.join`` of tens of MB releases the GIL while it copies."""
+        parts, content_type = self.snapshot(accept)
+        return b"".join(parts), content_type
+
+    def _render_small(self, openmetrics: bool) -> str:
+        eng = self.engine
         out: list[str] = []
         add = out.append
-        states = eng.states
+        for i, (name, text) in enumerate(_AGG_FAMILIES):
+            add(_head(name, "gauge", text, openmetrics))
+            for key, counts in self._agg.items():
+                n = counts[0] + counts[1] if i == 0 else counts[0] if i == 1 else counts[2]
+                add(f"{name}{{{self._agg_labels[key]}}} {n}\n")
 
-        add("# HELP camwatch_channel_up 1 if the channel is online, 0 if offline; absent "
-            "while unknown.\n# TYPE camwatch_channel_up gauge\n")
-        lines = [f"camwatch_channel_up{{{self._label_cache[cid]}}} "
-                 f"{1 if st.state == 'online' else 0}\n"
-                 for cid, st in states.items()
-                 if st.state != "unknown" and cid in self._label_cache]
-        out.extend(lines)
-        add("# HELP camwatch_channel_last_probe_timestamp_seconds When the channel was last "
-            "probed.\n# TYPE camwatch_channel_last_probe_timestamp_seconds gauge\n")
-        out.extend(f"camwatch_channel_last_probe_timestamp_seconds{{{self._id_cache[cid]}}} "
-                   f"{st.last_probe:.3f}\n"
-                   for cid, st in states.items()
-                   if st.last_probe is not None and cid in self._id_cache)
-        add("# HELP camwatch_channel_clock_drift_seconds Camera clock minus camwatch's clock "
-            "(ONVIF).\n# TYPE camwatch_channel_clock_drift_seconds gauge\n")
-        out.extend(f"camwatch_channel_clock_drift_seconds{{{self._id_cache[cid]}}} "
-                   f"{st.clock_drift_s:.3f}\n"
-                   for cid, st in states.items()
-                   if st.clock_drift_s is not None and cid in self._id_cache)
-        add("# HELP camwatch_channel_info Device information reported over ONVIF.\n"
-            "# TYPE camwatch_channel_info gauge\n")
-        for cid, cst in states.items():
-            dev = cst.info.get("device") if cst.info else None
-            if dev and cid in self._id_cache:
-                add(f"camwatch_channel_info{{{self._id_cache[cid]},"
-                    f"{_labels(vendor=dev.get('manufacturer'), model=dev.get('model'), firmware=dev.get('firmware'))}"  # noqa: E501
-                    f"}} 1\n")
-
-        judged: Counter[tuple[object, ...]] = Counter()
-        online: Counter[tuple[object, ...]] = Counter()
-        unknown: Counter[tuple[object, ...]] = Counter()
-        for cid, ch in eng.channels.items():
-            key: tuple[object, ...] = (ch.klass or "", ch.project, ch.county, ch.township)
-            state = states[cid].state if cid in states else "unknown"
-            if state == "unknown":
-                unknown[key] += 1
-                continue
-            judged[key] += 1
-            if state == "online":
-                online[key] += 1
-        for name, counts, text in (
-            ("camwatch_channels", judged,
-             "Connected channels with a verdict (online + offline): the rate's denominator."),
-            ("camwatch_channels_online", online, "Connected channels online now."),
-            ("camwatch_channels_unknown", unknown,
-             "Connected channels not judged (never probed, or prober unhealthy)."),
-        ):
-            add(f"# HELP {name} {text}\n# TYPE {name} gauge\n")
-            for key in sorted(set(judged) | set(unknown), key=str):
-                lab = _labels(**{"class": key[0]}, project=key[1], county=key[2],
-                              township=key[3])
-                add(f"{name}{{{lab}}} {counts.get(key, 0)}\n")
-
-        add("# HELP camwatch_online_rate_target Online-rate target (fraction).\n"
-            "# TYPE camwatch_online_rate_target gauge\n")
+        add(_head("camwatch_online_rate_target", "gauge",
+                  "Online-rate target (fraction) by point class or project.", openmetrics))
         for klass, target in sorted(eng.cfg.targets.by_class.items()):
-            add(f'camwatch_online_rate_target{{class="{klass}",project=""}} {target}\n')
+            add(f'camwatch_online_rate_target{{class="{klass}",project=""}} {_num(target)}\n')
         for project, target in sorted(eng.cfg.targets.by_project.items()):
-            add(f'camwatch_online_rate_target{{class="",project="{_esc(project)}"}} {target}\n')
+            add(f'camwatch_online_rate_target{{class="",project="{_esc(project)}"}} '
+                f"{_num(target)}\n")
 
         stats = eng.stats
-        add("# HELP camwatch_probes_total Probes run, by kind and outcome.\n"
-            "# TYPE camwatch_probes_total counter\n")
-        for (kind, reason), n in sorted(stats.probes.items()):
-            add(f"camwatch_probes_total{{{_labels(kind=kind, reason=reason)}}} {n}\n")
-        add("# HELP camwatch_probe_phase_seconds Duration of probe phases (recent probes).\n"
-            "# TYPE camwatch_probe_phase_seconds histogram\n")
-        for phase, samples in sorted(stats.phase_seconds.items()):
-            total = 0
-            for b in PHASE_BUCKETS:
-                total = sum(1 for s in samples if s <= b)
-                add(f'camwatch_probe_phase_seconds_bucket{{phase="{phase}",le="{b}"}} '
-                    f"{total}\n")
-            add(f'camwatch_probe_phase_seconds_bucket{{phase="{phase}",le="+Inf"}} '
-                f"{len(samples)}\n")
-            add(f'camwatch_probe_phase_seconds_sum{{phase="{phase}"}} {sum(samples):.6f}\n')
-            add(f'camwatch_probe_phase_seconds_count{{phase="{phase}"}} {len(samples)}\n')
-        add("# HELP camwatch_channel_transitions_total State transitions, by new state.\n"
-            "# TYPE camwatch_channel_transitions_total counter\n")
+        add(_head("camwatch_probes_total", "counter", "Probes run, by kind and outcome "
+                  "(reason ok for successes).", openmetrics))
+        kinds = sorted({kind for kind, _ in stats.probes})
+        for kind in kinds:
+            for reason in ("ok", *(r.value for r in Reason)):
+                add(f'camwatch_probes_total{{kind="{_esc(kind)}",reason="{reason}"}} '
+                    f"{stats.probes.get((kind, reason), 0)}\n")
+        add(_head("camwatch_probe_phase_seconds", "histogram",
+                  "Duration of probe phases (connect, describe, ...).", openmetrics))
+        for phase, h in sorted(stats.phase_seconds.items()):
+            ph = _esc(phase)
+            for le, n in h.cumulative():
+                add(f'camwatch_probe_phase_seconds_bucket{{phase="{ph}",le="{le}"}} {n}\n')
+            add(f'camwatch_probe_phase_seconds_sum{{phase="{ph}"}} {h.sum!r}\n')
+            add(f'camwatch_probe_phase_seconds_count{{phase="{ph}"}} {h.count}\n')
+        add(_head("camwatch_channel_transitions_total", "counter",
+                  "Channel state transitions, by new state.", openmetrics))
         for to in ("online", "offline", "unknown"):
-            add(f'camwatch_channel_transitions_total{{to="{to}"}} {stats.transitions.get(to, 0)}\n')
-        healthy = 0 if eng.problems else 1
-        try:
-            depth = eng.store.outbox_depth()
-        except Exception:  # the store is local and cheap; a failure shows as -1
-            depth = -1
-        for name, kind, value, text in (
+            add(f'camwatch_channel_transitions_total{{to="{to}"}} '
+                f"{stats.transitions.get(to, 0)}\n")
+        add(_head("camwatch_config_reloads_total", "counter",
+                  "Config/inventory reloads by result.", openmetrics))
+        for result in ("ok", "failed"):
+            add(f'camwatch_config_reloads_total{{result="{result}"}} '
+                f"{stats.reloads.get(result, 0)}\n")
+        singles: Iterable[tuple[str, str, float, str]] = (
+            ("camwatch_online_rate_min_channels", "gauge", eng.cfg.targets.min_channels,
+             "Scopes with fewer judged channels are not alerted on."),
+            ("camwatch_probe_interval_seconds", "gauge", eng.cfg.probing.interval,
+             "Configured interval between two probes of a channel."),
+            ("camwatch_sweep_duration_seconds", "gauge", self.sweep_duration_s,
+             "Time the last round of as many verdicts as channels took (about the interval "
+             "when keeping up)."),
             ("camwatch_sweep_lag_seconds", "gauge", stats.sweep_lag_s,
              "Median delay between a probe's due time and its start."),
             ("camwatch_loop_lag_seconds", "gauge", stats.loop_lag_s, "Event-loop lag."),
             ("camwatch_probes_in_flight", "gauge", stats.probes_in_flight, "Probes running now."),
-            ("camwatch_prober_healthy", "gauge", healthy,
+            ("camwatch_prober_healthy", "gauge", 0 if eng.problems else 1,
              "1 when the prober trusts its own results."),
-            ("camwatch_alert_outbox_depth", "gauge", depth, "Notifications not yet delivered."),
+            ("camwatch_alert_outbox_depth", "gauge", self.outbox_depth,
+             "Notifications not yet delivered (-1: not counted yet, or the store failed)."),
             ("camwatch_store_write_errors_total", "counter", stats.store_write_errors,
              "Failed store writes (retried)."),
-        ):
-            add(f"# HELP {name} {text}\n# TYPE {name} {kind}\n{name} {value}\n")
-        add("# HELP camwatch_config_reloads_total Config/inventory reloads by result.\n"
-            "# TYPE camwatch_config_reloads_total counter\n")
-        for result in ("ok", "failed"):
-            add(f'camwatch_config_reloads_total{{result="{result}"}} '
-                f"{stats.reloads.get(result, 0)}\n")
-        return "".join(out).encode() + generate_latest(REGISTRY)
+        )
+        for name, kind, value, text in singles:
+            add(f"{_head(name, kind, text, openmetrics)}{name} {_num(value)}\n")
+        add(_head("camwatch_build_info", "gauge", "camwatch's version.", openmetrics))
+        add(f'camwatch_build_info{{version="{_esc(__version__)}"}} 1\n')
+        return "".join(out)
