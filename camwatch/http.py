@@ -5,11 +5,16 @@ serialised, only inventory fields and states."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
+import hmac
+import ssl
 from typing import Any
 
 from aiohttp import web
 
+from camwatch.config import HttpConfig
+from camwatch.log import register_secret
 from camwatch.scheduler import Engine
 from camwatch.sinks.metrics import MetricsRenderer
 
@@ -136,8 +141,44 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
+OPEN_PATHS = frozenset({"/healthz"})
+
+
+def auth_middleware(cfg: HttpConfig) -> Any:
+    """Bearer token or Basic credentials on every path but /healthz (and /metrics unless
+    ``metrics_auth``). Secrets are read once, here, and compared in constant time."""
+    assert cfg.auth is not None
+    token = cfg.auth.token()
+    password = cfg.auth.password()
+    for secret in (token, password):
+        if secret is not None:
+            register_secret(secret.reveal())
+    expected: list[bytes] = []
+    if token is not None:
+        expected.append(f"Bearer {token.reveal()}".encode())
+    if cfg.auth.username and password is not None:
+        basic = base64.b64encode(f"{cfg.auth.username}:{password.reveal()}".encode()).decode()
+        expected.append(f"Basic {basic}".encode())
+    open_paths = OPEN_PATHS if cfg.metrics_auth else OPEN_PATHS | {"/metrics"}
+
+    @web.middleware
+    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path in open_paths:
+            return await handler(request)  # type: ignore[no-any-return]
+        given = request.headers.get("Authorization", "").encode()
+        if not any(hmac.compare_digest(given, e) for e in expected):
+            raise web.HTTPUnauthorized(
+                text="authentication required", headers={
+                    "WWW-Authenticate": 'Bearer realm="camwatch", Basic realm="camwatch"'})
+        return await handler(request)  # type: ignore[no-any-return]
+
+    return check
+
+
 def make_app(engine: Engine) -> web.Application:
-    app = web.Application()
+    http_cfg = engine.cfg.http
+    middlewares = [auth_middleware(http_cfg)] if http_cfg.auth is not None else []
+    app = web.Application(middlewares=middlewares)
     app[ENGINE] = engine
     app[RENDERER] = MetricsRenderer(engine)
     app.router.add_get("/healthz", healthz)
@@ -151,6 +192,12 @@ def make_app(engine: Engine) -> web.Application:
 async def serve(engine: Engine, host: str, port: int) -> web.AppRunner:
     runner = web.AppRunner(make_app(engine), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    tls = None
+    cfg = engine.cfg.http
+    if cfg.tls_cert is not None and cfg.tls_key is not None:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.minimum_version = ssl.TLSVersion.TLSv1_2
+        tls.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls)
     await site.start()
     return runner

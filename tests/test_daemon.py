@@ -52,7 +52,8 @@ class Proc:
         self.stderr = open(self.stderr_path, "wb")  # noqa: SIM115
         self.p = subprocess.Popen(
             [sys.executable, "-m", "camwatch", "run", "-c", str(cfg), "--listen",
-             "127.0.0.1:0", *(["--allow-root"] if os.geteuid() == 0 else [])], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.stderr,
+             "127.0.0.1:0", *(["--allow-root"] if os.geteuid() == 0 else [])],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.stderr,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
         self.base = poll("the listening line", self._url)
 
