@@ -87,6 +87,9 @@ async def test_incremental_exposition_equals_a_rebuild(tmp_path: Path) -> None:
 
         up = {dict(k)["channel"]: v for k, v in pick(now, "camwatch_channel_up").items()}
         assert up == {cid: 0.0 if cid in (ids[0], ids[5]) else 1.0 for cid in ids}
+        reasons = {dict(k)["channel"]: dict(k)["reason"]
+                   for k in pick(now, "camwatch_channel_offline_reason")}
+        assert reasons == {ids[0]: "not_found", ids[5]: "auth"}
         labels0 = next(iter(pick(now, "camwatch_channel_up", channel=ids[0])))
         assert dict(labels0) == {"channel": ids[0], "class": "2", "project": "雪亮工程",
                                  "county": "鹿邑县", "township": "城关镇", "operator": "移动"}
@@ -116,6 +119,10 @@ async def test_incremental_exposition_equals_a_rebuild(tmp_path: Path) -> None:
         assert list(count.values()) == list(inf.values()) == [14.0]
         assert pick(now, "camwatch_build_info") == {frozenset({("version", __version__)}): 1}
 
+        site.channel(ids[5]).fault = Fault.NONE  # recovers: its reason series goes
+        await rounds(eng, clock, 1)
+        assert not pick(samples(renderer.render()[0]), "camwatch_channel_offline_reason",
+                        channel=ids[5])
         # a reload that drops a channel: rebuilt, and the channel is gone everywhere
         eng.reload(eng.cfg, inventory(site.channels[1:]))
         after = samples(renderer.render()[0])

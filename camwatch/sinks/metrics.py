@@ -1,7 +1,7 @@
 """``/metrics``: Prometheus exposition built from the engine's in-memory state.
 
 No I/O on the event loop at scrape time, and little work: per-channel series are the bulk
-(100,000 channels → ~400,000 lines, ~45 MB). Going through prometheus-client objects costs about
+(100,000 channels → ~300,000 lines, ~35 MB). Going through prometheus-client objects costs about
 a second at that size and holds the GIL (stalling every probe), so each channel's lines are kept
 here *pre-rendered* as bytes and re-rendered only when that channel changes: the engine calls
 :meth:`MetricsRenderer.channel_changed` after every verdict and every ONVIF result (a few
@@ -21,6 +21,8 @@ Exposition produced (gauges unless noted):
   the channel is ``unknown``.
 - ``camwatch_channel_last_probe_timestamp_seconds{channel}``
 - ``camwatch_channel_state_since_timestamp_seconds{channel}``: when the current state began.
+- ``camwatch_channel_offline_reason{channel,reason}`` 1, only while offline (timeout, auth,
+  host_down, flapping, ...; follows the latest failure).
 - ``camwatch_channel_clock_drift_seconds{channel}`` (only when measured)
 - ``camwatch_channel_info{channel,vendor,model,firmware}`` 1 (only when known)
 - ``camwatch_channels{class,project,county,township}``: connected channels with a verdict
@@ -144,6 +146,7 @@ AggKey = tuple[str, str, str, str]  # class, project, county, township
 _UP = b"camwatch_channel_up{"
 _LAST = b"camwatch_channel_last_probe_timestamp_seconds{"
 _SINCE = b"camwatch_channel_state_since_timestamp_seconds{"
+_REASON = b"camwatch_channel_offline_reason{"
 _DRIFT = b"camwatch_channel_clock_drift_seconds{"
 _INFO = b"camwatch_channel_info{"
 
@@ -151,6 +154,7 @@ _CHANNEL_FAMILIES: tuple[tuple[str, str], ...] = (
     ("camwatch_channel_up", "1 if the channel is online, 0 if offline; absent while unknown."),
     ("camwatch_channel_last_probe_timestamp_seconds", "When the channel was last judged."),
     ("camwatch_channel_state_since_timestamp_seconds", "When the channel's state began."),
+    ("camwatch_channel_offline_reason", "1 while the channel is offline, labelled with why."),
     ("camwatch_channel_clock_drift_seconds", "Camera clock minus camwatch's clock (ONVIF)."),
     ("camwatch_channel_info", "Device information reported over ONVIF (vendor, model, "
                               "firmware)."),
@@ -182,6 +186,7 @@ class MetricsRenderer:
         self._up: dict[str, bytes] = {}
         self._last: dict[str, bytes] = {}
         self._since: dict[str, bytes] = {}
+        self._reason: dict[str, bytes] = {}
         self._drift: dict[str, bytes] = {}
         self._info: dict[str, bytes] = {}
         # aggregates: the state index each channel is counted under, counts per label set
@@ -245,6 +250,11 @@ class MetricsRenderer:
             self._since[cid] = b"%s%s} %.3f\n" % (_SINCE, idl, st.since)
         else:
             self._since.pop(cid, None)
+        if idx == 1:  # the reason follows the latest failure, without a transition
+            reason = _esc(st.reason or "").encode()
+            self._reason[cid] = b'%s%s,reason="%s"} 1\n' % (_REASON, idl, reason)
+        elif old == 1:
+            self._reason.pop(cid, None)
         if st.clock_drift_s is not None:
             self._drift[cid] = b"%s%s} %.3f\n" % (_DRIFT, idl, st.clock_drift_s)
         dev = st.info.get("device") if st.info else None
@@ -257,7 +267,7 @@ class MetricsRenderer:
         """Rebuild every cache from the engine (first scrape, and after a reload)."""
         eng = self.engine
         self._channels, self._states = eng.channels, eng.states
-        for d in (self._up, self._last, self._since, self._drift, self._info):
+        for d in (self._up, self._last, self._since, self._reason, self._drift, self._info):
             d.clear()
         tails: dict[tuple[object, ...], str] = {}
         self._full = {cid: channel_labels(ch, tails).encode()
@@ -317,7 +327,8 @@ class MetricsRenderer:
             self.rebuild()
         parts: list[bytes] = []
         for (name, text), lines in zip(
-                _CHANNEL_FAMILIES, (self._up, self._last, self._since, self._drift, self._info),
+                _CHANNEL_FAMILIES,
+                (self._up, self._last, self._since, self._reason, self._drift, self._info),
                 strict=True):
             parts.append(_head(name, "gauge", text, openmetrics).encode())
             parts.extend(lines.values())
