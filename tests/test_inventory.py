@@ -183,3 +183,36 @@ def test_not_an_xlsx(tmp_path: Path) -> None:
     path.write_bytes(b"id,name\n1,2\n")
     with pytest.raises(InventoryError, match="expected an XLSX file"):
         load_inventory(InventoryConfig(path=path))
+
+
+def test_xlsx_declaring_a_million_rows_is_refused_quickly(tmp_path: Path) -> None:
+    """Sheets formatted down to row 1,048,576 are common; openpyxl trusts the dimension."""
+    import re
+    import zipfile
+
+    plain = tmp_path / "plain.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(HEADER_CN)
+    ws.append(row(1))
+    wb.save(plain)
+    bomb = tmp_path / "million.xlsx"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data = re.sub(rb'<dimension ref="[^"]*"/>', b'<dimension ref="A1:R1048576"/>',
+                              data)
+            dst.writestr(item, data)
+    with pytest.raises(InventoryError, match=r"declares 1048576 rows, more than "
+                                             r"inventory\.max_rows"):
+        load_inventory(InventoryConfig(path=bomb, max_rows=100_000))
+    assert len(load_inventory(InventoryConfig(path=plain)).channels) == 1
+
+
+def test_endless_empty_rows_stop_with_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "inv.csv"
+    body = ",".join(HEADER_CN) + "\n" + ",".join(map(str, row(1))) + "\n" + ",\n" * 20_000
+    path.write_text(body + ",".join(map(str, row(2))) + "\n", encoding="utf-8")
+    with pytest.raises(InventoryError, match="more than 10,000 empty rows in a row"):
+        load_inventory(InventoryConfig(path=path))
