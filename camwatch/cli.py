@@ -43,7 +43,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if s["ignored_columns"]:
         out.write(f"\nignored columns: {', '.join(s['ignored_columns'])}\n")
     for msg in cfg.unresolved_secrets():
-        out.write(f"warning: {msg} (needed by 'sweep' and 'run')\n")
+        out.write(f"warning: {msg} (needed when camwatch runs)\n")
     if inv.warnings:
         out.write(f"\n{len(inv.warnings)} data-quality warnings (first 20):\n")
         for p in inv.warnings[:20]:

@@ -302,6 +302,19 @@ class Config(_Model):
                 cred.password()
             except LookupError as exc:
                 out.append(f"$.credentials.{name}: {exc}")
+        refs: list[tuple[str, object]] = [
+            (f"$.alerts.receivers.{n}", r) for n, r in self.alerts.receivers.items()]
+        if self.http.auth is not None:
+            refs.append(("$.http.auth", self.http.auth))
+        for where, model in refs:
+            for kind in ("url", "secret", "password", "token"):
+                env = getattr(model, f"{kind}_env", None)
+                file = getattr(model, f"{kind}_file", None)
+                if env or file:
+                    try:
+                        read_secret(env, file)
+                    except LookupError as exc:
+                        out.append(f"{where}: {exc}")
         return out
 
 
