@@ -12,6 +12,7 @@ import pytest
 
 from camwatch.config import Config, parse_config
 from camwatch.inventory import Channel, Inventory
+from camwatch.rules.states import Flaps
 from camwatch.scheduler import Engine
 from camwatch.sim.model import Fault, SimChannel, SimDevice
 from camwatch.sim.rtsp_server import start_rtsp_server
@@ -229,3 +230,15 @@ async def test_reload_keeps_state_of_unchanged_channels(tmp_path: Path,
     assert eng.states[new.id].state == "unknown"
     await rounds(eng, clock, 1)
     assert eng.states[new.id].state == "online"
+
+
+def test_flaps_counts_changes_within_the_window_and_keeps_nothing_for_a_steady_channel() -> None:
+    steady = Flaps()
+    for t in range(10):
+        assert steady.record(True, float(t), 30.0) == 0
+    assert steady.times is None  # no deque (760 bytes) for a channel that never flips
+    f = Flaps()
+    assert [f.record(ok, t, 30.0) for ok, t in
+            ((True, 0.0), (False, 10.0), (True, 20.0), (True, 35.0), (False, 45.0))] == \
+        [0, 1, 2, 2, 2]  # at 45: a third flip, and the one at 10 has left the 30 s window
+    assert f.record(False, 100.0, 30.0) == 0
