@@ -8,8 +8,9 @@ column. Nothing is dropped silently: rejected rows are counted and listed, data-
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
+import sys
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -177,26 +178,50 @@ def _detect_format(path: Path, fmt: str) -> str:
     return "csv"
 
 
+def _csv_encoding(path: Path, encoding: str) -> str:
+    """The configured encoding, or for ``auto``: UTF-8 (with or without BOM) when the whole
+    file decodes as UTF-8, else GB18030 (a superset of GBK: what Chinese Excel saves as
+    "CSV"). Checked chunk by chunk so a large file is never held in memory twice."""
+    if encoding != "auto":
+        return encoding
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return "gb18030"
+    return "utf-8-sig"
+
+
 def _read_csv(path: Path, encoding: str) -> tuple[list[object], Iterator[tuple[int, list[object]]]]:
-    raw = path.read_bytes()
-    if encoding == "auto":
-        # Chinese Excel saves "CSV" in GBK; UTF-8 (with or without BOM) is tried first because a
-        # valid UTF-8 Chinese text almost never decodes as GB18030 by accident the other way.
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = raw.decode("gb18030")
-    else:
-        text = raw.decode(encoding)
-        text = text.removeprefix("\ufeff")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, [])
+    enc = _csv_encoding(path, encoding)
+    f = path.open(encoding=enc, newline="")
+    reader = csv.reader(f)
+    try:
+        header: list[object] = [str(h).removeprefix("\ufeff") for h in next(reader, [])]
+    except (UnicodeDecodeError, csv.Error):
+        f.close()
+        raise
 
     def rows() -> Iterator[tuple[int, list[object]]]:
-        for i, row in enumerate(reader, start=2):
-            yield i, list(row)
+        i = 1
+        try:
+            for i, row in enumerate(reader, start=2):
+                yield i, list(row)
+        except UnicodeDecodeError as exc:
+            # the decoder reads ahead, so all we know is that the bad byte comes after row i
+            raise InventoryError([Problem(display_path(path), f"after row {i}",
+                                          f"cannot decode as {enc}: {exc.reason}; set "
+                                          f"inventory.encoding")]) from None
+        except csv.Error as exc:
+            raise InventoryError([Problem(display_path(path), f"row {i + 1}",
+                                          f"not a valid CSV line: {exc}")]) from None
+        finally:
+            f.close()
 
-    return list(header), rows()
+    return header, rows()
 
 
 def _check_zip(path: Path) -> None:
@@ -550,12 +575,13 @@ def _parse_row(get: Any, err: Any, warn: Any, cfg: InventoryConfig,
     if connected and not (get("rtsp_url") or get("onvif_url")):
         err("rtsp_url", "a connected channel needs an RTSP or ONVIF address to be probed")
     host = get("host") or _host_of(rtsp or onvif or "")
+    i = sys.intern  # a county's 100,000 rows repeat a few hundred area names
     return Channel(
-        id=cid, name=get("name"), klass=klass, project=project,
-        county=county, county_code=county_code or "", township=township,
-        township_code=township_code or "", village=village, village_code=village_code or "",
-        operator=operator, installed=bool(installed), installed_date=installed_date,
-        connected=bool(connected), connected_date=connected_date, rtsp_url=rtsp,
-        onvif_url=onvif or "", host=host, credentials=cred, longitude=lon, latitude=lat,
-        row=rowno, url_username=user, url_password=password,
+        id=cid, name=get("name"), klass=klass, project=i(project),
+        county=i(county), county_code=i(county_code or ""), township=i(township),
+        township_code=i(township_code or ""), village=i(village),
+        village_code=i(village_code or ""), operator=i(operator), installed=bool(installed),
+        installed_date=installed_date, connected=bool(connected), connected_date=connected_date,
+        rtsp_url=rtsp, onvif_url=onvif or "", host=i(host), credentials=i(cred), longitude=lon,
+        latitude=lat, row=rowno, url_username=user, url_password=password,
     )

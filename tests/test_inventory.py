@@ -216,3 +216,12 @@ def test_endless_empty_rows_stop_with_a_clear_error(tmp_path: Path) -> None:
     path.write_text(body + ",".join(map(str, row(2))) + "\n", encoding="utf-8")
     with pytest.raises(InventoryError, match="more than 10,000 empty rows in a row"):
         load_inventory(InventoryConfig(path=path))
+
+
+def test_wrong_configured_encoding_says_where(tmp_path: Path) -> None:
+    good = "".join(f"4116280000132100{n:04d},abc\n" for n in range(3000)).encode()
+    path = tmp_path / "inv.csv"
+    path.write_bytes(b"id,name\n" + good + "41162800001321009999,城关\n".encode("gbk"))
+    with pytest.raises(InventoryError, match=r"after row \d+: cannot decode as utf-8"):
+        load_inventory(InventoryConfig(path=path, encoding="utf-8"))
+    assert len(load_inventory(InventoryConfig(path=path)).channels) == 3001  # auto: GB18030
