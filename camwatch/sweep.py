@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -23,7 +23,7 @@ from camwatch.inventory import Channel, Inventory
 from camwatch.log import register_secret
 from camwatch.probes import Level, ProbeResult, ProbeSettings, Reason, Target, get_prober
 from camwatch.rules.rates import RateRow, Targets, compute_rates, online_rate
-from camwatch.secrets import Secret
+from camwatch.secrets import Secret, split_userinfo
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +70,7 @@ class ProbeRunner:
         self._global = asyncio.Semaphore(concurrency)
         self._per_host_limit = per_host
         self._hosts: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+        self._stream_uris: dict[str, str] = {}  # channel id -> RTSP URL found over ONVIF
         self.in_flight = 0
 
     def _host_sem(self, host: str) -> tuple[asyncio.Semaphore, list[int]]:
@@ -93,6 +94,29 @@ class ProbeRunner:
             if users[0] == 0:  # keep the map as small as the hosts being probed now
                 self._hosts.pop(target.host, None)
 
+    async def _rtsp_url_from_onvif(self, level: Level, target: Target
+                                   ) -> Target | ProbeResult:
+        """Rows that have only an ONVIF address: ask the device for its stream URI once
+        (GetProfiles + GetStreamUri) and probe that. When it gives none, the ONVIF probe says
+        why (refused, timeout, auth ...)."""
+        from camwatch.probes import onvif
+
+        uri = self._stream_uris.get(target.channel_id)
+        if uri is None:
+            uri = await onvif.get_stream_uri(target, self.settings)
+            if uri is None:
+                r = await onvif.probe(target, self.settings)
+                if r.ok:
+                    return ProbeResult.failure(level.value, Reason.NOT_FOUND,
+                                               "no RTSP URL in the inventory and the device's "
+                                               "ONVIF GetStreamUri gave none",
+                                               latency_s=r.latency_s, phases=r.phases)
+                return r
+            # some devices put user:pass@ into the URI: the configured credentials are used
+            uri = split_userinfo(uri)[0]
+            self._stream_uris[target.channel_id] = uri
+        return replace(target, rtsp_url=uri)
+
     async def _run_one(self, level: Level, target: Target) -> ProbeResult:
         prober = get_prober(level)
         start = time.perf_counter()
@@ -100,6 +124,12 @@ class ProbeRunner:
             # A little grace over the probe's own deadline: probes bound themselves, and
             # this outer cut only fires for one that does not.
             async with asyncio.timeout(self.settings.timeout_s + 0.5):
+                if level in (Level.DESCRIBE, Level.STREAM) and not target.rtsp_url \
+                        and target.onvif_url:
+                    found = await self._rtsp_url_from_onvif(level, target)
+                    if isinstance(found, ProbeResult):
+                        return found
+                    target = found
                 return await prober(target, self.settings)
         except TimeoutError:
             took = time.perf_counter() - start
