@@ -152,3 +152,41 @@ def test_bad_sighup_reload_keeps_running(daemon: tuple[Proc, FleetThread, Path])
     proc.p.send_signal(signal.SIGHUP)
     poll("good reload", lambda: 'camwatch_config_reloads_total{result="ok"} 1'
          in get(proc.base + "/metrics")[1])
+
+
+def test_kill_9_then_restart_loses_nothing_and_repeats_nothing(
+        daemon: tuple[Proc, FleetThread, Path]) -> None:
+    proc, _fleet, cfg = daemon
+    db = cfg.parent / "state.db"
+
+    def committed() -> list[tuple[str, str, str]]:
+        store = open_store(db)
+        try:
+            return [(t.channel_id, t.from_state, t.to_state) for t in store.transitions()]
+        finally:
+            store.close()
+
+    # wait until every channel's first verdict is committed (another connection sees it)
+    before = poll("all first verdicts committed", lambda: (t := committed()) and len(t) >= 10
+                  and t)
+    proc.p.kill()  # SIGKILL: no chance to flush anything
+    proc.p.wait(10)
+    after_kill = committed()
+    assert after_kill[:len(before)] == before
+
+    proc.stderr.close()
+    again = Proc(cfg)
+    try:
+        def probes() -> int:
+            text = get(again.base + "/metrics")[1]
+            return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+                       if line.startswith("camwatch_probes_total{"))
+
+        # every channel probed at least twice more (two rounds of 10), and the state log
+        # did not grow: no "offline" again for the offline, no "online" for the online
+        poll("two rounds after the restart", lambda: probes() >= 20)
+    finally:
+        again.p.send_signal(signal.SIGTERM)  # flushes whatever those rounds produced
+        assert again.p.wait(10) == 0
+        again.stderr.close()
+    assert committed() == after_kill
