@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from camwatch.config import Config, load_config
-from camwatch.errors import InputError
+from camwatch.errors import CamwatchError, InputError
 from camwatch.http import serve
 from camwatch.inventory import Inventory, load_inventory
 from camwatch.reports.period import zone
@@ -130,7 +130,13 @@ class Daemon:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         host, _, port = self.listen.rpartition(":")
-        http = await serve(self.engine, host.strip("[]"), int(port))
+        try:
+            http = await serve(self.engine, host.strip("[]"), int(port))
+        except OSError as exc:
+            self.store.close()
+            raise CamwatchError(f"cannot listen on {self.listen}: {exc.strerror or exc} "
+                                f"(another camwatch running? choose another address with "
+                                f"--listen or http.listen)") from None
         addresses = http.addresses
         self.port = int(addresses[0][1]) if addresses else int(port)
         log.info("listening", url=f"http://{host}:{self.port}/metrics")
