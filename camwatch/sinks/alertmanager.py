@@ -9,20 +9,16 @@ real end.
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from camwatch.rules.alert_config import AlertmanagerReceiver
-from camwatch.secrets import Secret
 from camwatch.sinks.base import (
     ALERT_TITLES,
-    DeliveryError,
-    HttpPoster,
+    HttpSink,
     classify_http,
     iso,
     json_bytes,
-    register_url,
 )
 
 _LABEL = re.compile(r"[^a-zA-Z0-9_]")
@@ -51,29 +47,11 @@ def build_body(payload: Mapping[str, Any], now: float, firing_ttl: float,
     return [alert]
 
 
-class AlertmanagerSink:
-    max_batch = 1
-
-    def __init__(self, name: str, cfg: AlertmanagerReceiver,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.clock = clock
-        self._http = HttpPoster(cfg.timeout)
-        self._url: Secret | None = None
-
-    def _resolve(self) -> Secret:
-        if self._url is None:
-            try:
-                url = self.cfg.url()
-            except LookupError as exc:
-                raise DeliveryError("misconfigured", str(exc)) from None
-            register_url(url)
-            self._url = url
-        return self._url
+class AlertmanagerSink(HttpSink):
+    cfg: AlertmanagerReceiver
 
     async def send(self, payload: Mapping[str, Any]) -> None:
-        url = self._resolve()
+        url, _ = self._resolve()
         target = url.reveal().rstrip("/") + "/api/v2/alerts"
         body = json_bytes(build_body(payload, self.clock(), self.cfg.firing_ttl,
                                      self.cfg.generator_url))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 import aiohttp
 
 from camwatch.log import register_secret
+from camwatch.rules.alert_config import _HttpReceiver
 from camwatch.rules.alerts import format_time
 from camwatch.secrets import Secret, redact_text
 
@@ -243,3 +245,33 @@ def markdown(payload: Mapping[str, Any], *, wecom: bool = False, limit: int = 40
             break
         keep.append(line)
     return sep.join([*keep, "…"])
+
+
+class HttpSink:
+    """What the HTTP receivers share: the poster, and their URL (which carries the robot's
+    key) and signing secret resolved once, on first use, and registered for log scrubbing.
+    A reference that cannot be resolved is a misconfiguration, retried until it is fixed."""
+
+    max_batch = 1
+
+    def __init__(self, name: str, cfg: _HttpReceiver,
+                 clock: Callable[[], float] | None = None) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.clock = clock if clock is not None else time.time
+        self._http = HttpPoster(cfg.timeout)
+        self._resolved: tuple[Secret, Secret | None] | None = None
+
+    def _resolve(self) -> tuple[Secret, Secret | None]:
+        if self._resolved is None:
+            secret_of = getattr(self.cfg, "secret", None)
+            try:
+                url = self.cfg.url()
+                secret = secret_of() if secret_of is not None else None
+            except LookupError as exc:
+                raise DeliveryError("misconfigured", str(exc)) from None
+            register_url(url)
+            if secret is not None:
+                register_secret(secret.reveal())
+            self._resolved = (url, secret)
+        return self._resolved

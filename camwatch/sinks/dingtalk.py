@@ -11,22 +11,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote_plus
 
-from camwatch.log import register_secret
 from camwatch.rules.alert_config import DingtalkReceiver
-from camwatch.secrets import Secret
 from camwatch.sinks.base import (
-    DeliveryError,
-    HttpPoster,
+    HttpSink,
     Kind,
     classify_http,
     json_bytes,
     markdown,
-    register_url,
     title,
 )
 from camwatch.sinks.wecom import check_errcode
@@ -63,28 +58,8 @@ def build_body(payload: Mapping[str, Any], at_mobiles: tuple[str, ...] = ()) -> 
             "at": {"atMobiles": list(at_mobiles), "isAtAll": False}}
 
 
-class DingtalkSink:
-    max_batch = 1
-
-    def __init__(self, name: str, cfg: DingtalkReceiver,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.clock = clock
-        self._http = HttpPoster(cfg.timeout)
-        self._resolved: tuple[Secret, Secret | None] | None = None
-
-    def _resolve(self) -> tuple[Secret, Secret | None]:
-        if self._resolved is None:
-            try:
-                url, secret = self.cfg.url(), self.cfg.secret()
-            except LookupError as exc:
-                raise DeliveryError("misconfigured", str(exc)) from None
-            register_url(url)
-            if secret is not None:
-                register_secret(secret.reveal())
-            self._resolved = (url, secret)
-        return self._resolved
+class DingtalkSink(HttpSink):
+    cfg: DingtalkReceiver
 
     async def send(self, payload: Mapping[str, Any]) -> None:
         url, secret = self._resolve()

@@ -11,16 +11,12 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from camwatch.log import register_secret
 from camwatch.rules.alert_config import WebhookReceiver
-from camwatch.secrets import Secret
 from camwatch.sinks.base import (
-    DeliveryError,
-    HttpPoster,
+    HttpSink,
     classify_http,
     iso,
     json_bytes,
-    register_url,
 )
 
 SCHEMA_VERSION = 1
@@ -38,26 +34,8 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
-class WebhookSink:
-    max_batch = 1
-
-    def __init__(self, name: str, cfg: WebhookReceiver) -> None:
-        self.name = name
-        self.cfg = cfg
-        self._http = HttpPoster(cfg.timeout)
-        self._resolved: tuple[Secret, Secret | None] | None = None
-
-    def _resolve(self) -> tuple[Secret, Secret | None]:
-        if self._resolved is None:
-            try:
-                url, secret = self.cfg.url(), self.cfg.secret()
-            except LookupError as exc:
-                raise DeliveryError("misconfigured", str(exc)) from None
-            register_url(url)
-            if secret is not None:
-                register_secret(secret.reveal())
-            self._resolved = (url, secret)
-        return self._resolved
+class WebhookSink(HttpSink):
+    cfg: WebhookReceiver
 
     async def send(self, payload: Mapping[str, Any]) -> None:
         url, secret = self._resolve()

@@ -10,16 +10,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from camwatch.rules.alert_config import WecomReceiver
-from camwatch.secrets import Secret
 from camwatch.sinks.base import (
     DeliveryError,
-    HttpPoster,
+    HttpSink,
     Kind,
     classify_http,
     json_bytes,
     markdown,
     parse_errcode,
-    register_url,
 )
 
 # errcode -> kind; anything else non-zero is retried (nothing is dropped on a guess).
@@ -44,27 +42,11 @@ def build_body(payload: Mapping[str, Any], mentioned_mobiles: tuple[str, ...] = 
     return {"msgtype": "markdown", "markdown": {"content": content}}
 
 
-class WecomSink:
-    max_batch = 1
-
-    def __init__(self, name: str, cfg: WecomReceiver) -> None:
-        self.name = name
-        self.cfg = cfg
-        self._http = HttpPoster(cfg.timeout)
-        self._url: Secret | None = None
-
-    def _resolve(self) -> Secret:
-        if self._url is None:
-            try:
-                url = self.cfg.url()
-            except LookupError as exc:
-                raise DeliveryError("misconfigured", str(exc)) from None
-            register_url(url)
-            self._url = url
-        return self._url
+class WecomSink(HttpSink):
+    cfg: WecomReceiver
 
     async def send(self, payload: Mapping[str, Any]) -> None:
-        url = self._resolve()
+        url, _ = self._resolve()
         body = json_bytes(build_body(payload, self.cfg.mentioned_mobiles))
         status, headers, data = await self._http.post(url.reveal(), body, {}, (url.reveal(),))
         err = classify_http(status, headers.get("Retry-After"))
