@@ -4,6 +4,7 @@ is ``clock.t += interval; await engine.run_due()`` — no sleeps, no waiting for
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from camwatch.config import Config, parse_config
 from camwatch.inventory import Channel, Inventory
 from camwatch.rules.states import Flaps
-from camwatch.scheduler import Engine
+from camwatch.scheduler import GC_THRESHOLD0, Engine
 from camwatch.sim.model import Fault, SimChannel, SimDevice
 from camwatch.sim.rtsp_server import start_rtsp_server
 from camwatch.store import open_store
@@ -242,3 +243,19 @@ def test_flaps_counts_changes_within_the_window_and_keeps_nothing_for_a_steady_c
             ((True, 0.0), (False, 10.0), (True, 20.0), (True, 35.0), (False, 45.0))] == \
         [0, 1, 2, 2, 2]  # at 45: a third flip, and the one at 10 has left the 30 s window
     assert f.record(False, 100.0, 30.0) == 0
+
+
+async def test_engine_keeps_its_inventory_out_of_the_collectors_sight(
+        tmp_path: Path, one_device: Site) -> None:
+    threshold = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        eng = make_engine(tmp_path, one_device, FakeClock())
+        assert gc.get_threshold()[0] >= GC_THRESHOLD0
+        frozen = gc.get_freeze_count()
+        assert frozen >= len(eng.channels)
+        eng.reload(eng.cfg, inventory(one_device.channels))  # a reload re-freezes, no pile-up
+        assert gc.get_freeze_count() < frozen + 10_000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
