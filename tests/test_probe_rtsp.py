@@ -604,3 +604,25 @@ def test_under_uvloop() -> None:
 
     assert uvloop.run(main()) == [None, Reason.PROTOCOL, Reason.PROTOCOL, Reason.PROTOCOL,
                                   Reason.TIMEOUT, None]
+
+
+@pytest.mark.parametrize(("host", "ok"), [("127.0.0.1", True), ("localhost", False)])
+async def test_credentials_follow_a_redirect_only_on_the_same_host(
+        scripted: Callable[[Script], Awaitable[int]], host: str, ok: bool) -> None:
+    def script(method: str, cseq: int) -> list[bytes]:
+        if method != "DESCRIBE":
+            return [reply(cseq)]
+        if cseq == 2:
+            return [reply(cseq, "302 Found", f"Location: rtsp://{host}:{port}/moved")]
+        if cseq == 3:
+            return [reply(cseq, "401 Unauthorized", 'WWW-Authenticate: Digest realm="r", '
+                                                    'nonce="n1"')]
+        return [reply(cseq, body=SDP)]  # answered with credentials
+
+    port = await scripted(script)
+    r = await rtsp.probe(target(port), FAST)
+    if ok:
+        assert r.ok and r.info["auth"] == "digest" and r.info["redirects"] == 1
+    else:
+        assert r.reason is Reason.AUTH
+        assert "redirected host localhost asks for credentials; not sent" in r.detail

@@ -37,7 +37,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Final, cast
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import structlog
 
@@ -613,15 +613,16 @@ class _Probe:
 
     # -- I/O ----------------------------------------------------------------------------------
 
-    async def connect(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme.lower() != "rtsp" or not parts.hostname:
+    async def connect(self, url: str, parts: SplitResult) -> None:
+        """Connect to ``url``, already split into ``parts`` (the caller needs them too)."""
+        host = parts.hostname
+        if parts.scheme.lower() != "rtsp" or not host:
             raise _Fail(Reason.PROTOCOL, f"not an rtsp:// URL: {_strip_userinfo(url)}")
         port = parts.port or DEFAULT_PORT
         s = self.settings
         conn = _Conn(self.loop, ResponseParser(s.max_header_bytes, s.max_sdp_bytes))
         self.conn = conn  # set first: a cancelled connect still has nothing to leak
-        await self.loop.create_connection(lambda: conn, parts.hostname, port)
+        await self.loop.create_connection(lambda: conn, host, port)
 
     async def request(self, method: str, url: str, extra: str = "") -> Response:
         conn = self.conn
@@ -662,7 +663,8 @@ class _Probe:
         t = self.target
         if t.username is None or t.password is None:
             raise _Fail(Reason.AUTH, "camera asks for credentials, none configured")
-        host = urlsplit(url).hostname or ""
+        # urlsplit's cache holds 128 URLs, a sweep has 100,000: split the original once
+        host = self.orig_host if url == self.url else (urlsplit(url).hostname or "")
         if host != self.orig_host:
             # The inventory's credentials belong to the camera, not to whoever it redirects to.
             raise _Fail(Reason.AUTH, f"redirected host {host} asks for credentials; not sent")
@@ -682,12 +684,13 @@ class _Probe:
 
     async def run(self) -> ProbeResult:
         url = self.url
-        self.orig_host = urlsplit(url).hostname or ""
+        parts = urlsplit(url)
+        self.orig_host = parts.hostname or ""
         redirects = 0
         while True:
             self.phase = "connect"
             self.phase_t0 = time.perf_counter()
-            await self.connect(url)
+            await self.connect(url, parts)
             if redirects == 0:
                 self.mark("options")
                 resp = await self.request("OPTIONS", url)
@@ -699,6 +702,7 @@ class _Probe:
             if resp.status not in (301, 302, 303, 307):
                 break
             url = self.redirect_target(url, resp, redirects)
+            parts = urlsplit(url)
             redirects += 1
             self.close()
             self.auth = None  # nonces belong to a connection: authenticate afresh after a hop
