@@ -117,7 +117,8 @@ class Engine:
         self.hosts: dict[str, HostHealth] = {}
         self.channels: dict[str, Channel] = {}
         self.targets: dict[str, Target] = {}
-        self._heap: list[tuple[float, int, str, str]] = []  # (due, seq, lane, channel id)
+        self._heap: list[tuple[float, int, str, str]] = []  # (due, seq, lane, key)
+        self._onvif_groups: dict[str, list[str]] = {}  # ONVIF URL -> the channels behind it
         self._seq = 0
         self._dirty: dict[str, ChannelState] = {}
         self._transitions: list[Transition] = []
@@ -164,15 +165,22 @@ class Engine:
         interval = self.cfg.probing.interval
         if first:
             self._heap = []
-        scheduled = {e[3] for e in self._heap if e[2] == "main"}
+        scheduled = {(e[2], e[3]) for e in self._heap}
         for cid in self.channels:
-            if cid in old and cid in scheduled:
+            if cid in old and ("main", cid) in scheduled:
                 continue  # unchanged channel keeps its place
             self._push(self._first_due(cid, now, interval), "main", cid)
-            if self.cfg.probing.onvif and self.channels[cid].onvif_url and \
-                    self.cfg.probing.level is not Level.ONVIF:
-                self._push(self._first_due(cid, now, self.cfg.probing.onvif_interval), "onvif",
-                           cid)
+        # The ONVIF lane (clock drift, device info) asks each device once, not once per
+        # channel: the 64 channels of an NVR share its ONVIF address and its clock.
+        self._onvif_groups = {}
+        if self.cfg.probing.onvif and self.cfg.probing.level is not Level.ONVIF:
+            for cid, ch in self.channels.items():
+                if ch.onvif_url:
+                    self._onvif_groups.setdefault(ch.onvif_url, []).append(cid)
+        for url in self._onvif_groups:
+            if ("onvif", url) not in scheduled:
+                self._push(self._first_due(url, now, self.cfg.probing.onvif_interval),
+                           "onvif", url)
         self._wake.set()
         _tune_gc()
 
@@ -206,8 +214,12 @@ class Engine:
     def _pop_due(self, now: float) -> tuple[str, Channel] | None:
         """The next due probe, rescheduled for its next round; None when nothing is due."""
         while self._heap and self._heap[0][0] <= now:
-            due, _, lane, cid = heapq.heappop(self._heap)
-            ch = self.channels.get(cid)
+            due, _, lane, key = heapq.heappop(self._heap)  # key: a channel id or ONVIF URL
+            if lane == "onvif":
+                group = self._onvif_groups.get(key)
+                ch = self.channels.get(group[0]) if group else None
+            else:
+                ch = self.channels.get(key)
             if ch is None:
                 continue  # removed by a reload
             interval = self.interval_for(ch) if lane == "main" else \
@@ -215,7 +227,7 @@ class Engine:
             nxt = due + interval
             if nxt < now:  # far behind: do not queue a burst of catch-up probes
                 nxt = now + random.uniform(0, interval * 0.1)
-            self._push(nxt, lane, cid)
+            self._push(nxt, lane, key)
             self._lags.append(now - due)
             if lane == "main" and self._host_shortcut(ch, now):
                 continue
@@ -287,7 +299,9 @@ class Engine:
             self._count(result)
             now = self.clock()
             if lane == "onvif":
-                self._onvif_info(ch, result)
+                for cid in self._onvif_groups.get(ch.onvif_url, [ch.id]):
+                    if cid in self.states:
+                        self._onvif_info(cid, result)
                 return
             self._recent.append((now, ch.township or ch.county, result.ok,
                                  result.reason.value if result.reason else None))
@@ -306,16 +320,16 @@ class Engine:
         for phase, secs in r.phases.items():
             self.stats.phase_seconds.observe(phase, secs)
 
-    def _onvif_info(self, ch: Channel, r: ProbeResult) -> None:
-        st = self.states[ch.id]
+    def _onvif_info(self, cid: str, r: ProbeResult) -> None:
+        st = self.states[cid]
         if r.clock_drift_s is not None:
             st.clock_drift_s = r.clock_drift_s
         device = r.info.get("device")
         if device:
             st.info = {**st.info, "device": device}
-        self._dirty[ch.id] = st
+        self._dirty[cid] = st
         for hook in self.change_hooks:
-            hook(ch.id, False)
+            hook(cid, False)
 
     def _host_update(self, ch: Channel, r: ProbeResult, now: float) -> bool:
         h = self.hosts.get(ch.host)

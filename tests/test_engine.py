@@ -259,3 +259,43 @@ async def test_engine_keeps_its_inventory_out_of_the_collectors_sight(
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+async def test_onvif_lane_asks_each_device_once_for_all_its_channels(tmp_path: Path) -> None:
+    from camwatch.sim.onvif_server import start_onvif_server
+
+    site = await serve([("城关镇", 4)])
+    dev = site.devices[0]
+    dev.clock_skew_s = 600.0
+    onvif = await start_onvif_server(dev, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{onvif.port}/onvif/device_service"
+    channels = [Channel(**{**{f: getattr(c, f) for f in (
+        "id", "klass", "project", "county", "township", "operator", "installed", "connected",
+        "rtsp_url", "host", "credentials")}, "onvif_url": url}) for c in site.channels]
+    try:
+        (tmp_path / "pw").write_text("pw-engine", encoding="utf-8")
+        cfg = parse_config({
+            "inventory": {"path": "unused.csv"},
+            "credentials": {"default": {"username": "admin", "password_file": "pw"}},
+            "probing": {"interval": "60s", "timeout": "1s", "onvif_interval": "1h"},
+            "store": {"path": "state.db"}}, base_dir=tmp_path)
+        clock = FakeClock()
+        eng = Engine(cfg, inventory(channels), open_store(cfg.store.path), clock=clock)
+        clock.t += 3600.0  # one ONVIF interval: every lane is due once
+        await eng.run_due()
+        counted = {k: n for k, n in eng.stats.probes.items() if k[0] == "onvif"}
+        # WS-UsernameToken fails 10 minutes off: the clock is the reason, not the password
+        assert counted == {("onvif", "clock_skew"): 1}
+        drifts = {eng.states[c.id].clock_drift_s for c in channels}
+        assert all(d is not None and abs(d - 600.0) < 2.0 for d in drifts), drifts
+
+        dev.clock_skew_s = 0.0  # somebody fixed the NVR's clock
+        clock.t += 3600.0
+        await eng.run_due()
+        assert eng.stats.probes[("onvif", "ok")] == 1
+        assert all(abs(eng.states[c.id].clock_drift_s or 99) < 2.0 for c in channels)
+        assert {eng.states[c.id].info["device"]["model"] for c in channels} == {dev.model}
+    finally:
+        await onvif.close()
+        for s in site.servers:
+            s.close()
