@@ -272,6 +272,15 @@ def test_clock_drift_threshold(store: SqliteStore, drift: float, fires: bool) ->
         assert [a.status for a in w.run(T0 + 3600)] == ["resolved"]
 
 
+def test_clock_drift_is_one_alert_per_device(store: SqliteStore) -> None:
+    nvr = chans(8, host="nvr-clock", prefix="d")  # the NVR's channels share its clock
+    w = World(store, nvr + chans(1, prefix="x"), cfg(**OFF_ONLY))
+    for ch in nvr:
+        w.states[ch.id].clock_drift_s = 42.0
+    got = w.run(T0)
+    assert [a.name for a in got] == ["clock_drift"]
+
+
 def test_prober_unhealthy_for(store: SqliteStore) -> None:
     w = World(store, chans(1), cfg(**OFF_ONLY))
     assert w.run(T0, problems=["sweep overran: 95s > 60s"]) == []

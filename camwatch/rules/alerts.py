@@ -423,7 +423,10 @@ class AlertEvaluator:
                 offline[fp] = _Obs("nodata", labels, _offline_builder(ch, st))
             elif fp in self._state:
                 offline[fp] = _Obs("good", labels, _offline_builder(ch, st))
-            dfp = self._channel_fp("clock_drift", ch.id)
+            # the clock is the device's: one alert per device (an NVR's channels share it)
+            dfp = self._channel_fp("clock_drift", ch.onvif_url or ch.host or ch.id)
+            if dfp in drift:
+                continue
             if st.clock_drift_s is not None and st.state != "offline":
                 bad = abs(st.clock_drift_s) > cd.threshold
                 if bad or dfp in self._state:
