@@ -120,7 +120,7 @@ def main() -> int:
         t0 = time.perf_counter()
         c0 = time.process_time()
         store = SqliteStore(db)
-        snap = channels_from_rows(store.inventory_snapshot("2026-11"))
+        snap = channels_from_rows(store.iter_inventory_snapshot("2026-11"))
         t_load = time.perf_counter() - t0
         t0 = time.perf_counter()
         b = compute_bulletin(store, snap, period, ReportSettings(targets=TargetsConfig()),

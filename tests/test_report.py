@@ -25,6 +25,7 @@ import argparse
 import datetime as dt
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,14 @@ from camwatch.reports.cli import (
     cmd_exempt,
     cmd_report,
 )
-from camwatch.reports.compute import Bulletin, Figures, ReportSettings, compute_bulletin
-from camwatch.reports.csvjson import bulletin_json, write_csv
+from camwatch.reports.compute import (
+    Bulletin,
+    Figures,
+    OutageRow,
+    ReportSettings,
+    compute_bulletin,
+)
+from camwatch.reports.csvjson import bulletin_json, write_csv, write_json
 from camwatch.reports.html import render_html, write_html
 from camwatch.reports.period import Period, zone
 from camwatch.reports.rows import channels_from_rows
@@ -240,7 +247,7 @@ def test_xlsx_sheets_formats_and_chart(bulletin: Bulletin, tmp_path: Path) -> No
     write_xlsx(bulletin, path)
     wb = openpyxl.load_workbook(path)
     assert wb.sheetnames == ["汇总", "乡镇排名", "村排名", "运营商×乡镇", "离线超3天",
-                             "离线事件", "本期修复", "报备", "数据质量", "统计方法"]
+                             "离线事件汇总", "本期修复", "报备", "数据质量", "统计方法"]
     ws = wb["乡镇排名"]
     headers = [c.value for c in ws[1]]
     assert headers[:8] == ["排名", "区县", "乡镇", "应安装", "已安装", "安装率", "已联网上云",
@@ -257,6 +264,50 @@ def test_xlsx_sheets_formats_and_chart(bulletin: Bulletin, tmp_path: Path) -> No
     method = {r[0]: r[1] for r in wb["统计方法"].iter_rows(min_row=2, values_only=True)}
     assert method["在线判定级别 probing.level"].startswith("describe")
     assert method["发布在线率 report.online_rate"].startswith("时间加权")
+
+
+def test_xlsx_outages_summarised_per_channel(bulletin: Bulletin, tmp_path: Path) -> None:
+    """The workbook has one row per channel with outages (count, total and longest hours, most
+    recent reason), worst first; the CSV keeps one row per outage."""
+    by_id = {c.id: c for c in CHANNELS}
+    extra = [
+        # E offline since before the log begins: counted, no duration
+        OutageRow(by_id[E], None, ts(2026, 11, 2), None, "timeout"),
+        # A: a second, shorter outage before its 240 h one
+        OutageRow(by_id[A], ts(2026, 11, 5), ts(2026, 11, 5, 6), 6 * H, "refused"),
+    ]
+    b = replace(bulletin, outages=sorted(
+        [*bulletin.outages, *extra],
+        key=lambda r: (r.start is not None, r.start or 0.0, r.channel.id)))
+    path = tmp_path / "r.xlsx"
+    write_xlsx(b, path)
+    ws = openpyxl.load_workbook(path)["离线事件汇总"]
+    assert ws.freeze_panes == "A2"
+    rows = list(ws.iter_rows(values_only=True))
+    assert rows[0] == ("设备编码", "点位名称", "乡镇", "村", "运营商", "点位类型", "离线次数",
+                       "累计时长(小时)", "最长一次(小时)", "最近原因")
+    got = [(r[0], r[6], r[7], r[8], r[9]) for r in rows[1:5]]
+    assert got == [(A, 2, 246.0, 240.0, "timeout"), (C, 1, 240.0, 240.0, "refused"),
+                   (D, 1, 132.0, 132.0, "no_media"), (E, 1, None, None, "timeout")]
+    assert rows[5] == (None,) * 10  # blank line, then the note pointing to CSV / JSON
+    assert rows[6][0] is not None and "outages.csv" in rows[6][0]
+    method = {r[0]: r[1] for r in openpyxl.load_workbook(path)["统计方法"].iter_rows(
+        min_row=2, values_only=True)}
+    assert "按通道汇总" in method["离线事件"] and "outages.csv" in method["离线事件"]
+    # the machine formats keep every outage
+    write_csv(b, tmp_path / "csv")
+    text = (tmp_path / "csv" / "outages.csv").read_text(encoding="utf-8-sig")
+    assert len(text.splitlines()) == 1 + 5
+    assert len(bulletin_json(b)["outages"]) == 5
+
+
+def test_json_file_streams_the_same_document(bulletin: Bulletin, tmp_path: Path) -> None:
+    """write_json writes the outages one at a time; the file is still exactly the indented
+    dump of bulletin_json, with outages or without."""
+    for b in (bulletin, replace(bulletin, outages=[])):
+        write_json(b, tmp_path / "r.json")
+        expected = json.dumps(bulletin_json(b), ensure_ascii=False, indent=1) + "\n"
+        assert (tmp_path / "r.json").read_text(encoding="utf-8") == expected
 
 
 def test_csv_tables(bulletin: Bulletin, tmp_path: Path) -> None:

@@ -47,6 +47,40 @@ def test_transitions_window_and_state_at_start(tmp_path: Path) -> None:
     assert "a" not in store.last_transition_before(1.0)
 
 
+def test_transitions_without_detail(tmp_path: Path) -> None:
+    """What bulk readers use: the same transitions, in the same order, without decoding
+    ``detail``; as objects or as plain (channel_id, ts, from, to, reason) rows."""
+    store = open_store(tmp_path / "s.db")
+    store.write_batch([], [Transition("a", 1.0, "unknown", "online"),
+                           Transition("a", 5.0, "online", "offline", "timeout", {"x": 1}),
+                           Transition("b", 5.0, "unknown", "offline", "refused"),
+                           Transition("a", 9.0, "offline", "online")])
+    full = list(store.transitions(2.0, 9.0))
+    lean = list(store.transitions(2.0, 9.0, with_detail=False))
+    assert [t.detail for t in full] == [{"x": 1}, {}]
+    assert [t.detail for t in lean] == [{}, {}]
+    assert [(t.channel_id, t.ts, t.reason, t.id) for t in lean] == [
+        (t.channel_id, t.ts, t.reason, t.id) for t in full]
+    (b,) = store.transitions(channel_ids=["b"], with_detail=False)
+    assert (b.reason, b.detail) == ("refused", {})
+    assert list(store.transition_rows(2.0, 9.0)) == [("a", 5.0, "online", "offline", "timeout"),
+                                                     ("b", 5.0, "unknown", "offline", "refused")]
+    assert [r[1] for r in store.transition_rows()] == [1.0, 5.0, 5.0, 9.0]
+    before = store.last_transition_before(6.0, with_detail=False)
+    assert before["a"].to_state == "offline" and before["a"].detail == {}
+    assert store.last_transition_before(6.0)["a"].detail == {"x": 1}
+
+
+def test_inventory_snapshot_streamed(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s.db")
+    store.save_inventory_snapshot("2026-11", [{"id": "b", "township": "城关镇"}, {"id": "a"}])
+    rows = store.iter_inventory_snapshot("2026-11")
+    assert next(rows) == {"id": "a"}
+    assert list(rows) == [{"id": "b", "township": "城关镇"}]
+    assert list(store.iter_inventory_snapshot("2026-10")) == []
+    assert list(store.iter_inventory_snapshot("2026-11")) == store.inventory_snapshot("2026-11")
+
+
 def test_outbox_in_order_with_retries(tmp_path: Path) -> None:
     store = open_store(tmp_path / "s.db")
     ids = [store.enqueue("wecom", f"fp{i}", {"n": i}, now=100.0) for i in range(3)]

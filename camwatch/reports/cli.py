@@ -101,9 +101,9 @@ class _Inventories:
 
     def for_period(self, period: Period) -> tuple[list[Channel], list[Problem], str]:
         month = period.snapshot_month
-        rows = self.store.inventory_snapshot(month)
-        if rows:
-            return channels_from_rows(rows), [], f"{month} 台账快照（store，{len(rows)} 行）"
+        channels = channels_from_rows(self.store.iter_inventory_snapshot(month))
+        if channels:
+            return channels, [], f"{month} 台账快照（store，{len(channels)} 行）"
         return self.current()
 
 

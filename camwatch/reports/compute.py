@@ -27,6 +27,7 @@ from camwatch.config import Config, TargetsConfig
 from camwatch.errors import Problem
 from camwatch.gbt28181 import check_id
 from camwatch.inventory import CLASS_NAMES, Channel
+from camwatch.reports.gcpause import gc_paused
 from camwatch.reports.period import Period, day_start, local_text, zone
 from camwatch.reports.timeline import (
     OFFLINE,
@@ -269,6 +270,9 @@ class Bulletin:
             ("change", "环比", "本期与上期在线率之差，单位百分点；上期按同一方法计算"),
             ("repaired", "修复",
              f"本期恢复在线、此前连续离线不少于 {s.long_offline_days} 天的故障"),
+            ("outages", "离线事件",
+             "XLSX 按通道汇总（离线次数、累计时长、最长一次、最近原因）；逐次离线事件（开始、"
+             "恢复、时长、原因）见 CSV（outages.csv）与 JSON（outages）版本"),
             ("generated", "生成时间", local_text(self.generated, self.tz)),
         ]
 
@@ -489,6 +493,16 @@ def compute_bulletin(store: Store, channels: Sequence[Channel], period: Period,
     inventory); ``previous_channels`` the one of the previous period (default: the same).
     ``now`` (default: the clock) caps a period that has not ended yet.
     """
+    with gc_paused():
+        return _compute(store, channels, period, settings, site, inventory_source,
+                        previous_channels, previous_inventory_source, rejected, now, progress)
+
+
+def _compute(store: Store, channels: Sequence[Channel], period: Period,
+             settings: ReportSettings, site: str, inventory_source: str,
+             previous_channels: Sequence[Channel] | None, previous_inventory_source: str,
+             rejected: Iterable[Problem], now: float | None,
+             progress: Callable[[int, int], None] | None) -> Bulletin:
     generated = time.time() if now is None else now
     prev = period.previous()
     end = min(period.end, generated)
@@ -500,18 +514,24 @@ def compute_bulletin(store: Store, channels: Sequence[Channel], period: Period,
 
     exemptions = store.exemptions(prev.start, end)
     exempt = exemption_map(exemptions)
-    initial = initial_cursors(store.last_transition_before(prev.start))
+    # The report needs neither transitions' detail nor objects for them: plain rows.
+    initial = initial_cursors(store.last_transition_before(prev.start, with_detail=False))
     step(1, 4)
-    prev_tl = scan(store.transitions(prev.start, prev.end), prev.start, prev.end,
-                   _windows(prev_channels, prev, prev.end), initial, exempt)
+    prev_tl = scan(store.transition_rows(prev.start, prev.end), prev.start, prev.end,
+                   _windows(prev_channels, prev, prev.end), initial, exempt, outages=False)
+    del initial
+    # The previous period's tables now, so that only its end states outlive its timeline.
+    prev_tables = _tables(prev_channels, prev, prev_tl, exempt, prev.end, settings)
+    prev_end_states, prev_read = prev_tl.end_states, prev_tl.transitions_read
+    del prev_tl
     step(2, 4)
     counted = _windows(channels, period, end)
-    tl = scan(store.transitions(period.start, end), period.start, end, counted,
-              prev_tl.end_states, exempt)
+    tl = scan(store.transition_rows(period.start, end), period.start, end, counted,
+              prev_end_states, exempt)
+    del prev_end_states
     step(3, 4)
 
     cur_tables = _tables(channels, period, tl, exempt, end, settings)
-    prev_tables = _tables(prev_channels, prev, prev_tl, exempt, prev.end, settings)
 
     def tables(dims: tuple[str, ...]) -> list[Figures]:
         before = prev_tables.get(dims, {})
@@ -543,7 +563,7 @@ def compute_bulletin(store: Store, channels: Sequence[Channel], period: Period,
         villages=villages, operators=_rank(tables(OPERATOR)),
         operator_townships=op_townships, long_offline=long_offline, outages=outages,
         repaired=repaired, exemptions=ex_rows, data_quality=data_quality(channels, rejected),
-        transitions_read=prev_tl.transitions_read + tl.transitions_read,
+        transitions_read=prev_read + tl.transitions_read,
     )
 
 

@@ -1,8 +1,9 @@
 """The bulletin as one self-contained HTML page: no external asset, A4 print CSS, the township
 chart as inline SVG. Every value is escaped with :func:`html.escape`.
 
-Long annexes are cut in the page (``max_rows``) with a note pointing to the XLSX/CSV, so the
-printout stays readable; the machine formats always hold every row.
+Long annexes are cut in the page (``max_rows``) with a note pointing to the CSV/JSON, so the
+printout stays readable; the machine formats always hold every row (the XLSX summarises the
+outages per channel).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import html
 from pathlib import Path
 
 from camwatch.reports.compute import Bulletin, Figures
+from camwatch.reports.gcpause import gc_paused
 from camwatch.reports.period import local_text
 from camwatch.reports.tables import Cell, Table, all_tables, verdict
 from camwatch.rules.rates import format_rate
@@ -75,7 +77,7 @@ def _table(table: Table, max_rows: int) -> str:
     parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
     if len(table.rows) > max_rows:
         parts.append(f'<p class="note">共 {len(table.rows)} 行，此处列出前 {max_rows} 行；'
-                     f"完整内容见 XLSX 或 CSV 版本。</p>")
+                     f"完整内容见 CSV 或 JSON 版本。</p>")
     parts.append("</section>")
     return "".join(parts)
 
@@ -159,4 +161,6 @@ def render_html(bulletin: Bulletin, max_rows: int = 2000) -> str:
 
 
 def write_html(bulletin: Bulletin, path: str | Path, max_rows: int = 2000) -> None:
-    Path(path).write_text(render_html(bulletin, max_rows), encoding="utf-8")
+    with gc_paused():
+        page = render_html(bulletin, max_rows)
+    Path(path).write_text(page, encoding="utf-8")

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from camwatch.inventory import Channel
+from camwatch.reports.gcpause import gc_paused
 
 ROW_FIELDS: tuple[str, ...] = (
     "id", "name", "class", "project", "county", "county_code", "township", "township_code",
@@ -58,20 +59,39 @@ def _text(row: Mapping[str, Any], key: str) -> str:
 
 
 def channels_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[Channel]:
-    """Snapshot rows back to :class:`Channel` objects (without any address)."""
+    """Snapshot rows back to :class:`Channel` objects (without any address).
+
+    ``rows`` may be a stream (:meth:`Store.iter_inventory_snapshot`): each row is dropped once
+    converted. Area names and codes, operators and projects repeat across thousands of rows;
+    one string object is kept for each distinct value.
+    """
+    with gc_paused():
+        return _channels(rows)
+
+
+def _channels(rows: Iterable[Mapping[str, Any]]) -> list[Channel]:
     out = []
+    seen: dict[str, str] = {}
+
+    def shared(v: object) -> str:
+        if v is None:
+            return ""
+        text = v if type(v) is str else str(v)
+        return seen.setdefault(text, text)
+
     for r in rows:
-        klass = r.get("class")
+        get = r.get
+        klass = get("class")
         out.append(Channel(
             id=_text(r, "id"), name=_text(r, "name"),
             klass=klass if isinstance(klass, int) and not isinstance(klass, bool) else None,
-            project=_text(r, "project"),
-            county=_text(r, "county"), county_code=_text(r, "county_code"),
-            township=_text(r, "township"), township_code=_text(r, "township_code"),
-            village=_text(r, "village"), village_code=_text(r, "village_code"),
-            operator=_text(r, "operator"),
-            installed=bool(r.get("installed")), installed_date=_date(r.get("installed_date")),
-            connected=bool(r.get("connected")), connected_date=_date(r.get("connected_date")),
-            longitude=_float(r.get("longitude")), latitude=_float(r.get("latitude")),
+            project=shared(get("project")),
+            county=shared(get("county")), county_code=shared(get("county_code")),
+            township=shared(get("township")), township_code=shared(get("township_code")),
+            village=shared(get("village")), village_code=shared(get("village_code")),
+            operator=shared(get("operator")),
+            installed=bool(get("installed")), installed_date=_date(get("installed_date")),
+            connected=bool(get("connected")), connected_date=_date(get("connected_date")),
+            longitude=_float(get("longitude")), latitude=_float(get("latitude")),
         ))
     return out

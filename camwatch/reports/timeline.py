@@ -14,16 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
-from camwatch.store.base import Exemption, Transition
+from camwatch.store.base import Exemption, Transition, TransitionRow
 
 ONLINE, OFFLINE, UNKNOWN, EXEMPT = 0, 1, 2, 3
-_INDEX = {"online": ONLINE, "offline": OFFLINE}
 
 
-@dataclass(slots=True)
-class Cursor:
-    """A channel's state while the log is replayed."""
+class Cursor(NamedTuple):
+    """A channel's state as of a period's end (or start): what the replay of the log left."""
 
     state: str
     since: float | None  # when ``state`` began; None when the log does not say
@@ -75,7 +74,15 @@ def initial_cursors(last: Mapping[str, Transition]) -> dict[str, Cursor]:
     return {cid: Cursor(t.to_state, t.ts, t.reason) for cid, t in last.items()}
 
 
-def _account(acc: list[float], state: str, a: float, b: float,
+# A channel in :func:`scan` is one list, so one dict look-up per transition: [0] state,
+# [1] since, [2] reason, [3] mark (time accounted up to), [4] window start (None: not
+# counted), [5] its exemptions, then the seconds online, offline, unknown, exempt at
+# [_ACC + ONLINE] ... [_ACC + EXEMPT].
+_ACC = 6
+_SLOT = {"online": _ACC + ONLINE, "offline": _ACC + OFFLINE}
+
+
+def _account(c: list[Any], state: str, a: float, b: float,
              ex: list[tuple[float, float]] | None) -> None:
     if b <= a:
         return
@@ -86,48 +93,74 @@ def _account(acc: list[float], state: str, a: float, b: float,
             lo, hi = max(a, xs), min(b, xe)
             if hi > lo:
                 covered += hi - lo
-        acc[EXEMPT] += covered
+        c[_ACC + EXEMPT] += covered
         d -= covered
-    acc[_INDEX.get(state, UNKNOWN)] += d
+    c[_SLOT.get(state, _ACC + UNKNOWN)] += d
 
 
-def scan(transitions: Iterable[Transition], start: float, end: float,
+def scan(transitions: Iterable[TransitionRow], start: float, end: float,
          windows: Mapping[str, float], initial: Mapping[str, Cursor],
-         exempt: Mapping[str, list[tuple[float, float]]]) -> Timeline:
-    """Replay ``transitions`` (those with ``start <= ts < end``, in time order).
+         exempt: Mapping[str, list[tuple[float, float]]], *,
+         outages: bool = True) -> Timeline:
+    """Replay ``transitions`` (those with ``start <= ts < end``, in time order), as
+    ``(channel_id, ts, from_state, to_state, reason)`` tuples (:meth:`Store.transition_rows`).
 
     ``windows`` maps each counted channel to the time its counting starts (>= ``start``);
     channels not in it are followed (their end state is kept for the next period) but not
     counted. ``initial`` is the state of channels at ``start``; it is not modified.
+    ``outages=False`` leaves :attr:`Timeline.outages` empty (the previous period's are not
+    shown).
+
+    The loop runs once per transition of the period (several hundred thousand), so each
+    channel is one list (state, since, reason, mark, window, exemptions, four sums of seconds)
+    found with one dict look-up, not objects; the arithmetic is :func:`_account`'s, term by
+    term, so the sums are the same.
     """
-    cur: dict[str, Cursor] = {cid: Cursor(c.state, c.since, c.reason)
-                              for cid, c in initial.items()}
-    acc: dict[str, list[float]] = {cid: [0.0, 0.0, 0.0, 0.0] for cid in windows}
-    outages: list[Outage] = []
+    inf = float("-inf")
+    get_window, get_exempt = windows.get, exempt.get
+    cur: dict[str, list[Any]] = {
+        cid: [c[0], c[1], c[2], inf, get_window(cid), get_exempt(cid), 0.0, 0.0, 0.0, 0.0]
+        for cid, c in initial.items()}
+    found: list[Outage] = []
+    keep = found.append if outages else None
+    slot = _SLOT
+    unknown = _ACC + UNKNOWN
     n = 0
-    for t in transitions:
+    get_cur = cur.get
+    for cid, ts, from_state, to_state, reason in transitions:
         n += 1
-        cid = t.channel_id
-        c = cur.get(cid)
+        c = get_cur(cid)
         if c is None:
             # No earlier transition: trust what this one says it left, from the period start.
-            c = cur[cid] = Cursor(t.from_state, None, None)
-        w = windows.get(cid)
+            c = cur[cid] = [from_state, None, None, inf, get_window(cid), get_exempt(cid),
+                            0.0, 0.0, 0.0, 0.0]
+        state = c[0]
+        w = c[4]
         if w is not None:
-            a = max(c.mark, w)
-            _account(acc[cid], c.state, a, t.ts, exempt.get(cid))
-            c.mark = max(t.ts, w)
-            if c.state == "offline" and t.to_state != "offline" and t.ts > w:
-                outages.append(Outage(cid, c.since, t.ts, c.reason))
-        if t.to_state != c.state:
-            c.state, c.since = t.to_state, t.ts
-        c.reason = t.reason
+            a = c[3]
+            if w > a:
+                a = w
+            if ts > a:
+                if c[5]:
+                    _account(c, state, a, ts, c[5])
+                else:
+                    c[slot.get(state, unknown)] += ts - a
+            c[3] = ts if ts > w else w
+            if keep is not None and state == "offline" and to_state != "offline" and ts > w:
+                keep(Outage(cid, c[1], ts, c[2]))
+        if to_state != state:
+            c[0] = to_state
+            c[1] = ts
+        c[2] = reason
+    ms: dict[str, list[int]] = {}
     for cid, w in windows.items():
-        c = cur.get(cid)
+        c = get_cur(cid)
         if c is None:
-            c = cur[cid] = Cursor("unknown", None, None)
-        _account(acc[cid], c.state, max(c.mark, w), end, exempt.get(cid))
-        if c.state == "offline":
-            outages.append(Outage(cid, c.since, None, c.reason))
-    ms = {cid: [round(v * 1000) for v in a] for cid, a in acc.items()}
-    return Timeline(ms, cur, outages, n)
+            c = cur[cid] = ["unknown", None, None, inf, w, get_exempt(cid), 0.0, 0.0, 0.0, 0.0]
+        _account(c, c[0], max(c[3], w), end, c[5])
+        if keep is not None and c[0] == "offline":
+            keep(Outage(cid, c[1], None, c[2]))
+        ms[cid] = [round(c[6] * 1000), round(c[7] * 1000), round(c[8] * 1000),
+                   round(c[9] * 1000)]
+    states = {cid: Cursor(c[0], c[1], c[2], c[3]) for cid, c in cur.items()}
+    return Timeline(ms, states, found, n)

@@ -25,6 +25,7 @@ from camwatch.store.base import (
     OutboxItem,
     RateSnapshot,
     Transition,
+    TransitionRow,
 )
 
 # Each entry moves the schema one version up; never edit a released entry, add a new one.
@@ -205,9 +206,12 @@ class SqliteStore:
             self._db.executemany("DELETE FROM channel_state WHERE channel_id = ?", ids)
 
     def transitions(self, start: float | None = None, end: float | None = None,
-                    channel_ids: Iterable[str] | None = None) -> Iterator[Transition]:
-        sql = ("SELECT id, channel_id, ts, from_state, to_state, reason, detail "
-               "FROM transitions WHERE 1=1")
+                    channel_ids: Iterable[str] | None = None,
+                    with_detail: bool = True) -> Iterator[Transition]:
+        """Transitions with ``start <= ts < end`` in time order. ``with_detail=False`` leaves
+        ``detail`` empty instead of decoding its JSON (about a third of the read cost)."""
+        sql = (f"SELECT id, channel_id, ts, from_state, to_state, reason, "
+               f"{'detail' if with_detail else 'NULL'} FROM transitions WHERE 1=1")
         args: list[Any] = []
         if start is not None:
             sql += " AND ts >= ?"
@@ -220,16 +224,35 @@ class SqliteStore:
         for r in self._db.execute(sql, args):
             if wanted is not None and r[1] not in wanted:
                 continue
-            yield Transition(r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), id=r[0])
+            yield Transition(r[1], r[2], r[3], r[4], r[5],
+                             json.loads(r[6]) if with_detail else {}, id=r[0])
 
-    def last_transition_before(self, ts: float) -> dict[str, Transition]:
+    def transition_rows(self, start: float | None = None,
+                        end: float | None = None) -> Iterator[TransitionRow]:
+        """Like :meth:`transitions` without the detail, as plain tuples (``TransitionRow``)
+        straight from the cursor: for reading a month of the log in one pass."""
+        sql = "SELECT channel_id, ts, from_state, to_state, reason FROM transitions WHERE 1=1"
+        args: list[Any] = []
+        if start is not None:
+            sql += " AND ts >= ?"
+            args.append(start)
+        if end is not None:
+            sql += " AND ts < ?"
+            args.append(end)
+        sql += " ORDER BY ts, id"
+        return iter(self._db.execute(sql, args))
+
+    def last_transition_before(self, ts: float,
+                               with_detail: bool = True) -> dict[str, Transition]:
         """Each channel's last transition strictly before ``ts``: its state when a period
-        starts."""
+        starts. ``with_detail=False``: ``detail`` left empty, not decoded."""
         rows = self._db.execute(
-            "SELECT t.id, t.channel_id, t.ts, t.from_state, t.to_state, t.reason, t.detail "
+            f"SELECT t.id, t.channel_id, t.ts, t.from_state, t.to_state, t.reason, "
+            f"{'t.detail' if with_detail else 'NULL'} "
             "FROM transitions t JOIN (SELECT channel_id, MAX(id) AS id FROM transitions "
             "WHERE ts < ? GROUP BY channel_id) last ON t.id = last.id", (ts,))
-        return {r[1]: Transition(r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), id=r[0])
+        return {r[1]: Transition(r[1], r[2], r[3], r[4], r[5],
+                                 json.loads(r[6]) if with_detail else {}, id=r[0])
                 for r in rows}
 
     # --- rate snapshots ----------------------------------------------------------------------
@@ -258,6 +281,14 @@ class SqliteStore:
         rows = self._db.execute(
             "SELECT data FROM inventory_snapshots WHERE month = ? ORDER BY channel_id", (month,))
         return [json.loads(r[0]) for r in rows]
+
+    def iter_inventory_snapshot(self, month: str) -> Iterator[dict[str, Any]]:
+        """:meth:`inventory_snapshot` one row at a time: 100,000 decoded rows held at once
+        take about 230 MB, a stream of them almost nothing."""
+        for r in self._db.execute(
+                "SELECT data FROM inventory_snapshots WHERE month = ? ORDER BY channel_id",
+                (month,)):
+            yield json.loads(r[0])
 
     def inventory_months(self) -> list[str]:
         return [r[0] for r in self._db.execute(
