@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from camwatch.probes import ProbeSettings, Target
+from camwatch.probes import ProbeSettings, Target, soap
 from camwatch.probes import onvif as onvif_probe
 from camwatch.probes.onvif import (
     HttpStatusError,
@@ -178,18 +178,18 @@ async def test_declared_length_over_cap_fails_before_reading() -> None:
     reader = asyncio.StreamReader(limit=64 * 1024)
     reader.feed_data(b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n<a>")
     with pytest.raises(ProtocolError, match="over the 1024-byte cap"):
-        await onvif_probe._read_response(reader, 1024)
+        await soap.read_response(reader, 1024)
 
 
 async def test_chunked_reply_is_read_and_capped() -> None:
     reader = asyncio.StreamReader(limit=64 * 1024)
     reader.feed_data(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                      b"3\r\n<a>\r\n4\r\n</a>\r\n0\r\n\r\n")
-    assert await onvif_probe._read_response(reader, 1024) == (200, b"<a></a>", True)
+    assert await soap.read_response(reader, 1024) == (200, b"<a></a>", True)
     reader = asyncio.StreamReader(limit=64 * 1024)
     reader.feed_data(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n")
     with pytest.raises(ProtocolError, match="cap"):
-        await onvif_probe._read_response(reader, 1024)
+        await soap.read_response(reader, 1024)
 
 
 @pytest.mark.parametrize(("head", "reusable"), [
@@ -201,14 +201,14 @@ async def test_chunked_reply_is_read_and_capped() -> None:
 async def test_connection_reuse_follows_http_version(head: bytes, reusable: bool) -> None:
     reader = asyncio.StreamReader(limit=64 * 1024)
     reader.feed_data(head + b"Content-Length: 4\r\n\r\n<a/>")
-    assert await onvif_probe._read_response(reader, 1024) == (200, b"<a/>", reusable)
+    assert await soap.read_response(reader, 1024) == (200, b"<a/>", reusable)
 
 
 async def test_header_block_over_limit_is_protocol() -> None:
     reader = asyncio.StreamReader(limit=1024)
     reader.feed_data(b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 4096)
     with pytest.raises(ProtocolError, match="header"):
-        await onvif_probe._read_response(reader, 1024)
+        await soap.read_response(reader, 1024)
 
 
 async def test_not_found(server: OnvifServer, device: SimDevice) -> None:

@@ -10,9 +10,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from camwatch.probes import onvif as onvif_probe
+from camwatch.probes import soap
 from camwatch.probes.onvif import (
-    OnvifError,
+    SoapError,
     classify,
     parse_device_information,
     parse_reply,
@@ -61,7 +61,7 @@ def test_soap_parsers_only_return_or_raise_classified(data: bytes, status: int,
                                                      which: int) -> None:
     try:
         _PARSERS[which](data, status)
-    except OnvifError as exc:
+    except SoapError as exc:
         assert classify(exc) in _CLASSIFIED
 
 
@@ -82,8 +82,8 @@ def test_http_reply_reader_only_returns_or_raises_classified(raw: bytes) -> None
         reader.feed_data(raw)
         reader.feed_eof()
         try:
-            await onvif_probe._read_response(reader, 1024)
-        except OnvifError as exc:
+            await soap.read_response(reader, 1024)
+        except SoapError as exc:
             assert classify(exc) is Reason.PROTOCOL
 
     asyncio.run(read())

@@ -35,7 +35,8 @@ session per service, so nothing is shared across devices, as wanted. But its tra
 ``xml_huge_tree=True``, with no public knob for a body cap: a daemon probing 10,000 devices
 cannot let one hostile camera take a gigabyte, and 4x the CPU matters at that scale too.
 
-So the per-round calls use a minimal HTTP/1.1 + SOAP 1.2 client on ``asyncio`` streams: every
+So the per-round calls use a minimal HTTP/1.1 + SOAP 1.2 client on ``asyncio`` streams
+(:mod:`camwatch.probes.soap`): every
 read is bounded (header block by ``settings.max_header_bytes``, body by
 ``settings.max_soap_bytes``, refused as soon as a Content-Length or chunk total exceeds it),
 and replies are parsed with ``defusedxml`` (``forbid_dtd``: any DOCTYPE is refused before an
@@ -60,27 +61,38 @@ import re
 import ssl
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
 import aiohttp
-import defusedxml.ElementTree as DET
 import structlog
-from defusedxml import DefusedXmlException
 
 from camwatch.probes import ProbeSettings, Target
 from camwatch.probes.result import ProbeResult, Reason
+from camwatch.probes.soap import (
+    ENV12,
+    Conn,
+    Endpoint,
+    HttpStatusError,
+    ProtocolError,
+    SoapError,
+    SoapFault,
+    clip,
+    local_name,
+    parse_reply,
+    qlocal,
+    tls_context,
+)
 from camwatch.probes.tcp import classify_os_error
 from camwatch.secrets import redact_text
 
 __all__ = [
     "KIND",
     "HttpStatusError",
-    "OnvifError",
     "ProtocolError",
+    "SoapError",
     "SoapFault",
     "classify",
     "get_stream_uri",
@@ -94,8 +106,6 @@ __all__ = [
 KIND = "onvif"
 log = structlog.get_logger(__name__)
 
-ENV12 = "http://www.w3.org/2003/05/soap-envelope"
-ENV11 = "http://schemas.xmlsoap.org/soap/envelope/"
 _TDS = "http://www.onvif.org/ver10/device/wsdl"
 _WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 _WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
@@ -112,31 +122,6 @@ _NOT_AUTHORIZED = re.compile(r"not\s+authori[sz]ed|unauthori[sz]ed", re.IGNORECA
 
 
 # -- errors and their classification ---------------------------------------------------------
-
-
-class OnvifError(Exception):
-    """A failed SOAP exchange, already understood. Messages are secret-free by construction."""
-
-
-class ProtocolError(OnvifError):
-    """The reply is not HTTP, not SOAP, too big, hostile, or misses what it must carry."""
-
-
-class HttpStatusError(OnvifError):
-    """A non-200 HTTP status without a readable SOAP fault."""
-
-    def __init__(self, status: int) -> None:
-        self.status = status
-        super().__init__(f"HTTP {status}")
-
-
-class SoapFault(OnvifError):
-    """A SOAP fault (1.1 or 1.2). ``subcodes`` are local names, outermost first."""
-
-    def __init__(self, status: int, code: str, subcodes: tuple[str, ...], text: str) -> None:
-        self.status, self.code, self.subcodes, self.text = status, code, subcodes, text
-        chain = "/".join((code, *subcodes))
-        super().__init__(f"SOAP fault {chain} ({text}), HTTP {status}")
 
 
 def classify(exc: BaseException, *, drift_s: float | None = None,
@@ -199,50 +184,6 @@ def _request(operation: str, security: str = "") -> bytes:
             f'<{operation} xmlns="{_TDS}"/></s:Body></s:Envelope>').encode()
 
 
-def parse_reply(data: bytes, status: int = 200) -> ET.Element:
-    """The first element inside the SOAP Body of ``data``.
-
-    Raises :class:`SoapFault` when that element is a Fault and :class:`ProtocolError` for
-    anything else that is not a SOAP envelope, including any DTD (so no XXE, no entity
-    expansion). Never raises anything else, whatever the bytes.
-    """
-    try:
-        root: ET.Element = DET.fromstring(data, forbid_dtd=True, forbid_entities=True,
-                              forbid_external=True)
-    except DefusedXmlException as exc:
-        raise ProtocolError(f"hostile XML refused ({type(exc).__name__})") from None
-    except ET.ParseError as exc:
-        raise ProtocolError(f"not XML ({exc})") from None
-    except (ValueError, LookupError, UnicodeError, RecursionError) as exc:
-        # expat: unknown encoding declarations (LookupError), bad code points, ...
-        raise ProtocolError(f"not XML ({type(exc).__name__})") from None
-    ns = root.tag[1:].partition("}")[0] if root.tag.startswith("{") else ""
-    if ns not in (ENV12, ENV11) or _local(root.tag) != "Envelope":
-        raise ProtocolError(f"not a SOAP envelope (root <{_local(root.tag)}>)")
-    body = root.find(f"{{{ns}}}Body")
-    if body is None or len(body) == 0:
-        raise ProtocolError("SOAP envelope without a Body element")
-    first = body[0]
-    if _local(first.tag) == "Fault":
-        raise _fault(first, ns, status)
-    return first
-
-
-def _fault(el: ET.Element, ns: str, status: int) -> SoapFault:
-    if ns == ENV12:
-        code = _qlocal(el.findtext(f"{{{ns}}}Code/{{{ns}}}Value"))
-        subcodes: list[str] = []
-        sub = el.find(f"{{{ns}}}Code/{{{ns}}}Subcode")
-        while sub is not None and len(subcodes) < 8:
-            subcodes.append(_qlocal(sub.findtext(f"{{{ns}}}Value")))
-            sub = sub.find(f"{{{ns}}}Subcode")
-        text = el.findtext(f"{{{ns}}}Reason/{{{ns}}}Text") or ""
-    else:  # SOAP 1.1, still spoken by old firmware: faultcode/faultstring, unqualified
-        code, subcodes = _qlocal(el.findtext("faultcode")), []
-        text = el.findtext("faultstring") or ""
-    return SoapFault(status, code or "?", tuple(subcodes), _clip(text, 200))
-
-
 def parse_system_date_and_time(data: bytes, status: int = 200) -> dt.datetime:
     """The camera's UTC time from a GetSystemDateAndTime reply (whole seconds, as sent)."""
     el = _expect(parse_reply(data, status), "GetSystemDateAndTimeResponse")
@@ -275,45 +216,17 @@ def parse_device_information(data: bytes, status: int = 200) -> dict[str, str]:
             if key == "hardware_id":
                 continue
             raise ProtocolError(f"GetDeviceInformation reply has no {name}")
-        out[key] = _clip(text.strip(), _MAX_FIELD)
+        out[key] = clip(text.strip(), _MAX_FIELD)
     return out
 
 
 def _expect(el: ET.Element, name: str) -> ET.Element:
-    if _local(el.tag) != name:
-        raise ProtocolError(f"expected <{name}>, got <{_clip(_local(el.tag), 60)}>")
+    if local_name(el.tag) != name:
+        raise ProtocolError(f"expected <{name}>, got <{clip(local_name(el.tag), 60)}>")
     return el
 
 
-def _local(tag: str) -> str:
-    return tag.rpartition("}")[2]
-
-
-def _qlocal(text: str | None) -> str:
-    return (text or "").strip().rpartition(":")[2][:60]
-
-
-def _clip(text: str, n: int) -> str:
-    return text if len(text) <= n else text[:n] + "…"
-
-
-# -- bounded HTTP/1.1 over asyncio streams ---------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Endpoint:
-    host: str
-    port: int
-    path: str
-    tls: bool
-
-    @property
-    def where(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literal
-        return f"{host}:{self.port}"
-
-
-def _endpoint(target: Target) -> _Endpoint | None:
+def _endpoint(target: Target) -> Endpoint | None:
     # Without an ONVIF URL, the ONVIF default address on the channel's host.
     url = target.onvif_url or (f"http://{target.host}/onvif/device_service" if target.host
                                else None)
@@ -323,167 +236,8 @@ def _endpoint(target: Target) -> _Endpoint | None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
     tls = parts.scheme == "https"
-    return _Endpoint(parts.hostname, parts.port or (443 if tls else 80),
+    return Endpoint(parts.hostname, parts.port or (443 if tls else 80),
                      parts.path or "/onvif/device_service", tls)
-
-
-@dataclass(slots=True)
-class _Exchange:
-    body: bytes
-    sent_wall: float  # time.time() when the request was written
-    rtt: float
-
-
-@dataclass(slots=True)
-class _Conn:
-    """One keep-alive connection to the device, opened on first use and reopened only when
-    the device asked to close it. ``close()`` aborts it: nothing lingers after a probe."""
-
-    ep: _Endpoint
-    settings: ProbeSettings
-    phases: dict[str, float]
-    _reader: asyncio.StreamReader | None = None
-    _writer: asyncio.StreamWriter | None = None
-    _reusable: bool = False
-
-    async def call(self, operation: str, body: bytes, phase: str) -> _Exchange:
-        if self._writer is None or not self._reusable or self._writer.transport.is_closing():
-            self.close()
-            with _timed(self.phases, "connect"):
-                ctx = _tls_context() if self.ep.tls else None
-                self._reader, self._writer = await asyncio.open_connection(
-                    self.ep.host, self.ep.port, ssl=ctx,
-                    limit=self.settings.max_header_bytes)
-        assert self._reader is not None and self._writer is not None
-        head = (f"POST {self.ep.path} HTTP/1.1\r\nHost: {self.ep.where}\r\n"
-                f"User-Agent: {self.settings.user_agent}\r\n"
-                f'Content-Type: application/soap+xml; charset=utf-8; action="{_TDS}/{operation}"'
-                f"\r\nContent-Length: {len(body)}\r\n\r\n").encode()
-        with _timed(self.phases, phase):
-            sent_wall, t0 = time.time(), time.perf_counter()
-            self._writer.write(head + body)
-            await self._writer.drain()
-            status, data, self._reusable = await _read_response(
-                self._reader, self.settings.max_soap_bytes)
-            rtt = time.perf_counter() - t0
-        if status != 200:
-            try:
-                parse_reply(data, status)
-            except SoapFault:
-                raise
-            except ProtocolError:
-                raise HttpStatusError(status) from None
-            raise ProtocolError(f"HTTP {status} with a SOAP body that is not a fault")
-        return _Exchange(data, sent_wall, rtt)
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.transport.abort()  # no FIN handshake to wait for: we are done
-        self._reader = self._writer = None
-
-
-_STATUS = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9])(?: |$)")
-
-
-async def _read_response(reader: asyncio.StreamReader, max_body: int) -> tuple[int, bytes, bool]:
-    """(status, body, connection reusable). The head is bounded by the reader's limit, the
-    body by ``max_body``: a declared length over the cap fails before reading a byte of it."""
-    for _ in range(8):  # interim 1xx heads before the real one; a device looping them is broken
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.LimitOverrunError:
-            raise ProtocolError("reply header block over the limit") from None
-        except asyncio.IncompleteReadError as exc:
-            what = "a truncated reply head" if exc.partial else "no reply"
-            raise ProtocolError(f"connection closed with {what}") from None
-        lines = head[:-4].split(b"\r\n")
-        m = _STATUS.match(lines[0])
-        if m is None:
-            raise ProtocolError("reply is not HTTP/1.x")
-        status = int(m.group(1))
-        if status >= 200:
-            break
-    else:
-        raise ProtocolError("endless interim 1xx replies")
-    headers: dict[bytes, bytes] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep:
-            raise ProtocolError("malformed reply header line")
-        headers[name.strip().lower()] = value.strip()
-    # HTTP/1.0 closes after each reply unless it says keep-alive (ipycam, old NVR web servers)
-    conn_header = headers.get(b"connection", b"").lower()
-    reusable = conn_header == b"keep-alive" if lines[0].startswith(b"HTTP/1.0") else (
-        conn_header != b"close")
-    if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
-        return status, await _read_chunked(reader, max_body), reusable
-    if (cl := headers.get(b"content-length")) is not None:
-        if not cl.isdigit():
-            raise ProtocolError("malformed Content-Length")
-        length = int(cl)
-        if length > max_body:
-            raise ProtocolError(f"reply body of {length} bytes is over the {max_body}-byte cap")
-        try:
-            return status, await reader.readexactly(length), reusable
-        except asyncio.IncompleteReadError:
-            raise ProtocolError("connection closed in the middle of the reply body") from None
-    parts: list[bytes] = []  # no length: the body ends when the device closes
-    total = 0
-    while chunk := await reader.read(65536):
-        total += len(chunk)
-        if total > max_body:
-            raise ProtocolError(f"reply body over the {max_body}-byte cap")
-        parts.append(chunk)
-    return status, b"".join(parts), False
-
-
-async def _read_chunked(reader: asyncio.StreamReader, max_body: int) -> bytes:
-    parts: list[bytes] = []
-    total = 0
-    try:
-        while True:
-            line = await reader.readuntil(b"\r\n")
-            size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise ProtocolError("malformed chunk size") from None
-            if size < 0 or total + size > max_body:
-                raise ProtocolError(f"chunked reply body over the {max_body}-byte cap")
-            if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-                    pass
-                return b"".join(parts)
-            data = await reader.readexactly(size + 2)
-            parts.append(data[:-2])
-            total += size
-    except asyncio.IncompleteReadError:
-        raise ProtocolError("connection closed in the middle of a chunked body") from None
-    except asyncio.LimitOverrunError:
-        raise ProtocolError("chunk header over the limit") from None
-
-
-_TLS: ssl.SSLContext | None = None
-
-
-def _tls_context() -> ssl.SSLContext:
-    """Cameras carry self-signed certificates: we judge liveness, not identity, and the
-    password never crosses the wire (only its digest)."""
-    global _TLS
-    if _TLS is None:
-        _TLS = ssl.create_default_context()
-        _TLS.check_hostname = False
-        _TLS.verify_mode = ssl.CERT_NONE
-    return _TLS
-
-
-@contextlib.contextmanager
-def _timed(phases: dict[str, float], name: str) -> Iterator[None]:
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
 
 
 # -- the probe -------------------------------------------------------------------------------
@@ -505,7 +259,7 @@ async def probe(target: Target, settings: ProbeSettings) -> ProbeResult:
     start = time.perf_counter()
     phases: dict[str, float] = {}
     state = _State()
-    conn = _Conn(ep, settings, phases)
+    conn = Conn(ep, settings, phases)
     try:
         async with asyncio.timeout(settings.timeout_s):
             await _exchange(conn, target, settings, state)
@@ -523,20 +277,21 @@ async def probe(target: Target, settings: ProbeSettings) -> ProbeResult:
                                clock_drift_s=state.drift_s, info=info)
 
 
-async def _exchange(conn: _Conn, target: Target, settings: ProbeSettings,
+async def _exchange(conn: Conn, target: Target, settings: ProbeSettings,
                     state: _State) -> None:
     creds = (target.username, target.password.reveal()) if (
         target.username and target.password) else None
     phase = "get_system_date_and_time"
     try:
-        ex = await conn.call("GetSystemDateAndTime", _request("GetSystemDateAndTime"), phase)
-    except OnvifError as exc:
+        ex = await conn.call(f"{_TDS}/GetSystemDateAndTime", _request("GetSystemDateAndTime"),
+                             phase)
+    except SoapError as exc:
         if creds is None or _reason(exc) is not Reason.AUTH:
             raise
         # Axis firmware (and ipycam) authenticate every request, GetSystemDateAndTime
         # included, answering 401 without a token: ask once more, with one.
         state.auth_always = True
-        ex = await conn.call("GetSystemDateAndTime",
+        ex = await conn.call(f"{_TDS}/GetSystemDateAndTime",
                              _request("GetSystemDateAndTime", username_token(*creds)), phase)
     camera = parse_system_date_and_time(ex.body)
     # The camera sends whole seconds, truncated: its true time lies in [t, t+1), hence +0.5.
@@ -544,13 +299,13 @@ async def _exchange(conn: _Conn, target: Target, settings: ProbeSettings,
     if creds is None or not settings.onvif_device_info:
         return
     state.operation = "GetDeviceInformation"
-    ex = await conn.call("GetDeviceInformation",
+    ex = await conn.call(f"{_TDS}/GetDeviceInformation",
                          _request("GetDeviceInformation", username_token(*creds)),
                          "get_device_information")
     state.device = parse_device_information(ex.body)
 
 
-def _failed(exc: Exception, target: Target, settings: ProbeSettings, ep: _Endpoint,
+def _failed(exc: Exception, target: Target, settings: ProbeSettings, ep: Endpoint,
             state: _State, phases: dict[str, float], took: float) -> ProbeResult:
     reason = classify(exc, drift_s=state.drift_s,
                       skew_threshold_s=settings.clock_skew_threshold_s)
@@ -603,7 +358,7 @@ async def get_stream_uri(target: Target, settings: ProbeSettings) -> str | None:
         return None
 
 
-async def _stream_uri(ep: _Endpoint, target: Target, settings: ProbeSettings) -> str | None:
+async def _stream_uri(ep: Endpoint, target: Target, settings: ProbeSettings) -> str | None:
     from onvif.client import _WSDL_PATH, ONVIFService  # heavy: imported on first use only
     from onvif.definition import SERVICES
 
@@ -651,8 +406,8 @@ def _from_zeep(exc: Exception) -> BaseException:
     from zeep.exceptions import Fault, TransportError, XMLSyntaxError
 
     if isinstance(exc, Fault):
-        subs = tuple(_qlocal(getattr(s, "localname", str(s))) for s in (exc.subcodes or ()))
-        return SoapFault(0, _qlocal(str(exc.code or "")), subs, _clip(str(exc.message), 200))
+        subs = tuple(qlocal(getattr(s, "localname", str(s))) for s in (exc.subcodes or ()))
+        return SoapFault(0, qlocal(str(exc.code or "")), subs, clip(str(exc.message), 200))
     if isinstance(exc, TransportError):
         return HttpStatusError(exc.status_code)
     if isinstance(exc, XMLSyntaxError):
@@ -671,7 +426,7 @@ def _bounded_transport(settings: ProbeSettings) -> Any:
         def __init__(self) -> None:
             super().__init__(cache=None)  # type: ignore[no-untyped-call]
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=1, ssl=_tls_context()),
+                connector=aiohttp.TCPConnector(limit=1, ssl=tls_context()),
                 timeout=aiohttp.ClientTimeout(total=settings.timeout_s),
                 max_line_size=settings.max_header_bytes,
                 max_field_size=settings.max_header_bytes)
