@@ -230,7 +230,7 @@ def run_camwatch(config: Path, profile: bool) -> tuple[Row, dict[str, Any]]:
         if proc.is_alive():
             proc.kill()
     outcomes = ", ".join(f"{k} {v:,}" for k, v in res["outcomes"].items())
-    row = Row("camwatch", res["channels"], res["channels"], res["wall"], res["cpu"],
+    row = Row("camwatch", res["channels"], res["probed"], res["wall"], res["cpu"],
               res["maxrss_kib"] / 1024, outcomes)
     return row, res
 
