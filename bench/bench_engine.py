@@ -35,6 +35,7 @@ import io
 import multiprocessing as mp
 import os
 import pstats
+import queue
 import resource
 import shutil
 import signal
@@ -42,6 +43,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -114,19 +116,40 @@ def start_simulator(channels: int, out: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE,
                             stderr=open(out.parent / f"sim-{channels}.log", "w"),  # noqa: SIM115
                             text=True)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + SIM_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            raise RuntimeError(f"simulator exited with {proc.returncode}; see "
-                               f"{out.parent}/sim-{channels}.log")
-        if "faults:" in line:
-            print(f"  simulator {line.strip()}", flush=True)
-        if "Ctrl-C" in line:
-            return proc
-    proc.kill()
-    raise RuntimeError(f"simulator not ready within {SIM_START_TIMEOUT_S:.0f} s")
+    try:
+        for line in read_until(proc, "Ctrl-C", SIM_START_TIMEOUT_S):
+            if "faults:" in line:
+                print(f"  simulator {line.strip()}", flush=True)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
+
+
+def read_until(proc: subprocess.Popen[str], needle: str, timeout: float) -> list[str]:
+    """Lines of ``proc``'s stdout up to the first containing ``needle``, within ``timeout``.
+    A thread reads (and keeps draining) the pipe, so a silent process cannot block us."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, name="sim-stdout", daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise RuntimeError(f"simulator not ready within {timeout:.0f} s") from None
+        if line is None:
+            raise RuntimeError(f"simulator exited with {proc.wait()}: {''.join(seen)}")
+        seen.append(line)
+        if needle in line:
+            return seen
 
 
 def stop_process(proc: subprocess.Popen[str]) -> None:

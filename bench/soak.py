@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -115,20 +117,29 @@ def api_status(port: int) -> dict[str, Any]:
 
 
 def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> list[str]:
-    """Lines of ``proc``'s stdout up to and including the first one containing ``needle``."""
-    assert proc.stdout is not None
-    lines: list[str] = []
+    """Lines of ``proc``'s stdout up to the first containing ``needle``, within ``timeout``.
+    A thread reads (and keeps draining) the pipe, so a silent process cannot block us."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, name="sim-stdout", daemon=True).start()
+    seen: list[str] = []
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            if proc.poll() is not None:
-                raise RuntimeError(f"simulator exited ({proc.returncode}): {''.join(lines)}")
-            continue
-        lines.append(line)
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise RuntimeError(f"simulator not ready within {timeout:.0f} s") from None
+        if line is None:
+            raise RuntimeError(f"simulator exited with {proc.wait()}: {''.join(seen)}")
+        seen.append(line)
         if needle in line:
-            return lines
-    raise RuntimeError(f"simulator not ready within {timeout:.0f} s")
+            return seen
 
 
 def stop(proc: subprocess.Popen[str] | None, grace: float = 15.0) -> int | None:
