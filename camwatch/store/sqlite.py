@@ -210,18 +210,10 @@ class SqliteStore:
                     with_detail: bool = True) -> Iterator[Transition]:
         """Transitions with ``start <= ts < end`` in time order. ``with_detail=False`` leaves
         ``detail`` empty instead of decoding its JSON (about a third of the read cost)."""
-        sql = (f"SELECT id, channel_id, ts, from_state, to_state, reason, "
-               f"{'detail' if with_detail else 'NULL'} FROM transitions WHERE 1=1")
-        args: list[Any] = []
-        if start is not None:
-            sql += " AND ts >= ?"
-            args.append(start)
-        if end is not None:
-            sql += " AND ts < ?"
-            args.append(end)
+        columns = f"id, channel_id, ts, from_state, to_state, reason, " \
+                  f"{'detail' if with_detail else 'NULL'}"
         wanted = set(channel_ids) if channel_ids is not None else None
-        sql += " ORDER BY ts, id"
-        for r in self._db.execute(sql, args):
+        for r in self._transitions_between(columns, start, end):
             if wanted is not None and r[1] not in wanted:
                 continue
             yield Transition(r[1], r[2], r[3], r[4], r[5],
@@ -231,7 +223,12 @@ class SqliteStore:
                         end: float | None = None) -> Iterator[TransitionRow]:
         """Like :meth:`transitions` without the detail, as plain tuples (``TransitionRow``)
         straight from the cursor: for reading a month of the log in one pass."""
-        sql = "SELECT channel_id, ts, from_state, to_state, reason FROM transitions WHERE 1=1"
+        return iter(self._transitions_between("channel_id, ts, from_state, to_state, reason",
+                                              start, end))
+
+    def _transitions_between(self, columns: str, start: float | None,
+                             end: float | None) -> sqlite3.Cursor:
+        sql = f"SELECT {columns} FROM transitions WHERE 1=1"
         args: list[Any] = []
         if start is not None:
             sql += " AND ts >= ?"
@@ -239,8 +236,7 @@ class SqliteStore:
         if end is not None:
             sql += " AND ts < ?"
             args.append(end)
-        sql += " ORDER BY ts, id"
-        return iter(self._db.execute(sql, args))
+        return self._db.execute(sql + " ORDER BY ts, id", args)
 
     def last_transition_before(self, ts: float,
                                with_detail: bool = True) -> dict[str, Transition]:
