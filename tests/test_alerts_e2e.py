@@ -12,28 +12,18 @@ from typing import Any
 import pytest
 
 from camwatch.sim.model import Fault
-from tests.fleet_thread import FleetThread
+from tests.fleet_thread import FleetThread, Row, write_site
 from tests.test_daemon import Proc
 from tests.test_sink_mqtt import Broker, Subscriber, broker, until
 
 pytestmark = pytest.mark.peer
 __all__ = ["broker"]  # the fixture, imported for this module
 
-ROWS = "设备编码,点位名称,点位类型,项目,区县,乡镇,村,运营商,安装状态,上云状态,RTSP地址,凭据"
-
 
 def site(tmp: Path, ports: list[int], mqtt_port: int) -> Path:
-    rows = [ROWS]
-    for i, port in enumerate(ports):
-        town = "城关镇" if i < 6 else "玄武镇"
-        rows.append(f"4116280000132100{i:04d},点位{i},1,雪亮工程,鹿邑县,{town},村,移动,已安装,"
-                    f"已上云,rtsp://127.0.0.1:{port}/ch,default")
-    (tmp / "inv.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    (tmp / "pw").write_text("Sweep-Pw-1\n", encoding="utf-8")
-    cfg = tmp / "c.yaml"
-    cfg.write_text(f"""
-inventory: {{path: inv.csv}}
-credentials: {{default: {{username: admin, password_file: pw}}}}
+    rows = [Row(f"rtsp://127.0.0.1:{port}/ch", township="城关镇" if i < 6 else "玄武镇")
+            for i, port in enumerate(ports)]
+    return write_site(tmp, rows, f"""
 probing: {{interval: 1s, timeout: 500ms, per_host_concurrency: 64, onvif: false}}
 states: {{fail_threshold: 1}}
 targets: {{min_channels: 2}}
@@ -47,8 +37,7 @@ alerts:
   receivers:
     county: {{type: mqtt, host: 127.0.0.1, port: {mqtt_port}, prefix: lyx}}
   delivery: {{backoff_initial: 100ms, backoff_max: 500ms, poll: 200ms}}
-""", encoding="utf-8")
-    return cfg
+""")
 
 
 async def test_township_below_target_one_alert_one_resolution_across_restart(

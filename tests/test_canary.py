@@ -20,7 +20,8 @@ from aiohttp import web
 
 from camwatch.sim.model import Fault
 from tests.conftest import ROOT
-from tests.fleet_thread import FleetThread
+from tests.fleet_thread import FleetThread, Row
+from tests.fleet_thread import write_site as write_site_rows
 from tests.test_daemon import get, poll
 
 CAM = "Cam-Canary-5f3e"
@@ -69,21 +70,13 @@ class Webhook:
 
 
 def write_site(tmp: Path, ports: list[int], hook_port: int) -> Path:
-    rows = ["设备编码,点位名称,点位类型,项目,区县,乡镇,村,运营商,安装状态,上云状态,RTSP地址,凭据"]
-    for i, port in enumerate(ports):
-        url = (f"rtsp://admin:{CAM}@127.0.0.1:{port}/ch" if i % 2 else
-               f"rtsp://127.0.0.1:{port}/ch")
-        rows.append(f"4116280000132100{i:04d},点位{i},1,雪亮工程,鹿邑县,城关镇,村,移动,"
-                    f"已安装,已上云,{url},default")
-    (tmp / "inv.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    (tmp / "pw").write_text(CAM + "\n", encoding="utf-8")
+    # every other channel carries the password inline in its RTSP URL, as real sheets do
+    rows = [Row(f"rtsp://admin:{CAM}@127.0.0.1:{port}/ch" if i % 2 else
+                f"rtsp://127.0.0.1:{port}/ch") for i, port in enumerate(ports)]
     (tmp / "hook-url").write_text(f"http://127.0.0.1:{hook_port}/hook?key={HOOK}\n",
                                   encoding="utf-8")
     (tmp / "hook-secret").write_text(SIG + "\n", encoding="utf-8")
-    cfg = tmp / "c.yaml"
-    cfg.write_text("""
-inventory: {path: inv.csv}
-credentials: {default: {username: admin, password_file: pw}}
+    return write_site_rows(tmp, rows, password=CAM, config="""
 probing: {interval: 1s, timeout: 500ms, per_host_concurrency: 64, onvif: false}
 states: {fail_threshold: 1}
 targets: {min_channels: 2}
@@ -95,8 +88,7 @@ alerts:
   receivers:
     hook: {type: webhook, url_file: hook-url, secret_file: hook-secret}
   delivery: {backoff_initial: 100ms, backoff_max: 500ms, poll: 200ms}
-""", encoding="utf-8")
-    return cfg
+""")
 
 
 @pytest.fixture

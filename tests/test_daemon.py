@@ -73,12 +73,9 @@ class Proc:
 def daemon(tmp_path: Path) -> Iterator[tuple[Proc, FleetThread, Path]]:
     faults = [Fault.NONE] * 8 + [Fault.AUTH_FAIL, Fault.NOT_FOUND]
     with FleetThread(faults) as fleet:
-        cfg = write_site(tmp_path, fleet.ports)
-        text = cfg.read_text("utf-8").replace(
-            "probing: {timeout: 1s, per_host_concurrency: 64}",
-            "probing: {interval: 2s, timeout: 1s, per_host_concurrency: 64, onvif: false}\n"
-            "states: {fail_threshold: 1}\nstore: {path: state.db}")
-        cfg.write_text(text, encoding="utf-8")
+        cfg = write_site(tmp_path, fleet.ports,
+                         "probing: {interval: 2s, timeout: 1s, per_host_concurrency: 64, "
+                         "onvif: false}\nstates: {fail_threshold: 1}\nstore: {path: state.db}\n")
         proc = Proc(cfg)
         try:
             yield proc, fleet, cfg

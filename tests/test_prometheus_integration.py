@@ -18,9 +18,9 @@ import pytest
 
 from camwatch.sim.model import Fault
 from tests.conftest import ROOT, need_binary
-from tests.fleet_thread import FleetThread
+from tests.fleet_thread import FleetThread, Row
+from tests.fleet_thread import write_site as write_site_rows
 from tests.test_daemon import Proc, get, poll
-from tests.test_sweep_cli import HEADER
 
 RULES = sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yaml"))
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
@@ -54,21 +54,12 @@ LEVELS = {
 
 
 def write_site(tmp: Path, ports: list[int]) -> Path:
-    rows = [HEADER]
-    for i, ((klass, project, county, town, op, _), port) in enumerate(zip(FLEET, ports,
-                                                                            strict=True)):
-        rows.append(f"4116280000132100{i:04d},点位{i},{klass},{project},{county},{town},村,{op},"
-                    f"已安装,已上云,rtsp://127.0.0.1:{port}/ch,default")
-    rows.append("41162800001321009999,未上云,3,数字乡村,鹿邑县,城关镇,村,联通,已安装,未上云,,")
-    (tmp / "inv.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    (tmp / "pw").write_text("Sweep-Pw-1\n", encoding="utf-8")
-    cfg = tmp / "c.yaml"
-    cfg.write_text(
-        "inventory: {path: inv.csv}\n"
-        "credentials: {default: {username: admin, password_file: pw}}\n"
-        "probing: {interval: 2s, timeout: 1s, per_host_concurrency: 64, onvif: false}\n"
-        "states: {fail_threshold: 1}\nstore: {path: state.db}\n", encoding="utf-8")
-    return cfg
+    rows = [Row(f"rtsp://127.0.0.1:{port}/ch", klass=klass, project=project, county=county,
+                township=town, operator=op)
+            for (klass, project, county, town, op, _), port in zip(FLEET, ports, strict=True)]
+    return write_site_rows(tmp, rows, "probing: {interval: 2s, timeout: 1s, "
+                                      "per_host_concurrency: 64, onvif: false}\n"
+                                      "states: {fail_threshold: 1}\nstore: {path: state.db}\n")
 
 
 def free_port() -> int:

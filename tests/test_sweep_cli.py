@@ -13,9 +13,8 @@ import pytest
 
 from camwatch.sim.model import Fault
 from tests.conftest import ROOT
-from tests.fleet_thread import FleetThread
-
-HEADER = "设备编码,点位名称,点位类型,项目,区县,乡镇,村,运营商,安装状态,上云状态,RTSP地址,凭据"
+from tests.fleet_thread import FleetThread, Row
+from tests.fleet_thread import write_site as write_site_rows
 
 
 @pytest.fixture
@@ -25,22 +24,12 @@ def fleet() -> Iterator[FleetThread]:
         yield f
 
 
-def write_site(tmp: Path, ports: list[int]) -> Path:
-    rows = [HEADER]
-    for i, port in enumerate(ports):
-        klass = 1 if i < 5 else 2
-        town = "城关镇" if i % 2 == 0 else "玄武镇"
-        rows.append(f"4116280000132100{i:04d},点位{i},{klass},雪亮工程,鹿邑县,{town},村,移动,"
-                    f"已安装,已上云,rtsp://127.0.0.1:{port}/ch,default")
-    rows.append("41162800001321009999,未上云,3,数字乡村,鹿邑县,城关镇,村,联通,已安装,未上云,,")
-    (tmp / "inv.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    (tmp / "pw").write_text("Sweep-Pw-1\n", encoding="utf-8")
-    cfg = tmp / "c.yaml"
-    cfg.write_text(
-        "inventory: {path: inv.csv}\n"
-        "credentials: {default: {username: admin, password_file: pw}}\n"
-        "probing: {timeout: 1s, per_host_concurrency: 64}\n", encoding="utf-8")
-    return cfg
+def write_site(tmp: Path, ports: list[int], config: str = "") -> Path:
+    """Ten channels: 0-4 class 1, 5-9 class 2, alternating between two townships."""
+    rows = [Row(f"rtsp://127.0.0.1:{port}/ch", klass=1 if i < 5 else 2,
+                township="城关镇" if i % 2 == 0 else "玄武镇") for i, port in enumerate(ports)]
+    return write_site_rows(tmp, rows, config or
+                           "probing: {timeout: 1s, per_host_concurrency: 64}\n")
 
 
 def test_sweep_json_contract(fleet: FleetThread, tmp_path: Path) -> None:
