@@ -39,7 +39,7 @@ import structlog
 from camwatch.config import Config
 from camwatch.inventory import Channel, Inventory
 from camwatch.probes import Level, ProbeResult, Reason, Target
-from camwatch.rules.rates import RateRow, Targets, compute_rates
+from camwatch.rules.rates import RateIndex, RateRow, Targets
 from camwatch.rules.states import HOST_DOWN, OFFLINE, ONLINE, UNJUDGED, Flaps, Verdict, apply
 from camwatch.sinks.metrics import PhaseHistograms
 from camwatch.store.base import ChannelState, RateSnapshot, Store, Transition
@@ -148,6 +148,8 @@ class Engine:
         old = self.channels
         self.inventory = inventory
         self.channels = {c.id: c for c in inventory.channels if c.connected}
+        self._rate_index = RateIndex(self.channels.values())
+        self._targets = Targets(self.cfg.targets)
         self.targets = {cid: make_target(c, creds) for cid, c in self.channels.items()}
         hosts: Counter[str] = Counter(c.host for c in self.channels.values())
         self.hosts = {h: self.hosts.get(h, HostHealth()) for h in hosts}
@@ -235,15 +237,21 @@ class Engine:
         return None
 
     async def _scheduler(self) -> None:
+        loop = asyncio.get_running_loop()
         pending = asyncio.Semaphore(self.cfg.probing.concurrency * 2)
         async with asyncio.TaskGroup() as tg:
             while not self._stop.is_set():
                 now = self.clock()
                 item = self._pop_due(now)
                 if item is None:
+                    # sleep until the next due time, a reload or stop(): a timer and one
+                    # future, not the two tasks of _wait(), as this runs once per probe
                     self._wake.clear()
-                    wait = self._heap[0][0] - now if self._heap else None
-                    await self._wait(self._wake, wait)
+                    timer = loop.call_later(self._heap[0][0] - now, self._wake.set) \
+                        if self._heap else None
+                    await self._wake.wait()
+                    if timer is not None:
+                        timer.cancel()
                     continue
                 await pending.acquire()
                 lane, ch = item
@@ -452,8 +460,7 @@ class Engine:
     def evaluate(self) -> list[Any]:
         """Rates now, a periodic rate snapshot, and the alert rules. Returns alert events."""
         now = self.clock()
-        self.rates = compute_rates(self.channels.values(), self.state_of,
-                                   Targets(self.cfg.targets))
+        self.rates = self._rate_index.compute(self.state_of, self._targets)
         problems = self.health(now)
         if now - self._last_snapshot >= RATE_SNAPSHOT_EVERY_S:
             self._last_snapshot = now
@@ -504,6 +511,7 @@ class Engine:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()  # the scheduler sleeps on it
 
     async def run(self, extra: Sequence[Callable[[], Any]] = ()) -> None:
         """Run until :meth:`stop`; then finish in-flight probes and writes, and return."""

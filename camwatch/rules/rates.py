@@ -128,41 +128,80 @@ def _scope_of(ch: Channel, dims: Sequence[str]) -> tuple[tuple[str, str], ...] |
     return tuple(out)
 
 
+Key = tuple[tuple[tuple[str, str], ...], int | None, str | None]  # (scope, class, project)
+
+
+def _keys(ch: Channel, scopes: Sequence[tuple[str, ...]],
+          breakdowns: Sequence[str | None]) -> tuple[Key, ...]:
+    """Every (scope, class, project) row a channel counts in."""
+    out: list[Key] = []
+    for dims in scopes:
+        scope = _scope_of(ch, dims)
+        if scope is None:
+            continue
+        for b in breakdowns:
+            if b == "class":
+                if ch.klass is not None:
+                    out.append((scope, ch.klass, None))
+            elif b == "project":
+                if ch.project:
+                    out.append((scope, None, ch.project))
+            else:
+                out.append((scope, None, None))
+    return tuple(out)
+
+
+class RateIndex:
+    """Which rows each connected channel counts in, worked out once per inventory.
+
+    Channels with the same county, township, village, operator, class and project count in
+    the same rows: they form a *cell*. An evaluation then costs one counter step per channel
+    plus one per cell and row, instead of ~20 dictionary updates per channel (at 100,000
+    channels: about 0.1 s instead of 2 s, every evaluation)."""
+
+    def __init__(self, channels: Iterable[Channel], scopes: Sequence[tuple[str, ...]] = SCOPES,
+                 breakdowns: Sequence[str | None] = BREAKDOWNS) -> None:
+        cells: dict[tuple[object, ...], int] = {}
+        self._cell_keys: list[tuple[Key, ...]] = []
+        self._cell_of: dict[str, int] = {}
+        for ch in channels:
+            if not ch.connected:
+                continue
+            sig = (ch.county, ch.township, ch.village, ch.operator, ch.klass, ch.project)
+            n = cells.get(sig)
+            if n is None:
+                n = cells[sig] = len(self._cell_keys)
+                self._cell_keys.append(_keys(ch, scopes, breakdowns))
+            self._cell_of[ch.id] = n
+
+    def compute(self, state_of: Callable[[str], str], targets: Targets) -> list[RateRow]:
+        per_cell = [[0, 0, 0] for _ in self._cell_keys]
+        for cid, n in self._cell_of.items():
+            state = state_of(cid)
+            per_cell[n][0 if state == "online" else 1 if state == "offline" else 2] += 1
+        counts: dict[Key, list[int]] = {}
+        for keys, (on, off, unk) in zip(self._cell_keys, per_cell, strict=True):
+            for key in keys:
+                c = counts.get(key)
+                if c is None:
+                    counts[key] = [on, off, unk]
+                else:
+                    c[0] += on
+                    c[1] += off
+                    c[2] += unk
+        rows = []
+        for (scope, klass, project), (on, off, unk) in counts.items():
+            target = targets.target_for(dict(scope), klass, project)
+            rows.append(RateRow(scope, klass, project, on, on + off, off, unk, target))
+        rows.sort(key=lambda r: (len(r.scope), r.scope, r.klass is None, r.klass or 0,
+                                 r.project or ""))
+        return rows
+
+
 def compute_rates(channels: Iterable[Channel], state_of: Callable[[str], str],
                   targets: Targets, scopes: Sequence[tuple[str, ...]] = SCOPES,
                   breakdowns: Sequence[str | None] = BREAKDOWNS) -> list[RateRow]:
     """Count online / connected for every scope × breakdown. ``state_of(channel_id)`` gives
-    ``online``, ``offline`` or ``unknown``. Only connected channels are looked at."""
-    counts: dict[tuple[tuple[tuple[str, str], ...], int | None, str | None], list[int]] = {}
-    for ch in channels:
-        if not ch.connected:
-            continue
-        state = state_of(ch.id)
-        idx = 0 if state == "online" else 1 if state == "offline" else 2
-        for dims in scopes:
-            scope = _scope_of(ch, dims)
-            if scope is None:
-                continue
-            for b in breakdowns:
-                key: tuple[tuple[tuple[str, str], ...], int | None, str | None]
-                if b == "class":
-                    if ch.klass is None:
-                        continue
-                    key = (scope, ch.klass, None)
-                elif b == "project":
-                    if not ch.project:
-                        continue
-                    key = (scope, None, ch.project)
-                else:
-                    key = (scope, None, None)
-                c = counts.get(key)
-                if c is None:
-                    c = counts[key] = [0, 0, 0]
-                c[idx] += 1
-    rows = []
-    for (scope, klass, project), (on, off, unk) in counts.items():
-        target = targets.target_for(dict(scope), klass, project)
-        rows.append(RateRow(scope, klass, project, on, on + off, off, unk, target))
-    rows.sort(key=lambda r: (len(r.scope), r.scope, r.klass is None, r.klass or 0,
-                             r.project or ""))
-    return rows
+    ``online``, ``offline`` or ``unknown``. Only connected channels are looked at. (The
+    daemon keeps a :class:`RateIndex` instead of rebuilding one every evaluation.)"""
+    return RateIndex(channels, scopes, breakdowns).compute(state_of, targets)
