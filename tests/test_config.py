@@ -104,3 +104,30 @@ def test_both_password_sources_rejected() -> None:
     with pytest.raises(ConfigError, match="either password_env or password_file"):
         parse_config({"inventory": {"path": "x.csv"}, "credentials": {
             "default": {"username": "u", "password_env": "X", "password_file": "/y"}}})
+
+
+def test_example_config_shows_every_key() -> None:
+    """config.example.yaml is the configuration reference: every key of every section is in
+    it (with its default and a comment)."""
+    from pydantic import BaseModel
+
+    from camwatch.config import Config
+
+    doc = yaml.safe_load((ROOT / "config.example.yaml").read_text("utf-8"))
+    missing: list[str] = []
+
+    def walk(model: type[BaseModel], section: dict[str, object], path: str) -> None:
+        for name, field in model.model_fields.items():
+            key = field.alias or name
+            if name == "source":
+                continue
+            if key not in section:
+                missing.append(f"{path}.{key}")
+                continue
+            value = section[key]
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel) and isinstance(value, dict):
+                walk(ann, value, f"{path}.{key}")
+
+    walk(Config, doc, "$")
+    assert missing == []
