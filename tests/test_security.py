@@ -77,3 +77,38 @@ def test_run_refuses_root_unless_told(tmp_path: Path) -> None:
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "refuses to run as root" in out.stderr
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> Path:
+    from tests.conftest import need_binary
+
+    subprocess.run([need_binary("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout", str(tmp_path / "key.pem"),
+                    "-out", str(tmp_path / "cert.pem")], check=True, capture_output=True,
+                   timeout=60)
+    return tmp_path
+
+
+async def test_https_with_configured_cert_and_key(self_signed: Path) -> None:
+    import ssl
+
+    tmp_path = self_signed
+    cfg = parse_config({"inventory": {"path": "x"}, "store": {"path": "s.db"},
+                        "http": {"listen": "127.0.0.1:0", "tls_cert": "cert.pem",
+                                 "tls_key": "key.pem"}}, base_dir=tmp_path)
+    engine = Engine(cfg, Inventory("t", [], 0), open_store(cfg.store.path))
+    runner = await serve(engine, "127.0.0.1", 0)
+    port = runner.addresses[0][1]
+    trust = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+    trust.check_hostname = False
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"https://127.0.0.1:{port}/healthz", ssl=trust) as r:
+                assert r.status == 200
+            with pytest.raises(aiohttp.ClientError):  # plain HTTP is not served
+                async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
+                    await r.read()
+    finally:
+        await runner.cleanup()
+        engine.store.close()
