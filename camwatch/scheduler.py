@@ -31,7 +31,7 @@ import time
 import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -51,6 +51,10 @@ CONNECTION_REASONS = frozenset({Reason.TIMEOUT, Reason.REFUSED, Reason.UNREACHAB
 HOST_BACKOFF_MAX_S = 600.0
 LOOP_LAG_LIMIT_S = 1.0
 RATE_SNAPSHOT_EVERY_S = 300.0
+FULL_FLUSH_EVERY_S = 300.0  # every state row, timestamps included (see Engine._durable)
+# Probes due within this much are started together: the loop then wakes for a batch of
+# connections instead of once per probe (1,700 probes/s at 100,000 channels a minute).
+SCHEDULE_AHEAD_S = 0.1
 
 
 @dataclass(slots=True)
@@ -213,9 +217,10 @@ class Engine:
 
     # --- probing --------------------------------------------------------------------------------
 
-    def _pop_due(self, now: float) -> tuple[str, Channel] | None:
-        """The next due probe, rescheduled for its next round; None when nothing is due."""
-        while self._heap and self._heap[0][0] <= now:
+    def _pop_due(self, now: float, ahead: float = 0.0) -> tuple[str, Channel] | None:
+        """The next probe due by ``now + ahead``, rescheduled for its next round; None when
+        nothing is due."""
+        while self._heap and self._heap[0][0] <= now + ahead:
             due, _, lane, key = heapq.heappop(self._heap)  # key: a channel id or ONVIF URL
             if lane == "onvif":
                 group = self._onvif_groups.get(key)
@@ -230,7 +235,7 @@ class Engine:
             if nxt < now:  # far behind: do not queue a burst of catch-up probes
                 nxt = now + random.uniform(0, interval * 0.1)
             self._push(nxt, lane, key)
-            self._lags.append(now - due)
+            self._lags.append(max(0.0, now - due))
             if lane == "main" and self._host_shortcut(ch, now):
                 continue
             return lane, ch
@@ -242,10 +247,10 @@ class Engine:
         async with asyncio.TaskGroup() as tg:
             while not self._stop.is_set():
                 now = self.clock()
-                item = self._pop_due(now)
+                item = self._pop_due(now, SCHEDULE_AHEAD_S)
                 if item is None:
                     # sleep until the next due time, a reload or stop(): a timer and one
-                    # future, not the two tasks of _wait(), as this runs once per probe
+                    # future, not the two tasks of _wait(), as this runs once per batch
                     self._wake.clear()
                     timer = loop.call_later(self._heap[0][0] - now, self._wake.set) \
                         if self._heap else None
@@ -367,8 +372,10 @@ class Engine:
         flaps = self.flaps.get(ch.id)
         if flaps is None:
             flaps = self.flaps[ch.id] = Flaps()
+        before = self._durable(st)
         t = apply(st, v, now, self.cfg.states, flaps)
-        self._dirty[ch.id] = st
+        if self._durable(st) != before:
+            self._dirty[ch.id] = st
         for hook in self.change_hooks:
             hook(ch.id, True)
         if t is not None:
@@ -429,17 +436,34 @@ class Engine:
 
     # --- persistence and evaluation -------------------------------------------------------------
 
-    def flush(self) -> tuple[list[ChannelState], list[Transition]]:
-        states = list(self._dirty.values())
+    def _durable(self, st: ChannelState) -> tuple[object, ...]:
+        """What a restart needs of a channel's state, to go on exactly where it was: a change
+        in it is written within a second. The rest (last probe time, latency, a success
+        count past the threshold) is written with everything else every few minutes and at
+        shutdown: writing 100,000 rows a minute only to move timestamps is not worth it."""
+        p = self.cfg.states
+        return (st.state, st.reason, st.since, min(st.fails, p.fail_threshold),
+                min(st.oks, p.recover_threshold), st.flapping)
+
+    def flush(self, everything: bool = False) -> tuple[list[ChannelState], list[Transition]]:
+        """Take the pending writes: copies of the changed states (the writer thread must not
+        read objects the loop is changing) and the transitions."""
+        if everything:
+            self._dirty.update(self.states)
+        states = [replace(s) for s in self._dirty.values()]
         trans = self._transitions
         self._dirty = {}
         self._transitions = []
         return states, trans
 
     async def _writer(self) -> None:
+        last_full = time.monotonic()
         while True:
             stopping = self._stop.is_set()
-            states, trans = self.flush()
+            full = stopping or time.monotonic() - last_full >= FULL_FLUSH_EVERY_S
+            if full:
+                last_full = time.monotonic()
+            states, trans = self.flush(everything=full)
             if states or trans:
                 try:
                     await asyncio.to_thread(self.store.write_batch, states, trans)

@@ -299,3 +299,23 @@ async def test_onvif_lane_asks_each_device_once_for_all_its_channels(tmp_path: P
         await onvif.close()
         for s in site.servers:
             s.close()
+
+
+async def test_failure_count_survives_a_restart(tmp_path: Path, one_device: Site) -> None:
+    """Two failures before a restart and one after make three: the count is written as it
+    changes, not only with the periodic full write."""
+    clock = FakeClock()
+    cid = one_device.channels[0].id
+    eng = make_engine(tmp_path, one_device, clock)
+    await rounds(eng, clock, 1)
+    eng.store.write_batch(*eng.flush())
+    one_device.channel(cid).fault = Fault.NOT_FOUND
+    await rounds(eng, clock, 2)
+    states, trans = eng.flush()  # what the writer would commit within the second
+    assert [s.channel_id for s in states] == [cid]  # the others did not change durably
+    eng.store.write_batch(states, trans)
+    eng.store.close()
+    eng2 = make_engine(tmp_path, one_device, clock)
+    assert (eng2.states[cid].state, eng2.states[cid].fails) == ("online", 2)
+    await rounds(eng2, clock, 1)
+    assert (eng2.states[cid].state, eng2.states[cid].reason) == ("offline", "not_found")
