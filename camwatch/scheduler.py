@@ -163,7 +163,7 @@ class Engine:
         for cid in gone:  # no longer connected / in the inventory: not ours to judge
             self.states.pop(cid)
             self.flaps.pop(cid, None)
-        if gone and hasattr(self.store, "delete_states"):
+        if gone:
             self.store.delete_states(gone)
         for cid in self.channels:
             self.states.setdefault(cid, ChannelState(cid))
