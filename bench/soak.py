@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -31,6 +29,9 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_engine import read_until  # reads a child's stdout with a deadline
 
 from camwatch.sim import cli as sim_cli
 from camwatch.sim.inventory_gen import plan_inventory
@@ -116,32 +117,6 @@ def api_status(port: int) -> dict[str, Any]:
         return {}
 
 
-def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> list[str]:
-    """Lines of ``proc``'s stdout up to the first containing ``needle``, within ``timeout``.
-    A thread reads (and keeps draining) the pipe, so a silent process cannot block us."""
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, name="sim-stdout", daemon=True).start()
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            raise RuntimeError(f"simulator not ready within {timeout:.0f} s") from None
-        if line is None:
-            raise RuntimeError(f"simulator exited with {proc.wait()}: {''.join(seen)}")
-        seen.append(line)
-        if needle in line:
-            return seen
-
-
 def stop(proc: subprocess.Popen[str] | None, grace: float = 15.0) -> int | None:
     if proc is None or proc.poll() is not None:
         return None if proc is None else proc.returncode
@@ -175,7 +150,7 @@ def main() -> int:
         sim = subprocess.Popen(
             [*camwatch, "simulate", *sim_argv(args.channels, sim_dir, scenario)],
             stdout=subprocess.PIPE, stderr=open(work / "sim.log", "w"), text=True)  # noqa: SIM115
-        summary = wait_for_line(sim, "Ctrl-C", START_TIMEOUT_S)
+        summary = read_until(sim, "Ctrl-C", START_TIMEOUT_S)
         sim_ready = time.monotonic() - t_sim
         doc = yaml.safe_load((sim_dir / "camwatch.yaml").read_text(encoding="utf-8"))
         port = free_port()
