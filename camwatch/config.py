@@ -129,6 +129,18 @@ class ProbingConfig(_Model):
     onvif: bool = Field(default=True, description="run the ONVIF clock/device-info probe too")
     user_agent: str = "camwatch"
     overrides: tuple[IntervalOverride, ...] = ()
+    uplink_check: tuple[str, ...] = Field(
+        default=(), description="host:port addresses camwatch must always reach (the video "
+                                "platform, the uplink gateway)")
+
+    @field_validator("uplink_check")
+    @classmethod
+    def _addresses(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for item in v:
+            host, sep, port = item.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+                raise ValueError(f"expected host:port like '10.1.0.1:443', got {item!r}")
+        return v
 
     @model_validator(mode="after")
     def _timeout_fits(self) -> ProbingConfig:

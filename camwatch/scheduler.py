@@ -133,6 +133,7 @@ class Engine:
         self._stop = asyncio.Event()
         self._last_snapshot = 0.0
         self._health_at = float("-inf")
+        self._uplink_ok: bool | None = None  # None: not checked (yet)
         self.rates: list[RateRow] = []
         self.runner = self._make_runner()
         self.alerts: Any = None  # an AlertEvaluator, when alerts are configured
@@ -408,7 +409,15 @@ class Engine:
         if lag > self.cfg.probing.interval:
             problems.append(f"sweep {lag:.0f}s behind its {self.cfg.probing.interval:g}s "
                             f"interval")
-        # the last results (at most 5,000, at most one interval old)
+        if self.cfg.probing.uplink_check:
+            # an explicit check decides: a county-wide outage with our uplink fine is real
+            if self._uplink_ok is False:
+                problems.append("uplink check failed: none of "
+                                f"{', '.join(self.cfg.probing.uplink_check)} reachable")
+            self.problems = problems
+            return problems
+        # no check configured: judge from the results. The last ones (at most 5,000, at most
+        # one interval old) failing in every area at once look like our own uplink.
         window = [r for r in self._recent if r[0] >= now - max(30.0, self.cfg.probing.interval)]
         if len(window) >= 50:
             areas = {r[1] for r in window}
@@ -419,6 +428,32 @@ class Engine:
                                 f"with timeout/unreachable: own uplink down?")
         self.problems = problems
         return problems
+
+    async def check_uplink(self) -> bool:
+        """TCP-connect to the ``probing.uplink_check`` addresses; the uplink is fine when any
+        answers (refused counts as reached: a host answered)."""
+        from camwatch.probes import tcp
+
+        async def reach(address: str) -> bool:
+            host, _, port = address.rpartition(":")
+            target = Target(channel_id=f"uplink:{address}", host=host.strip("[]"),
+                            rtsp_url=f"rtsp://{host}:{port}/")
+            r = await tcp.probe(target, self.runner.settings)
+            return r.ok or r.reason is Reason.REFUSED
+
+        results = await asyncio.gather(*(reach(a) for a in self.cfg.probing.uplink_check))
+        ok = any(results)
+        if ok != self._uplink_ok:
+            (log.info if ok else log.warning)("uplink check", reachable=ok)
+        self._uplink_ok = ok
+        self._health_at = float("-inf")  # judge health afresh on the next result
+        return ok
+
+    async def _uplink_loop(self) -> None:
+        while not self._stop.is_set():
+            if self.cfg.probing.uplink_check:
+                await self.check_uplink()
+            await self._wait(asyncio.Event(), 10.0)
 
     def sweep_lag(self) -> float:
         if not self._lags:
@@ -544,6 +579,7 @@ class Engine:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._writer(), name="writer")
             tg.create_task(self._loop_lag(), name="loop-lag")
+            tg.create_task(self._uplink_loop(), name="uplink-check")
             tg.create_task(self._evaluator(), name="evaluator")
             for factory in extra:
                 tg.create_task(factory(), name=getattr(factory, "__name__", "extra"))

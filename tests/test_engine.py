@@ -319,3 +319,61 @@ async def test_failure_count_survives_a_restart(tmp_path: Path, one_device: Site
     assert (eng2.states[cid].state, eng2.states[cid].fails) == ("online", 2)
     await rounds(eng2, clock, 1)
     assert (eng2.states[cid].state, eng2.states[cid].reason) == ("offline", "not_found")
+
+
+def _uplink_config(tmp_path: Path, address: str) -> Config:
+    (tmp_path / "pw").write_text("pw-engine", encoding="utf-8")
+    return parse_config({
+        "inventory": {"path": "unused.csv"},
+        "credentials": {"default": {"username": "admin", "password_file": "pw"}},
+        "probing": {"interval": "60s", "timeout": "300ms", "per_host_concurrency": 32,
+                    "onvif": False, "uplink_check": [address]},
+        "store": {"path": "state.db"}}, base_dir=tmp_path)
+
+
+async def test_uplink_check_tells_a_real_outage_from_our_own(tmp_path: Path) -> None:
+    import socket
+
+    site = await serve([("城关镇", 20), ("玄武镇", 20), ("杨湖口乡", 20)])
+    gateway = socket.create_server(("127.0.0.1", 0))  # the platform: it answers
+    full = socket.socket()  # a gateway whose accept queue is full: connects hang
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    fillers = []
+    try:
+        for _ in range(3):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(full.getsockname())
+            fillers.append(c)
+        # 1. every township times out, but the gateway answers: a real outage, offline
+        clock = FakeClock()
+        eng = Engine(_uplink_config(tmp_path, f"127.0.0.1:{gateway.getsockname()[1]}"),
+                     inventory(site.channels), open_store(tmp_path / "a.db"), clock=clock)
+        assert await eng.check_uplink() is True
+        await rounds(eng, clock, 1)
+        for d in site.devices:
+            d.fault = Fault.HANG
+        await rounds(eng, clock, 3)
+        assert eng.health() == []
+        assert {s.state for s in eng.states.values()} == {"offline"}
+
+        # 2. the same, with our own uplink down: unknown, and the prober says why
+        eng2 = Engine(_uplink_config(tmp_path, f"127.0.0.1:{full.getsockname()[1]}"),
+                      inventory(site.channels), open_store(tmp_path / "b.db"), clock=clock)
+        for d in site.devices:
+            d.fault = Fault.NONE
+        await rounds(eng2, clock, 1)
+        assert await eng2.check_uplink() is False
+        for d in site.devices:
+            d.fault = Fault.HANG
+        await rounds(eng2, clock, 3)
+        assert any("uplink check failed" in p for p in eng2.health())
+        assert {s.state for s in eng2.states.values()} == {"unknown"}
+    finally:
+        for c in fillers:
+            c.close()
+        full.close()
+        gateway.close()
+        for s in site.servers:
+            s.close()
