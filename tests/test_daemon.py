@@ -96,6 +96,12 @@ def test_serves_metrics_api_and_stops_cleanly(daemon: tuple[Proc, FleetThread, P
 
     doc = poll("two offline channels", offline)
     assert {c["reason"] for c in doc["channels"]} == {"auth", "not_found"}
+    code, body = get(proc.base + "/api/channels?township=%E7%8E%84%E6%AD%A6%E9%95%87&class=2"
+                                 "&limit=2")  # 玄武镇, class 2: channels 5, 7, 9
+    page = json.loads(body)
+    assert code == 200 and page["total"] == 3 and len(page["channels"]) == 2
+    assert {c["township"] for c in page["channels"]} == {"玄武镇"}
+    assert get(proc.base + "/api/channels?colour=red")[0] == 400
     code, metrics = get(proc.base + "/metrics")
     assert code == 200
     assert metrics.count("camwatch_channel_up{") == 10
