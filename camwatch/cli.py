@@ -59,7 +59,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from camwatch.probes.result import Level
-    from camwatch.sweep import reasons_count, sweep_json, sweep_once
+    from camwatch.sweep import reasons_count, sweep_json, sweep_once, sweep_summary
 
     cfg, inv = _load(args.config)
     if args.level:
@@ -71,8 +71,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         json.dump(sweep_json(inv, result), sys.stdout, ensure_ascii=False, indent=1)
         sys.stdout.write("\n")
         return EXIT_OK
-    doc = sweep_json(inv, result)
-    summ = doc["summary"]
+    summ = sweep_summary(inv, result)  # the table needs no per-channel JSON
     print(f"{cfg.site.name}: swept {len(result.results)} connected channels in "
           f"{summ['duration_s']:.1f}s at level '{cfg.probing.level}': {summ['online']} online, "
           f"在线率 {format_rate(summ['online_rate'])}")

@@ -200,22 +200,26 @@ def sweep_json(inventory: Inventory, sweep: SweepResult) -> dict[str, Any]:
             "county": ch.county or None, "township": ch.township or None,
             "operator": ch.operator or None,
         })
-    summary = inventory.summary()
-    online = sum(1 for r in sweep.results.values() if r.ok)
-    judged = len(sweep.results)
     return {
         "channels": channels,
         "rates": [r.as_json() for r in sweep.rates],
-        "summary": {
-            "planned": summary["planned"],
-            "installed": summary["installed"],
-            "connected": summary["connected"],
-            "install_rate": _round(summary["install_rate"]),
-            "cloud_rate": _round(summary["cloud_rate"]),
-            "online": online,
-            "online_rate": _round(online_rate(online, judged)),
-            "duration_s": round(sweep.duration_s, 3),
-        },
+        "summary": sweep_summary(inventory, sweep),
+    }
+
+
+def sweep_summary(inventory: Inventory, sweep: SweepResult) -> dict[str, Any]:
+    """The ``summary`` object of ``sweep --json``; also what the table view prints."""
+    summary = inventory.summary()
+    online = sum(1 for r in sweep.results.values() if r.ok)
+    return {
+        "planned": summary["planned"],
+        "installed": summary["installed"],
+        "connected": summary["connected"],
+        "install_rate": _round(summary["install_rate"]),
+        "cloud_rate": _round(summary["cloud_rate"]),
+        "online": online,
+        "online_rate": _round(online_rate(online, len(sweep.results))),
+        "duration_s": round(sweep.duration_s, 3),
     }
 
 
