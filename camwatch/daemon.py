@@ -83,18 +83,18 @@ class Daemon:
     def snapshot_inventory(self, now: float | None = None) -> None:
         """Keep this month's inventory snapshot (install / cloud-connect figures of the
         monthly bulletin) up to date: at start, on every reload and when the month turns."""
-        now = time.time() if now is None else now
-        tz = zone(self.cfg.report.timezone)
-        month = dt.datetime.fromtimestamp(now, tz).strftime("%Y-%m")
+        month = self._month(time.time() if now is None else now)
         self.store.save_inventory_snapshot(month, inventory_rows(self.engine.inventory.channels))
         self._snapshot_month = month
+
+    def _month(self, now: float) -> str:
+        """``2026-11``: the month ``now`` falls in where the bulletin's months begin."""
+        return dt.datetime.fromtimestamp(now, zone(self.cfg.report.timezone)).strftime("%Y-%m")
 
     async def _monthly(self) -> None:
         while not self.engine._stop.is_set():
             now = time.time()
-            month = dt.datetime.fromtimestamp(now, zone(self.cfg.report.timezone)).strftime(
-                "%Y-%m")
-            if month != self._snapshot_month:
+            if self._month(now) != self._snapshot_month:
                 await asyncio.to_thread(self.snapshot_inventory, now)
             await self.engine._wait(asyncio.Event(), 60.0)
 
