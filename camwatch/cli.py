@@ -13,8 +13,9 @@ from typing import Any
 from camwatch import __version__
 from camwatch.config import Config, load_config
 from camwatch.errors import CamwatchError, InputError
-from camwatch.inventory import CLASS_NAMES, Inventory, load_inventory
+from camwatch.inventory import Inventory, load_inventory
 from camwatch.log import configure
+from camwatch.model import CLASS_NAMES
 from camwatch.rules.rates import format_rate
 from camwatch.textui import Progress, table
 

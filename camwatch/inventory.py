@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from camwatch.config import InventoryConfig, display_path, load_yaml
 from camwatch.errors import ConfigError, InventoryError, Problem
 from camwatch.gbt28181 import check_id
+from camwatch.model import CLASS_NAMES
 from camwatch.secrets import Secret, split_userinfo
 
 # Canonical field -> accepted headers (first is what we write). Matching ignores case, spaces
@@ -51,7 +52,6 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "latitude": ("纬度", "latitude", "lat"),
 }
 
-CLASS_NAMES = {1: "一类", 2: "二类", 3: "三类", 4: "公安内部", 9: "其他"}
 _CLASS_VALUES: dict[str, int] = {
     **{str(k): k for k in CLASS_NAMES},
     **{v: k for k, v in CLASS_NAMES.items()},

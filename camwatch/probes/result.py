@@ -10,7 +10,8 @@ from typing import Any
 class Reason(enum.StrEnum):
     """Why a probe failed. Closed: metric labels and alert texts rely on this exact set.
 
-    ``internal`` is a camwatch bug, never a camera fault, and is counted apart.
+    ``internal`` (a camwatch bug) and ``local`` (camwatch out of file descriptors, memory ...)
+    are never a camera fault: a channel failing for them is left unjudged.
     """
 
     TIMEOUT = "timeout"
@@ -23,6 +24,7 @@ class Reason(enum.StrEnum):
     BUSY = "busy"
     CLOCK_SKEW = "clock_skew"
     INTERNAL = "internal"
+    LOCAL = "local"  # camwatch's own resources ran out (e.g. no file descriptors left)
 
 
 class Level(enum.StrEnum):

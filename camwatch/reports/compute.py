@@ -26,7 +26,8 @@ from typing import Any
 from camwatch.config import Config, TargetsConfig
 from camwatch.errors import Problem
 from camwatch.gbt28181 import check_id
-from camwatch.inventory import CLASS_NAMES, Channel
+from camwatch.inventory import Channel
+from camwatch.model import CLASS_NAMES
 from camwatch.reports.gcpause import gc_paused
 from camwatch.reports.period import Period, day_start, local_text, zone
 from camwatch.reports.timeline import (

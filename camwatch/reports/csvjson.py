@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from camwatch.inventory import CLASS_NAMES, Channel
+from camwatch.inventory import Channel
+from camwatch.model import CLASS_NAMES
 from camwatch.reports.compute import Bulletin, Figures, OutageRow, Part
 from camwatch.reports.gcpause import gc_paused
 from camwatch.reports.tables import all_tables

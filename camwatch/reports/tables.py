@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from camwatch.inventory import CLASS_NAMES, Channel
+from camwatch.inventory import Channel
+from camwatch.model import CLASS_NAMES
 from camwatch.reports.compute import Bulletin, Figures, OutageRow, Part
 from camwatch.reports.period import local_text
 

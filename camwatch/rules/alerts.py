@@ -32,7 +32,8 @@ from typing import Any, Literal
 
 import structlog
 
-from camwatch.inventory import CLASS_NAMES, Channel
+from camwatch.inventory import Channel
+from camwatch.model import CLASS_NAMES
 from camwatch.rules.alert_config import AlertsConfig
 from camwatch.rules.rates import RateRow, Targets, format_rate
 from camwatch.store.base import ChannelState, Store, Transition

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from camwatch.config import TargetsConfig
-from camwatch.inventory import CLASS_NAMES, Channel
+from camwatch.inventory import Channel
+from camwatch.model import CLASS_NAMES
 
 # Scope dimensions, coarse to fine. A scope is a tuple of these keys' values.
 SCOPES: tuple[tuple[str, ...], ...] = (

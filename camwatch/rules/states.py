@@ -19,36 +19,17 @@ Rules (shared/domain.md):
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 from camwatch.config import StatesConfig
-from camwatch.probes.result import ProbeResult
-from camwatch.store.base import ChannelState, Transition
+from camwatch.model import UNJUDGED, ChannelState, State, Transition, Verdict, Why
 
-ONLINE, OFFLINE, UNKNOWN = "online", "offline", "unknown"
-HOST_DOWN = "host_down"
-FLAPPING = "flapping"
-PROBER = "prober_unhealthy"
+ONLINE, OFFLINE, UNKNOWN = State.ONLINE, State.OFFLINE, State.UNKNOWN
+HOST_DOWN = Why.HOST_DOWN
+FLAPPING = Why.FLAPPING
+PROBER = Why.PROBER_UNHEALTHY
 
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """One judgement of a channel: ``ok`` True/False, or None for "could not judge"."""
-
-    ok: bool | None
-    reason: str | None = None
-    result: ProbeResult | None = None
-
-    @classmethod
-    def of(cls, result: ProbeResult, host_down: bool = False) -> Verdict:
-        if result.ok:
-            return cls(True, None, result)
-        reason = HOST_DOWN if host_down else (result.reason.value if result.reason else None)
-        return cls(False, reason, result)
-
-
-UNJUDGED = Verdict(None, PROBER)
+__all__ = ["UNJUDGED", "Flaps", "Verdict", "apply"]
 
 
 class Flaps:

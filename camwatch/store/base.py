@@ -8,43 +8,13 @@ Times are UNIX seconds (float, UTC) everywhere.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from camwatch.model import ChannelState, Transition, TransitionRow
 
-@dataclass(slots=True)
-class ChannelState:
-    """The current verdict of one channel, as the engine keeps it and the store persists it."""
-
-    channel_id: str
-    state: str = "unknown"  # online | offline | unknown
-    reason: str | None = None
-    since: float | None = None  # when ``state`` began
-    last_probe: float | None = None
-    last_ok: float | None = None
-    fails: int = 0  # consecutive failed probes
-    oks: int = 0  # consecutive successful probes
-    latency_ms: float | None = None
-    clock_drift_s: float | None = None
-    flapping: bool = False
-    detail: str = ""
-    info: dict[str, Any] = field(default_factory=dict)  # device info, media
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    channel_id: str
-    ts: float
-    from_state: str
-    to_state: str
-    reason: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-    id: int | None = None
-
-
-# A transition without its detail, as a plain tuple: (channel_id, ts, from_state, to_state,
-# reason). What bulk readers (the monthly bulletin) stream: no object and no JSON per row.
-TransitionRow = tuple[str, float, str, str, str | None]
+__all__ = ["ChannelState", "Exemption", "OutboxItem", "RateSnapshot", "Store", "Transition",
+           "TransitionRow"]
 
 
 @dataclass(frozen=True, slots=True)
