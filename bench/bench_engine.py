@@ -191,8 +191,8 @@ def _camwatch_child(config: str, profile: bool, conn: Connection) -> None:
     import uvloop
 
     from camwatch.daemon import load_all
+    from camwatch.engine import Engine
     from camwatch.log import configure
-    from camwatch.scheduler import Engine
     from camwatch.store import open_store
 
     configure("error", json=True)  # the sweep's WARNING per offline channel is not the point
@@ -211,7 +211,7 @@ def _camwatch_child(config: str, profile: bool, conn: Connection) -> None:
             prof.enable()
         try:
             async with asyncio.timeout(SWEEP_TIMEOUT_S):
-                return await engine.run_due()
+                return await engine.scheduler.run_due()
         finally:
             if prof is not None:
                 prof.disable()
@@ -221,7 +221,7 @@ def _camwatch_child(config: str, profile: bool, conn: Connection) -> None:
     w1, ru1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     outcomes: Counter[str] = Counter()
-    for (_, reason), n in engine.stats.probes.items():
+    for (_, reason), n in engine.scheduler.stats.probes.items():
         outcomes[reason] += n
     shortcut = len(engine.channels) - probed
     if shortcut:

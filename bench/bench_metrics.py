@@ -3,10 +3,10 @@
     python3 bench/bench_metrics.py [--channels 100000] [--scrapes 20] [--uvloop]
 
 Builds a real :class:`~camwatch.scheduler.Engine` over a synthetic inventory (no cameras: the
-verdicts are fed to ``Engine._judge`` as the probes would), then measures:
+verdicts are fed to ``ChannelBook.judge`` as the probes would), then measures:
 
 1. building the caches from scratch (at start-up, and in the first scrape after a reload);
-2. the hook cost per verdict (``_judge`` with and without the metrics hook);
+2. the hook cost per verdict (``judge`` with and without the metrics hook);
 3. ``render()`` alone, repeated, with 1/4 of the channels re-judged between scrapes (what a
    60 s interval and a 15 s scrape interval give);
 4. end to end over HTTP (aiohttp on 127.0.0.1, a client in another process, gzip and plain),
@@ -30,11 +30,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from camwatch.config import parse_config
+from camwatch.engine import Engine
 from camwatch.http import serve
 from camwatch.inventory import Channel, Inventory
+from camwatch.model import Verdict
 from camwatch.probes import ProbeResult, Reason
-from camwatch.rules.states import Verdict
-from camwatch.scheduler import Engine
 from camwatch.sinks.metrics import MetricsRenderer
 from camwatch.store import open_store
 
@@ -89,7 +89,7 @@ def judge_all(eng: Engine, channels: list[Channel], start: int = 0, step: int = 
     t0 = time.perf_counter()
     now = time.time()
     for i in range(start, len(channels), step):
-        eng._judge(channels[i], verdict(i + int(now), now), now)
+        eng.book.judge(channels[i].id, verdict(i + int(now), now), now)
     return time.perf_counter() - t0
 
 
@@ -118,7 +118,7 @@ async def http_phase(eng: Engine, scrapes: int) -> None:
             now = time.time()
             for _ in range(17):
                 k = (k + 1) % len(channels)
-                eng._judge(channels[k], verdict(k, now), now)
+                eng.book.judge(channels[k].id, verdict(k, now), now)
             await asyncio.sleep(0.01)
 
     async def client(mode: str) -> tuple[list[float], int]:
@@ -194,7 +194,7 @@ def main() -> None:
         packed = gzip.compress(body, 1)
         print(f"gzip level 1 (in a worker thread when served): "
               f"{(time.perf_counter() - t0) * 1000:.0f} ms, {len(packed) / 1e6:.1f} MB")
-        eng.change_hooks.remove(renderer.channel_changed)  # the HTTP app makes its own
+        eng.book._listeners.remove(renderer.channel_changed)  # the HTTP app makes its own
         # A full collection walks every channel's state (~0.3 s at 100,000 channels) and
         # would dominate the stall figures whatever the scrape does; freeze what exists, as a
         # daemon can after loading its inventory, and count the collections that still happen.

@@ -91,6 +91,12 @@ class InventoryConfig(_Model):
     on_error: Literal["reject", "skip"] = "reject"
     default_credentials: str = "default"
     max_rows: PositiveInt = 1_000_000
+    max_drop: Fraction = Field(
+        default=0.1, description="a reload that drops more of the channels is refused until "
+                                 "confirmed (a second SIGHUP)")
+    stable_for: Duration = Field(
+        default=3.0, description="the file watcher reloads once size and mtime have not "
+                                 "changed for this long (a half-saved file is not read)")
 
     _abs = field_validator("path")(_resolve_path)
 

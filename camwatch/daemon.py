@@ -1,10 +1,23 @@
-"""``camwatch run``: load, open the store, start the engine and the HTTP server, handle
-signals (SIGTERM/SIGINT stop gracefully, SIGHUP reloads), and wait."""
+"""``camwatch run``: load, take the store, start the engine, the dispatcher and the HTTP server,
+handle signals (SIGTERM/SIGINT stop gracefully, SIGHUP reloads), and wait.
+
+Reloads (SIGHUP, or the inventory file changing) never stall the event loop: the config and
+inventory are read and validated, and the new inventory planned, in a worker thread; the
+engine takes the plan in one step. A reload is refused, and the running config kept, when
+
+- the config or inventory is invalid (every problem is logged, with its place);
+- it changes a key that only a restart can apply (``store.path``, ``http.*``), or the API
+  token's file now holds another token: the reload names them;
+- it would drop more than ``inventory.max_drop`` of the channels (a truncated or half-saved
+  file): a second SIGHUP for the same file confirms it.
+
+The inventory file is reloaded by the watcher only once its size and mtime have been stable
+for ``inventory.stable_for``, so an editor's half-written file is never read.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import os
 import signal
@@ -16,25 +29,54 @@ from typing import Any
 import structlog
 
 from camwatch.config import Config, load_config
+from camwatch.engine import Engine
 from camwatch.errors import CamwatchError, InputError
 from camwatch.http import serve
 from camwatch.inventory import Inventory, load_inventory
 from camwatch.reports.period import zone
 from camwatch.reports.rows import inventory_rows
-from camwatch.rules.alerts import AlertEvaluator
-from camwatch.rules.rates import Targets
-from camwatch.scheduler import Engine
 from camwatch.sinks.dispatch import Dispatcher
 from camwatch.store import open_store
+from camwatch.store.lock import StoreLock
+from camwatch.store.writer import StoreWriter
 
 log = structlog.get_logger(__name__)
 
-SHUTDOWN_GRACE_S = 8.0  # SIGTERM to exit within 10 s, writes flushed
+SETTLE_S = 3.0  # what a shutdown or a receivers' change gives the deliveries in flight
 
 
 def load_all(path: str) -> tuple[Config, Inventory]:
     cfg = load_config(path)
     return cfg, load_inventory(cfg.inventory, known_credentials=cfg.credentials)
+
+
+def restart_keys(old: Config, new: Config) -> list[str]:
+    """The changed keys a running daemon cannot apply."""
+    keys = []
+    if old.store != new.store:
+        keys.append("store")
+    for key in ("listen", "tls_cert", "tls_key", "metrics_auth", "allow_unauthenticated"):
+        if getattr(old.http, key) != getattr(new.http, key):
+            keys.append(f"http.{key}")
+    if _auth_fingerprint(old) != _auth_fingerprint(new):
+        keys.append("http.auth (or the token/password file it names)")
+    return keys
+
+
+def _auth_fingerprint(cfg: Config) -> object:
+    auth = cfg.http.auth
+    if auth is None:
+        return None
+    try:
+        token, password = auth.token(), auth.password()
+    except (LookupError, OSError):
+        return ("unreadable", auth.model_dump_json())
+    import hashlib
+
+    def digest(secret: Any) -> str | None:
+        return None if secret is None else hashlib.sha256(secret.reveal().encode()).hexdigest()
+
+    return (auth.username, digest(token), digest(password))
 
 
 class Daemon:
@@ -43,89 +85,179 @@ class Daemon:
         self.config_path = config_path
         cfg, inv = load_all(config_path)
         self.cfg = cfg
-        self.store = open_store(cfg.store.path)
-        self.engine = Engine(cfg, inv, self.store, config_path=config_path)
+        self.listen = listen or cfg.http.listen
+        self.lock = StoreLock(cfg.store.path)
+        self.lock.acquire(f"listening on {self.listen}")
+        try:
+            self.store = open_store(cfg.store.path)  # reads
+            self.writer = StoreWriter(open_store(cfg.store.path))
+            self.engine = Engine(cfg, inv, self.store, self.writer,
+                                 tz=zone(cfg.report.timezone))
+        except BaseException:
+            self.lock.release()
+            raise
+        self.dispatcher: Dispatcher | None = None
         self._dispatch_changed = asyncio.Event()
         self._wire_alerts(cfg)
         self._snapshot_month: str | None = None
-        self.listen = listen or cfg.http.listen
+        self.snapshot_problem: str | None = None
+        self.engine.health.watch("inventory snapshot", lambda: self.snapshot_problem)
         self.on_ready = on_ready
         self.port = 0
-        self._inventory_mtime = _mtime(cfg.inventory.path)
+        self._inventory_seen = _stat(cfg.inventory.path)
+        self._reload_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Future[bool]] = set()
+        self._confirm_drop: tuple[object, ...] | None = None  # the file a drop was refused for
 
     def _wire_alerts(self, cfg: Config) -> None:
-        """The alert evaluator (its state lives in the store, so rebuilding it loses nothing)
-        and the outbox dispatcher for the configured receivers."""
-        if not cfg.alerts.enabled:
-            self.engine.alerts = self.engine.dispatcher = None
-            return
-        self.engine.alerts = AlertEvaluator(cfg.alerts, Targets(cfg.targets),
-                                            cfg.targets.min_channels, self.store)
-        self.engine.dispatcher = Dispatcher(cfg.alerts, self.store) if cfg.alerts.receivers \
-            else None
+        """The outbox dispatcher for the configured receivers (undelivered notifications stay
+        in the outbox, so rebuilding it loses nothing)."""
+        self.dispatcher = Dispatcher(cfg.alerts, self.store, self.writer) \
+            if cfg.alerts.enabled and cfg.alerts.receivers else None
+        dispatcher = self.dispatcher
+        self.engine.evaluator.on_enqueued = dispatcher.notify if dispatcher else lambda: None
         self._dispatch_changed.set()
 
     async def _dispatch(self) -> None:
-        """Run the dispatcher; restart it when a reload changed the receivers. Undelivered
-        notifications stay in the outbox across restarts of either."""
-        stop = self.engine._stop
-        while not stop.is_set():
+        """Run the dispatcher; restart it when a reload changed the receivers, or when it
+        died (it should not: it handles store and receiver errors itself)."""
+        while not self.engine.stopping.is_set():
             self._dispatch_changed.clear()
-            dispatcher = self.engine.dispatcher
+            dispatcher = self.dispatcher
             task = asyncio.create_task(dispatcher.run(), name="dispatcher") \
                 if dispatcher is not None else None
-            await self.engine._wait(self._dispatch_changed, None)
+            waits: set[asyncio.Future[Any]] = {
+                asyncio.ensure_future(self._dispatch_changed.wait()),
+                asyncio.ensure_future(self.engine.stopping.wait())}
             if task is not None:
+                waits.add(task)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                if w is not task:
+                    w.cancel()
+            if task is not None and dispatcher is not None:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.error("dispatcher died; restarting it", error=repr(task.exception()))
+                    await self.engine.wait(1.0)
+                else:  # let the batches in flight settle, briefly
+                    dispatcher.close_soon()
+                    await asyncio.wait({task}, timeout=SETTLE_S)
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await asyncio.gather(task, return_exceptions=True)
 
-    def snapshot_inventory(self, now: float | None = None) -> None:
-        """Keep this month's inventory snapshot (install / cloud-connect figures of the
-        monthly bulletin) up to date: at start, on every reload and when the month turns."""
-        month = self._month(time.time() if now is None else now)
-        self.store.save_inventory_snapshot(month, inventory_rows(self.engine.inventory.channels))
-        self._snapshot_month = month
+    async def publish_rates(self, rates: Any) -> None:
+        if self.dispatcher is not None:
+            await self.dispatcher.publish_rates(rates)
+
+    # --- the month's inventory snapshot ---------------------------------------------------------
 
     def _month(self, now: float) -> str:
         """``2026-11``: the month ``now`` falls in where the bulletin's months begin."""
         return dt.datetime.fromtimestamp(now, zone(self.cfg.report.timezone)).strftime("%Y-%m")
 
-    async def _monthly(self) -> None:
-        while not self.engine._stop.is_set():
-            now = time.time()
-            if self._month(now) != self._snapshot_month:
-                await asyncio.to_thread(self.snapshot_inventory, now)
-            await self.engine._wait(asyncio.Event(), 60.0)
-
-    def reload(self) -> bool:
-        """Validate everything first, then swap; a bad reload keeps the old config running."""
+    async def snapshot_inventory(self, now: float | None = None) -> bool:
+        """Keep this month's inventory snapshot (install / cloud-connect figures of the
+        monthly bulletin) up to date: at start, on every reload and when the month turns.
+        A failure is reported (``/healthz``) and retried, never fatal."""
+        now = time.time() if now is None else now
+        month = self._month(now)
+        channels = self.engine.inventory.channels
         try:
-            cfg, inv = load_all(self.config_path)
-            self.engine.reload(cfg, inv)
-        except InputError as exc:
-            self.engine.stats.reloads["failed"] += 1
-            log.error("reload rejected, keeping the running config",
-                      problems=[str(p) for p in exc.problems[:20]])
-            return False
+            rows = await asyncio.to_thread(lambda: list(inventory_rows(channels)))
+            await self.writer.run(lambda s: s.save_inventory_snapshot(month, rows))
         except Exception as exc:
-            self.engine.stats.reloads["failed"] += 1
-            log.error("reload failed, keeping the running config", error=repr(exc))
+            self.snapshot_problem = (f"this month's inventory snapshot is not saved "
+                                     f"({_short(exc)}); retrying every minute")
             return False
-        self.cfg = cfg
-        self._wire_alerts(cfg)
-        self.snapshot_inventory()
-        self._inventory_mtime = _mtime(cfg.inventory.path)
+        self._snapshot_month = month
+        self.snapshot_problem = None
         return True
 
+    async def _monthly(self) -> None:
+        while True:
+            if self._month(time.time()) != self._snapshot_month:
+                await self.snapshot_inventory()
+            if await self.engine.wait(60.0):
+                return
+
+    # --- reloads -----------------------------------------------------------------------------
+
+    async def reload(self, confirm_drop: bool = False) -> bool:
+        """Validate and plan in a thread, then swap; a bad reload keeps the old config."""
+        async with self._reload_lock:
+            return await self._reload(confirm_drop)
+
+    async def _reload(self, confirm_drop: bool) -> bool:
+        eng = self.engine
+        seen = _stat(self.cfg.inventory.path)
+        try:
+            cfg, inv = await asyncio.to_thread(load_all, self.config_path)
+        except InputError as exc:
+            return self._refuse("reload rejected, keeping the running config",
+                                problems=[str(p) for p in exc.problems[:20]])
+        except Exception as exc:
+            return self._refuse("reload failed, keeping the running config", error=repr(exc))
+        keys = restart_keys(self.cfg, cfg)
+        if keys:
+            return self._refuse("reload refused: these settings need a restart, keeping the "
+                                "running config", keys=keys)
+        try:
+            plan = await asyncio.to_thread(eng.plan, cfg, inv)
+        except Exception as exc:
+            return self._refuse("reload failed, keeping the running config", error=repr(exc))
+        before = len(eng.channels)
+        dropped = sum(1 for cid in eng.channels if cid not in plan.channels)
+        if before and dropped / before > cfg.inventory.max_drop:
+            key = (seen, dropped)
+            if not confirm_drop and self._confirm_drop != key:
+                self._confirm_drop = key
+                return self._refuse(
+                    "reload refused: it would drop more channels than inventory.max_drop; "
+                    "send SIGHUP again to confirm", dropped=dropped, channels=before,
+                    max_drop=cfg.inventory.max_drop)
+        self._confirm_drop = None
+        gone = eng.apply(plan)
+        self.cfg = cfg
+        self._wire_alerts(cfg)
+        self._inventory_seen = seen
+        eng.reloads["ok"] += 1
+        log.info("reloaded", channels=len(eng.channels), removed=len(gone))
+        await self.snapshot_inventory()
+        return True
+
+    def _refuse(self, event: str, **kw: Any) -> bool:
+        self.engine.reloads["failed"] += 1
+        log.error(event, **kw)
+        return False
+
     async def _watch_inventory(self) -> None:
-        while not self.engine._stop.is_set():
-            await self.engine._wait(asyncio.Event(), 5.0)
-            m = _mtime(self.cfg.inventory.path)
-            if m != self._inventory_mtime:
-                self._inventory_mtime = m
+        """Reload when the inventory file changed and has been stable for
+        ``inventory.stable_for``."""
+        changed_at: float | None = None
+        last = self._inventory_seen
+        while not await self.engine.wait(1.0):
+            now = time.monotonic()
+            current = _stat(self.cfg.inventory.path)
+            if current != last:
+                last, changed_at = current, now  # still being written, perhaps: wait
+                continue
+            if changed_at is None or current == self._inventory_seen:
+                continue
+            if now - changed_at >= self.cfg.inventory.stable_for:
+                changed_at = None
                 log.info("inventory file changed, reloading")
-                self.reload()
+                if not await self.reload():
+                    self._inventory_seen = current  # do not retry the same file every second
+
+    def _sighup(self) -> None:
+        # a second SIGHUP for a refused drop is the confirmation
+        confirm = self._confirm_drop is not None and \
+            self._confirm_drop[0] == _stat(self.cfg.inventory.path)
+        task = asyncio.ensure_future(self.reload(confirm_drop=confirm))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- running -----------------------------------------------------------------------------
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -133,13 +265,14 @@ class Daemon:
         try:
             http = await serve(self.engine, host.strip("[]"), int(port))
         except OSError as exc:
-            self.store.close()
+            self.close()
             raise CamwatchError(f"cannot listen on {self.listen}: {exc.strerror or exc} "
                                 f"(another camwatch running? choose another address with "
                                 f"--listen or http.listen)") from None
         addresses = http.addresses
         self.port = int(addresses[0][1]) if addresses else int(port)
         log.info("listening", url=f"http://{host}:{self.port}/metrics")
+        await self.snapshot_inventory()
         stopping = False
 
         def stop(*_: Any) -> None:
@@ -151,21 +284,34 @@ class Daemon:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, self._sighup)
         if self.on_ready is not None:
             self.on_ready(self)
         try:
-            await self.engine.run(extra=[self._watch_inventory, self._dispatch, self._monthly])
+            await self.engine.run(extra=[self._watch_inventory, self._dispatch, self._monthly],
+                                  publish=self.publish_rates)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await http.cleanup()
-            self.store.close()
+            self.close()
         return 0
 
+    def close(self) -> None:
+        self.engine.close()
+        self.writer.store.close()
+        self.store.close()
+        self.lock.release()
 
-def _mtime(path: Path) -> float | None:
+
+def _stat(path: Path) -> tuple[float, int] | None:
     try:
-        return os.stat(path).st_mtime
+        st = os.stat(path)
     except OSError:
         return None
+    return (st.st_mtime, st.st_size)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:200]

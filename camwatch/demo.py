@@ -61,11 +61,8 @@ def _tune_config(path: Path, interval: str) -> None:
 
 async def _status_lines(daemon: Daemon, start: float) -> None:
     eng = daemon.engine
-    while not eng._stop.is_set():
-        await eng._wait(asyncio.Event(), 10.0)
-        counts = {"online": 0, "offline": 0, "unknown": 0}
-        for st in eng.states.values():
-            counts[st.state] = counts.get(st.state, 0) + 1
+    while not await eng.wait(10.0):
+        counts = {"online": 0, "offline": 0, "unknown": 0, **eng.book.counts()}
         by_class = [r for r in eng.rates if not r.scope and r.klass is not None]
         classes = "  ".join(
             f"{r.label()} {format_rate(r.rate)}{'' if r.meets_target is not False else '✗'}"

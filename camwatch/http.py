@@ -14,8 +14,8 @@ from typing import Any
 from aiohttp import web
 
 from camwatch.config import HttpConfig
+from camwatch.engine import Engine
 from camwatch.log import register_secret
-from camwatch.scheduler import Engine
 from camwatch.sinks.metrics import MetricsRenderer
 
 ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
@@ -26,7 +26,7 @@ WRITE_CHUNK_BYTES = 1 << 20
 
 async def healthz(request: web.Request) -> web.Response:
     eng = request.app[ENGINE]
-    problems = eng.health()
+    problems = eng.problems()
     body = {"status": "ok" if not problems else "degraded", "problems": problems,
             "channels": len(eng.channels)}
     return web.json_response(body, status=200 if not problems else 503,
@@ -66,7 +66,7 @@ def _join(parts: list[bytes], gz: bool) -> tuple[bytes, bool]:
 
 def channel_json(eng: Engine, cid: str) -> dict[str, Any]:
     ch = eng.channels[cid]
-    st = eng.states.get(cid)
+    st = eng.book.state(cid)
     return {
         "id": ch.id, "name": ch.name, "state": st.state if st else "unknown",
         "reason": st.reason if st else None, "since": st.since if st else None,
@@ -110,7 +110,7 @@ async def channels(request: web.Request) -> web.Response:
         if any(getattr(ch, k) != v for k, v in on_channel):
             continue
         if on_state:
-            st = eng.states.get(cid)
+            st = eng.book.state(cid)
             seen = {"state": st.state if st else "unknown", "reason": st.reason if st else None}
             if any(str(seen[k]) != v for k, v in on_state):
                 continue
@@ -130,7 +130,7 @@ async def status(request: web.Request) -> web.Response:
     counts: dict[str, int] = {}
     reasons: dict[str, int] = {}
     for cid in eng.channels:
-        st = eng.states.get(cid)
+        st = eng.book.state(cid)
         s = st.state if st else "unknown"
         counts[s] = counts.get(s, 0) + 1
         if s == "offline" and st is not None and st.reason:
@@ -139,7 +139,7 @@ async def status(request: web.Request) -> web.Response:
         "site": eng.cfg.site.name, "started": eng.started, "channels": len(eng.channels),
         "states": counts, "offline_reasons": dict(sorted(reasons.items(),
                                                          key=lambda kv: -kv[1])),
-        "problems": eng.problems, "sweep_lag_s": eng.stats.sweep_lag_s,
+        "problems": eng.problems(), "sweep_lag_s": eng.health.sweep_lag(),
         "rates": [r.as_json() for r in eng.rates if len(r.scope) <= 2],
     }, dumps=_dumps)
 

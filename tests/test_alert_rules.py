@@ -11,7 +11,7 @@ import pytest
 from camwatch.config import TargetsConfig
 from camwatch.inventory import Channel
 from camwatch.rules.alert_config import AlertsConfig
-from camwatch.rules.alerts import Alert, AlertEvaluator, fingerprint
+from camwatch.rules.alerts import META_KEY, Alert, AlertEvaluator, alert_inputs, fingerprint
 from camwatch.rules.rates import Targets, compute_rates
 from camwatch.store.base import ChannelState, Transition
 from camwatch.store.sqlite import SqliteStore
@@ -44,7 +44,8 @@ class World:
         self.ev = self.new_evaluator()
 
     def new_evaluator(self) -> AlertEvaluator:
-        return AlertEvaluator(self.cfg, self.targets, self.min_channels, self.store)
+        return AlertEvaluator(self.cfg, self.targets, self.min_channels,
+                              self.store.get_meta(META_KEY))
 
     def set(self, ids: Iterable[str], state: str, since: float, reason: str | None = None
             ) -> list[Transition]:
@@ -57,8 +58,17 @@ class World:
 
     def run(self, now: float, transitions: Sequence[Transition] = (),
             problems: Sequence[str] = ()) -> list[Alert]:
+        """One evaluation committed as the daemon's evaluator does: outbox items and state in
+        one transaction, then the draft. Every channel is a candidate."""
         rates = compute_rates(self.channels, lambda cid: self.states[cid].state, self.targets)
-        return self.ev.evaluate(now, self.channels, self.states, rates, transitions, problems)
+        inputs = alert_inputs({c.id: c for c in self.channels},
+                              self.cfg.rules.mass_outage.levels)
+        out = self.ev.evaluate(now, inputs, self.states, list(self.states), rates, transitions,
+                               problems)
+        self.store.commit_outbox(out.outbox, now,
+                                 {META_KEY: out.state} if out.state is not None else {})
+        out.commit()
+        return out.events
 
 
 BASE: dict[str, Any] = {

@@ -1,5 +1,6 @@
 """The engine against real simulated cameras on loopback, with an injected clock: every round
-is ``clock.t += interval; await engine.run_due()`` — no sleeps, no waiting for wall time."""
+is ``clock.t += interval; await engine.scheduler.run_due()`` — no sleeps, no waiting for
+wall time."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from camwatch.config import Config, parse_config
+from camwatch.engine import GC_THRESHOLD0, Engine
 from camwatch.inventory import Channel, Inventory
 from camwatch.rules.states import Flaps
-from camwatch.scheduler import GC_THRESHOLD0, Engine
 from camwatch.sim.model import Fault, SimChannel, SimDevice
 from camwatch.sim.rtsp_server import start_rtsp_server
 from camwatch.store import open_store
@@ -94,7 +95,7 @@ async def one_device() -> AsyncIterator[Site]:
 async def rounds(engine: Engine, clock: FakeClock, n: int) -> None:
     for _ in range(n):
         clock.t += INTERVAL
-        await engine.run_due()
+        await engine.scheduler.run_due()
 
 
 def make_engine(tmp_path: Path, site: Site, clock: FakeClock, store: Store | None = None,
@@ -110,17 +111,17 @@ async def test_hysteresis_offline_after_three_failures_online_after_one(
     eng = make_engine(tmp_path, one_device, clock)
     first = one_device.channels[0].id
     await rounds(eng, clock, 1)
-    assert {s.state for s in eng.states.values()} == {"online"}
+    assert {s.state for s in eng.book.states.values()} == {"online"}
     one_device.channel(first).fault = Fault.NOT_FOUND
     await rounds(eng, clock, 2)
-    assert eng.states[first].state == "online" and eng.states[first].fails == 2
+    assert eng.book.states[first].state == "online" and eng.book.states[first].fails == 2
     await rounds(eng, clock, 1)
-    st = eng.states[first]
+    st = eng.book.states[first]
     assert (st.state, st.reason, st.since) == ("offline", "not_found", clock.t)
     one_device.channel(first).fault = Fault.NONE
     await rounds(eng, clock, 1)
-    assert eng.states[first].state == "online"
-    _states, trans = eng.flush()
+    assert eng.book.states[first].state == "online"
+    _states, trans = eng.book.take_writes()
     mine = [(t.from_state, t.to_state, t.reason) for t in trans if t.channel_id == first]
     assert mine == [("unknown", "online", None), ("online", "offline", "not_found"),
                     ("offline", "online", None)]
@@ -135,20 +136,20 @@ async def test_host_down_judges_channels_without_probing_each(tmp_path: Path,
     await rounds(eng, clock, 1)
     one_device.devices[0].fault = Fault.HANG  # the NVR stops answering
     await rounds(eng, clock, 3)
-    assert {s.state for s in eng.states.values()} == {"offline"}
-    assert {s.reason for s in eng.states.values()} == {"host_down"}
-    probes_before = sum(eng.stats.probes.values())
+    assert {s.state for s in eng.book.states.values()} == {"offline"}
+    assert {s.reason for s in eng.book.states.values()} == {"host_down"}
+    probes_before = sum(eng.scheduler.stats.probes.values())
     await rounds(eng, clock, 1)
     # backed off: one check for the whole host, not one probe per channel
-    assert sum(eng.stats.probes.values()) - probes_before <= 1
+    assert sum(eng.scheduler.stats.probes.values()) - probes_before <= 1
     one_device.devices[0].fault = Fault.NONE
     # the host is re-checked after its back-off (interval x 2^n, at most 10 min), then its
     # channels are probed again on their next round
     for _ in range(12):
         await rounds(eng, clock, 1)
-        if {s.state for s in eng.states.values()} == {"online"}:
+        if {s.state for s in eng.book.states.values()} == {"online"}:
             break
-    assert {s.state for s in eng.states.values()} == {"online"}
+    assert {s.state for s in eng.book.states.values()} == {"online"}
 
 
 async def test_flapping_channel_is_held_without_a_transition_storm(tmp_path: Path,
@@ -161,14 +162,14 @@ async def test_flapping_channel_is_held_without_a_transition_storm(tmp_path: Pat
     for i in range(20):  # up, down, up, down ... every minute
         one_device.channel(cid).fault = Fault.NOT_FOUND if i % 2 == 0 else Fault.NONE
         await rounds(eng, clock, 1)
-    _s, trans = eng.flush()
+    _s, trans = eng.book.take_writes()
     mine = [t for t in trans if t.channel_id == cid]
-    assert eng.states[cid].flapping is True
-    assert (eng.states[cid].state, eng.states[cid].reason) == ("offline", "flapping")
+    assert eng.book.states[cid].flapping is True
+    assert (eng.book.states[cid].state, eng.book.states[cid].reason) == ("offline", "flapping")
     assert len(mine) <= 6, [(t.from_state, t.to_state, t.reason) for t in mine]
     one_device.channel(cid).fault = Fault.NONE  # calm for a whole window: released
     await rounds(eng, clock, 31)
-    assert eng.states[cid].flapping is False and eng.states[cid].state == "online"
+    assert eng.book.states[cid].flapping is False and eng.book.states[cid].state == "online"
 
 
 async def test_own_uplink_down_makes_channels_unknown_not_offline(tmp_path: Path) -> None:
@@ -177,15 +178,15 @@ async def test_own_uplink_down_makes_channels_unknown_not_offline(tmp_path: Path
         clock = FakeClock()
         eng = make_engine(tmp_path, site, clock)
         await rounds(eng, clock, 1)
-        assert {s.state for s in eng.states.values()} == {"online"}
+        assert {s.state for s in eng.book.states.values()} == {"online"}
         for d in site.devices:
             d.fault = Fault.HANG  # everything times out at once, in every township
         await rounds(eng, clock, 3)
-        states = {s.state for s in eng.states.values()}
+        states = {s.state for s in eng.book.states.values()}
         assert "offline" not in states, states
         assert "unknown" in states
-        assert any("uplink" in p for p in eng.problems)
-        assert eng.evaluate() == [] and eng.rates
+        assert any("uplink" in p for p in eng.problems())
+        assert await eng.evaluate() == [] and eng.rates
         site_rate = next(r for r in eng.rates if not r.scope and r.klass is None
                          and r.project is None)
         assert site_rate.unknown > 0
@@ -201,16 +202,16 @@ async def test_restart_emits_no_spurious_transitions(tmp_path: Path,
     one_device.channel(down).fault = Fault.AUTH_FAIL
     eng = make_engine(tmp_path, one_device, clock)
     await rounds(eng, clock, 3)
-    states, trans = eng.flush()
+    states, trans = eng.book.take_writes()
     eng.store.write_batch(states, trans)
-    assert eng.states[down].state == "offline"
+    assert eng.book.states[down].state == "offline"
     eng.store.close()
 
     # a new engine on the same store, as after a restart (or kill -9 after the commit)
     eng2 = make_engine(tmp_path, one_device, clock)
-    assert eng2.states[down].state == "offline" and eng2.states[down].reason == "auth"
+    assert eng2.book.states[down].state == "offline" and eng2.book.states[down].reason == "auth"
     await rounds(eng2, clock, 2)
-    _s, trans2 = eng2.flush()
+    _s, trans2 = eng2.book.take_writes()
     assert trans2 == []
 
 
@@ -220,17 +221,17 @@ async def test_reload_keeps_state_of_unchanged_channels(tmp_path: Path,
     eng = make_engine(tmp_path, one_device, clock)
     await rounds(eng, clock, 1)
     kept, dropped = one_device.channels[0], one_device.channels[1]
-    since = eng.states[kept.id].since
+    since = eng.book.states[kept.id].since
     new = Channel(id="41162800001321999999", klass=1, county="鹿邑县", township="城关镇",
                   installed=True, connected=True, rtsp_url=kept.rtsp_url, host="dev0",
                   credentials="default")
     channels = [c for c in one_device.channels if c is not dropped] + [new]
     eng.reload(eng.cfg, inventory(channels))
-    assert eng.states[kept.id].since == since and eng.states[kept.id].state == "online"
-    assert dropped.id not in eng.states
-    assert eng.states[new.id].state == "unknown"
+    assert eng.book.states[kept.id].since == since and eng.book.states[kept.id].state == "online"
+    assert dropped.id not in eng.book.states
+    assert eng.book.states[new.id].state == "unknown"
     await rounds(eng, clock, 1)
-    assert eng.states[new.id].state == "online"
+    assert eng.book.states[new.id].state == "online"
 
 
 def test_flaps_counts_changes_within_the_window_and_keeps_nothing_for_a_steady_channel() -> None:
@@ -282,19 +283,19 @@ async def test_onvif_lane_asks_each_device_once_for_all_its_channels(tmp_path: P
         clock = FakeClock()
         eng = Engine(cfg, inventory(channels), open_store(cfg.store.path), clock=clock)
         clock.t += 3600.0  # one ONVIF interval: every lane is due once
-        await eng.run_due()
-        counted = {k: n for k, n in eng.stats.probes.items() if k[0] == "onvif"}
+        await eng.scheduler.run_due()
+        counted = {k: n for k, n in eng.scheduler.stats.probes.items() if k[0] == "onvif"}
         # WS-UsernameToken fails 10 minutes off: the clock is the reason, not the password
         assert counted == {("onvif", "clock_skew"): 1}
-        drifts = {eng.states[c.id].clock_drift_s for c in channels}
+        drifts = {eng.book.states[c.id].clock_drift_s for c in channels}
         assert all(d is not None and abs(d - 600.0) < 2.0 for d in drifts), drifts
 
         dev.clock_skew_s = 0.0  # somebody fixed the NVR's clock
         clock.t += 3600.0
-        await eng.run_due()
-        assert eng.stats.probes[("onvif", "ok")] == 1
-        assert all(abs(eng.states[c.id].clock_drift_s or 99) < 2.0 for c in channels)
-        assert {eng.states[c.id].info["device"]["model"] for c in channels} == {dev.model}
+        await eng.scheduler.run_due()
+        assert eng.scheduler.stats.probes[("onvif", "ok")] == 1
+        assert all(abs(eng.book.states[c.id].clock_drift_s or 99) < 2.0 for c in channels)
+        assert {eng.book.states[c.id].info["device"]["model"] for c in channels} == {dev.model}
     finally:
         await onvif.close()
         for s in site.servers:
@@ -308,17 +309,17 @@ async def test_failure_count_survives_a_restart(tmp_path: Path, one_device: Site
     cid = one_device.channels[0].id
     eng = make_engine(tmp_path, one_device, clock)
     await rounds(eng, clock, 1)
-    eng.store.write_batch(*eng.flush())
+    eng.store.write_batch(*eng.book.take_writes())
     one_device.channel(cid).fault = Fault.NOT_FOUND
     await rounds(eng, clock, 2)
-    states, trans = eng.flush()  # what the writer would commit within the second
+    states, trans = eng.book.take_writes()  # what the writer would commit within the second
     assert [s.channel_id for s in states] == [cid]  # the others did not change durably
     eng.store.write_batch(states, trans)
     eng.store.close()
     eng2 = make_engine(tmp_path, one_device, clock)
-    assert (eng2.states[cid].state, eng2.states[cid].fails) == ("online", 2)
+    assert (eng2.book.states[cid].state, eng2.book.states[cid].fails) == ("online", 2)
     await rounds(eng2, clock, 1)
-    assert (eng2.states[cid].state, eng2.states[cid].reason) == ("offline", "not_found")
+    assert (eng2.book.states[cid].state, eng2.book.states[cid].reason) == ("offline", "not_found")
 
 
 def _uplink_config(tmp_path: Path, address: str) -> Config:
@@ -350,13 +351,13 @@ async def test_uplink_check_tells_a_real_outage_from_our_own(tmp_path: Path) -> 
         clock = FakeClock()
         eng = Engine(_uplink_config(tmp_path, f"127.0.0.1:{gateway.getsockname()[1]}"),
                      inventory(site.channels), open_store(tmp_path / "a.db"), clock=clock)
-        assert await eng.check_uplink() is True
+        assert await eng.health.check_uplink(eng.scheduler.runner.settings) is True
         await rounds(eng, clock, 1)
         for d in site.devices:
             d.fault = Fault.HANG
         await rounds(eng, clock, 3)
-        assert eng.health() == []
-        assert {s.state for s in eng.states.values()} == {"offline"}
+        assert eng.problems() == []
+        assert {s.state for s in eng.book.states.values()} == {"offline"}
 
         # 2. the same, with our own uplink down: unknown, and the prober says why
         eng2 = Engine(_uplink_config(tmp_path, f"127.0.0.1:{full.getsockname()[1]}"),
@@ -364,12 +365,12 @@ async def test_uplink_check_tells_a_real_outage_from_our_own(tmp_path: Path) -> 
         for d in site.devices:
             d.fault = Fault.NONE
         await rounds(eng2, clock, 1)
-        assert await eng2.check_uplink() is False
+        assert await eng2.health.check_uplink(eng2.scheduler.runner.settings) is False
         for d in site.devices:
             d.fault = Fault.HANG
         await rounds(eng2, clock, 3)
-        assert any("uplink check failed" in p for p in eng2.health())
-        assert {s.state for s in eng2.states.values()} == {"unknown"}
+        assert any("uplink check failed" in p for p in eng2.problems())
+        assert {s.state for s in eng2.book.states.values()} == {"unknown"}
     finally:
         for c in fillers:
             c.close()

@@ -16,13 +16,14 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from camwatch import __version__
+from camwatch.engine import Engine
 from camwatch.inventory import Channel
+from camwatch.model import Verdict
 from camwatch.probes import ProbeResult, Reason
 from camwatch.rules.rates import Targets, compute_rates
-from camwatch.rules.states import Verdict
-from camwatch.scheduler import Engine
 from camwatch.sim.model import Fault
-from camwatch.sinks.metrics import Histogram, MetricsRenderer
+from camwatch.sinks.metrics import MetricsRenderer
+from camwatch.stats import Histogram
 from camwatch.store import open_store
 from tests.test_engine import FakeClock, config, inventory, make_engine, rounds, serve
 
@@ -105,7 +106,8 @@ async def test_incremental_exposition_equals_a_rebuild(tmp_path: Path) -> None:
             online[dict(k)["class"]] += v
         for k, v in pick(now, "camwatch_channels").items():
             judged[dict(k)["class"]] += v
-        for row in compute_rates(eng.channels.values(), eng.state_of, Targets(eng.cfg.targets)):
+        rows = compute_rates(eng.channels.values(), eng.book.state_of, Targets(eng.cfg.targets))
+        for row in rows:
             if not row.scope and row.klass is not None and row.project is None:
                 assert (online[str(row.klass)], judged[str(row.klass)]) == \
                     (row.online, row.connected)
@@ -152,7 +154,7 @@ def feed(eng: Engine, ok: bool, every: int = 1, drift: float | None = None) -> N
         ProbeResult.failure("rtsp", Reason.TIMEOUT, "x", latency_s=1.0)
     for i, ch in enumerate(eng.channels.values()):
         if i % every == 0:
-            eng._judge(ch, Verdict.of(r), now)
+            eng.book.judge(ch.id, Verdict.of(r), now)
 
 
 def test_escaping_openmetrics_unknown_and_sweep_duration(tmp_path: Path) -> None:
@@ -176,7 +178,7 @@ def test_escaping_openmetrics_unknown_and_sweep_duration(tmp_path: Path) -> None
     assert om[("camwatch_sweep_duration_seconds", frozenset())] == 60.0
     # a prober that cannot judge: unknown, so no channel_up, counted as unknown
     first = next(iter(eng.channels.values()))
-    eng._judge(first, Verdict(None, "prober_unhealthy"), 200.0)
+    eng.book.judge(first.id, Verdict(None, "prober_unhealthy"), 200.0)
     text = samples(renderer.render()[0])
     assert not pick(text, "camwatch_channel_up", channel=first.id)
     assert sum(pick(text, "camwatch_channels_unknown").values()) == 1

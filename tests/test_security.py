@@ -13,10 +13,10 @@ import aiohttp
 import pytest
 
 from camwatch.config import parse_config
+from camwatch.engine import Engine
 from camwatch.errors import ConfigError
 from camwatch.http import serve
 from camwatch.inventory import Inventory
-from camwatch.scheduler import Engine
 from camwatch.store import open_store
 from tests.conftest import ROOT
 

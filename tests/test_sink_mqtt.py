@@ -22,7 +22,7 @@ import pytest
 from camwatch.config import TargetsConfig
 from camwatch.inventory import Channel
 from camwatch.rules.alert_config import AlertsConfig
-from camwatch.rules.alerts import AlertEvaluator
+from camwatch.rules.alerts import AlertEvaluator, alert_inputs
 from camwatch.rules.rates import Targets, compute_rates
 from camwatch.sinks.dispatch import Dispatcher
 from camwatch.store.base import ChannelState
@@ -170,7 +170,8 @@ async def test_rate_alert_and_resolution_on_the_township_topic(
     targets = Targets(TargetsConfig())
     chs = channels(50)
     states = {c.id: ChannelState(c.id, "online", since=0.0) for c in chs}
-    ev = AlertEvaluator(cfg, targets, 10, store)
+    ev = AlertEvaluator(cfg, targets, 10)
+    inputs = alert_inputs({c.id: c for c in chs}, cfg.rules.mass_outage.levels)
     t0 = 1_800_000_000.0
     clock = [t0]  # the evaluator's and the dispatcher's clock are one (enqueue stamps it)
     d = Dispatcher(cfg, store, clock=lambda: clock[0])
@@ -178,7 +179,10 @@ async def test_rate_alert_and_resolution_on_the_township_topic(
     def evaluate(now: float) -> int:
         clock[0] = now
         rates = compute_rates(chs, lambda cid: states[cid].state, targets)
-        n = len(ev.evaluate(now, chs, states, rates, [], []))
+        out = ev.evaluate(now, inputs, states, list(states), rates, [], [])
+        store.commit_outbox(out.outbox, now, {})
+        out.commit()
+        n = len(out.events)
         d.notify()
         return n
 

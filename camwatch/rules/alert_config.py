@@ -9,7 +9,7 @@ they are resolved when the dispatcher starts, never stored or logged.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
@@ -21,7 +21,6 @@ from camwatch.secrets import Secret, read_secret
 
 ALERT_NAMES = ("rate_below_target", "channel_offline_long", "clock_drift", "mass_outage",
                "prober_unhealthy")
-SEVERITIES = ("info", "warning", "critical")
 Severity = Literal["info", "warning", "critical"]
 
 # The fields each alert's templates may use (``str.format`` names); the resolved message of an
@@ -56,6 +55,15 @@ DEFAULT_TEMPLATES: dict[str, str] = {
     "mass_outage.resolved": "【已恢复】{group} 批量离线已恢复（持续 {duration}）",
     "prober_unhealthy": "camwatch 探测服务异常：{problems}",
     "prober_unhealthy.resolved": "【已恢复】camwatch 探测服务恢复正常（持续 {duration}）",
+    # the subject left the inventory (台账): the alert ends, but nothing recovered
+    "channel_offline_long.removed": "【已移出台账】{county} {township} {village} 点位「{name}」"
+                                    "({channel}) 已移出台账，告警结束（离线 {duration}）",
+    "clock_drift.removed": "【已移出台账】{county} {township} 点位「{name}」({channel}) "
+                           "已移出台账，告警结束",
+    "mass_outage.removed": "【已移出台账】{group} 的点位已移出台账，批量离线告警结束"
+                           "（持续 {duration}）",
+    "rate_below_target.removed": "【已移出台账】{scope} {what}点位已移出台账，在线率告警结束"
+                                 "（持续 {duration}）",
 }
 
 
@@ -323,7 +331,7 @@ class AlertsConfig(_Model):
     def _templates_format(cls, v: dict[str, str]) -> dict[str, str]:
         problems = []
         for key, text in v.items():
-            name = key.removesuffix(".resolved")
+            name = key.removesuffix(".resolved").removesuffix(".removed")
             if name not in TEMPLATE_FIELDS:
                 problems.append(f"{key}: expected one of "
                                 f"{', '.join(sorted(DEFAULT_TEMPLATES))}")
@@ -364,8 +372,3 @@ class AlertsConfig(_Model):
             if route.match.matches(name, labels):
                 out += [r for r in route.receivers if r not in out]
         return out if out else list(self.default_receivers)
-
-    def describe(self) -> dict[str, Any]:
-        """Settings for reports and logs: names and kinds, no references resolved."""
-        return {"rules": self.rules.model_dump(by_alias=True),
-                "receivers": {n: r.type for n, r in self.receivers.items()}}

@@ -13,11 +13,20 @@ Every rule turns what it sees into *observations* keyed by a stable fingerprint:
 - ``nodata``: cannot judge (scope under ``min_channels``, channel ``unknown``, channel covered
   by a mass outage): timers neither start, advance nor reset.
 
-A firing alert the rule no longer mentions is ``good`` (a channel that is online again, a scope
-that left the inventory). The state is persisted with ``store.set_meta`` after the outbox items
-are written, so a crash in between re-sends (same fingerprint) rather than loses; a restarted
-evaluator loads it and neither re-fires what is active nor forgets what is pending.
+A firing alert the rule no longer mentions is ``good`` (a channel that is online again), or
+*removed* when its subject left the inventory (台账): it ends with a "已移出台账" message, never
+with "已恢复".
+
+Evaluation is two-phase and does no I/O: :meth:`AlertEvaluator.evaluate` works on a draft of
+the alert state and returns an :class:`Outcome` (the events, their outbox items, the state to
+save); the caller writes the items and the state in one transaction and only then calls
+:meth:`Outcome.commit`. A failed write leaves the evaluator as it was, so the next evaluation
+fires the same alerts again: nothing is lost, nothing is marked sent that was not written.
 Time comes only from the ``now`` argument: the rules are testable without sleeping.
+
+Cost follows the changes, not the fleet: the channel rules look only at the *candidate*
+channels the caller names (offline ones, changed ones), the mass-outage groups are built once
+per inventory (:func:`alert_inputs`), and a message's details are built only when it is sent.
 """
 
 from __future__ import annotations
@@ -27,26 +36,20 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Literal
 
 import structlog
 
 from camwatch.inventory import Channel
-from camwatch.model import CLASS_NAMES
+from camwatch.model import CLASS_NAMES, ChannelState, State, Transition, reason_zh
 from camwatch.rules.alert_config import AlertsConfig
 from camwatch.rules.rates import RateRow, Targets, format_rate
-from camwatch.store.base import ChannelState, Store, Transition
 
 log = structlog.get_logger(__name__)
 
 META_KEY = "alerts.evaluator.v1"
 
-REASON_NAMES = {
-    "timeout": "超时", "refused": "拒绝连接", "unreachable": "网络不可达", "auth": "认证失败",
-    "protocol": "协议错误", "not_found": "无此码流", "no_media": "无视频", "busy": "设备繁忙",
-    "clock_skew": "时钟偏差", "internal": "camwatch 内部错误",
-}
 _LEVEL_NAMES = {"township": "乡镇", "village": "村", "host": "主机"}
 
 Status = Literal["bad", "between", "good", "nodata"]
@@ -85,13 +88,6 @@ class Alert:
             "details": self.details,
         }
 
-    @classmethod
-    def from_payload(cls, p: Mapping[str, Any]) -> Alert:
-        return cls(name=p["name"], fingerprint=p["fingerprint"], severity=p["severity"],
-                   status=p["status"], starts_at=p["starts_at"], ends_at=p.get("ends_at"),
-                   labels=dict(p.get("labels", {})), summary=p.get("summary", ""),
-                   details=dict(p.get("details", {})))
-
 
 def fingerprint(name: str, key: Sequence[object]) -> str:
     """Stable over restarts and versions: the alert name and its identity, hashed."""
@@ -118,7 +114,7 @@ def format_duration(seconds: float) -> str:
 
 def _reasons_text(counts: Mapping[str, int], top: int = 5) -> str:
     items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-    return "、".join(f"{REASON_NAMES.get(r, r)} {n}" for r, n in items) or "-"
+    return "、".join(f"{reason_zh(r)} {n}" for r, n in items) or "-"
 
 
 @dataclass(slots=True)
@@ -138,91 +134,159 @@ class _Spec:
     renotify: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class AlertInputs:
+    """What the rules need of an inventory, built once per inventory (off the event loop)."""
+
+    channels: Mapping[str, Channel]  # connected channels
+    groups: dict[tuple[str, str], list[Channel]]  # (level, key) -> members, for mass_outage
+    groups_of: dict[str, list[tuple[str, str]]]  # channel id -> its groups
+    order: dict[str, int]  # inventory order, so candidates are looked at in it
+
+
+def alert_inputs(channels: Mapping[str, Channel], levels: Sequence[str]) -> AlertInputs:
+    groups: dict[tuple[str, str], list[Channel]] = defaultdict(list)
+    groups_of: dict[str, list[tuple[str, str]]] = {}
+    for ch in channels.values():
+        mine = []
+        for lv in levels:
+            key = _group_key(ch, lv)
+            if key:
+                groups[(lv, key)].append(ch)
+                mine.append((lv, key))
+        groups_of[ch.id] = mine
+    return AlertInputs(channels, dict(groups), groups_of,
+                       {cid: i for i, cid in enumerate(channels)})
+
+
+@dataclass(slots=True)
+class Outcome:
+    """An evaluation not yet committed: write ``outbox`` (and ``state`` when not None, under
+    ``META_KEY``) in one transaction, then call :meth:`commit`."""
+
+    events: list[Alert]
+    outbox: list[tuple[str, str, dict[str, Any]]]  # (receiver, fingerprint, payload)
+    state: dict[str, Any] | None
+    _apply: Callable[[], None]
+
+    def commit(self) -> None:
+        self._apply()
+
+
 class AlertEvaluator:
     def __init__(self, cfg: AlertsConfig, targets: Targets, min_channels: int,
-                 store: Store) -> None:
+                 saved: Any = None, tz: tzinfo | None = None) -> None:
         self.cfg = cfg
         self.targets = targets
         self.min_channels = min_channels
-        self.store = store
+        self.tz = tz or _CST
         self._state: dict[str, dict[str, Any]] = {}
-        self._dirty = False
         self._fp_cache: dict[tuple[str, str], str] = {}
-        self._load()
-
-    # --- persistence -------------------------------------------------------------------------
-
-    def _load(self) -> None:
-        raw = self.store.get_meta(META_KEY)
-        if isinstance(raw, dict) and isinstance(raw.get("alerts"), dict):
-            self._state = {fp: e for fp, e in raw["alerts"].items() if isinstance(e, dict)}
+        if isinstance(saved, dict) and isinstance(saved.get("alerts"), dict):
+            self._state = {fp: e for fp, e in saved["alerts"].items() if isinstance(e, dict)}
             log.info("alert state loaded", active=self.active_count(),
                      pending=len(self._state) - self.active_count())
-
-    def _save(self) -> None:
-        if self._dirty:
-            self.store.set_meta(META_KEY, {"alerts": self._state})
-            self._dirty = False
+        # the draft of the evaluation in progress (see evaluate)
+        self._draft: dict[str, dict[str, Any]] = self._state
+        self._dirty = False
 
     def active_count(self) -> int:
         return sum(1 for e in self._state.values() if e.get("active"))
 
-    def active(self) -> list[dict[str, Any]]:
-        """Firing alerts (name, labels, starts_at, fingerprint), for the API and metrics."""
-        return [{"fingerprint": fp, "name": e["name"], "labels": e["labels"],
-                 "severity": e["severity"], "starts_at": e["starts_at"]}
-                for fp, e in sorted(self._state.items()) if e.get("active")]
+    def channels_with_alerts(self) -> set[str]:
+        """Channels named by an alert of a channel rule (firing or pending)."""
+        return {str(e["labels"]["channel"]) for e in self._state.values()
+                if e["name"] in ("channel_offline_long", "clock_drift")
+                and "channel" in e.get("labels", {})}
 
     # --- the entry point ---------------------------------------------------------------------
 
-    def evaluate(self, now: float, channels: Sequence[Channel],
-                 states: Mapping[str, ChannelState], rates: Sequence[RateRow],
+    def evaluate(self, now: float, inputs: AlertInputs, states: Mapping[str, ChannelState],
+                 candidates: Iterable[str], rates: Sequence[RateRow],
                  new_transitions: Sequence[Transition],
-                 prober_problems: Sequence[str]) -> list[Alert]:
-        """Run every rule once; return the alert events that changed (firing or resolved),
-        after enqueuing them for their receivers and persisting the evaluator state."""
+                 prober_problems: Sequence[str]) -> Outcome:
+        """Run every rule once on a draft of the alert state. ``candidates``: the channels
+        the channel rules look at (at least every offline channel, every channel changed
+        since the last committed evaluation and every channel with an alert)."""
+        self._draft = dict(self._state)
+        self._dirty = False
+        try:
+            events = self._rules(now, inputs, states, candidates, rates, new_transitions,
+                                 prober_problems)
+        finally:
+            draft, dirty = self._draft, self._dirty
+            self._draft = self._state
+        outbox: list[tuple[str, str, dict[str, Any]]] = []
+        routed: list[tuple[Alert, list[str]]] = []
+        for alert in events:
+            receivers = self.cfg.receivers_for(alert.name, alert.labels)
+            routed.append((alert, receivers))
+            payload = alert.as_payload()
+            outbox += [(r, alert.fingerprint, payload) for r in receivers]
+
+        def apply() -> None:
+            self._state = self._draft = draft
+            for alert, receivers in routed:
+                if not receivers:
+                    log.warning("alert has no receiver", alert=alert.name,
+                                fingerprint=alert.fingerprint, status=alert.status)
+                log.info("alert " + alert.status, alert=alert.name,
+                         fingerprint=alert.fingerprint, receivers=receivers,
+                         summary=alert.summary)
+
+        return Outcome(events, outbox, {"alerts": draft} if dirty else None, apply)
+
+    def _rules(self, now: float, inputs: AlertInputs, states: Mapping[str, ChannelState],
+               candidates: Iterable[str], rates: Sequence[RateRow],
+               new_transitions: Sequence[Transition],
+               prober_problems: Sequence[str]) -> list[Alert]:
         if not self.cfg.enabled:
             return []
         rules = self.cfg.rules
         events: list[Alert] = []
         covered: set[str] = set()
         if rules.mass_outage.enabled:
-            obs, covered = self._mass_outage(now, channels, states, new_transitions)
-            events += self._step(self._spec("mass_outage"), obs, now, skip_missing=False)
+            obs, covered = self._mass_outage(now, inputs, states, new_transitions)
+            events += self._step(self._spec("mass_outage"), obs, now, skip_missing=False,
+                                 present=lambda labels: (str(labels.get("level", "")),
+                                                         str(labels.get("group", "")))
+                                 in inputs.groups)
         if rules.rate_below_target.enabled:
-            obs = self._rate_below_target(channels, states, rates)
+            obs = self._rate_below_target(inputs, states, rates)
             # Without rates (before the first sweep) there is nothing to judge.
-            events += self._step(self._spec("rate_below_target"), obs, now,
-                                 skip_missing=not rates)
+            scopes = {tuple(sorted(dict(r.scope).items())) for r in rates}
+            events += self._step(
+                self._spec("rate_below_target"), obs, now, skip_missing=not rates,
+                present=lambda labels: tuple(sorted(
+                    (k, v) for k, v in labels.items() if k not in ("class", "project")))
+                in scopes)
         if rules.channel_offline_long.enabled or rules.clock_drift.enabled:
-            offline, drift = self._channel_rules(now, channels, states, covered)
+            offline, drift = self._channel_rules(now, inputs, states, candidates, covered)
+            present = self._channel_present(inputs)
             if rules.channel_offline_long.enabled:
                 events += self._step(self._spec("channel_offline_long"), offline, now,
-                                     skip_missing=False)
+                                     skip_missing=False, present=present)
             if rules.clock_drift.enabled:
-                events += self._step(self._spec("clock_drift"), drift, now, skip_missing=False)
+                events += self._step(self._spec("clock_drift"), drift, now,
+                                     skip_missing=False, present=present)
         if rules.prober_unhealthy.enabled:
             events += self._step(self._spec("prober_unhealthy"),
                                  self._prober(prober_problems), now, skip_missing=False)
-        for alert in events:
-            self._enqueue(alert, now)
-        self._save()
         return events
 
-    # --- routing -----------------------------------------------------------------------------
+    @staticmethod
+    def _channel_present(inputs: AlertInputs) -> Callable[[dict[str, str]], bool]:
+        return lambda labels: labels.get("channel") in inputs.channels
 
-    def _enqueue(self, alert: Alert, now: float) -> None:
-        receivers = self.cfg.receivers_for(alert.name, alert.labels)
-        if not receivers:
-            log.warning("alert has no receiver", alert=alert.name,
-                        fingerprint=alert.fingerprint, status=alert.status)
-        payload = alert.as_payload()
-        for receiver in receivers:
-            self.store.enqueue(receiver, alert.fingerprint, payload, now)
-        log.info("alert " + alert.status, alert=alert.name, fingerprint=alert.fingerprint,
-                 receivers=receivers, summary=alert.summary)
+    # --- the state machine (on the draft) -----------------------------------------------------
 
-    # --- the state machine -------------------------------------------------------------------
+    def _edit(self, fp: str) -> dict[str, Any]:
+        """The draft's entry ``fp``, copied before its first change in this evaluation (the
+        committed state is never touched until the outcome is committed)."""
+        entry = dict(self._draft[fp])
+        self._draft[fp] = entry
+        self._dirty = True
+        return entry
 
     def _spec(self, name: str) -> _Spec:
         r = self.cfg.rules
@@ -239,71 +303,83 @@ class AlertEvaluator:
         pu = r.prober_unhealthy
         return _Spec(name, pu.severity, pu.for_, pu.resolve_for, None)
 
-    def _step(self, spec: _Spec, obs: dict[str, _Obs], now: float,
-              skip_missing: bool) -> list[Alert]:
+    def _step(self, spec: _Spec, obs: dict[str, _Obs], now: float, skip_missing: bool,
+              present: Callable[[dict[str, str]], bool] | None = None) -> list[Alert]:
         events: list[Alert] = []
-        mine = [fp for fp, e in self._state.items() if e["name"] == spec.name]
+        draft = self._draft
+        mine = [fp for fp, e in draft.items() if e["name"] == spec.name]
         for fp in sorted(set(obs) | set(mine)):
             o = obs.get(fp)
+            entry = draft.get(fp)
+            if o is None and entry is not None and present is not None \
+                    and not present(entry["labels"]):
+                # its subject left the inventory: end it as removed, not recovered
+                if entry.get("active"):
+                    events.append(self._resolve(spec, fp, None, now, removed=True))
+                else:
+                    del draft[fp]
+                    self._dirty = True
+                continue
             if o is None and skip_missing:
                 continue
             status: Status = o.status if o is not None else "good"
-            entry = self._state.get(fp)
             if entry is None or not entry.get("active"):
                 if status == "bad":
                     assert o is not None
                     if entry is None:
-                        entry = self._state[fp] = {
+                        draft[fp] = {
                             "name": spec.name, "labels": o.labels, "severity": spec.severity,
                             "pending_since": now, "active": False}
                         self._dirty = True
+                        entry = draft[fp]
                     if now - entry["pending_since"] >= spec.for_:
-                        events.append(self._fire(spec, fp, entry, o, now))
+                        events.append(self._fire(spec, fp, o, now))
                 elif entry is not None and status != "nodata":
-                    del self._state[fp]  # back to normal before ``for`` ran out
+                    del draft[fp]  # back to normal before ``for`` ran out
                     self._dirty = True
                 continue
             if status == "bad":
                 if entry.get("resolving_since") is not None:
-                    entry["resolving_since"] = None
-                    self._dirty = True
+                    self._edit(fp)["resolving_since"] = None
                 if spec.renotify and now - entry["last_notified"] >= spec.renotify:
                     assert o is not None
-                    events.append(self._fire(spec, fp, entry, o, now))
+                    events.append(self._fire(spec, fp, o, now))
             elif status == "between":
                 if entry.get("resolving_since") is not None:
-                    entry["resolving_since"] = None
-                    self._dirty = True
+                    self._edit(fp)["resolving_since"] = None
             elif status == "good":
                 if entry.get("resolving_since") is None:
+                    entry = self._edit(fp)
                     entry["resolving_since"] = now
-                    self._dirty = True
                 if now - entry["resolving_since"] >= spec.resolve_for:
-                    events.append(self._resolve(spec, fp, entry, o, now))
+                    events.append(self._resolve(spec, fp, o, now))
         return events
 
-    def _fire(self, spec: _Spec, fp: str, entry: dict[str, Any], o: _Obs,
-              now: float) -> Alert:
+    def _fire(self, spec: _Spec, fp: str, o: _Obs, now: float) -> Alert:
+        entry = self._edit(fp)
         starts = entry.get("starts_at") or o.starts_at or entry["pending_since"]
         fields, details = o.build()
         fields["duration"] = format_duration(now - starts)
         entry.update(active=True, starts_at=starts, last_notified=now, resolving_since=None,
                      labels=o.labels, fields=fields, details=details)
-        self._dirty = True
         summary = self._render(spec.name, fields)
         return Alert(spec.name, fp, spec.severity, "firing", starts, None, dict(o.labels),
                      summary, details)
 
-    def _resolve(self, spec: _Spec, fp: str, entry: dict[str, Any], o: _Obs | None,
-                 now: float) -> Alert:
+    def _resolve(self, spec: _Spec, fp: str, o: _Obs | None, now: float,
+                 removed: bool = False) -> Alert:
+        entry = self._draft[fp]
         if o is not None:
             fields, details = o.build()
         else:  # the rule no longer sees it: say so with what we knew when it fired
             fields, details = dict(entry.get("fields", {})), dict(entry.get("details", {}))
         fields["duration"] = format_duration(now - entry["starts_at"])
-        del self._state[fp]
+        if removed:
+            details = {**details, "resolution": "removed_from_inventory",
+                       "notes": ["已移出台账：告警结束，并非恢复在线"]}
+        del self._draft[fp]
         self._dirty = True
-        summary = self._render(spec.name + ".resolved", fields)
+        summary = self._render(spec.name + (".removed" if removed else ".resolved"), fields)
         return Alert(spec.name, fp, entry["severity"], "resolved", entry["starts_at"], now,
                      dict(entry["labels"]), summary, details)
 
@@ -313,12 +389,11 @@ class AlertEvaluator:
             return template.format(**fields)
         except (KeyError, ValueError, IndexError) as exc:  # validated at load; belt and braces
             log.error("alert template failed", template=key, error=str(exc))
-            return self.cfg.template(key) if key not in self.cfg.templates else key
+            return template
 
     # --- rule: rate_below_target -------------------------------------------------------------
 
-    def _rate_below_target(self, channels: Sequence[Channel],
-                           states: Mapping[str, ChannelState],
+    def _rate_below_target(self, inputs: AlertInputs, states: Mapping[str, ChannelState],
                            rates: Sequence[RateRow]) -> dict[str, _Obs]:
         rule = self.cfg.rules.rate_below_target
         dims = rule.scope_dims()
@@ -350,10 +425,10 @@ class AlertEvaluator:
             if row.project is not None:
                 labels["project"] = row.project
             out[fp] = _Obs(status, labels, self._rate_builder(
-                row, children.get((row.scope, row.klass, row.project), []), channels, states))
+                row, children.get((row.scope, row.klass, row.project), []), inputs, states))
         return out
 
-    def _rate_builder(self, row: RateRow, subs: list[RateRow], channels: Sequence[Channel],
+    def _rate_builder(self, row: RateRow, subs: list[RateRow], inputs: AlertInputs,
                       states: Mapping[str, ChannelState]
                       ) -> Callable[[], tuple[dict[str, Any], dict[str, Any]]]:
         def build() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -366,15 +441,15 @@ class AlertEvaluator:
             worst = [{"name": r.scope[-1][1], "rate": r.rate, "online": r.online,
                       "connected": r.connected} for r in worst_rows]
             reasons: Counter[str] = Counter()
-            for ch in channels:
-                if not ch.connected or any(getattr(ch, k) != v for k, v in scope.items()):
+            for ch in inputs.channels.values():
+                if any(getattr(ch, k) != v for k, v in scope.items()):
                     continue
                 if row.klass is not None and ch.klass != row.klass:
                     continue
                 if row.project is not None and ch.project != row.project:
                     continue
                 st = states.get(ch.id)
-                if st is not None and st.state == "offline":
+                if st is not None and st.state == State.OFFLINE:
                     reasons[st.reason or "unknown"] += 1
             worst_text = "、".join(f"{r.scope[-1][1]} {format_rate(r.rate)}"
                                    for r in worst_rows) or "-"
@@ -402,39 +477,48 @@ class AlertEvaluator:
 
     # --- rules: channel_offline_long, clock_drift ----------------------------------------------
 
-    def _channel_rules(self, now: float, channels: Sequence[Channel],
-                       states: Mapping[str, ChannelState], covered: set[str]
-                       ) -> tuple[dict[str, _Obs], dict[str, _Obs]]:
+    def _channel_rules(self, now: float, inputs: AlertInputs,
+                       states: Mapping[str, ChannelState], candidates: Iterable[str],
+                       covered: set[str]) -> tuple[dict[str, _Obs], dict[str, _Obs]]:
         co = self.cfg.rules.channel_offline_long
         cd = self.cfg.rules.clock_drift
         offline: dict[str, _Obs] = {}
         drift: dict[str, _Obs] = {}
-        for ch in channels:
-            if not ch.connected:
-                continue
-            st = states.get(ch.id)
+        draft = self._draft
+        order = inputs.order
+        wanted = sorted((c for c in set(candidates) if c in order), key=order.__getitem__)
+        for cid in wanted:
+            ch = inputs.channels[cid]
+            st = states.get(cid)
             if st is None:
                 continue
             labels = _channel_labels(ch)
-            fp = self._channel_fp("channel_offline_long", ch.id)
-            if st.state == "offline" and st.since is not None and now - st.since >= co.after:
-                status: Status = "nodata" if ch.id in covered else "bad"
-                offline[fp] = _Obs(status, labels, _offline_builder(ch, st), st.since)
-            elif st.state == "unknown" or ch.id in covered:
-                offline[fp] = _Obs("nodata", labels, _offline_builder(ch, st))
-            elif fp in self._state:
-                offline[fp] = _Obs("good", labels, _offline_builder(ch, st))
+            fp = self._channel_fp("channel_offline_long", cid)
+            if st.state == State.OFFLINE and st.since is not None and now - st.since >= co.after:
+                status: Status = "nodata" if cid in covered else "bad"
+                offline[fp] = _Obs(status, labels, _offline_builder(ch, st, self.tz),
+                                   st.since)
+            elif st.state == State.UNKNOWN or cid in covered:
+                offline[fp] = _Obs("nodata", labels, _offline_builder(ch, st, self.tz))
+            elif fp in draft:
+                offline[fp] = _Obs("good", labels, _offline_builder(ch, st, self.tz))
             # the clock is the device's: one alert per device (an NVR's channels share it)
-            dfp = self._channel_fp("clock_drift", ch.onvif_url or ch.host or ch.id)
+            dfp = self._channel_fp("clock_drift", ch.onvif_url or ch.host or cid)
             if dfp in drift:
                 continue
-            if st.clock_drift_s is not None and st.state != "offline":
+            if st.clock_drift_s is not None and st.state != State.OFFLINE:
                 bad = abs(st.clock_drift_s) > cd.threshold
-                if bad or dfp in self._state:
+                if bad or dfp in draft:
                     drift[dfp] = _Obs("bad" if bad else "good", labels,
                                       _drift_builder(ch, st.clock_drift_s, cd.threshold))
-            elif dfp in self._state:
+            elif dfp in draft:
                 drift[dfp] = _Obs("nodata", labels, _drift_builder(ch, 0.0, cd.threshold))
+        # an alert whose channel was not among the candidates: unchanged, so nodata
+        for fp, e in draft.items():
+            if e["name"] == "channel_offline_long" and fp not in offline:
+                offline[fp] = _Obs("nodata", e["labels"], _no_build)
+            elif e["name"] == "clock_drift" and fp not in drift:
+                drift[fp] = _Obs("nodata", e["labels"], _no_build)
         return offline, drift
 
     def _channel_fp(self, name: str, channel_id: str) -> str:
@@ -446,7 +530,7 @@ class AlertEvaluator:
 
     # --- rule: mass_outage -------------------------------------------------------------------
 
-    def _mass_outage(self, now: float, channels: Sequence[Channel],
+    def _mass_outage(self, now: float, inputs: AlertInputs,
                      states: Mapping[str, ChannelState], new_transitions: Sequence[Transition]
                      ) -> tuple[dict[str, _Obs], set[str]]:
         """Most of one host / village / township went offline together: one alert, naming
@@ -454,36 +538,27 @@ class AlertEvaluator:
         channels all lie in a bigger group already found is not reported again. Returns the
         observations and the channels the firing (or new) outages cover."""
         rule = self.cfg.rules.mass_outage
-        groups: dict[tuple[str, str], list[Channel]] = defaultdict(list)
-        for ch in channels:
-            if not ch.connected:
-                continue
-            for lv in rule.levels:
-                group_key = _group_key(ch, lv)
-                if group_key:
-                    groups[(lv, group_key)].append(ch)
-        went_down = {t.channel_id for t in new_transitions if t.to_state == "offline"}
-        by_id_groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        for gk, members in groups.items():
-            for ch in members:
-                if ch.id in went_down:
-                    by_id_groups[ch.id].append(gk)
-        touched = {gk for gks in by_id_groups.values() for gk in gks}
+        groups = inputs.groups
+        levels = set(rule.levels)
+        touched = {gk for t in new_transitions if t.to_state == State.OFFLINE
+                   for gk in inputs.groups_of.get(t.channel_id, ()) if gk[0] in levels}
 
         def offline_ids(members: Iterable[Channel]) -> list[Channel]:
             return [c for c in members
-                    if (s := states.get(c.id)) is not None and s.state == "offline"]
+                    if (s := states.get(c.id)) is not None and s.state == State.OFFLINE]
 
         out: dict[str, _Obs] = {}
         covered: set[str] = set()
         # Firing outages stay on while at least half the ``share`` of the group is offline.
-        for fp, e in self._state.items():
+        for fp, e in self._draft.items():
             if e["name"] != "mass_outage" or not e.get("active"):
                 continue
             lvl, gkey = str(e["labels"].get("level", "")), str(e["labels"].get("group", ""))
-            members = groups.get((lvl, gkey), [])
+            members = groups.get((lvl, gkey))
+            if members is None:
+                continue  # the group left the inventory: _step ends it as removed
             down = offline_ids(members)
-            good = not members or len(down) < rule.share / 2 * len(members)
+            good = len(down) < rule.share / 2 * len(members)
             if not good:
                 covered.update(c.id for c in members)
             out[fp] = _Obs("good" if good else "bad", e["labels"],
@@ -523,13 +598,17 @@ class AlertEvaluator:
         return {fp: _Obs("bad" if problems else "good", {}, build)}
 
 
+def _no_build() -> tuple[dict[str, Any], dict[str, Any]]:
+    raise AssertionError("a nodata observation is never rendered")
+
+
 # --- helpers ------------------------------------------------------------------------------------
 
-_CST = timezone(timedelta(hours=8), "CST")  # 北京时间: what county staff read
+_CST = timezone(timedelta(hours=8), "CST")  # 北京时间: the default of report.timezone
 
 
-def format_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, _CST).strftime("%Y-%m-%d %H:%M")
+def format_time(ts: float, tz: tzinfo = _CST) -> str:
+    return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M")
 
 
 def _channel_labels(ch: Channel) -> dict[str, str]:
@@ -546,13 +625,13 @@ def _channel_fields(ch: Channel) -> dict[str, Any]:
             "operator": ch.operator or "-", "host": ch.host or "-"}
 
 
-def _offline_builder(ch: Channel, st: ChannelState
+def _offline_builder(ch: Channel, st: ChannelState, tz: tzinfo = _CST
                      ) -> Callable[[], tuple[dict[str, Any], dict[str, Any]]]:
     reason, since = st.reason, st.since
 
     def build() -> tuple[dict[str, Any], dict[str, Any]]:
-        fields = {**_channel_fields(ch), "reason": REASON_NAMES.get(reason or "", reason or "-"),
-                  "since": format_time(since) if since is not None else "-"}
+        fields = {**_channel_fields(ch), "reason": reason_zh(reason),
+                  "since": format_time(since, tz) if since is not None else "-"}
         notes = [f"运营商：{fields['operator']}", f"离线原因：{fields['reason']}",
                  f"离线时间：{fields['since']}"]
         if ch.host:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from camwatch.config import TargetsConfig
 from camwatch.inventory import Channel
-from camwatch.model import CLASS_NAMES
+from camwatch.model import CLASS_NAMES, state_index
 
 # Scope dimensions, coarse to fine. A scope is a tuple of these keys' values.
 SCOPES: tuple[tuple[str, ...], ...] = (
@@ -175,11 +175,23 @@ class RateIndex:
                 self._cell_keys.append(_keys(ch, scopes, breakdowns))
             self._cell_of[ch.id] = n
 
-    def compute(self, state_of: Callable[[str], str], targets: Targets) -> list[RateRow]:
+    def cell_of(self, cid: str) -> int | None:
+        """The cell channel ``cid`` counts in (None: not a connected channel)."""
+        return self._cell_of.get(cid)
+
+    def count(self, state_of: Callable[[str], str]) -> list[list[int]]:
+        """Per cell: [online, offline, unknown]."""
         per_cell = [[0, 0, 0] for _ in self._cell_keys]
         for cid, n in self._cell_of.items():
-            state = state_of(cid)
-            per_cell[n][0 if state == "online" else 1 if state == "offline" else 2] += 1
+            per_cell[n][state_index(state_of(cid))] += 1
+        return per_cell
+
+    def compute(self, state_of: Callable[[str], str], targets: Targets) -> list[RateRow]:
+        return self.rows(self.count(state_of), targets)
+
+    def rows(self, per_cell: Sequence[Sequence[int]], targets: Targets) -> list[RateRow]:
+        """The rate rows from per-cell counts (kept up to date by the daemon's evaluator as
+        channels change, so an evaluation costs O(cells × rows), not O(channels))."""
         counts: dict[Key, list[int]] = {}
         for keys, (on, off, unk) in zip(self._cell_keys, per_cell, strict=True):
             for key in keys:

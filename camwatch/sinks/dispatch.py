@@ -9,6 +9,12 @@ its own sliding-window rate limit (robots: 20 a minute). ``notify()`` wakes the 
 once after the evaluator enqueued; without it they look every ``delivery.poll``. A restart
 simply resumes: the outbox is the state.
 
+Store errors never stop delivery: reads (``due``) come from the daemon's read connection and
+writes (``mark_delivered`` / ``mark_failed``) go through the store writer; when either fails
+(disk full, read-only file, a lock held too long) the drainer logs it once, waits and tries
+again. An item sent but not marked (the mark failed) is sent again later with the same
+fingerprint: at least once, never lost.
+
 Logged once per change, not per attempt: a receiver going down (WARNING, or ERROR when it is
 misconfigured) and coming back (INFO). Messages never carry a URL's key or a secret.
 """
@@ -38,6 +44,7 @@ from camwatch.sinks.mqtt import MqttSink
 from camwatch.sinks.webhook import WebhookSink
 from camwatch.sinks.wecom import WecomSink
 from camwatch.store.base import OutboxItem, Store
+from camwatch.store.writer import StoreWriter
 
 log = structlog.get_logger(__name__)
 
@@ -57,10 +64,14 @@ def make_sink(name: str, cfg: AlertsConfig, clock: Callable[[], float] = time.ti
 
 
 class Dispatcher:
-    def __init__(self, cfg: AlertsConfig, store: Store,
+    def __init__(self, cfg: AlertsConfig, store: Store, writer: StoreWriter | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
-        self.store = store
+        self.store = store  # reads
+        if writer is None:  # standalone (tests, tools): its own writer on the same store
+            writer = StoreWriter(store)
+            writer.start()
+        self.writer = writer
         self.clock = clock
         self.sinks: dict[str, Sink] = {n: make_sink(n, cfg, clock) for n in cfg.receivers}
         self._limits = {n: SlidingWindow(r.per_minute) for n, r in cfg.receivers.items()}
@@ -71,6 +82,8 @@ class Dispatcher:
         self.delivered: dict[str, int] = dict.fromkeys(cfg.receivers, 0)
         self.failed: dict[str, int] = dict.fromkeys(cfg.receivers, 0)
         self.dropped: dict[str, int] = dict.fromkeys(cfg.receivers, 0)
+        self.store_errors = 0
+        self._closing = False
 
     # --- public ------------------------------------------------------------------------------
 
@@ -85,6 +98,12 @@ class Dispatcher:
             for sink in self.sinks.values():
                 with contextlib.suppress(Exception):
                     await sink.close()
+
+    def close_soon(self) -> None:
+        """Finish the batches being sent (and settle them in the store), then return from
+        :meth:`run`: a shutdown should not send an alert and forget that it did."""
+        self._closing = True
+        self._wake_all()
 
     def notify(self) -> None:
         """New items were enqueued: wake every drainer now. Safe from any thread."""
@@ -116,10 +135,28 @@ class Dispatcher:
         sink = self.sinks[name]
         wake = self._wake[name]
         poll = self.cfg.delivery.poll
-        while True:
+        failing = 0
+        while not self._closing:
             wake.clear()
             now = self.clock()
-            items = self.store.due(name, now, self.cfg.delivery.batch)
+            try:
+                items = await asyncio.to_thread(self.store.due, name, now,
+                                                self.cfg.delivery.batch)
+                step = max(1, sink.max_batch)
+                for i in range(0, len(items), step):
+                    if not await self._deliver(name, sink, items[i:i + step]):
+                        break
+            except Exception as exc:  # the store failed: keep the items, try again later
+                self.store_errors += 1
+                failing += 1
+                if failing == 1:
+                    log.error("outbox unreadable or unwritable; delivery resumes when the "
+                              "store works again", receiver=name, error=safe_error(exc))
+                await asyncio.sleep(min(30.0, backoff(failing, 1.0, 30.0)))
+                continue
+            if failing:
+                log.info("outbox works again", receiver=name)
+                failing = 0
             if not items:
                 retry_at = self._retry_at.get(name)
                 timeout = poll if retry_at is None else max(0.01, min(poll, retry_at - now))
@@ -127,10 +164,6 @@ class Dispatcher:
                     async with asyncio.timeout(timeout):
                         await wake.wait()
                 continue
-            step = max(1, sink.max_batch)
-            for i in range(0, len(items), step):
-                if not await self._deliver(name, sink, items[i:i + step]):
-                    break
 
     async def _deliver(self, name: str, sink: Sink, items: list[OutboxItem]) -> bool:
         """Send ``items`` (at most ``max_batch``, concurrently but started in order) and
@@ -146,7 +179,7 @@ class Dispatcher:
         for item, result in zip(items, results, strict=True):
             now = self.clock()
             if result is None:
-                self.store.mark_delivered(item.id, now)
+                await self.writer.run(_delivered(item.id, now))
                 self.delivered[name] += 1
                 self._retry_at.pop(name, None)
                 if name in self._down:
@@ -156,8 +189,7 @@ class Dispatcher:
             err = (result if isinstance(result, DeliveryError)
                    else DeliveryError("retry", safe_error(result)))
             if err.kind == "rejected":
-                self.store.mark_failed(item.id, err.message, now)
-                self.store.mark_delivered(item.id, now)  # set aside, error kept in the row
+                await self.writer.run(_set_aside(item.id, err.message, now))
                 self.dropped[name] += 1
                 log.error("receiver rejected an alert; set aside", receiver=name,
                           fingerprint=item.fingerprint, error=err.message)
@@ -166,7 +198,7 @@ class Dispatcher:
                             self.cfg.delivery.backoff_max)
             if err.retry_after is not None:
                 delay = max(delay, min(err.retry_after, self.cfg.delivery.backoff_max))
-            self.store.mark_failed(item.id, err.message, now + delay)
+            await self.writer.run(_failed(item.id, err.message, now + delay))
             self._retry_at[name] = now + delay
             self.failed[name] += 1
             if self._down.get(name) != err.kind:
@@ -184,3 +216,19 @@ class Dispatcher:
     @staticmethod
     async def _send_one(sink: Sink, item: OutboxItem) -> None:
         await sink.send(item.payload)
+
+
+def _delivered(item_id: int, now: float) -> Callable[[Store], None]:
+    return lambda s: s.mark_delivered(item_id, now)
+
+
+def _set_aside(item_id: int, error: str, now: float) -> Callable[[Store], None]:
+    """A receiver rejected the item for good: marked delivered, its error kept in the row."""
+    def job(s: Store) -> None:
+        s.mark_failed(item_id, error, now)
+        s.mark_delivered(item_id, now)
+    return job
+
+
+def _failed(item_id: int, error: str, retry_at: float) -> Callable[[Store], None]:
+    return lambda s: s.mark_failed(item_id, error, retry_at)

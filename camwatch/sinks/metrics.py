@@ -48,66 +48,25 @@ Exposition produced (gauges unless noted):
 from __future__ import annotations
 
 import asyncio
-import bisect
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
 from camwatch import __version__
+from camwatch.model import state_index
 from camwatch.probes.result import Reason
 
 if TYPE_CHECKING:
+    from camwatch.engine import Engine
     from camwatch.inventory import Channel
-    from camwatch.scheduler import Engine
-    from camwatch.store.base import ChannelState
+    from camwatch.model import ChannelState
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-PHASE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 OUTBOX_REFRESH_S = 5.0  # the outbox depth is counted in a thread at most this often
 OUTBOX_WAIT_S = 1.0  # a scrape waits at most this long for a fresh count, else serves the last
 
-_STATE_INDEX = {"online": 0, "offline": 1}  # anything else counts as unknown (2)
-
-
-class Histogram:
-    """A Prometheus histogram's state: one counter per bucket, the sum and the count.
-
-    ``observe`` is O(log buckets); rendering is O(buckets), whatever the number of samples."""
-
-    __slots__ = ("buckets", "count", "counts", "sum")
-
-    def __init__(self, buckets: Sequence[float] = PHASE_BUCKETS) -> None:
-        self.buckets = tuple(buckets)
-        self.counts = [0] * (len(self.buckets) + 1)  # the last one is +Inf only
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sum += value
-        self.count += 1
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        """``(le, cumulative count)`` for every bucket, ending with ``+Inf``."""
-        out = []
-        total = 0
-        for le, n in zip((*map(str, self.buckets), "+Inf"), self.counts, strict=True):
-            total += n
-            out.append((le, total))
-        return out
-
-
-class PhaseHistograms(dict[str, Histogram]):
-    """Probe phase durations, one :class:`Histogram` per phase name."""
-
-    def observe(self, phase: str, seconds: float) -> None:
-        h = self.get(phase)
-        if h is None:
-            h = self[phase] = Histogram()
-        h.observe(seconds)
 
 
 def _esc(value: object) -> str:
@@ -173,15 +132,14 @@ _AGG_FAMILIES: tuple[tuple[str, str], ...] = (
 class MetricsRenderer:
     """Keeps the exposition of one :class:`~camwatch.scheduler.Engine` ready to serve.
 
-    Registers :meth:`channel_changed` in ``engine.change_hooks``; everything per channel is
+    Subscribes :meth:`channel_changed` to the engine's channel book; everything per channel is
     maintained there, so :meth:`render` costs a join of cached bytes plus O(label sets) for
     the aggregates and the daemon's own metrics."""
 
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
         self._clock = clock
-        self._channels: object = None  # the engine.channels dict the caches were built for
-        self._states: object = None
+        self._generation = -1  # the book's inventory generation the caches were built for
         # per channel: label text, the cached lines of each per-channel family
         self._full: dict[str, bytes] = {}
         self._ids: dict[str, bytes] = {}
@@ -205,16 +163,16 @@ class MetricsRenderer:
         self._outbox_at = float("-inf")
         self._outbox_task: asyncio.Future[int] | None = None
         self.rebuild()  # at start-up, rather than in the first scrape
-        engine.change_hooks.append(self.channel_changed)
+        engine.book.subscribe(self.channel_changed)
 
     # --- maintained by the engine's hook ----------------------------------------------------
 
-    def channel_changed(self, cid: str, verdict: bool = True) -> None:
-        """The engine changed channel ``cid``'s state (``verdict``: a main-lane verdict, as
+    def channel_changed(self, cid: str, before: str = "", verdict: bool = True) -> None:
+        """The book changed channel ``cid``'s state (``verdict``: a main-lane verdict, as
         opposed to ONVIF device information). Re-renders that channel's lines only."""
-        if self._channels is not self.engine.channels or self._states is not self.engine.states:
+        if self._generation != self.engine.book.generation:
             return  # the next render rebuilds everything
-        st = self.engine.states.get(cid)
+        st = self.engine.book.state(cid)
         if st is None or cid not in self._ids:
             return
         self._render_channel(cid, st)
@@ -233,7 +191,7 @@ class MetricsRenderer:
 
     def _render_channel(self, cid: str, st: ChannelState) -> None:
         idl = self._ids[cid]
-        idx = _STATE_INDEX.get(st.state, 2)
+        idx = state_index(st.state)
         old = self._counted.get(cid)
         if old != idx:
             key = self._key[cid]
@@ -268,7 +226,7 @@ class MetricsRenderer:
     def rebuild(self) -> None:
         """Rebuild every cache from the engine (first scrape, and after a reload)."""
         eng = self.engine
-        self._channels, self._states = eng.channels, eng.states
+        self._generation = eng.book.generation
         for d in (self._up, self._last, self._since, self._reason, self._drift, self._info):
             d.clear()
         tails: dict[tuple[object, ...], str] = {}
@@ -285,7 +243,7 @@ class MetricsRenderer:
                                        township=k[3]) for k in self._agg}
         self._counted = {}
         for cid in eng.channels:
-            st = eng.states.get(cid)
+            st = eng.book.state(cid)
             if st is None:
                 self._counted[cid] = 2
                 self._agg[self._key[cid]][2] += 1
@@ -325,7 +283,7 @@ class MetricsRenderer:
         encoder, content_type = choose_encoder(accept or "")
         openmetrics = content_type.startswith("application/openmetrics-text")
         eng = self.engine
-        if self._channels is not eng.channels or self._states is not eng.states:
+        if self._generation != eng.book.generation:
             self.rebuild()
         parts: list[bytes] = []
         for (name, text), lines in zip(
@@ -362,7 +320,7 @@ class MetricsRenderer:
             add(f'camwatch_online_rate_target{{class="",project="{_esc(project)}"}} '
                 f"{_num(target)}\n")
 
-        stats = eng.stats
+        stats = eng.scheduler.stats
         add(_head("camwatch_probes_total", "counter", "Probes run, by kind and outcome "
                   "(reason ok for successes).", openmetrics))
         kinds = sorted({kind for kind, _ in stats.probes})
@@ -382,12 +340,12 @@ class MetricsRenderer:
                   "Channel state transitions, by new state.", openmetrics))
         for to in ("online", "offline", "unknown"):
             add(f'camwatch_channel_transitions_total{{to="{to}"}} '
-                f"{stats.transitions.get(to, 0)}\n")
+                f"{eng.book.transitions_total.get(to, 0)}\n")
         add(_head("camwatch_config_reloads_total", "counter",
                   "Config/inventory reloads by result.", openmetrics))
         for result in ("ok", "failed"):
             add(f'camwatch_config_reloads_total{{result="{result}"}} '
-                f"{stats.reloads.get(result, 0)}\n")
+                f"{eng.reloads.get(result, 0)}\n")
         singles: Iterable[tuple[str, str, float, str]] = (
             ("camwatch_online_rate_min_channels", "gauge", eng.cfg.targets.min_channels,
              "Scopes with fewer judged channels are not alerted on."),
@@ -396,15 +354,15 @@ class MetricsRenderer:
             ("camwatch_sweep_duration_seconds", "gauge", self.sweep_duration_s,
              "Time the last round of as many verdicts as channels took (about the interval "
              "when keeping up)."),
-            ("camwatch_sweep_lag_seconds", "gauge", stats.sweep_lag_s,
+            ("camwatch_sweep_lag_seconds", "gauge", eng.health.sweep_lag(),
              "Median delay between a probe's due time and its start."),
-            ("camwatch_loop_lag_seconds", "gauge", stats.loop_lag_s, "Event-loop lag."),
-            ("camwatch_probes_in_flight", "gauge", stats.probes_in_flight, "Probes running now."),
-            ("camwatch_prober_healthy", "gauge", 0 if eng.problems else 1,
+            ("camwatch_loop_lag_seconds", "gauge", eng.health.loop_lag_s, "Event-loop lag."),
+            ("camwatch_probes_in_flight", "gauge", stats.in_flight, "Probes running now."),
+            ("camwatch_prober_healthy", "gauge", 0 if eng.health.verdict_problems() else 1,
              "1 when the prober trusts its own results."),
             ("camwatch_alert_outbox_depth", "gauge", self.outbox_depth,
              "Notifications not yet delivered (-1: not counted yet, or the store failed)."),
-            ("camwatch_store_write_errors_total", "counter", stats.store_write_errors,
+            ("camwatch_store_write_errors_total", "counter", eng.writer.errors,
              "Failed store writes (retried)."),
         )
         for name, kind, value, text in singles:

@@ -7,7 +7,7 @@ Times are UNIX seconds (float, UTC) everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -88,6 +88,8 @@ class Store(Protocol):
     # alert outbox
     def enqueue(self, receiver: str, fingerprint: str, payload: dict[str, Any],
                 now: float) -> int: ...
+    def commit_outbox(self, items: Iterable[tuple[str, str, dict[str, Any]]], now: float,
+                      meta: Mapping[str, Any]) -> None: ...
     def due(self, receiver: str, now: float, limit: int = 100) -> list[OutboxItem]: ...
     def mark_delivered(self, item_id: int, now: float) -> None: ...
     def mark_failed(self, item_id: int, error: str, next_attempt: float) -> None: ...

@@ -5,7 +5,9 @@ loss; the engine commits at most about once a second, which keeps the fsync cost
 The file (and its -wal/-shm siblings, which SQLite creates with the same mode) is 0600: it
 names every camera of the network.
 
-One connection, used from one thread at a time (the engine's writer thread, or a CLI).
+One connection per instance. The daemon opens two: one for its writer thread
+(:mod:`camwatch.store.writer`) and one for reads; statements on one connection are serialised
+by its lock, so a read from a worker thread and one from the event loop never interleave.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -344,13 +346,31 @@ class SqliteStore:
                 (receiver, fingerprint, now, json.dumps(payload, ensure_ascii=False), now))
             return int(cur.lastrowid or 0)
 
+    def commit_outbox(self, items: Iterable[tuple[str, str, dict[str, Any]]], now: float,
+                      meta: Mapping[str, Any]) -> None:
+        """Enqueue ``(receiver, fingerprint, payload)`` items and set ``meta`` keys in one
+        transaction: the alert evaluator's state never says "sent" for an item that is not
+        in the outbox, nor the other way round."""
+        rows = [(r, fp, now, json.dumps(p, ensure_ascii=False), now) for r, fp, p in items]
+        metas = [(k, json.dumps(v, ensure_ascii=False)) for k, v in meta.items()]
+        with self._tx():
+            if rows:
+                self._db.executemany(
+                    "INSERT INTO alert_outbox (receiver, fingerprint, created, payload, "
+                    "next_attempt) VALUES (?,?,?,?,?)", rows)
+            if metas:
+                self._db.executemany(
+                    "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                    "value = excluded.value", metas)
+
     def due(self, receiver: str, now: float, limit: int = 100) -> list[OutboxItem]:
         """Undelivered items of ``receiver`` in creation order, stopping at the first one not
         yet due: delivery stays in order even while one item waits for its retry."""
-        rows = self._db.execute(
-            "SELECT id, receiver, fingerprint, created, payload, attempts, next_attempt, "
-            "last_error FROM alert_outbox WHERE receiver = ? AND delivered IS NULL "
-            "ORDER BY id LIMIT ?", (receiver, limit)).fetchall()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, receiver, fingerprint, created, payload, attempts, next_attempt, "
+                "last_error FROM alert_outbox WHERE receiver = ? AND delivered IS NULL "
+                "ORDER BY id LIMIT ?", (receiver, limit)).fetchall()
         out = []
         for r in rows:
             if r[6] > now:
@@ -370,19 +390,21 @@ class SqliteStore:
                                                                 item_id))
 
     def outbox_depth(self, receiver: str | None = None) -> int:
-        if receiver is None:
-            row = self._db.execute(
-                "SELECT COUNT(*) FROM alert_outbox WHERE delivered IS NULL").fetchone()
-        else:
-            row = self._db.execute(
-                "SELECT COUNT(*) FROM alert_outbox WHERE delivered IS NULL AND receiver = ?",
-                (receiver,)).fetchone()
+        with self._lock:
+            if receiver is None:
+                row = self._db.execute(
+                    "SELECT COUNT(*) FROM alert_outbox WHERE delivered IS NULL").fetchone()
+            else:
+                row = self._db.execute(
+                    "SELECT COUNT(*) FROM alert_outbox WHERE delivered IS NULL AND "
+                    "receiver = ?", (receiver,)).fetchone()
         return int(row[0])
 
     # --- meta ----------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> Any:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def set_meta(self, key: str, value: Any) -> None:

@@ -1,0 +1,285 @@
+"""The engine: the daemon's pipeline, wired. It holds no rule of its own.
+
+    scheduler ──results──▶ channel book ──changes──▶ evaluator ──items──▶ outbox ──▶ sinks
+        ▲                      │  ▲                       │                    (dispatcher)
+        └── admit (host down) ─┘  └── verdicts trusted? ── self-health
+    book ──▶ metrics, HTTP API          book, evaluator ──▶ store writer (one thread)
+
+- :class:`~camwatch.scheduler.Scheduler`: when to probe what, and the probes; results out.
+- :class:`~camwatch.book.ChannelBook`: verdicts in, transitions out (pure, synchronous).
+- :class:`~camwatch.health.SelfHealth`: whether a failure is the camera's or camwatch's own.
+- :class:`~camwatch.evaluator.Evaluator`: rates, alert rules, outbox items in one transaction.
+- :class:`~camwatch.store.writer.StoreWriter`: the one thread that writes the store.
+
+An inventory is *planned* off the event loop (:meth:`Engine.plan`: targets with credentials,
+the schedule, rate cells, alert groups: seconds at 100,000 channels) and *applied* on it in
+one step (:meth:`Engine.apply`: milliseconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import gc
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import tzinfo
+from typing import Any
+
+import structlog
+
+from camwatch.book import ChannelBook
+from camwatch.config import Config
+from camwatch.evaluator import EvalInputs, Evaluator, plan_evaluation
+from camwatch.health import SelfHealth
+from camwatch.inventory import Channel, Inventory
+from camwatch.model import ChannelState, Source, Transition, Verdict, Why
+from camwatch.probes import Level, ProbeResult
+from camwatch.rules.alerts import META_KEY, Alert
+from camwatch.rules.rates import RateRow
+from camwatch.scheduler import MAIN, Schedule, Scheduler, plan_schedule
+from camwatch.store.base import Store
+from camwatch.store.writer import StoreWriter
+from camwatch.sweep import make_target, resolve_credentials
+
+log = structlog.get_logger(__name__)
+
+FULL_FLUSH_EVERY_S = 300.0  # every state row, timestamps included (see ChannelBook._durable)
+GC_THRESHOLD0 = 20_000
+LEVEL_SOURCE = {Level.TCP: Source.TCP, Level.ONVIF: Source.ONVIF,
+                Level.DESCRIBE: Source.DESCRIBE, Level.STREAM: Source.STREAM}
+
+
+def _tune_gc() -> None:
+    """Keep the cyclic collector off the probe path (bench/bench_engine.py: it took a fifth
+    to a third of the CPU of a 100,000-channel sweep).
+
+    * What lives as long as the engine (inventory, targets, states, config) is frozen out of
+      its sight, so full collections stop re-scanning objects that cannot be garbage.
+      Unfreezing first lets this collection reclaim cycles frozen at the previous (re)load
+      that died since, so reloads do not pile anything up.
+    * The youngest generation is collected after 20,000 net new objects rather than 700:
+      a thousand probes in flight, each holding a few dozen objects for a few milliseconds,
+      otherwise trigger a collection every few probes that finds nothing.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    t0, t1, t2 = gc.get_threshold()
+    if t0:  # 0: collection disabled by whoever owns the process; leave it so
+        gc.set_threshold(max(t0, GC_THRESHOLD0), t1, t2)
+
+
+def _write_batch(states: list[ChannelState], transitions: list[Transition],
+                 store: Store) -> None:
+    store.write_batch(states, transitions)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A config and inventory made ready to apply (see :meth:`Engine.plan`)."""
+
+    cfg: Config
+    inventory: Inventory
+    channels: Mapping[str, Channel]
+    schedule: Schedule
+    evaluation: EvalInputs
+
+
+class Engine:
+    def __init__(self, cfg: Config, inventory: Inventory, store: Store,
+                 writer: StoreWriter | None = None, *,
+                 clock: Callable[[], float] = time.time, tz: tzinfo | None = None) -> None:
+        self.cfg = cfg
+        self.store = store  # reads; every write goes through the writer
+        self.writer = writer if writer is not None else StoreWriter(store)
+        self.writer.start()
+        self.clock = clock
+        self.started = clock()
+        self.stopping = asyncio.Event()
+        self._drained = asyncio.Event()  # the scheduler returned: no verdict will follow
+        self.reloads: Counter[str] = Counter()  # ok | failed
+        self.health = SelfHealth(cfg.probing.interval, cfg.probing.uplink_check, clock)
+        self.health.watch("store", lambda: self.writer.problem)
+        self.book = ChannelBook(cfg.states, cfg.probing.interval, states=store.load_states(),
+                                primary=LEVEL_SOURCE[cfg.probing.level])
+        self.scheduler = Scheduler(cfg, admit=self._admit, deliver=self._deliver,
+                                   on_delay=self.health.probe_delay, clock=clock)
+        self.evaluator = Evaluator(cfg, self.book, self.writer, self.health,
+                                   saved_alerts=store.get_meta(META_KEY), tz=tz, clock=clock)
+        self.inventory = inventory
+        self.apply(self.plan(cfg, inventory))
+
+    # --- read API (HTTP, metrics) -----------------------------------------------------------------
+
+    @property
+    def channels(self) -> Mapping[str, Channel]:
+        return self.book.channels
+
+    @property
+    def rates(self) -> list[RateRow]:
+        return self.evaluator.rates
+
+    def problems(self) -> list[str]:
+        return self.health.problems()
+
+    # --- the inventory ------------------------------------------------------------------------
+
+    def plan(self, cfg: Config, inventory: Inventory) -> Plan:
+        """Everything an inventory needs, built without touching the running pipeline: safe
+        (and meant) to run in a worker thread."""
+        creds = resolve_credentials(cfg)
+        channels = {c.id: c for c in inventory.channels if c.connected}
+        targets = {cid: make_target(c, creds) for cid, c in channels.items()}
+        schedule = plan_schedule(cfg, channels, targets, self.clock(), self.scheduler.schedule)
+        return Plan(cfg, inventory, channels, schedule, plan_evaluation(cfg, channels))
+
+    def reload(self, cfg: Config, inventory: Inventory) -> list[str]:
+        """:meth:`plan` and :meth:`apply` in one call, on the calling thread (tests, and
+        callers without a loop to keep responsive; the daemon plans in a worker thread)."""
+        return self.apply(self.plan(cfg, inventory))
+
+    def apply(self, plan: Plan) -> list[str]:
+        """Swap in a planned config and inventory, in one step on the loop; unchanged
+        channels keep their state. Returns the ids that left."""
+        cfg = plan.cfg
+        if cfg is not self.cfg:
+            self.cfg = cfg
+            self.book.policy = cfg.states
+            self.book.interval = cfg.probing.interval
+            self.health.configure(cfg.probing.interval, cfg.probing.uplink_check)
+            self.scheduler.configure(cfg)
+            self.evaluator.configure(cfg)
+        self.inventory = plan.inventory
+        gone = self.book.swap(plan.channels)
+        self.scheduler.swap(plan.schedule)
+        self.evaluator.swap(plan.evaluation)
+        if gone:
+            self.writer.submit(lambda s: s.delete_states(gone))  # retried at the next swap
+        _tune_gc()
+        return gone
+
+    # --- results into verdicts ----------------------------------------------------------------
+
+    def _admit(self, ch: Channel, now: float) -> bool:
+        trusted = not self.health.unhealthy(now)
+        if self.book.admit(ch, now, trusted):
+            return True
+        # judged without a probe: counted like the probe it replaces, so a prober whose own
+        # uplink is down keeps seeing it even after every host is backed off
+        host = self.book.host_of(ch.id)
+        self.health.result(now, ch.township or ch.county, False,
+                           host.last_reason if host is not None else None)
+        return False
+
+    def _deliver(self, lane: str, ch: Channel, result: ProbeResult, now: float) -> None:
+        if lane != MAIN:
+            sched = self.scheduler.schedule
+            group = sched.onvif_groups.get(ch.onvif_url, [ch.id]) if sched else [ch.id]
+            for cid in group:
+                self.book.device_info(cid, result)
+            return
+        reason = result.reason.value if result.reason else None
+        self.health.result(now, ch.township or ch.county, result.ok, reason)
+        source = self.book.primary
+        if not result.ok and self.health.distrusts(reason, now):
+            verdict = Verdict(None, Why.PROBER_UNHEALTHY, result, source)
+        else:
+            verdict = Verdict.of(result, source)
+        self.book.judge(ch.id, verdict, now)
+
+    # --- the tasks ----------------------------------------------------------------------------
+
+    async def wait(self, seconds: float | None) -> bool:
+        """Sleep ``seconds`` or until the engine stops; True when stopping."""
+        if self.stopping.is_set():
+            return True
+        try:
+            async with asyncio.timeout(seconds):
+                await self.stopping.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _writes(self) -> None:
+        """Hand the book's pending writes to the writer about once a second; a failed write
+        is put back and retried with the next."""
+        last_full = time.monotonic()
+        while True:
+            stopping = self._drained.is_set()
+            full = stopping or time.monotonic() - last_full >= FULL_FLUSH_EVERY_S
+            if full:
+                last_full = time.monotonic()
+            states, trans = self.book.take_writes(everything=full)
+            if states or trans:
+                try:
+                    await self.writer.run(functools.partial(_write_batch, states, trans))
+                except Exception:  # counted and logged by the writer
+                    self.book.restore_writes(states, trans)
+            if stopping:
+                return
+            # the last flush waits for the probes in flight to be judged
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._drained.wait()
+
+    async def evaluate(self) -> list[Alert]:
+        return await self.evaluator.evaluate()
+
+    async def _evaluations(self, publish: Callable[[Sequence[RateRow]], Coroutine[Any, Any, None]]
+                           | None) -> None:
+        every = max(1.0, min(15.0, self.cfg.probing.interval / 4))
+        while not await self.wait(every):
+            try:
+                await self.evaluator.evaluate()
+            except Exception as exc:  # the store refused it: repeated at the next one
+                log.error("evaluation not committed; it will be repeated", error=repr(exc))
+                continue
+            if publish is not None:
+                # best effort, and never holds up a shutdown
+                job = asyncio.ensure_future(publish(self.evaluator.rates))
+                stop = asyncio.ensure_future(self.stopping.wait())
+                await asyncio.wait({job, stop}, timeout=every,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                if not job.done():
+                    job.cancel()
+                    await asyncio.gather(job, return_exceptions=True)
+                elif not job.cancelled() and job.exception() is not None:
+                    log.warning("publishing rates failed", error=repr(job.exception()))
+
+    async def _uplink(self) -> None:
+        while True:
+            if self.cfg.probing.uplink_check:
+                await self.health.check_uplink(self.scheduler.runner.settings)
+            if await self.wait(10.0):
+                return
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.scheduler.wake()
+
+    async def run(self, extra: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+                  publish: Callable[[Sequence[RateRow]], Coroutine[Any, Any, None]]
+                  | None = None) -> None:
+        """Run until :meth:`stop`; then finish in-flight probes and writes, and return."""
+        log.info("engine starting", channels=len(self.book.channels),
+                 hosts=len(self.book.hosts()), level=self.cfg.probing.level.value,
+                 interval=self.cfg.probing.interval)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._writes(), name="writes")
+            tg.create_task(self.health.watch_loop(self.stopping), name="loop-lag")
+            tg.create_task(self._uplink(), name="uplink-check")
+            tg.create_task(self._evaluations(publish), name="evaluator")
+            for factory in extra:
+                tg.create_task(factory(), name=getattr(factory, "__name__", "extra"))
+            await self.scheduler.run(self.stopping)
+            self._drained.set()
+        log.info("engine stopped")
+
+    def close(self) -> None:
+        """Stop the writer thread once everything queued is written."""
+        self.writer.close()

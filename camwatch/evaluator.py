@@ -1,0 +1,134 @@
+"""The evaluator: rates, then alert rules, then outbox items, committed in one transaction.
+
+Fed by the channel book: per-scope counts follow every change of a channel's state (a
+listener, O(1) per verdict), so an evaluation costs O(cells × rows) for the rates and O(changed
++ offline channels) for the alert rules, whatever the fleet's size. Each evaluation:
+
+1. computes the rate rows from the counts;
+2. asks the book what changed since the last *committed* evaluation (transitions, channels);
+3. runs the alert rules on a draft (:class:`~camwatch.rules.alerts.AlertEvaluator`);
+4. writes the outbox items and the alert state through the store writer, in one transaction;
+5. only then commits the draft and tells the book those changes are consumed.
+
+A failed write (disk full, read-only store, a lock held too long) changes nothing in memory:
+the next evaluation sees the same changes and fires the same alerts, with the same
+``starts_at``. The writer counts the error and ``/healthz`` reports it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import tzinfo
+
+import structlog
+
+from camwatch.book import ChannelBook
+from camwatch.config import Config
+from camwatch.health import SelfHealth
+from camwatch.inventory import Channel
+from camwatch.model import state_index
+from camwatch.rules.alerts import META_KEY, Alert, AlertEvaluator, AlertInputs, alert_inputs
+from camwatch.rules.rates import RateIndex, RateRow, Targets
+from camwatch.store.base import RateSnapshot
+from camwatch.store.writer import StoreWriter
+
+log = structlog.get_logger(__name__)
+
+RATE_SNAPSHOT_EVERY_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class EvalInputs:
+    """What the evaluator needs of an inventory, built off the event loop."""
+
+    index: RateIndex
+    alerts: AlertInputs
+
+
+def plan_evaluation(cfg: Config, channels: Mapping[str, Channel]) -> EvalInputs:
+    return EvalInputs(RateIndex(channels.values()),
+                      alert_inputs(channels, cfg.alerts.rules.mass_outage.levels))
+
+
+class Evaluator:
+    def __init__(self, cfg: Config, book: ChannelBook, writer: StoreWriter,
+                 health: SelfHealth, *, saved_alerts: object = None,
+                 tz: tzinfo | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.book = book
+        self.writer = writer
+        self.health = health
+        self.clock = clock
+        self.rates: list[RateRow] = []
+        self.inputs: EvalInputs | None = None
+        self._per_cell: list[list[int]] = []
+        self._cursor = book.cursor
+        self._last_snapshot = 0.0
+        self.on_enqueued: Callable[[], None] = lambda: None
+        self.alerts: AlertEvaluator | None = None
+        self._tz = tz
+        self.configure(cfg, saved_alerts)
+        book.subscribe(self._moved)
+
+    def configure(self, cfg: Config, saved_alerts: object = None) -> None:
+        """A (re)loaded config. The alert state carries over a reload (it is the committed
+        one), or comes from the store at start."""
+        self.cfg = cfg
+        self.targets = Targets(cfg.targets)
+        if not cfg.alerts.enabled:
+            self.alerts = None
+            return
+        state = saved_alerts if self.alerts is None else {"alerts": self.alerts._state}
+        self.alerts = AlertEvaluator(cfg.alerts, self.targets, cfg.targets.min_channels,
+                                     state, tz=self._tz)
+
+    def swap(self, inputs: EvalInputs) -> None:
+        """Take a new inventory's inputs (after the book swapped to it)."""
+        self.inputs = inputs
+        self._per_cell = inputs.index.count(self.book.state_of)
+
+    def _moved(self, cid: str, before: str, main: bool) -> None:
+        """Book listener: move the channel's count from its old state to its new one."""
+        if self.inputs is None:
+            return
+        after = self.book.state_of(cid)
+        if after == before:
+            return
+        n = self.inputs.index.cell_of(cid)
+        if n is not None:
+            counts = self._per_cell[n]
+            counts[state_index(before)] -= 1
+            counts[state_index(after)] += 1
+
+    async def evaluate(self) -> list[Alert]:
+        """One evaluation; raises when the store could not take its outcome (nothing is
+        lost: the next one repeats it)."""
+        if self.inputs is None:
+            return []
+        now = self.clock()
+        self.rates = self.inputs.index.rows(self._per_cell, self.targets)
+        problems = self.health.problems(now)
+        if now - self._last_snapshot >= RATE_SNAPSHOT_EVERY_S:
+            self._last_snapshot = now
+            rows = [RateSnapshot(now, r.scope_dict(), r.klass, r.project, r.online,
+                                 r.connected) for r in self.rates if len(r.scope) <= 2]
+            self.writer.submit(lambda s: s.add_rate_snapshots(rows))  # best effort
+        transitions, changed, cursor = self.book.changes(self._cursor)
+        events: list[Alert] = []
+        if self.alerts is not None:
+            candidates = self.book.offline | changed | self.alerts.channels_with_alerts()
+            outcome = self.alerts.evaluate(now, self.inputs.alerts, self.book.states,
+                                           candidates, self.rates, transitions, problems)
+            meta = {META_KEY: outcome.state} if outcome.state is not None else {}
+            if outcome.outbox or meta:
+                items = outcome.outbox
+                await self.writer.run(lambda s: s.commit_outbox(items, now, meta))
+            outcome.commit()
+            events = outcome.events
+            if outcome.outbox:
+                self.on_enqueued()
+        self._cursor = cursor
+        self.book.release(cursor)
+        return events
+
