@@ -88,7 +88,7 @@ from camwatch.probes.soap import (
     tls_context,
 )
 from camwatch.probes.tcp import classify_os_error
-from camwatch.secrets import redact_text
+from camwatch.secrets import credential_forms, redact_text
 
 __all__ = [
     "KIND",
@@ -323,8 +323,8 @@ def _failed(exc: Exception, target: Target, settings: ProbeSettings, ep: Endpoin
     if reason is Reason.CLOCK_SKEW:
         detail += (f"; authentication refused with the camera clock {state.drift_s:+.1f} s"
                    " off (WS-UsernameToken timestamps are checked against it)")
-    pw = target.password.reveal() if target.password else ""
-    detail = redact_text(detail, (pw,))
+    pw = target.password.reveal() if target.password else None
+    detail = redact_text(detail, credential_forms(target.username, pw))  # a fault may echo
     if reason is Reason.INTERNAL:
         log.error("onvif_probe_internal", channel=target.channel_id, error=type(exc).__name__,
                   exc_info=exc)
