@@ -149,7 +149,7 @@ class Engine:
                            self.cfg.probing.per_host_concurrency)
 
     def _set_inventory(self, inventory: Inventory, first: bool = False) -> None:
-        creds = resolve_credentials(self.cfg)
+        creds = resolve_credentials(self.cfg, inventory.channels)
         old = self.channels
         self.inventory = inventory
         self.channels = {c.id: c for c in inventory.channels if c.connected}
