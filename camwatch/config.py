@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from camwatch import yamlsafe
 from camwatch.errors import ConfigError, Problem
 from camwatch.probes.result import Level
 from camwatch.secrets import Secret, read_secret
@@ -364,7 +365,8 @@ _UniqueKeyLoader.add_constructor(
 
 
 def load_yaml(path: Path) -> Any:
-    """Parse a YAML file; errors name the file, line and column."""
+    """Parse a YAML file; errors name the file, line and column. Alias expansion is bounded
+    (:mod:`camwatch.yamlsafe`)."""
     where = str(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -373,7 +375,7 @@ def load_yaml(path: Path) -> Any:
     except UnicodeDecodeError as exc:
         raise ConfigError([Problem(where, "", f"expected UTF-8 text: {exc.reason}")]) from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
+        return yamlsafe.load(text, _UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         pos = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -131,7 +131,7 @@ class Engine:
     def plan(self, cfg: Config, inventory: Inventory) -> Plan:
         """Everything an inventory needs, built without touching the running pipeline: safe
         (and meant) to run in a worker thread."""
-        creds = resolve_credentials(cfg)
+        creds = resolve_credentials(cfg, inventory.channels)
         channels = {c.id: c for c in inventory.channels if c.connected}
         targets = {cid: make_target(c, creds) for cid, c in channels.items()}
         schedule = plan_schedule(cfg, channels, targets, self.clock(), self.scheduler.schedule)

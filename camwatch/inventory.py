@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import codecs
 import csv
+import difflib
+import re
 import sys
 import zipfile
 from collections import Counter
@@ -28,10 +30,15 @@ from camwatch.secrets import Secret, split_userinfo
 
 # Canonical field -> accepted headers (first is what we write). Matching ignores case, spaces
 # and a trailing "(...)" note that real spreadsheets add ("点位类型(1/2/3)").
+# When a sheet has two columns that match one field, the alias listed first wins (a 国标编码
+# beside a local 点位编号 serial is the id).
 FIELDS: dict[str, tuple[str, ...]] = {
-    "id": ("设备编码", "国标编码", "设备国标编码", "通道编码", "id", "device_id", "gb_id"),
-    "name": ("点位名称", "设备名称", "名称", "name"),
-    "class": ("点位类型", "点位分类", "类别", "class", "point_type"),
+    "id": ("设备编码", "国标编码", "设备国标编码", "通道编码", "通道国标编码", "国标编号", "国标ID",
+           "监控点编码", "点位编码", "监控点编号", "点位编号", "设备编号", "id", "device_id",
+           "gb_id"),
+    "name": ("点位名称", "设备名称", "名称", "监控点名称", "摄像机名称", "摄像头名称", "通道名称",
+             "name"),
+    "class": ("点位类型", "点位分类", "点位类别", "类别", "class", "point_type"),
     "project": ("项目", "建设项目", "所属项目", "project"),
     "county": ("区县", "县区", "所属区县", "county"),
     "county_code": ("区县编码", "县区编码", "county_code"),
@@ -44,7 +51,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "installed_date": ("安装日期", "安装时间", "installed_date"),
     "connected": ("上云状态", "联网状态", "是否上云", "是否联网", "connected"),
     "connected_date": ("上云日期", "联网日期", "上云时间", "connected_date"),
-    "rtsp_url": ("RTSP地址", "取流地址", "rtsp_url", "rtsp"),
+    "rtsp_url": ("RTSP地址", "取流地址", "RTSP流地址", "视频流地址", "rtsp_url", "rtsp"),
     "onvif_url": ("ONVIF地址", "onvif_url", "onvif"),
     "host": ("所属主机", "所属设备", "主机", "host"),
     "credentials": ("凭据", "credentials"),
@@ -79,6 +86,20 @@ _TRUE = {"是", "已安装", "已上云", "已联网", "已接入", "yes", "y", 
          "connected"}
 _FALSE = {"否", "未安装", "未上云", "未联网", "未接入", "规划", "应安装", "no", "n", "false", "0",
           "planned", ""}
+
+# Control characters: C0 and DEL are removed from every text field (with a warning: openpyxl
+# refuses them when the report is written, and they have no business in a name or an address);
+# tab, CR and LF (an Alt+Enter line break in an Excel cell) become one space.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+")
+_BREAKS = re.compile(r"[ \t\r\n]*[\t\r\n][ \t\r\n]*")
+# OOXML's escape of a character XML cannot carry (_x0001_), which Excel writes and openpyxl
+# does not decode; _x005F_ escapes the underscore itself.
+_OOXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
+# 4.11628E+19: a code Excel turned into a number, then wrote in scientific notation (always
+# one digit, "E+": a local code such as 12E34 is not mistaken for one).
+_SCIENTIFIC = re.compile(r"\d(?:\.\d+)?[eE]\+\d{1,3}")
+EXCEL_SCIENTIFIC_HINT = "Excel 将编码存成了科学计数法：请把该列设为文本后重新导出"
 
 # XLSX guards: a zip bomb or a sheet claiming a million empty rows is refused before parsing.
 MAX_XLSX_UNCOMPRESSED = 512 * 1024 * 1024
@@ -160,7 +181,7 @@ class Inventory:
 
 def _norm_header(h: object) -> str:
     text = "" if h is None else str(h)
-    text = text.replace("\ufeff", "").strip()
+    text = _CONTROL.sub("", text.replace("\ufeff", "")).strip()
     for opener in ("(", "（"):
         if opener in text and not text.startswith(opener):
             text = text[: text.index(opener)]
@@ -256,16 +277,23 @@ def _read_xlsx(path: Path, sheet: str | None, max_rows: int
             f"declares {ws.max_row} rows, more than inventory.max_rows ({max_rows}); "
             f"delete the empty rows below the table or raise the limit")])
     it = ws.iter_rows(values_only=True)
-    header = list(next(it, ()))
+    header = _ooxml_unescape(next(it, ()))
 
     def rows() -> Iterator[tuple[int, list[object]]]:
         try:
             for i, row in enumerate(it, start=2):
-                yield i, list(row)
+                yield i, _ooxml_unescape(row)
         finally:
             wb.close()
 
     return header, rows()
+
+
+def _ooxml_unescape(row: Iterable[object]) -> list[object]:
+    """Decode ``_xHHHH_`` in text cells as Excel does when it shows them: that is how a
+    control character typed or pasted into a cell reaches the file."""
+    return [_OOXML_ESCAPE.sub(lambda m: chr(int(m[1], 16)), v)
+            if isinstance(v, str) and "_x" in v else v for v in row]
 
 
 def _read_yaml(path: Path) -> tuple[list[object], Iterator[tuple[int, list[object]]]]:
@@ -358,7 +386,8 @@ def _coord(v: str, lo: float, hi: float) -> float | None:
 
 def _code(v: str, digits: int, what: str) -> str:
     if v and (len(v) != digits or not v.isdigit()):
-        raise _Bad(f"expected a {digits}-digit {what} code, got {v!r}")
+        hint = f"; {EXCEL_SCIENTIFIC_HINT}" if _SCIENTIFIC.fullmatch(v) else ""
+        raise _Bad(f"expected a {digits}-digit {what} code, got {v!r}{hint}")
     return v
 
 
@@ -366,9 +395,12 @@ def _url(v: str, schemes: tuple[str, ...]) -> str:
     if not v:
         return ""
     parts = urlsplit(v)
-    if parts.scheme.lower() not in schemes or not parts.hostname:
+    spaced = any(c.isspace() for c in v)  # urlsplit drops a line break, the probe would not
+    if spaced or parts.scheme.lower() not in schemes or not parts.hostname:
         shown, _, _ = split_userinfo(v) if "@" in v else (v, None, None)
-        raise _Bad(f"expected a URL like {schemes[0]}://host/path, got {shown!r}")
+        what = ("a URL without spaces or line breaks" if spaced
+                else f"a URL like {schemes[0]}://host/path")
+        raise _Bad(f"expected {what}, got {shown!r}")
     return v
 
 
@@ -380,9 +412,18 @@ def _host_of(url: str) -> str:
 # --- the loader ---------------------------------------------------------------------------------
 
 
+def _guess(header: str, fields: Iterable[str]) -> str | None:
+    """The accepted header of one of ``fields`` closest to ``header``, if any is close."""
+    aliases = {_norm_header(a): a for f in fields for a in FIELDS[f]}
+    hit = difflib.get_close_matches(_norm_header(header), list(aliases), n=1, cutoff=0.6)
+    return aliases[hit[0]] if hit else None
+
+
 def _column_map(header: list[object], cfg: InventoryConfig, where: str
-                ) -> tuple[dict[str, int], dict[str, str], list[str]]:
-    """Map canonical field -> column index. Returns also field -> header shown in messages."""
+                ) -> tuple[dict[str, int], dict[str, str], list[str], list[Problem]]:
+    """Map canonical field -> column index. Returns also field -> header shown in messages,
+    the ignored headers, and a "did you mean" note for each ignored header close to the
+    accepted name of a field that no column fills."""
     normalized = [_norm_header(h) for h in header]
     index: dict[str, int] = {}
     shown: dict[str, str] = {}
@@ -407,16 +448,25 @@ def _column_map(header: list[object], cfg: InventoryConfig, where: str
                 index[name] = normalized.index(key)
                 break
     if "id" not in index:
-        found = ", ".join(str(h) for h in header if h not in (None, "")) or "nothing"
+        names = [str(h) for h in header if h not in (None, "")]
+        found = ", ".join(names) or "nothing"
+        hints = [f"{guess!r} for {h!r}" for h in names if (guess := _guess(h, ["id"]))]
+        hint = f" (did you mean {'; '.join(hints)}?)" if hints else ""
         problems.append(Problem(where, "header", f"no id column; expected one of "
-                                                 f"{', '.join(FIELDS['id'])}; found: {found}"))
+                                                 f"{', '.join(FIELDS['id'])}; found: {found}"
+                                                 f"{hint}; or name it in inventory.columns.id"))
     if problems:
         raise InventoryError(problems)
     for name, i in index.items():
         shown[name] = str(header[i]).strip() if header[i] is not None else name
     used = set(index.values())
     ignored = [str(h) for i, h in enumerate(header) if i not in used and h not in (None, "")]
-    return index, shown, ignored
+    unfilled = [f for f in FIELDS if f not in index]
+    notes = [Problem(where, f"header, column {h}",
+                     f"未识别的列名，已忽略；是否应为 {guess!r}？(unrecognised column, ignored: "
+                     f"did you mean {guess!r}? or name it in inventory.columns)")
+             for h in ignored if (guess := _guess(h, unfilled))]
+    return index, shown, ignored, notes
 
 
 def load_inventory(cfg: InventoryConfig, known_credentials: Iterable[str] = ()) -> Inventory:
@@ -440,19 +490,22 @@ def load_inventory(cfg: InventoryConfig, known_credentials: Iterable[str] = ()) 
                                                  f"; set inventory.encoding")]) from None
     except OSError as exc:
         raise InventoryError([Problem(where, "", f"cannot read: {exc.strerror or exc}")]) from None
-    col, shown, ignored = _column_map(header, cfg, where)
+    col, shown, ignored, notes = _column_map(header, cfg, where)
     creds = set(known_credentials)
     row_label = "item" if fmt == "yaml" else "row"
 
     channels: list[Channel] = []
     errors: list[Problem] = []
-    warnings: list[Problem] = []
+    warnings: list[Problem] = notes
+    has_coordinates = "longitude" in col or "latitude" in col
+    if not has_coordinates:  # said once here, not once per row
+        warnings.append(Problem(where, "header", "没有经纬度列 (经度/纬度)，所有点位都缺少坐标 "
+                                                 "(no coordinate columns)"))
     seen: dict[str, int] = {}
     rows_read = 0
     rejected = 0
     blank_run = 0
     for rowno, values in rows:
-        get = _getter(values, col)
         if all(v is None or _text(v) == "" for v in values):
             blank_run += 1
             if blank_run > 10_000:  # a sheet of a million empty rows: stop reading, say so
@@ -477,7 +530,8 @@ def load_inventory(cfg: InventoryConfig, known_credentials: Iterable[str] = ()) 
             _w.append(Problem(where, f"{row_label} {_rowno}, column {shown.get(fld, fld)}",
                                     msg))
 
-        ch = _parse_row(get, err, warn, cfg, creds, rowno)
+        _clean_controls(values, col, warn)
+        ch = _parse_row(_getter(values, col), err, warn, cfg, creds, rowno, has_coordinates)
         if ch is not None and not row_errs:
             if ch.id in seen:
                 err("id", f"duplicate id {ch.id!r} (first at {row_label} {seen[ch.id]})")
@@ -498,6 +552,22 @@ def load_inventory(cfg: InventoryConfig, known_credentials: Iterable[str] = ()) 
     return inv
 
 
+def _clean_controls(values: list[object], col: Mapping[str, int], warn: Any) -> None:
+    """Remove control characters from the row's text fields in place, warning for each field
+    that had some (line breaks become a space, silently)."""
+    n = len(values)
+    for fld, i in col.items():
+        v = values[i] if i < n else None
+        if not isinstance(v, str) or not _UNSAFE.search(v):
+            continue
+        removed = "".join(_CONTROL.findall(v))
+        values[i] = _BREAKS.sub(" ", _CONTROL.sub("", v))
+        if removed:
+            codes = ", ".join(f"\\x{ord(c):02x}" for c in sorted(set(removed)))
+            warn(fld, f"删除了 {len(removed)} 个控制字符 ({codes}) "
+                      f"(control characters removed)")
+
+
 def _getter(values: list[object], col: Mapping[str, int]) -> Any:
     n = len(values)
 
@@ -511,12 +581,19 @@ def _getter(values: list[object], col: Mapping[str, int]) -> Any:
 
 
 def _parse_row(get: Any, err: Any, warn: Any, cfg: InventoryConfig,
-               creds: set[str], rowno: int) -> Channel | None:
+               creds: set[str], rowno: int, has_coordinates: bool = True) -> Channel | None:
     cid = get("id")
     if not cid:
         err("id", "missing id")
         return None
-    if cfg.id_format == "gbt28181":
+    raw_id = get("id", raw=True)
+    if isinstance(raw_id, float) and abs(raw_id) >= 1e15:
+        # Excel keeps 15 significant digits of a number: a 20-digit code has lost its tail
+        err("id", f"the sheet holds this code as a number ({raw_id:.15g}), so its last "
+                  f"digits are lost; {EXCEL_SCIENTIFIC_HINT}")
+    elif _SCIENTIFIC.fullmatch(cid):
+        err("id", f"expected a code, got {cid!r}; {EXCEL_SCIENTIFIC_HINT}")
+    elif cfg.id_format == "gbt28181":
         bad, odd = check_id(cid)
         if bad:
             err("id", bad)
@@ -566,7 +643,8 @@ def _parse_row(get: Any, err: Any, warn: Any, cfg: InventoryConfig,
     rtsp, user, password = split_userinfo(rtsp_raw) if rtsp_raw else ("", None, None)
     lon = parse("longitude", _coord, get("longitude"), -180.0, 180.0)
     lat = parse("latitude", _coord, get("latitude"), -90.0, 90.0)
-    if lon is None and lat is None and not get("longitude") and not get("latitude"):
+    if (has_coordinates and lon is None and lat is None and not get("longitude")
+            and not get("latitude")):
         warn("longitude", "coordinates (经度/纬度) are missing")
     cred = get("credentials") or cfg.default_credentials
     if get("credentials") and creds and cred not in creds:

@@ -6,10 +6,11 @@ calls :meth:`Secret.reveal` at the last moment (building an auth header).
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 REDACTED = "******"
 
@@ -74,11 +75,30 @@ def split_userinfo(url: str) -> tuple[str, str | None, Secret | None]:
 
 
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
+# What an echoed Authorization header gives away: Basic's token is base64("user:password"),
+# Digest's username is the account. The Basic token is any token68 (RFC 7235) after "Basic",
+# so a cut-off one is caught too; "Basic realm=..." (a challenge) is not a token68 and stays.
+_BASIC = re.compile(r"(?i)\b(basic\s+)[A-Za-z0-9+/._~-]+=*(?![A-Za-z0-9+/._~=\"-])")
+_USERNAME = re.compile(r'(?i)\b(username\s*=\s*)(?:"(?:[^"\\]|\\.)*"?|[^\s,"]+)')
+
+
+def credential_forms(username: str | None, password: str | None) -> tuple[str, ...]:
+    """The forms in which a device can echo a credential back: the password as is and
+    percent-encoded, and the Basic token of ``username:password``. For :func:`redact_text`."""
+    if not password:
+        return ()
+    forms = [password, quote(password, safe="")]
+    if username is not None:
+        forms.append(base64.b64encode(f"{username}:{password}".encode()).decode("ascii"))
+    return tuple(dict.fromkeys(forms))
 
 
 def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """Remove URL passwords (``scheme://user:pass@``) and any of ``secrets`` from ``text``."""
+    """Remove URL passwords (``scheme://user:pass@``), Basic tokens and Digest usernames (an
+    echoed ``Authorization`` header) and any of ``secrets`` from ``text``."""
     out = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
+    out = _BASIC.sub(lambda m: f"{m[1]}{REDACTED}", out)
+    out = _USERNAME.sub(lambda m: f'{m[1]}"{REDACTED}"', out)
     for s in secrets:
         if s:
             out = out.replace(s, REDACTED)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -32,16 +33,27 @@ def probe_settings(cfg: Config) -> ProbeSettings:
     return ProbeSettings(timeout_s=cfg.probing.timeout, user_agent=cfg.probing.user_agent)
 
 
-def resolve_credentials(cfg: Config) -> dict[str, tuple[str, Secret | None]]:
-    """Resolve every credential reference now, so a missing env var or file stops the start
-    with a message naming the reference (never a value)."""
+def resolve_credentials(cfg: Config, channels: Iterable[Channel]
+                        ) -> dict[str, tuple[str, Secret | None]]:
+    """Resolve every credential reference now. One that cannot be resolved (env var unset, file
+    unreadable) stops the start, with a message naming the reference (never a value), when a
+    channel that will be probed uses it; one that no such channel uses (every RTSP URL carries
+    its own user:pass@, say) is a warning, as in ``check-config``."""
+    users = Counter(ch.credentials for ch in channels
+                    if ch.connected and ch.url_username is None)
     out: dict[str, tuple[str, Secret | None]] = {}
     problems = []
     for name, cred in cfg.credentials.items():
         try:
             secret = cred.password()
         except LookupError as exc:
-            problems.append(Problem(cfg.source, f"$.credentials.{name}", str(exc)))
+            if users[name]:
+                n = users[name]
+                problems.append(Problem(cfg.source, f"$.credentials.{name}",
+                                        f"{exc} (used by {n} connected channel{'s' * (n != 1)})"))
+            else:
+                log.warning("credential_unresolved_unused", credential=name, problem=str(exc),
+                            note="no connected channel uses it: not needed now")
             continue
         if secret is not None:
             register_secret(secret.reveal())
@@ -153,7 +165,7 @@ class SweepResult:
 async def sweep_once(cfg: Config, inventory: Inventory,
                      progress: Callable[[int, int], None] | None = None) -> SweepResult:
     """Probe every connected channel once at the configured level (no hysteresis)."""
-    creds = resolve_credentials(cfg)
+    creds = resolve_credentials(cfg, inventory.channels)
     runner = ProbeRunner(probe_settings(cfg), cfg.probing.concurrency,
                          cfg.probing.per_host_concurrency)
     todo = [ch for ch in inventory.channels if ch.connected]

@@ -8,7 +8,7 @@ import pytest
 from camwatch.cli import main
 from camwatch.config import InventoryConfig
 from camwatch.errors import InventoryError
-from camwatch.inventory import load_inventory
+from camwatch.inventory import Inventory, load_inventory
 
 HEADER_CN = ["设备编码", "点位名称", "点位类型", "项目", "区县", "区县编码", "乡镇", "乡镇编码",
              "村", "村编码", "运营商", "安装状态", "安装日期", "上云状态", "上云日期", "RTSP地址",
@@ -75,11 +75,11 @@ channels:
 
 
 def test_configured_column_mapping(tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "inv.csv", ["监控点编号", "类别", "上云状态", "安装状态", "取流"],
+    path = write_csv(tmp_path / "inv.csv", ["资产编号", "类别", "上云状态", "安装状态", "取流"],
                      [["41162800001321000001", "2", "是", "是", "rtsp://127.0.0.9/a"]])
     with pytest.raises(InventoryError, match="no id column"):
         load_inventory(InventoryConfig(path=path))
-    inv = load_inventory(InventoryConfig(path=path, columns={"id": "监控点编号",
+    inv = load_inventory(InventoryConfig(path=path, columns={"id": "资产编号",
                                                              "rtsp_url": "取流"}))
     assert inv.channels[0].id == "41162800001321000001"
     assert inv.channels[0].klass == 2 and inv.channels[0].rtsp_url == "rtsp://127.0.0.9/a"
@@ -225,3 +225,173 @@ def test_wrong_configured_encoding_says_where(tmp_path: Path) -> None:
     with pytest.raises(InventoryError, match=r"after row \d+: cannot decode as utf-8"):
         load_inventory(InventoryConfig(path=path, encoding="utf-8"))
     assert len(load_inventory(InventoryConfig(path=path)).channels) == 3001  # auto: GB18030
+
+
+# --- control characters, Excel's habits, header variants ---------------------------------------
+
+CONTROL_NAME = "点位\x00一\x01号\x7f"  # NUL, SOH and DEL: openpyxl refuses to write them
+
+
+def _xlsx(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    wb = openpyxl.Workbook(write_only=True)
+    ws = wb.create_sheet("点位")
+    ws.append(header)
+    for r in rows:
+        ws.append(r)
+    wb.save(path)
+    return path
+
+
+def _control_warnings(inv: Inventory) -> list[str]:
+    return [f"{Path(p.where).name}: {p.path}: {p.message}" for p in inv.warnings
+            if "控制字符" in p.message]
+
+
+def test_control_characters_in_csv_are_removed_with_a_located_warning(tmp_path: Path) -> None:
+    r = row(1)
+    r[1] = CONTROL_NAME
+    r[6] = "城关\x1b镇"  # township: an ESC pasted from a terminal
+    r[4] = "鹿邑\r\n县"  # a line break inside a cell: becomes one space, no warning
+    path = tmp_path / "inv.csv"
+    path.write_bytes((",".join(HEADER_CN) + "\n" + ",".join(f'"{v}"' for v in r) + "\n")
+                     .encode("utf-8"))
+    inv = load_inventory(InventoryConfig(path=path))
+    ch = inv.channels[0]
+    assert (ch.name, ch.township, ch.county) == ("点位一号", "城关镇", "鹿邑 县")
+    assert _control_warnings(inv) == [
+        r"inv.csv: row 2, column 点位名称: 删除了 3 个控制字符 (\x00, \x01, \x7f) "
+        "(control characters removed)",
+        r"inv.csv: row 2, column 乡镇: 删除了 1 个控制字符 (\x1b) (control characters removed)",
+    ]
+
+
+def test_control_characters_in_xlsx_are_removed(tmp_path: Path) -> None:
+    """Excel writes a control character as _x0001_ (openpyxl leaves it encoded on reading)."""
+    r = row(1)
+    r[1] = "点位_x0000_一_x0001_号_x007F_"
+    r[8] = "东关_x005F_村"  # an escaped underscore is not a control character
+    inv = load_inventory(InventoryConfig(path=_xlsx(tmp_path / "inv.xlsx", HEADER_CN, [r])))
+    assert inv.channels[0].name == "点位一号"
+    assert inv.channels[0].village == "东关_村"
+    assert _control_warnings(inv) == [
+        r"inv.xlsx: row 2, column 点位名称: 删除了 3 个控制字符 (\x00, \x01, \x7f) "
+        "(control characters removed)"]
+
+
+def test_control_characters_in_yaml_are_removed(tmp_path: Path) -> None:
+    path = tmp_path / "inv.yaml"
+    path.write_text('- {id: "41162800001321000001", name: "点位\\0一\\x01号\\x7f", class: 1,\n'
+                    '   township: "城关镇", county: 鹿邑县, rtsp_url: "rtsp://127.0.0.2/ch1",\n'
+                    '   connected: yes, installed: yes, longitude: 115.4, latitude: 33.8}\n',
+                    encoding="utf-8")
+    inv = load_inventory(InventoryConfig(path=path))
+    assert inv.channels[0].name == "点位一号"
+    assert _control_warnings(inv) == [
+        r"inv.yaml: item 0, column name: 删除了 3 个控制字符 (\x00, \x01, \x7f) "
+        "(control characters removed)"]
+
+
+def test_report_xlsx_written_from_an_inventory_with_control_characters(
+        tmp_path: Path) -> None:
+    """What used to end in openpyxl's IllegalCharacterError."""
+    from camwatch.reports.cli import add_report_arguments, cmd_report
+    from camwatch.store import open_store
+    from tests.test_report import parse, write_config
+
+    r = row(1)
+    r[1] = CONTROL_NAME
+    r[2] = ""  # no class: the channel is listed, with its name, in the data-quality sheet
+    path = tmp_path / "inventory.csv"
+    path.write_bytes((",".join(HEADER_CN) + "\n" + ",".join(map(str, r)) + "\n").encode())
+    cfg = write_config(tmp_path)
+    open_store(tmp_path / "cw.db").close()
+    out = tmp_path / "r.xlsx"
+    assert cmd_report(parse(add_report_arguments, [
+        "-c", str(cfg), "--month", "2026-11", "--format", "xlsx", "-o", str(out)])) == 0
+    cells = [c.value for ws in openpyxl.load_workbook(out) for r_ in ws.iter_rows()
+             for c in r_]
+    assert "点位一号" in cells
+
+
+def test_url_with_a_line_break_is_refused(tmp_path: Path) -> None:
+    r = row(1, url="rtsp://127.0.0.5/ch1\nOPTIONS")
+    path = tmp_path / "inv.csv"
+    path.write_bytes((",".join(HEADER_CN) + "\n" + ",".join(f'"{v}"' for v in r) + "\n")
+                     .encode("utf-8"))
+    with pytest.raises(InventoryError, match="without spaces or line breaks"):
+        load_inventory(InventoryConfig(path=path))
+
+
+def test_xlsx_id_stored_as_a_number_is_refused_with_the_excel_hint(tmp_path: Path) -> None:
+    good, bad = row(1), row(2)
+    bad[0] = 41162800001321000002.0  # what Excel keeps of a 20-digit code typed as a number
+    inv_path = _xlsx(tmp_path / "inv.xlsx", HEADER_CN, [good, bad])
+    inv = load_inventory(InventoryConfig(path=inv_path, on_error="skip"))
+    assert [c.id for c in inv.channels] == [good[0]]
+    (problem,) = inv.errors
+    assert problem.path == "row 3, column 设备编码"
+    assert problem.message.endswith("Excel 将编码存成了科学计数法：请把该列设为文本后重新导出")
+    assert "(4.1162800001321e+19)" in problem.message
+
+
+@pytest.mark.parametrize(("id_header", "name_header"), [
+    ("国标编码", "监控点名称"), ("点位编号", "摄像机名称"), ("监控点编号", "设备名称"),
+    ("国标ID", "通道名称")])
+def test_common_header_variants_are_recognised(tmp_path: Path, id_header: str,
+                                               name_header: str) -> None:
+    header = [id_header, name_header, *HEADER_CN[2:]]
+    inv = load_inventory(InventoryConfig(path=write_csv(tmp_path / "inv.csv", header,
+                                                        [row(1)])))
+    assert (inv.channels[0].id, inv.channels[0].name) == (row(1)[0], "点位1")
+    assert inv.ignored_columns == []
+
+
+def test_gb_code_wins_over_a_local_serial_number(tmp_path: Path) -> None:
+    header = ["点位编号", "国标编码", *HEADER_CN[1:]]
+    rows = [["LY-0001", *row(1)]]
+    inv = load_inventory(InventoryConfig(path=write_csv(tmp_path / "inv.csv", header, rows)))
+    assert inv.channels[0].id == row(1)[0]
+
+
+def test_unrecognised_header_close_to_a_known_one_says_did_you_mean(tmp_path: Path) -> None:
+    header = list(HEADER_CN)
+    header[1] = "监控点名"  # 点位名称 / 监控点名称 misspelt
+    header[15] = "取流地"
+    inv = load_inventory(InventoryConfig(path=write_csv(tmp_path / "inv.csv", header,
+                                                        [row(1, connected=False)])))
+    notes = {p.path: p.message for p in inv.warnings if p.path.startswith("header")}
+    assert notes == {
+        "header, column 监控点名": "未识别的列名，已忽略；是否应为 '监控点名称'？(unrecognised "
+                                    "column, ignored: did you mean '监控点名称'? or name it in "
+                                    "inventory.columns)",
+        "header, column 取流地": "未识别的列名，已忽略；是否应为 '取流地址'？(unrecognised "
+                                  "column, ignored: did you mean '取流地址'? or name it in "
+                                  "inventory.columns)",
+    }
+    assert inv.ignored_columns == ["监控点名", "取流地"]
+
+
+def test_no_coordinate_columns_gives_one_warning_not_one_per_row(tmp_path: Path) -> None:
+    header = HEADER_CN[:-2]
+    path = write_csv(tmp_path / "inv.csv", header, [row(n)[:-2] for n in range(50)])
+    inv = load_inventory(InventoryConfig(path=path))
+    assert [f"{p.path}: {p.message}" for p in inv.warnings] == [
+        "header: 没有经纬度列 (经度/纬度)，所有点位都缺少坐标 (no coordinate columns)"]
+
+
+def test_yaml_inventory_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    import time
+
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, cur in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{cur}: &{cur} [{', '.join([f'*{prev}'] * 9)}]")
+    lines.append('channels: [{id: "41162800001321000001", name: *i}]')
+    path = tmp_path / "inv.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert path.stat().st_size < 700
+    t0 = time.perf_counter()
+    with pytest.raises(InventoryError) as exc:
+        load_inventory(InventoryConfig(path=path))
+    assert time.perf_counter() - t0 < 5
+    msg = str(exc.value)
+    assert msg.startswith(f"{path}: line ") and "more than 1,000,000 nodes" in msg

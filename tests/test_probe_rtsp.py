@@ -325,14 +325,17 @@ CLOSE = b""
 
 
 @pytest.fixture
-async def scripted() -> AsyncIterator[Callable[[Script], Awaitable[int]]]:
+async def scripted() -> AsyncIterator[Callable[..., Awaitable[int]]]:
     servers: list[asyncio.Server] = []
 
-    async def start(script: Script) -> int:
+    async def start(script: Script, heads: list[bytes] | None = None) -> int:
+        """Serve ``script``; the request heads received are appended to ``heads``."""
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 while True:
                     head = await reader.readuntil(b"\r\n\r\n")
+                    if heads is not None:
+                        heads.append(head)
                     method = head.split(b" ", 1)[0].decode()
                     m = re.search(rb"CSeq: (\d+)", head)
                     for chunk in script(method, int(m[1]) if m else 0):
@@ -580,6 +583,36 @@ async def test_password_echoed_by_a_basic_camera_is_redacted(
     assert r.reason is Reason.PROTOCOL
     assert "403 Forbidden" in r.detail
     assert PASSWORD not in r.detail
+
+
+@pytest.mark.parametrize(("challenge", "leak"), [
+    ('Basic realm="r"', "YWRtaW46czNjcmV0LVB3"),  # base64("admin:s3cret-Pw")
+    ('Digest realm="r", nonce="n1"', 'username="admin"'),
+])
+@pytest.mark.parametrize("where", ["reason", "status_line"])
+async def test_echoed_authorization_header_is_redacted(
+        scripted: Callable[..., Awaitable[int]], challenge: str, leak: str,
+        where: str) -> None:
+    """A camera that puts the Authorization header it received into its reply: the encoded
+    credential (Basic token, Digest username) must not reach ``detail`` (and so the store)."""
+    heads: list[bytes] = []
+
+    def script(method: str, cseq: int) -> list[bytes]:
+        if method != "DESCRIBE":
+            return [reply(cseq)]
+        auth = re.search(rb"Authorization: ([^\r]*)", heads[-1])
+        if auth is None:
+            return [reply(cseq, "401 Unauthorized", f"WWW-Authenticate: {challenge}")]
+        echoed = auth[1].decode()
+        if where == "reason":
+            return [reply(cseq, f"403 {echoed}")]
+        return [f"RTSP/1.0 4O3 {echoed}\r\nCSeq: {cseq}\r\n\r\n".encode()]  # a bad status
+
+    r = await rtsp.probe(target(await scripted(script, heads)), FAST)
+    assert r.reason is Reason.PROTOCOL
+    assert leak in heads[-1].decode()  # the camera did receive it ...
+    assert leak not in r.detail and PASSWORD not in r.detail  # ... and we do not keep it
+    assert "******" in r.detail
 
 
 def test_under_uvloop() -> None:

@@ -150,3 +150,106 @@ def test_kill_9_loses_no_committed_transition(tmp_path: Path) -> None:
     store = open_store(path)
     stored = {int(t.ts) for t in store.transitions()}
     assert set(range(acknowledged + 1)) <= stored
+
+
+# --- which files are camwatch stores (PRAGMA application_id) -----------------------------------
+
+
+def _foreign(path: Path, user_version: int = 0, application_id: int = 0,
+             table: bool = True) -> bytes:
+    """Another program's SQLite file, in the default rollback-journal mode; its bytes."""
+    db = sqlite3.connect(path)
+    if table:
+        db.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+        db.execute("INSERT INTO invoices VALUES (1, 9.5)")
+    db.execute(f"PRAGMA user_version = {user_version}")
+    db.execute(f"PRAGMA application_id = {application_id}")
+    db.commit()
+    db.close()
+    return path.read_bytes()
+
+
+def _pragma(path: Path, name: str) -> object:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(f"PRAGMA {name}").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_new_store_is_stamped_with_camwatch_application_id(tmp_path: Path) -> None:
+    from camwatch.store.sqlite import APPLICATION_ID
+
+    path = tmp_path / "s.db"
+    open_store(path).close()
+    assert _pragma(path, "application_id") == APPLICATION_ID == 0x43616D57
+    assert _pragma(path, "user_version") == SCHEMA_VERSION
+    open_store(path).close()  # and opened again as ours
+
+
+@pytest.mark.parametrize(("user_version", "application_id", "table", "owner"), [
+    (0, 0, True, "no application_id"),  # was: camwatch's tables silently added to it
+    (1, 0, True, "no application_id"),  # was: half-migrated, then a crash
+    (2, 0, True, "no application_id"),
+    (0, 0x47504B47, False, "application_id 0x47504b47"),  # an empty GeoPackage
+    (0, 0x47504B47, True, "application_id 0x47504b47"),
+    (5, 0, False, "no application_id"),  # nothing in it, but someone set a version
+])
+def test_foreign_sqlite_file_is_refused_untouched(tmp_path: Path, user_version: int,
+                                                  application_id: int, table: bool,
+                                                  owner: str) -> None:
+    path = tmp_path / "accounts.db"
+    before = _foreign(path, user_version, application_id, table)
+    with pytest.raises(StoreError) as exc:
+        open_store(path)
+    msg = str(exc.value)
+    assert str(path) in msg and "not a camwatch store" in msg and owner in msg
+    assert "0x43616d57" in msg
+    if table:
+        assert "invoices" in msg
+    # nothing written: not switched to WAL, no table added, not a byte changed
+    assert path.read_bytes() == before
+    assert _pragma(path, "journal_mode") == "delete"
+    assert not (tmp_path / "accounts.db-wal").exists()
+
+
+def test_store_made_before_application_id_is_adopted(tmp_path: Path) -> None:
+    """A store of an earlier camwatch (application_id 0, camwatch's tables) keeps its data."""
+    path = tmp_path / "s.db"
+    store = open_store(path)
+    store.write_batch([ChannelState("a", "offline", "refused")],
+                      [Transition("a", 10.0, "online", "offline", "refused")])
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA application_id = 0")
+    db.close()
+    assert _pragma(path, "application_id") == 0
+    store = open_store(path)
+    assert store.load_states()["a"].reason == "refused"
+    assert len(list(store.transitions())) == 1
+    store.close()
+    assert _pragma(path, "application_id") == 0x43616D57
+
+
+def test_schema_1_store_made_before_application_id_is_migrated_and_stamped(
+        tmp_path: Path) -> None:
+    from camwatch.store.sqlite import MIGRATIONS, _split_sql
+
+    path = tmp_path / "s.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for statement in _split_sql(MIGRATIONS[0]):
+        db.execute(statement)
+    db.execute("PRAGMA user_version = 1")
+    db.close()
+    store = open_store(path)
+    assert store.exemptions() == []  # migration 2 ran
+    store.close()
+    assert _pragma(path, "user_version") == SCHEMA_VERSION
+    assert _pragma(path, "application_id") == 0x43616D57
+
+
+def test_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    path.write_bytes(b"channel_id,state\n" * 100)
+    with pytest.raises(StoreError, match="cannot open the store"):
+        open_store(path)

@@ -13,7 +13,7 @@ import pytest
 
 from camwatch.sim.model import Fault
 from tests.conftest import ROOT
-from tests.fleet_thread import FleetThread, Row
+from tests.fleet_thread import PASSWORD, FleetThread, Row
 from tests.fleet_thread import write_site as write_site_rows
 
 
@@ -73,3 +73,37 @@ def test_sweep_table_and_missing_secret(fleet: FleetThread, tmp_path: Path,
     (tmp_path / "pw").unlink()
     assert main(["sweep", "-c", str(cfg)]) == 1
     assert "$.credentials.default: cannot read secret file" in capsys.readouterr().err
+
+
+
+def test_unresolved_credential_no_channel_uses_is_only_a_warning(
+        fleet: FleetThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every RTSP URL carries its own user:pass: the config's ``default`` is not needed, for
+    ``sweep`` as for ``run`` (the engine resolves credentials the same way)."""
+    from camwatch.cli import main
+    from camwatch.config import load_config
+    from camwatch.inventory import load_inventory
+    from camwatch.scheduler import Engine
+    from camwatch.store import open_store
+
+    rows = [Row(f"rtsp://admin:{PASSWORD}@127.0.0.1:{port}/ch") for port in fleet.ports]
+    cfg_path = write_site_rows(tmp_path, rows, "probing: {timeout: 1s}\n"
+                                               "store: {path: cw.db}\n")
+    (tmp_path / "pw").unlink()
+    assert main(["sweep", "-c", str(cfg_path)]) == 0
+    captured = capsys.readouterr()
+    assert "7 online" in captured.out
+    assert "credential_unresolved_unused" in captured.err and "pw" in captured.err
+    cfg = load_config(cfg_path)
+    store = open_store(cfg.store.path)
+    Engine(cfg, load_inventory(cfg.inventory), store)  # what `run` builds: no ConfigError
+    store.close()
+
+    # one channel without inline credentials: now the reference is needed, and named
+    rows.append(Row(f"rtsp://127.0.0.1:{fleet.ports[0]}/ch"))
+    write_site_rows(tmp_path, rows, "probing: {timeout: 1s}\n")
+    (tmp_path / "pw").unlink()
+    assert main(["sweep", "-c", str(cfg_path)]) == 1
+    err = capsys.readouterr().err
+    assert "$.credentials.default: cannot read secret file" in err
+    assert "(used by 1 connected channel)" in err

@@ -79,6 +79,8 @@ from camwatch.probes.soap import (
     ProtocolError,
     SoapError,
     SoapFault,
+    as_utf8,
+    charset_of,
     clip,
     local_name,
     parse_reply,
@@ -86,7 +88,7 @@ from camwatch.probes.soap import (
     tls_context,
 )
 from camwatch.probes.tcp import classify_os_error
-from camwatch.secrets import redact_text
+from camwatch.secrets import credential_forms, redact_text
 
 __all__ = [
     "KIND",
@@ -321,8 +323,8 @@ def _failed(exc: Exception, target: Target, settings: ProbeSettings, ep: Endpoin
     if reason is Reason.CLOCK_SKEW:
         detail += (f"; authentication refused with the camera clock {state.drift_s:+.1f} s"
                    " off (WS-UsernameToken timestamps are checked against it)")
-    pw = target.password.reveal() if target.password else ""
-    detail = redact_text(detail, (pw,))
+    pw = target.password.reveal() if target.password else None
+    detail = redact_text(detail, credential_forms(target.username, pw))  # a fault may echo
     if reason is Reason.INTERNAL:
         log.error("onvif_probe_internal", channel=target.channel_id, error=type(exc).__name__,
                   exc_info=exc)
@@ -444,9 +446,10 @@ def _bounded_transport(settings: ProbeSettings) -> Any:
                     if len(data) > settings.max_soap_bytes:
                         raise ProtocolError("reply body over the cap")
                 status, ctype = resp.status, resp.headers.get("Content-Type", "")
-            if data.lstrip()[:1] == b"<":
+            reply = as_utf8(bytes(data), charset_of(ctype))  # GBK firmware: lxml gets UTF-8
+            if reply.lstrip()[:1] == b"<":
                 try:
-                    parse_reply(bytes(data), status)  # refuses DTDs before zeep parses
+                    parse_reply(reply, status)  # refuses DTDs before zeep parses
                 except SoapFault:
                     pass  # zeep raises its own Fault for it
                 except ProtocolError:
@@ -454,7 +457,7 @@ def _bounded_transport(settings: ProbeSettings) -> Any:
                         raise HttpStatusError(status) from None
                     raise
             out = Response()
-            out._content = bytes(data)
+            out._content = reply
             out.status_code = status
             out.headers = CaseInsensitiveDict({"Content-Type": ctype})
             return out

@@ -45,7 +45,7 @@ from camwatch.errors import CamwatchError
 from camwatch.probes import ProbeSettings, Target
 from camwatch.probes.result import Level, ProbeResult, Reason
 from camwatch.probes.tcp import classify_os_error
-from camwatch.secrets import redact_text
+from camwatch.secrets import credential_forms, redact_text
 
 __all__ = [
     "Challenge",
@@ -725,8 +725,7 @@ class _Probe:
             info["url"] = _strip_userinfo(url)
             info["redirects"] = redirects
         if server := resp.headers.get("server"):
-            pw = self.target.password
-            info["server"] = redact_text(server[:100], (pw.reveal(),) if pw else ())
+            info["server"] = redact_text(server[:100], self.secret_forms())
         if video is None:
             kinds = ", ".join(m.type for m in media) or "no media at all"
             raise _Fail(Reason.NO_MEDIA, f"SDP has no video track ({kinds})", info)
@@ -784,11 +783,16 @@ class _Probe:
     def kind(self) -> str:
         return Level.STREAM.value if self.stream else Level.DESCRIBE.value
 
+    def secret_forms(self) -> tuple[str, ...]:
+        pw = self.target.password
+        return credential_forms(self.target.username, pw.reveal() if pw else None)
+
     def failure(self, reason: Reason, detail: str, info: dict[str, object] | None = None
                 ) -> ProbeResult:
         latency = self.finish()
-        if self.target.password is not None:  # a Basic-auth camera knows it and could echo it
-            detail = redact_text(detail, (self.target.password.reveal(),))
+        # Device text (a reason phrase, a status line, a Location) may echo our Authorization
+        # header: the password, its Basic token or the Digest username.
+        detail = redact_text(detail, self.secret_forms())
         return ProbeResult.failure(self.kind, reason, detail, latency_s=latency,
                                    phases=self.phases, info=info or {})
 

@@ -12,6 +12,7 @@ Errors raised here are secret-free by construction and classified by the caller.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import re
 import ssl
@@ -54,13 +55,69 @@ class SoapFault(SoapError):
         super().__init__(f"SOAP fault {chain} ({text}), HTTP {status}")
 
 
+# The encoding an XML declaration names, and the charset a Content-Type names.
+_XML_ENCODING = re.compile(rb"""\s*<\?xml\s[^>]*?encoding\s*=\s*["']([A-Za-z][\w.:-]{0,39})["']""")
+_XML_DECL = re.compile(r"\s*<\?xml\s[^>]*\?>")
+_CHARSET = re.compile(rb"""charset\s*=\s*["']?([A-Za-z][\w.:-]{0,39})""", re.IGNORECASE)
+# Firmware that says GB2312 (or GBK) sends GBK's extra characters too: read both as GB18030,
+# their superset (as the inventory does for Chinese Excel's CSV).
+_SUPERSET = {"gb2312": "gb18030", "gbk": "gb18030"}
+
+
+def charset_of(content_type: bytes | str) -> str | None:
+    """The ``charset=`` of a Content-Type header value, if any."""
+    raw = content_type.encode("latin-1") if isinstance(content_type, str) else content_type
+    m = _CHARSET.search(raw)
+    return m.group(1).decode("ascii") if m else None
+
+
+def as_utf8(data: bytes, charset: str | None = None) -> bytes:
+    """``data`` as UTF-8 XML when its XML declaration or ``charset`` (the reply's Content-Type)
+    names another encoding Python knows: expat itself reads only UTF-8/16, ASCII and Latin-1,
+    and calls a GB2312 or GBK reply (common on Chinese firmware) "not XML".
+
+    A byte-order mark wins; then the declaration (written by the code that encoded the body,
+    while web servers often send a fixed Content-Type), then ``charset``; the next one is
+    tried when a declared encoding does not decode the bytes. Returns ``data`` itself when
+    there is nothing to convert or nothing decodes it (UTF-8, nothing declared, an unknown
+    name, bytes that are not what they claim): the XML parser then says why. Never raises.
+    """
+    if data.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data
+    m = _XML_ENCODING.match(data)
+    names = [n for n in (m.group(1).decode("ascii") if m else None, charset) if n]
+    codecs_seen: list[str] = []
+    for name in names:
+        try:
+            codec = codecs.lookup(name).name
+        except LookupError:
+            continue
+        codec = _SUPERSET.get(codec, codec)
+        if codec not in codecs_seen:
+            codecs_seen.append(codec)
+    if not codecs_seen or codecs_seen == ["utf-8"]:
+        return data
+    for codec in codecs_seen:
+        try:
+            text = data.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        if codec == "utf-8":
+            return data
+        # without its declaration, expat reads the text as what it now is: UTF-8
+        return _XML_DECL.sub("", text, count=1).encode("utf-8")
+    return data
+
+
 def parse_reply(data: bytes, status: int = 200) -> ET.Element:
     """The first element inside the SOAP Body of ``data``.
 
     Raises :class:`SoapFault` when that element is a Fault and :class:`ProtocolError` for
     anything else that is not a SOAP envelope, including any DTD (so no XXE, no entity
-    expansion). Never raises anything else, whatever the bytes.
+    expansion). Never raises anything else, whatever the bytes. An encoding other than
+    UTF-8 named by the XML declaration is decoded (:func:`as_utf8`).
     """
+    data = as_utf8(data)
     try:
         root: ET.Element = DET.fromstring(data, forbid_dtd=True, forbid_entities=True,
                               forbid_external=True)
@@ -186,7 +243,9 @@ _STATUS = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9])(?: |$)")
 
 async def read_response(reader: asyncio.StreamReader, max_body: int) -> tuple[int, bytes, bool]:
     """(status, body, connection reusable). The head is bounded by the reader's limit, the
-    body by ``max_body``: a declared length over the cap fails before reading a byte of it."""
+    body by ``max_body``: a declared length over the cap fails before reading a byte of it.
+    A body in another charset than UTF-8 (Content-Type or XML declaration) comes back as
+    UTF-8 (:func:`as_utf8`)."""
     for _ in range(8):  # interim 1xx heads before the real one; a device looping them is broken
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -214,8 +273,17 @@ async def read_response(reader: asyncio.StreamReader, max_body: int) -> tuple[in
     conn_header = headers.get(b"connection", b"").lower()
     reusable = conn_header == b"keep-alive" if lines[0].startswith(b"HTTP/1.0") else (
         conn_header != b"close")
+    if b"chunked" not in headers.get(b"transfer-encoding", b"").lower() and (
+            b"content-length" not in headers):
+        reusable = False  # the body ends when the device closes
+    charset = charset_of(headers.get(b"content-type", b""))
+    return status, as_utf8(await _read_body(reader, headers, max_body), charset), reusable
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[bytes, bytes],
+                     max_body: int) -> bytes:
     if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
-        return status, await read_chunked(reader, max_body), reusable
+        return await read_chunked(reader, max_body)
     if (cl := headers.get(b"content-length")) is not None:
         if not cl.isdigit():
             raise ProtocolError("malformed Content-Length")
@@ -223,17 +291,17 @@ async def read_response(reader: asyncio.StreamReader, max_body: int) -> tuple[in
         if length > max_body:
             raise ProtocolError(f"reply body of {length} bytes is over the {max_body}-byte cap")
         try:
-            return status, await reader.readexactly(length), reusable
+            return await reader.readexactly(length)
         except asyncio.IncompleteReadError:
             raise ProtocolError("connection closed in the middle of the reply body") from None
-    parts: list[bytes] = []  # no length: the body ends when the device closes
+    parts: list[bytes] = []  # no length: the body ends when the device closes (not reusable)
     total = 0
     while chunk := await reader.read(65536):
         total += len(chunk)
         if total > max_body:
             raise ProtocolError(f"reply body over the {max_body}-byte cap")
         parts.append(chunk)
-    return status, b"".join(parts), False
+    return b"".join(parts)
 
 
 async def read_chunked(reader: asyncio.StreamReader, max_body: int) -> bytes:

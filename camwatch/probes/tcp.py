@@ -24,8 +24,15 @@ def endpoint(target: Target) -> tuple[str, int] | None:
     return None
 
 
+# Errors that say camwatch itself is short of something (file descriptors: the process's or
+# the system's limit; socket buffers; kernel memory), not that the camera cannot be reached.
+LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
 def classify_os_error(exc: OSError) -> Reason:
     """Map a socket error to a reason. Shared by every probe that connects."""
+    if exc.errno in LOCAL_ERRNOS:
+        return Reason.LOCAL
     if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
         return Reason.REFUSED
     if isinstance(exc, TimeoutError) or exc.errno == errno.ETIMEDOUT:

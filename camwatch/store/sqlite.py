@@ -8,6 +8,13 @@ names every camera of the network.
 One connection per instance. The daemon opens two: one for its writer thread
 (:mod:`camwatch.store.writer`) and one for reads; statements on one connection are serialised
 by its lock, so a read from a worker thread and one from the event loop never interleave.
+
+Identity: a camwatch store carries ``PRAGMA application_id`` = :data:`APPLICATION_ID`
+(0x43616D57, "CamW"). A file is checked before anything is written to it, WAL mode included:
+a new empty file is taken and stamped; a store made by camwatch before the id existed
+(application_id 0, tables ``channel_state``, ``transitions`` and ``meta``, a known
+``user_version``) is adopted and stamped; any other file that holds something (another
+program's database, another application id) is refused untouched with a :class:`StoreError`.
 """
 
 from __future__ import annotations
@@ -108,6 +115,10 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
+# "CamW": what ``PRAGMA application_id`` holds in a camwatch store (``file`` shows it too).
+APPLICATION_ID = 0x43616D57
+# The tables that tell a store made before APPLICATION_ID existed (all schema versions have them).
+_LEGACY_TABLES = frozenset({"channel_state", "transitions", "meta"})
 
 
 def _create_private(path: Path) -> None:
@@ -128,6 +139,7 @@ class SqliteStore:
                 _create_private(self.path)
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
                                        timeout=30.0)
+            self._check_identity()  # reads only: a refused file is left exactly as it was
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -136,6 +148,30 @@ class SqliteStore:
             raise StoreError(f"{path}: cannot open the store: {exc}") from None
 
     # --- schema ------------------------------------------------------------------------------
+
+    def _check_identity(self) -> None:
+        """Refuse a file that is not (and was never) a camwatch store, before writing to it.
+        Closes the connection when refusing."""
+        db = self._db
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        if app_id == APPLICATION_ID:
+            return
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = sorted(r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"))
+        objects = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if app_id == 0 and objects == 0 and version == 0:
+            return  # a new, empty database: ours from now on
+        if app_id == 0 and _LEGACY_TABLES.issubset(tables) and 1 <= version <= SCHEMA_VERSION:
+            return  # made by camwatch before application_id was set: adopted and stamped
+        owner = f"application_id {app_id & 0xFFFFFFFF:#010x}" if app_id else "no application_id"
+        shown = ", ".join(tables[:8]) + (", ..." if len(tables) > 8 else "")
+        db.close()
+        raise StoreError(
+            f"{self.path}: not a camwatch store ({owner}, user_version {version}, "
+            f"tables: {shown or 'none'}); a camwatch store has application_id "
+            f"{APPLICATION_ID:#010x}. Refusing to touch it: point store.path at a new file or "
+            f"at camwatch's own store")
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -148,6 +184,9 @@ class SqliteStore:
                 for statement in _split_sql(MIGRATIONS[target - 1]):
                     self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {target}")
+        if self._db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+            with self._tx():
+                self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
     @property
     def schema_version(self) -> int:
