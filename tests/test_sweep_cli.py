@@ -82,8 +82,8 @@ def test_unresolved_credential_no_channel_uses_is_only_a_warning(
     ``sweep`` as for ``run`` (the engine resolves credentials the same way)."""
     from camwatch.cli import main
     from camwatch.config import load_config
+    from camwatch.engine import Engine
     from camwatch.inventory import load_inventory
-    from camwatch.scheduler import Engine
     from camwatch.store import open_store
 
     rows = [Row(f"rtsp://admin:{PASSWORD}@127.0.0.1:{port}/ch") for port in fleet.ports]

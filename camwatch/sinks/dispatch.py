@@ -179,8 +179,8 @@ class Dispatcher:
         for item, result in zip(items, results, strict=True):
             now = self.clock()
             if result is None:
+                self.delivered[name] += 1  # counted as the receiver saw it, marked next
                 await self.writer.run(_delivered(item.id, now))
-                self.delivered[name] += 1
                 self._retry_at.pop(name, None)
                 if name in self._down:
                     del self._down[name]
@@ -189,8 +189,8 @@ class Dispatcher:
             err = (result if isinstance(result, DeliveryError)
                    else DeliveryError("retry", safe_error(result)))
             if err.kind == "rejected":
-                await self.writer.run(_set_aside(item.id, err.message, now))
                 self.dropped[name] += 1
+                await self.writer.run(_set_aside(item.id, err.message, now))
                 log.error("receiver rejected an alert; set aside", receiver=name,
                           fingerprint=item.fingerprint, error=err.message)
                 continue
@@ -198,9 +198,9 @@ class Dispatcher:
                             self.cfg.delivery.backoff_max)
             if err.retry_after is not None:
                 delay = max(delay, min(err.retry_after, self.cfg.delivery.backoff_max))
+            self.failed[name] += 1
             await self.writer.run(_failed(item.id, err.message, now + delay))
             self._retry_at[name] = now + delay
-            self.failed[name] += 1
             if self._down.get(name) != err.kind:
                 self._down[name] = err.kind
                 level = log.error if err.kind == "misconfigured" else log.warning
