@@ -149,3 +149,17 @@ def test_failed_writes_are_put_back_in_order() -> None:
     states2, trans2 = book.take_writes()
     assert [t.channel_id for t in trans2] == ["c0", "c1"]
     assert {s.channel_id for s in states2} == {"c0", "c1"}
+
+
+def test_a_change_a_restart_needs_is_written_at_once() -> None:
+    """The durable part of a state (state, reason, since, counters up to their thresholds,
+    flapping) is written within a second; timestamps alone wait for the full flush."""
+    book, chs = _book(1)
+    cid = chs[0].id
+    for t in range(3):
+        book.judge(cid, fail("auth"), float(t))
+    book.take_writes()
+    book.judge(cid, fail("auth"), 3.0)  # only last_probe moved
+    assert book.take_writes()[0] == []
+    book.judge(cid, fail("timeout"), 4.0)  # the reason moved: a restart needs it
+    assert [s.reason for s in book.take_writes()[0]] == ["timeout"]
