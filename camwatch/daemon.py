@@ -91,8 +91,7 @@ class Daemon:
         try:
             self.store = open_store(cfg.store.path)  # reads
             self.writer = StoreWriter(open_store(cfg.store.path))
-            self.engine = Engine(cfg, inv, self.store, self.writer,
-                                 tz=zone(cfg.report.timezone))
+            self.engine = Engine(cfg, inv, self.store, self.writer)
         except BaseException:
             self.lock.release()
             raise

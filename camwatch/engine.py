@@ -26,7 +26,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import tzinfo
 from typing import Any
 
 import structlog
@@ -92,7 +91,7 @@ class Plan:
 class Engine:
     def __init__(self, cfg: Config, inventory: Inventory, store: Store,
                  writer: StoreWriter | None = None, *,
-                 clock: Callable[[], float] = time.time, tz: tzinfo | None = None) -> None:
+                 clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.store = store  # reads; every write goes through the writer
         self.writer = writer if writer is not None else StoreWriter(store)
@@ -109,7 +108,7 @@ class Engine:
         self.scheduler = Scheduler(cfg, admit=self._admit, deliver=self._deliver,
                                    on_delay=self.health.probe_delay, clock=clock)
         self.evaluator = Evaluator(cfg, self.book, self.writer, self.health,
-                                   saved_alerts=store.get_meta(META_KEY), tz=tz, clock=clock)
+                                   saved_alerts=store.get_meta(META_KEY), clock=clock)
         self.inventory = inventory
         self.apply(self.plan(cfg, inventory))
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import tzinfo
 
 import structlog
 
@@ -55,7 +54,7 @@ def plan_evaluation(cfg: Config, channels: Mapping[str, Channel]) -> EvalInputs:
 class Evaluator:
     def __init__(self, cfg: Config, book: ChannelBook, writer: StoreWriter,
                  health: SelfHealth, *, saved_alerts: object = None,
-                 tz: tzinfo | None = None, clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time) -> None:
         self.book = book
         self.writer = writer
         self.health = health
@@ -67,7 +66,6 @@ class Evaluator:
         self._last_snapshot = 0.0
         self.on_enqueued: Callable[[], None] = lambda: None
         self.alerts: AlertEvaluator | None = None
-        self._tz = tz
         self.configure(cfg, saved_alerts)
         book.subscribe(self._moved)
 
@@ -81,7 +79,7 @@ class Evaluator:
             return
         state = saved_alerts if self.alerts is None else {"alerts": self.alerts._state}
         self.alerts = AlertEvaluator(cfg.alerts, self.targets, cfg.targets.min_channels,
-                                     state, tz=self._tz)
+                                     state, timezone=cfg.report.timezone)
 
     def swap(self, inputs: EvalInputs) -> None:
         """Take a new inventory's inputs (after the book swapped to it)."""

@@ -86,6 +86,17 @@ def reason_zh(reason: str | None) -> str:
     return REASON_ZH.get(reason, reason)
 
 
+# Scope dimensions of the rates, coarse to fine. A scope is a tuple of these keys' values.
+SCOPES: tuple[tuple[str, ...], ...] = (
+    (),
+    ("county",),
+    ("county", "township"),
+    ("county", "township", "village"),
+    ("operator",),
+    ("county", "operator"),
+    ("county", "township", "operator"),
+)
+
 CLASS_NAMES: dict[int, str] = {1: "一类", 2: "二类", 3: "三类", 4: "公安内部", 9: "其他"}
 
 

@@ -60,14 +60,23 @@ def read_secret(env: str | None, file: Path | None) -> Secret | None:
 
 def split_userinfo(url: str) -> tuple[str, str | None, Secret | None]:
     """Split ``rtsp://user:pass@host/path`` into the URL without userinfo, the user and the
-    password. Real spreadsheets carry credentials inline; we accept them and keep them apart."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url, None, None
-    host = parts.hostname or ""
+    password. Real spreadsheets carry credentials inline; we accept them and keep them apart.
+    A URL that does not parse (a device's garbage) loses its userinfo by text, and gives none."""
+    try:
+        parts = urlsplit(url)
+        if parts.username is None and parts.password is None:
+            return url, None, None
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        scheme, sep, rest = url.partition("://")
+        netloc, slash, path = rest.partition("/")
+        if not sep or "@" not in netloc:
+            return url, None, None
+        return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}", None, None
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
-    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    netloc = host if port is None else f"{host}:{port}"
     clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     user = unquote(parts.username) if parts.username else None
     pw = Secret(unquote(parts.password)) if parts.password is not None else None

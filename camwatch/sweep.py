@@ -83,7 +83,6 @@ class ProbeRunner:
         self._per_host_limit = per_host
         self._hosts: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
         self._stream_uris: dict[str, str] = {}  # channel id -> RTSP URL found over ONVIF
-        self.in_flight = 0
 
     def _host_sem(self, host: str) -> tuple[asyncio.Semaphore, list[int]]:
         entry = self._hosts.get(host)
@@ -96,11 +95,7 @@ class ProbeRunner:
         users[0] += 1
         try:
             async with sem, self._global:
-                self.in_flight += 1
-                try:
-                    return await self._run_one(level, target)
-                finally:
-                    self.in_flight -= 1
+                return await self._run_one(level, target)
         finally:
             users[0] -= 1
             if users[0] == 0:  # keep the map as small as the hosts being probed now

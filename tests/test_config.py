@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from camwatch.cli import main
-from camwatch.config import load_config, parse_config, parse_duration, parse_fraction
+from camwatch.config import load_config, parse_config
+from camwatch.configbase import parse_duration, parse_fraction
 from camwatch.errors import ConfigError
 from tests.conftest import DATA, ROOT
 

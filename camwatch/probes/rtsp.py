@@ -45,7 +45,7 @@ from camwatch.errors import CamwatchError
 from camwatch.probes import ProbeSettings, Target
 from camwatch.probes.result import Level, ProbeResult, Reason
 from camwatch.probes.tcp import classify_os_error
-from camwatch.secrets import credential_forms, redact_text
+from camwatch.secrets import credential_forms, redact_text, split_userinfo
 
 __all__ = [
     "Challenge",
@@ -536,14 +536,8 @@ class _Conn(asyncio.Protocol):
             await self._wait()
 
 
-def _strip_userinfo(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    netloc, slash, path = rest.partition("/")
-    if "@" in netloc:
-        netloc = netloc.rpartition("@")[2]
-    return f"{scheme}://{netloc}{slash}{path}"
+def _no_userinfo(url: str) -> str:
+    return split_userinfo(url)[0]
 
 
 def _is_loopback(host: str) -> bool:
@@ -617,7 +611,7 @@ class _Probe:
         """Connect to ``url``, already split into ``parts`` (the caller needs them too)."""
         host = parts.hostname
         if parts.scheme.lower() != "rtsp" or not host:
-            raise _Fail(Reason.PROTOCOL, f"not an rtsp:// URL: {_strip_userinfo(url)}")
+            raise _Fail(Reason.PROTOCOL, f"not an rtsp:// URL: {_no_userinfo(url)}")
         port = parts.port or DEFAULT_PORT
         s = self.settings
         conn = _Conn(self.loop, ResponseParser(s.max_header_bytes, s.max_sdp_bytes))
@@ -708,21 +702,21 @@ class _Probe:
             self.auth = None  # nonces belong to a connection: authenticate afresh after a hop
         self.expect_ok("DESCRIBE", resp)
         base = resp.headers.get("content-base") or resp.headers.get("content-location") or url
-        base = _strip_userinfo(base)
+        base = _no_userinfo(base)
         session_control, media = parse_sdp(resp.body)
         info_media: list[dict[str, str]] = []
         video: SdpMedia | None = None
         for m in media:
             entry = {"type": m.type, "codec": m.codec}
             if m.control is not None:
-                entry["control"] = _strip_userinfo(resolve_control(base, m.control))
+                entry["control"] = _no_userinfo(resolve_control(base, m.control))
             info_media.append(entry)
             if video is None and m.type == "video":
                 video = m
         info: dict[str, object] = {"media": info_media,
                                    "auth": self.auth.scheme if self.auth else "none"}
         if redirects:
-            info["url"] = _strip_userinfo(url)
+            info["url"] = _no_userinfo(url)
             info["redirects"] = redirects
         if server := resp.headers.get("server"):
             info["server"] = redact_text(server[:100], self.secret_forms())
@@ -771,8 +765,8 @@ class _Probe:
         if redirects >= MAX_REDIRECTS:
             raise _Fail(Reason.PROTOCOL, f"more than {MAX_REDIRECTS} redirects")
         if not loc.lower().startswith("rtsp://"):
-            raise _Fail(Reason.PROTOCOL, f"redirect to a non-rtsp URL {_strip_userinfo(loc)[:80]}")
-        loc = _strip_userinfo(loc)  # never use credentials a camera hands out
+            raise _Fail(Reason.PROTOCOL, f"redirect to a non-rtsp URL {_no_userinfo(loc)[:80]}")
+        loc = _no_userinfo(loc)  # never use credentials a camera hands out
         host = urlsplit(loc).hostname or ""
         if _is_loopback(self.orig_host) and not _is_loopback(host):
             # Tests and the simulator live on 127.0.0.0/8: never leave it (no stray traffic).

@@ -36,12 +36,14 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import tzinfo
 from typing import Any, Literal
 
 import structlog
 
 from camwatch.inventory import Channel
+from camwatch.localtime import CST as _CST
+from camwatch.localtime import format_time, local_zone
 from camwatch.model import CLASS_NAMES, ChannelState, State, Transition, reason_zh
 from camwatch.rules.alert_config import AlertsConfig
 from camwatch.rules.rates import RateRow, Targets, format_rate
@@ -72,6 +74,7 @@ class Alert:
     labels: dict[str, str]
     summary: str
     details: dict[str, Any] = field(default_factory=dict)
+    timezone: str = "Asia/Shanghai"  # report.timezone: how receivers show the times
 
     def as_payload(self) -> dict[str, Any]:
         """The outbox payload (JSON); the sinks render it for their receiver."""
@@ -86,6 +89,7 @@ class Alert:
             "labels": dict(self.labels),
             "summary": self.summary,
             "details": self.details,
+            "timezone": self.timezone,
         }
 
 
@@ -175,11 +179,12 @@ class Outcome:
 
 class AlertEvaluator:
     def __init__(self, cfg: AlertsConfig, targets: Targets, min_channels: int,
-                 saved: Any = None, tz: tzinfo | None = None) -> None:
+                 saved: Any = None, timezone: str = "Asia/Shanghai") -> None:
         self.cfg = cfg
         self.targets = targets
         self.min_channels = min_channels
-        self.tz = tz or _CST
+        self.timezone = timezone
+        self.tz = local_zone(timezone)
         self._state: dict[str, dict[str, Any]] = {}
         self._fp_cache: dict[tuple[str, str], str] = {}
         if isinstance(saved, dict) and isinstance(saved.get("alerts"), dict):
@@ -364,7 +369,7 @@ class AlertEvaluator:
                      labels=o.labels, fields=fields, details=details)
         summary = self._render(spec.name, fields)
         return Alert(spec.name, fp, spec.severity, "firing", starts, None, dict(o.labels),
-                     summary, details)
+                     summary, details, self.timezone)
 
     def _resolve(self, spec: _Spec, fp: str, o: _Obs | None, now: float,
                  removed: bool = False) -> Alert:
@@ -381,7 +386,7 @@ class AlertEvaluator:
         self._dirty = True
         summary = self._render(spec.name + (".removed" if removed else ".resolved"), fields)
         return Alert(spec.name, fp, entry["severity"], "resolved", entry["starts_at"], now,
-                     dict(entry["labels"]), summary, details)
+                     dict(entry["labels"]), summary, details, self.timezone)
 
     def _render(self, key: str, fields: dict[str, Any]) -> str:
         template = self.cfg.template(key)
@@ -603,13 +608,6 @@ def _no_build() -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-_CST = timezone(timedelta(hours=8), "CST")  # 北京时间: the default of report.timezone
-
-
-def format_time(ts: float, tz: tzinfo = _CST) -> str:
-    return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M")
-
 
 def _channel_labels(ch: Channel) -> dict[str, str]:
     labels = {"county": ch.county, "township": ch.township, "village": ch.village,

@@ -13,18 +13,8 @@ from dataclasses import dataclass
 
 from camwatch.config import TargetsConfig
 from camwatch.inventory import Channel
-from camwatch.model import CLASS_NAMES, state_index
+from camwatch.model import CLASS_NAMES, SCOPES, state_index
 
-# Scope dimensions, coarse to fine. A scope is a tuple of these keys' values.
-SCOPES: tuple[tuple[str, ...], ...] = (
-    (),
-    ("county",),
-    ("county", "township"),
-    ("county", "township", "village"),
-    ("operator",),
-    ("county", "operator"),
-    ("county", "township", "operator"),
-)
 # What each scope is split by: nothing, point class, project.
 BREAKDOWNS: tuple[str | None, ...] = (None, "class", "project")
 

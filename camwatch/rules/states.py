@@ -4,7 +4,7 @@ One pure function, :func:`apply`, moves a channel's :class:`ChannelState` on by 
 and returns the :class:`Transition` it caused, if any. No I/O, no clock: ``now`` is passed in,
 so the engine's tests drive time.
 
-Rules (shared/domain.md):
+Rules (the domain notes' definitions of online, offline and unknown):
 - offline after ``fail_threshold`` consecutive failures (default 3); online again after
   ``recover_threshold`` successes (default 1). A never-probed channel is ``unknown`` and goes
   online on its first success, offline only after the threshold like any other.

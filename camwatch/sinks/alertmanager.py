@@ -12,7 +12,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from camwatch.rules.alert_config import AlertmanagerReceiver
 from camwatch.sinks.base import (
     ALERT_TITLES,
     HttpSink,
@@ -20,6 +19,7 @@ from camwatch.sinks.base import (
     iso,
     json_bytes,
 )
+from camwatch.sinks.config import AlertmanagerReceiver
 
 _LABEL = re.compile(r"[^a-zA-Z0-9_]")
 

@@ -26,10 +26,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 
+from camwatch.localtime import format_time, local_zone
 from camwatch.log import register_secret
-from camwatch.rules.alert_config import _HttpReceiver
-from camwatch.rules.alerts import format_time
 from camwatch.secrets import Secret, redact_text
+from camwatch.sinks.config import _HttpReceiver
 
 Kind = Literal["retry", "misconfigured", "rejected"]
 
@@ -111,12 +111,6 @@ def register_url(url: Secret) -> None:
         register_secret(value)
     if parts.password:
         register_secret(parts.password)
-
-
-def safe_url(url: str) -> str:
-    """Scheme, host and path only: what a log line may say about a webhook."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
 
 
 def safe_error(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
@@ -230,9 +224,10 @@ def markdown(payload: Mapping[str, Any], *, wecom: bool = False, limit: int = 40
     lines = [f"### {head}", f"**{payload['summary']}**"]
     details = payload.get("details") or {}
     lines += [f"> {n}" for n in details.get("notes", [])]
-    times = f"开始：{format_time(payload['starts_at'])}"
+    tz = local_zone(payload.get("timezone"))
+    times = f"开始：{format_time(payload['starts_at'], tz)}"
     if resolved and payload.get("ends_at"):
-        times += f"　恢复：{format_time(payload['ends_at'])}"
+        times += f"　恢复：{format_time(payload['ends_at'], tz)}"
     lines.append(f"> {times}")
     lines.append(f"> 告警指纹：{payload['fingerprint']}")
     sep = "\n" if wecom else "\n\n"  # DingTalk needs a blank line to break a line

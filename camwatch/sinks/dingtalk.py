@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote_plus
 
-from camwatch.rules.alert_config import DingtalkReceiver
 from camwatch.sinks.base import (
     HttpSink,
     Kind,
@@ -24,6 +23,7 @@ from camwatch.sinks.base import (
     markdown,
     title,
 )
+from camwatch.sinks.config import DingtalkReceiver
 from camwatch.sinks.wecom import check_errcode
 
 ERRCODES: dict[int, tuple[Kind, str]] = {

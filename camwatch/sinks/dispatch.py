@@ -28,17 +28,17 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from camwatch.rules.alert_config import (
+from camwatch.rules.alert_config import AlertsConfig
+from camwatch.rules.rates import RateRow
+from camwatch.sinks.alertmanager import AlertmanagerSink
+from camwatch.sinks.base import DeliveryError, Sink, SlidingWindow, backoff, safe_error
+from camwatch.sinks.config import (
     AlertmanagerReceiver,
-    AlertsConfig,
     DingtalkReceiver,
     MqttReceiver,
     WebhookReceiver,
     WecomReceiver,
 )
-from camwatch.rules.rates import RateRow
-from camwatch.sinks.alertmanager import AlertmanagerSink
-from camwatch.sinks.base import DeliveryError, Sink, SlidingWindow, backoff, safe_error
 from camwatch.sinks.dingtalk import DingtalkSink
 from camwatch.sinks.mqtt import MqttSink
 from camwatch.sinks.webhook import WebhookSink

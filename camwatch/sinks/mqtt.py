@@ -25,9 +25,9 @@ import aiomqtt
 import structlog
 
 from camwatch.log import register_secret
-from camwatch.rules.alert_config import MqttReceiver
 from camwatch.rules.rates import RateRow, format_rate
 from camwatch.sinks.base import DeliveryError, safe_error
+from camwatch.sinks.config import MqttReceiver
 
 log = structlog.get_logger(__name__)
 

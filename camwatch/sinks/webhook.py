@@ -11,13 +11,13 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from camwatch.rules.alert_config import WebhookReceiver
 from camwatch.sinks.base import (
     HttpSink,
     classify_http,
     iso,
     json_bytes,
 )
+from camwatch.sinks.config import WebhookReceiver
 
 SCHEMA_VERSION = 1
 

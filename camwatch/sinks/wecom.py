@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from camwatch.rules.alert_config import WecomReceiver
 from camwatch.sinks.base import (
     DeliveryError,
     HttpSink,
@@ -19,6 +18,7 @@ from camwatch.sinks.base import (
     markdown,
     parse_errcode,
 )
+from camwatch.sinks.config import WecomReceiver
 
 # errcode -> kind; anything else non-zero is retried (nothing is dropped on a guess).
 ERRCODES: dict[int, tuple[Kind, str]] = {
