@@ -1,4 +1,5 @@
-"""``camwatch`` command line. Exit codes: 0 ok, 1 bad input (config / inventory), 2 usage."""
+"""``camwatch`` command line. Exit codes: 0 ok, 1 bad input (config / inventory, no daemon
+to ask), 2 usage, 130 interrupted (Ctrl-C), 141 stdout closed early (``| head``)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from camwatch.config import Config, load_config
 from camwatch.errors import CamwatchError, InputError
 from camwatch.inventory import Inventory, load_inventory
 from camwatch.log import configure
-from camwatch.model import CLASS_NAMES
+from camwatch.model import CLASS_NAMES, reason_zh
 from camwatch.rules.rates import format_rate
 from camwatch.textui import Progress, table
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED, EXIT_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE
 
 
 def _load(path: str, strict: bool = True) -> tuple[Config, Inventory]:
@@ -79,20 +81,36 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"{cfg.site.name}: swept {len(result.results)} connected channels in "
           f"{summ['duration_s']:.1f}s at level '{cfg.probing.level}': {summ['online']} online, "
           f"在线率 {format_rate(summ['online_rate'])}")
-    rows = []
-    for r in result.rates:
+    print(table(SWEEP_HEADERS, sweep_rows(result.rates)))
+    reasons = reasons_count(result.results.values())
+    if reasons:
+        print("\n" + table(REASON_HEADERS, reason_rows(reasons)))
+    return EXIT_OK
+
+
+#: The sweep table's columns: one header for each.
+SWEEP_HEADERS = ["范围 scope", "类型 class", "在线", "联网", "在线率", "目标", "是否达标"]
+REASON_HEADERS = ["离线原因 reason", "代码 code", "channels"]
+VERDICT = {True: "达标", False: "未达标", None: "-"}
+
+
+def sweep_rows(rates: Sequence[Any]) -> list[list[object]]:
+    """The sweep table: site, counties and townships, by class and in total (no project,
+    village or operator scopes). ``全部`` rows have no target and so no verdict."""
+    rows: list[list[object]] = []
+    for r in rates:
         if r.project is not None or len(r.scope) > 2 or "operator" in dict(r.scope):
             continue
         target = "-" if r.target is None else format_rate(r.target)
-        mark = {True: "达标", False: "未达标", None: ""}[r.meets_target]
         klass = "全部" if r.klass is None else CLASS_NAMES.get(r.klass, str(r.klass))
         rows.append([" ".join(v for _, v in r.scope) or "全域", klass, r.online, r.connected,
-                     format_rate(r.rate), target, mark])
-    print(table(["范围 scope", "类型 class", "在线", "联网", "在线率", "目标", ""], rows))
-    reasons = reasons_count(result.results.values())
-    if reasons:
-        print("\n" + table(["离线原因 reason", "channels"], list(reasons.items())))
-    return EXIT_OK
+                     format_rate(r.rate), target, VERDICT[r.meets_target]])
+    return rows
+
+
+def reason_rows(counts: dict[str, int]) -> list[list[object]]:
+    """Offline reasons as people read them (拒绝连接), with the code the API and metrics use."""
+    return [[reason_zh(code), code, n] for code, n in counts.items()]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -105,6 +123,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     daemon = Daemon(args.config, listen=args.listen)
     return int(_run_async(daemon.run()))
+
+
+DEFAULT_LISTEN = "127.0.0.1:9780"  # http.listen's default (camwatch.config.HttpConfig)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -120,15 +141,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         url = url or f"{scheme}://{host}:{cfg.http.port}"
         if cfg.http.auth is not None and (token := cfg.http.auth.token()) is not None:
             headers["Authorization"] = f"Bearer {token.reveal()}"
-    if not url:
-        sys.stderr.write("error: give -c CONFIG or --url URL\n")
-        return EXIT_USAGE
-    req = urllib.request.Request(url.rstrip("/") + "/api/status", headers=headers)
+    url = (url or f"http://{DEFAULT_LISTEN}").rstrip("/")
+    req = urllib.request.Request(url + "/api/status", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             doc = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        hint = " (check http.auth in the config given with -c)" if exc.code in (401, 403) \
+            else ""
+        sys.stderr.write(f"error: {url}/api/status answered HTTP {exc.code} {exc.reason}"
+                         f"{hint}\n")
+        return EXIT_INPUT
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        sys.stderr.write(f"error: cannot read {url}/api/status: {exc}\n")
+        sys.stderr.write(status_error(url, args.config, exc) + "\n")
         return EXIT_INPUT
     if args.json:
         json.dump(doc, sys.stdout, ensure_ascii=False, indent=1)
@@ -136,6 +161,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     sys.stdout.write(format_status(doc))
     return EXIT_OK
+
+
+def status_error(url: str, config: str | None, exc: BaseException) -> str:
+    """What ``camwatch status`` says when it cannot read the daemon's API: "nobody there"
+    in words when the connection is refused, the cause otherwise."""
+    reason = getattr(exc, "reason", exc)
+    where = url.split("://", 1)[-1]
+    if isinstance(reason, ConnectionRefusedError):
+        return (f"no camwatch is running at {where} (start it with "
+                f"`camwatch run -c {config or 'camwatch.yaml'}`)")
+    if isinstance(reason, TimeoutError):
+        return f"error: camwatch at {where} did not answer within 10 s ({reason})"
+    if isinstance(exc, ValueError):
+        return f"error: {url}/api/status did not answer camwatch's JSON: {exc}"
+    return f"error: cannot read {url}/api/status: {reason}"
 
 
 def format_status(doc: dict[str, Any]) -> str:
@@ -148,27 +188,31 @@ def format_status(doc: dict[str, Any]) -> str:
     problems = doc.get("problems") or []
     lines.append("prober: " + ("healthy" if not problems else "UNHEALTHY: " + "; ".join(problems)))
     rates = doc.get("rates", [])
-    rows = []
+    rows: list[list[object]] = []
     for r in rates:
         if r["scope"] or r["project"] is not None or r["class"] is None:
             continue
-        mark = {True: "达标", False: "未达标", None: ""}[r["meets_target"]]
         rows.append([CLASS_NAMES.get(r["class"], str(r["class"])), r["online"], r["connected"],
-                     format_rate(r["rate"]), format_rate(r["target"]), mark])
+                     format_rate(r["rate"]), format_rate(r["target"]),
+                     VERDICT[r["meets_target"]]])
     if rows:
-        lines += ["", table(["类型 class", "在线", "联网", "在线率", "目标", ""], rows)]
+        lines += ["", table(STATUS_CLASS_HEADERS, rows)]
     towns = [r for r in rates if "township" in r["scope"] and r["class"] is None
              and r["project"] is None and r["rate"] is not None]
     towns.sort(key=lambda r: r["rate"])
     if towns:
-        lines += ["", table(["最差乡镇 worst townships", "在线", "联网", "在线率"],
+        lines += ["", table(STATUS_TOWN_HEADERS,
                             [[f"{r['scope'].get('county', '')} {r['scope']['township']}",
                               r["online"], r["connected"], format_rate(r["rate"])]
                              for r in towns[:5]])]
     reasons = doc.get("offline_reasons") or {}
     if reasons:
-        lines += ["", table(["离线原因 reason", "channels"], list(reasons.items())[:8])]
+        lines += ["", table(REASON_HEADERS, reason_rows(dict(list(reasons.items())[:8])))]
     return "\n".join(lines) + "\n"
+
+
+STATUS_CLASS_HEADERS = ["类型 class", "在线", "联网", "在线率", "目标", "是否达标"]
+STATUS_TOWN_HEADERS = ["最差乡镇 worst townships", "在线", "联网", "在线率"]
 
 
 def _run_async(coro: Any) -> Any:
@@ -180,58 +224,96 @@ def _run_async(coro: Any) -> Any:
         return asyncio.run(coro)
 
 
+DESCRIPTION = """\
+Health monitoring for public-security video networks (雪亮工程 / 数字乡村): probes every
+channel of a camera inventory (台账) over RTSP and ONVIF, keeps each channel's state, computes
+online rates against their targets, sends alerts, serves Prometheus metrics and writes the
+monthly bulletin (月度通报)."""
+
+EPILOG = """\
+the embedded default:
+  `camwatch demo` needs no config and no camera: it starts a simulated county (2,000
+  channels, a few dead, hung, wrong-password and flapping cameras, one township losing its
+  uplink two minutes in) on loopback addresses, writes a matching inventory and config to
+  ./camwatch-demo/, and runs the daemon against it with an SQLite store and no broker.
+  That is the "embedded default": everything camwatch does, on this machine alone.
+
+exit codes: 0 ok, 1 bad input (config, inventory, no daemon to ask), 2 usage,
+  130 interrupted (Ctrl-C), 141 output closed early (e.g. `| head`).
+"""
+
+
+def _command(sub: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    """A subcommand whose one-line ``summary`` is both its line in ``camwatch --help`` and
+    the description of ``camwatch NAME --help``."""
+    sentence = summary[:1].upper() + summary[1:] + "."
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=summary, description=sentence)
+    return parser
+
+
+def _config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", required=True, metavar="CONFIG",
+                   help="camwatch's YAML config (start from config.example.yaml)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="camwatch", description=(
-        "Health monitoring for public-security video networks (雪亮工程 / 数字乡村)."))
-    p.add_argument("--version", action="version", version=f"camwatch {__version__}")
+    p = argparse.ArgumentParser(prog="camwatch", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"camwatch {__version__}",
+                   help="print camwatch's version and exit")
     p.add_argument("--log-level", default="info",
-                   choices=["debug", "info", "warning", "error"])
+                   choices=["debug", "info", "warning", "error"],
+                   help="least severe log messages shown on stderr (default info)")
     p.add_argument("--log-json", action="store_true", default=None,
                    help="JSON log lines even on a terminal (default: JSON when not a terminal)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    c = sub.add_parser("check-config", help="validate the config and inventory, print a summary")
-    c.add_argument("-c", "--config", required=True)
+    c = _command(sub, "check-config", "validate the config and inventory, print a summary")
+    _config_option(c)
     c.set_defaults(func=cmd_check_config)
 
-    s = sub.add_parser("sweep", help="probe every channel once now and print the rates")
-    s.add_argument("-c", "--config", required=True)
-    s.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    s.add_argument("--level", choices=["tcp", "onvif", "describe", "stream"])
+    s = _command(sub, "sweep", "probe every channel once now and print the rates")
+    _config_option(s)
+    s.add_argument("--json", action="store_true",
+                   help="one JSON object on stdout (channels, rates, summary) instead of tables")
+    s.add_argument("--level", choices=["tcp", "onvif", "describe", "stream"],
+                   help="what counts as online for this sweep (default: probing.level)")
     s.set_defaults(func=cmd_sweep)
 
-    r = sub.add_parser("run", help="run the daemon (probes, states, alerts, /metrics)")
-    r.add_argument("-c", "--config", required=True)
-    r.add_argument("--listen", help="override http.listen, e.g. 127.0.0.1:0")
+    r = _command(sub, "run", "run the daemon (probes, states, alerts, /metrics, the API)")
+    _config_option(r)
+    r.add_argument("--listen", metavar="HOST:PORT",
+                   help="override http.listen, e.g. 127.0.0.1:0 for a free port")
     r.add_argument("--allow-root", action="store_true", help="run even as root (not advised)")
     r.set_defaults(func=cmd_run)
 
-    st = sub.add_parser("status", help="summary of the running daemon, from its API")
-    st.add_argument("-c", "--config", help="the daemon's config (for its address and auth)")
-    st.add_argument("--url", help="the daemon's base URL (default: from the config's "
-                                  "http.listen)")
+    st = _command(sub, "status", "summary of the running daemon, from its API")
+    st.add_argument("-c", "--config", metavar="CONFIG",
+                    help="the daemon's config (for its address and auth)")
+    st.add_argument("--url", help=f"the daemon's base URL (default: from the config's "
+                                  f"http.listen, else http://{DEFAULT_LISTEN})")
     st.add_argument("--json", action="store_true", help="print the raw /api/status JSON")
     st.set_defaults(func=cmd_status)
 
     from camwatch import demo
     from camwatch.sim import cli as sim_cli
 
-    d = sub.add_parser("demo", help="a simulated county on loopback watched by the daemon "
-                                    "(the embedded default)")
+    d = _command(sub, "demo", "the embedded default: a simulated county on loopback watched "
+                              "by the daemon, no config needed")
     demo.add_arguments(d)
     d.set_defaults(func=lambda a: int(_run_async(demo.run(a))))
-    sm = sub.add_parser("simulate", help="serve a simulated camera fleet on loopback")
+    sm = _command(sub, "simulate", "serve a simulated camera fleet on loopback, with a "
+                                   "control API")
     sim_cli.add_arguments(sm)
     sm.set_defaults(func=lambda a: int(_run_async(sim_cli.run(a))))
 
     from camwatch.reports import cli as report_cli
 
-    rp = sub.add_parser("report", help="write the monthly bulletin (月度通报): xlsx, html, "
-                                       "csv or json")
+    rp = _command(sub, "report", "write the monthly bulletin (月度通报) from the store")
     report_cli.add_report_arguments(rp)
     rp.set_defaults(func=report_cli.cmd_report)
-    ex = sub.add_parser("exempt", help="exempt channels for a period (报备): add, list, remove")
+    ex = _command(sub, "exempt", "exempt channels for a period (报备): add, list, remove")
     report_cli.add_exempt_arguments(ex)
     ex.set_defaults(func=report_cli.cmd_exempt)
     return p
@@ -242,7 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure(args.log_level, json=args.log_json)
     try:
-        return int(args.func(args))
+        rc = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here rather than at exit
+        return rc
     except InputError as exc:
         for p in exc.problems:
             sys.stderr.write(f"error: {p}\n")
@@ -251,7 +335,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_INPUT
     except KeyboardInterrupt:
-        return 130
+        return interrupted(args.command)
+    except BrokenPipeError:
+        return output_closed()
+
+
+def interrupted(command: str) -> int:
+    """Ctrl-C: one line on stderr (after the progress line, if one is drawn), exit 130."""
+    sys.stderr.write(f"{chr(10) if sys.stderr.isatty() else ''}camwatch {command}: "
+                     f"interrupted\n")
+    return EXIT_INTERRUPTED
+
+
+def output_closed() -> int:
+    """The reader of stdout went away (``camwatch sweep | head``): nothing more to say, and
+    nothing to flush at exit either, so point stdout at /dev/null; exit like SIGPIPE would."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_PIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

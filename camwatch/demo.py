@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
+import socket
 import sys
 import time
 from pathlib import Path
@@ -14,19 +16,34 @@ from pathlib import Path
 import yaml
 
 from camwatch.daemon import Daemon
+from camwatch.errors import CamwatchError
 from camwatch.rules.rates import format_rate
 from camwatch.sim.fleet import Fleet, FleetConfig
 from camwatch.sim.inventory_gen import InventorySpec, plan_inventory
 from camwatch.sim.model import Fault
 from camwatch.sim.scenario import Scenario, TimedEvent
 
+DEFAULT_FIRST_HOST = InventorySpec().first_host  # 127.1.0.1
+DEFAULT_PORT = 9780  # the daemon's, as http.listen's default
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels", type=int, default=2000,
                    help="connected channels to simulate (default 2000)")
     p.add_argument("--dir", default="camwatch-demo",
-                   help="where the generated inventory, config and store go")
-    p.add_argument("--listen", default="127.0.0.1:9780", help="the daemon's HTTP address")
+                   help="where the generated inventory, config and store go "
+                        "(default ./camwatch-demo)")
+    p.add_argument("--first-host", type=_device_address, default=DEFAULT_FIRST_HOST,
+                   metavar="127.X.Y.Z",
+                   help="loopback address of the first simulated device; the others follow "
+                        f"it (default {DEFAULT_FIRST_HOST}; another demo or simulator "
+                        "needs another, e.g. 127.2.0.1)")
+    p.add_argument("--port", type=int, default=None,
+                   help=f"the daemon's HTTP port on 127.0.0.1 (default {DEFAULT_PORT}; 0: a "
+                        "free one)")
+    p.add_argument("--listen", default=None, metavar="HOST:PORT",
+                   help=f"the daemon's HTTP address (default 127.0.0.1:{DEFAULT_PORT}); "
+                        "--port changes only the port")
     p.add_argument("--interval", default="20s", help="probe interval (default 20s, for a "
                                                       "lively demo; production default 60s)")
     p.add_argument("--outage-at", type=float, default=120.0,
@@ -35,12 +52,83 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how long the outage lasts, seconds (default 300)")
     p.add_argument("--duration", type=float, default=None,
                    help="stop by itself after this many seconds (default: run until Ctrl-C)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1,
+                   help="random seed of the simulated county and its faults (default 1)")
+
+
+def _device_address(text: str) -> str:
+    try:
+        addr = ipaddress.IPv4Address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a loopback address like 127.2.0.1, got "
+                                         f"{text!r}") from None
+    if not addr.is_loopback or int(addr) >> 8 == 0x7F0000:
+        raise argparse.ArgumentTypeError(f"expected an address in 127.0.1.0-127.255.255.254 "
+                                         f"(127.0.0.x is the control API's), got {text}")
+    return text
+
+
+def listen_address(args: argparse.Namespace) -> str:
+    """The daemon's ``HOST:PORT`` from ``--listen`` and ``--port``."""
+    host, _, port = (args.listen or f"127.0.0.1:{DEFAULT_PORT}").rpartition(":")
+    if args.port is not None:
+        port = str(args.port)
+    return f"{host}:{port}"
+
+
+def _free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``host:port`` now (with SO_REUSEADDR, as asyncio's
+    servers do, so a port in TIME_WAIT counts as free)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host.strip("[]"), port))
+        except OSError:
+            return False
+        return True
+
+
+def check_addresses(args: argparse.Namespace) -> None:
+    """Refuse to start, with the flags to pass, when another demo or a leftover simulator
+    holds the first device address or the daemon's port (rather than the bind error of
+    device 127.1.0.1 halfway through start-up). Suggests addresses that are free now."""
+    spec = InventorySpec()
+    problems, advice = [], []
+    first = args.first_host
+    if not (_free(first, spec.rtsp_port) and _free(first, spec.onvif_port)):
+        problems.append(f"{first} (ports {spec.rtsp_port}/{spec.onvif_port}) is taken, by "
+                        f"another camwatch demo or simulator")
+        base = int(ipaddress.IPv4Address(first)) >> 16 & 0xFF
+        for k in (*range(base + 1, 255), *range(2, base)):
+            host = f"127.{k}.0.1"
+            if _free(host, spec.rtsp_port) and _free(host, spec.onvif_port):
+                advice.append(f"--first-host {host}")
+                break
+        if Path(args.dir).exists():  # the other demo's files and store: keep them apart
+            advice.append(f"--dir {args.dir.rstrip('/')}-2")
+    listen = listen_address(args)
+    host, _, port_text = listen.rpartition(":")
+    port = int(port_text)
+    if port and not _free(host, port):
+        problems.append(f"{listen} is taken")
+        for candidate in range(port + 1, min(port + 100, 65536)):
+            if _free(host, candidate):
+                advice.append(f"--port {candidate}")
+                break
+        else:
+            advice.append("--port 0")
+    if problems:
+        raise CamwatchError(
+            f"camwatch demo cannot start: {'; '.join(problems)}. Stop the other one, or run "
+            f"`camwatch demo {' '.join(advice)}`")
 
 
 def fleet_config(args: argparse.Namespace) -> tuple[FleetConfig, str]:
-    spec = InventorySpec(connected=args.channels, seed=args.seed)
-    townships = plan_inventory(spec).county.townships
+    spec = InventorySpec(connected=args.channels, seed=args.seed, first_host=args.first_host)
+    try:
+        townships = plan_inventory(spec).county.townships
+    except ValueError as exc:  # a --first-host too high for the fleet, or not an address
+        raise CamwatchError(f"camwatch demo: --first-host {args.first_host}: {exc}") from None
     victim = townships[min(2, len(townships) - 1)]
     # a few faults of each kind, and one township's uplink going down for a while
     scenario = Scenario(dead=0.01, hung=0.005, auth_fail=0.005, not_found=0.005,
@@ -77,6 +165,8 @@ async def _status_lines(daemon: Daemon, start: float) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
+    check_addresses(args)
+    listen = listen_address(args)
     fleet_cfg, victim = fleet_config(args)
     async with Fleet.start(fleet_cfg) as fleet:
         assert fleet.files is not None
@@ -84,20 +174,23 @@ async def run(args: argparse.Namespace) -> int:
         _tune_config(config, args.interval)
         def banner(d: Daemon) -> None:
             assert fleet.files is not None
-            host = args.listen.rpartition(":")[0]
+            host = listen.rpartition(":")[0]
             base = f"http://{host}:{d.port}"
             month = time.strftime("%Y-%m")
             print(f"""camwatch demo: {fleet.channel_count} simulated channels of {fleet.county.name}
   inventory  {fleet.files.inventory}
   config     {config}
   metrics    {base}/metrics
+  health     {base}/healthz
   status     {base}/api/status   (offline channels: {base}/api/channels?state=offline)
-  simulator  {fleet.control_url}/api/devices
+  rates      {base}/api/rates
+  simulator  {fleet.control_url}/api/devices   (devices from {args.first_host})
   report     camwatch report -c {config} --month {month} --format html -o report.html
-{victim} loses its uplink {args.outage_at:g}s from now for {args.outage_for:g}s. Ctrl-C stops.
+{victim} loses its uplink {args.outage_at:g}s from now for {args.outage_for:g}s.
+Ctrl-C or SIGTERM stops the demo; SIGHUP re-reads {config.name} and the inventory.
 """, flush=True)
 
-        daemon = Daemon(str(config), listen=args.listen, on_ready=banner)
+        daemon = Daemon(str(config), listen=listen, on_ready=banner)
         status = asyncio.create_task(_status_lines(daemon, start), name="demo-status")
 
         async def stop_later() -> None:

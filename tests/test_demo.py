@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 from tests.test_daemon import poll
+from tests.test_demo_cli import free_first_host
 
 
 def test_demo_end_to_end(tmp_path: Path) -> None:
@@ -21,7 +22,8 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     with open(out_path, "wb") as out, open(tmp_path / "stderr.log", "wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "camwatch", "demo", "--channels", "150", "--dir",
-             str(tmp_path / "demo"), "--listen", "127.0.0.1:0", "--interval", "5s"],
+             str(tmp_path / "demo"), "--listen", "127.0.0.1:0", "--interval", "5s",
+             "--first-host", free_first_host()],  # not 127.1.0.1: a demo may be running
             cwd=ROOT, stdout=out, stderr=err, env={**os.environ, "PYTHONPATH": str(ROOT)})
         try:
             def metrics_url() -> str | None:

@@ -410,7 +410,9 @@ def test_cmd_exempt_and_cmd_report(tmp_path: Path, capsys: pytest.CaptureFixture
         "--reason", "x"])) == 2
     assert cmd_exempt(parse(add_exempt_arguments, ["-c", c, "list", "--month", "2026-11"])) == 0
     listing = capsys.readouterr().out
-    assert "道路施工" in listing and "2026-11-03 00:00" in listing and "2026-11-11 00:00" in listing
+    # --to is the last day included: the store's exclusive end (11-11 00:00) lists as 11-10
+    assert "道路施工" in listing and "2026-11-03" in listing and "2026-11-10" in listing
+    assert "2026-11-11" not in listing
     out = tmp_path / "r.json"
     assert cmd_report(parse(add_report_arguments,
                             ["-c", c, "--month", "2026-11", "-o", str(out)])) == 0

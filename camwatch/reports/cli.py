@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from camwatch.config import Config, load_config
-from camwatch.errors import Problem
+from camwatch.errors import InventoryError, Problem
 from camwatch.inventory import Channel, load_inventory
 from camwatch.reports.compute import Bulletin, ReportSettings, compute_bulletin, period_for
 from camwatch.reports.period import Period, day_start, local_text, zone
@@ -25,8 +25,13 @@ EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
 FORMATS = ("xlsx", "html", "csv", "json")
 
 
+def _config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", required=True, metavar="CONFIG",
+                   help="camwatch's YAML config (its store.path holds the history)")
+
+
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", required=True)
+    _config_option(p)
     p.add_argument("--month", help="the month to report, like 2026-11 (default: last month)")
     p.add_argument("--from", dest="date_from", metavar="DATE",
                    help="first day of a custom period, like 2026-11-03")
@@ -38,25 +43,36 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
                    help="file to write (a directory for csv; '-' for stdout with json/html); "
                         "default: camwatch-report-<period>.<format>")
     p.add_argument("--long-offline-days", type=int, metavar="N",
-                   help="override report.long_offline_days")
+                   help="list channels offline longer than N days (default: "
+                        "report.long_offline_days)")
 
 
 def add_exempt_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", required=True)
+    _config_option(p)
     sub = p.add_subparsers(dest="exempt_command", metavar="ACTION")
     sub.required = True
-    a = sub.add_parser("add", help="exempt channels for a period (报备)")
+
+    def action(name: str, summary: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(
+            name, help=summary, description=summary[:1].upper() + summary[1:] + ".")
+        return parser
+
+    a = action("add", "exempt channels of the inventory for a period (报备)")
     a.add_argument("--channel", action="append", required=True, metavar="ID",
-                   help="channel id; repeat for several channels")
+                   help="channel id (设备编码) of the inventory; repeat for several channels")
     a.add_argument("--from", dest="date_from", required=True, metavar="WHEN",
                    help="first day (2026-11-03) or a local time (2026-11-03T08:00)")
     a.add_argument("--to", dest="date_to", required=True, metavar="WHEN",
-                   help="last day, included (2026-11-10), or a local end time")
+                   help="last day, included (2026-11-10 exempts up to the end of that day), "
+                        "or a local end time (2026-11-10T18:00)")
     a.add_argument("--reason", required=True, help="why, e.g. 道路施工")
-    ls = sub.add_parser("list", help="list exemptions")
-    ls.add_argument("--month", help="only those overlapping this month")
-    ls.add_argument("--channel", metavar="ID")
-    r = sub.add_parser("remove", help="remove a channel's exemptions")
+    a.add_argument("--force", action="store_true",
+                   help="accept channel ids that are neither in the inventory nor in the "
+                        "latest inventory snapshot")
+    ls = action("list", "list exemptions, with the last day included")
+    ls.add_argument("--month", help="only those overlapping this month, like 2026-11")
+    ls.add_argument("--channel", metavar="ID", help="only this channel's")
+    r = action("remove", "remove a channel's exemptions")
     r.add_argument("channel", metavar="ID", help="channel id")
     r.add_argument("--id", dest="exemption_id", type=int, metavar="N",
                    help="remove only exemption number N (see 'exempt list')")
@@ -228,6 +244,63 @@ def _when(text: str, tz: dt.tzinfo, end: bool) -> float:
     return moment.timestamp()
 
 
+def _start_text(start: float, tz: dt.tzinfo) -> str:
+    """An exemption's start as ``exempt add --from`` takes it: a day when it is midnight."""
+    moment = dt.datetime.fromtimestamp(start, tz)
+    return moment.date().isoformat() if _midnight(moment) else local_text(start, tz)
+
+
+def _last_text(end: float, tz: dt.tzinfo) -> str:
+    """An exemption's end as ``exempt add --to`` takes it. The store keeps ``[start, end)``:
+    an end at midnight is shown as the day before, the last day included."""
+    moment = dt.datetime.fromtimestamp(end, tz)
+    if _midnight(moment):
+        return (moment.date() - dt.timedelta(days=1)).isoformat()
+    return local_text(end, tz)
+
+
+def _midnight(moment: dt.datetime) -> bool:
+    return (moment.hour, moment.minute, moment.second, moment.microsecond) == (0, 0, 0, 0)
+
+
+def _span_text(start: float, end: float, tz: dt.tzinfo) -> str:
+    return f"{_start_text(start, tz)} ~ {_last_text(end, tz)}"
+
+
+def _unknown_channels(cfg: Config, store: Store, ids: list[str]) -> str:
+    """An error naming the ids that are neither in the current inventory nor in the latest
+    inventory snapshot of the store (a channel since removed from the ledger can still be
+    exempted for the months it was in), with the closest known id; empty when all are known."""
+    import difflib
+
+    known: set[str] = set()
+    sources = []
+    try:
+        inv = load_inventory(cfg.inventory.model_copy(update={"on_error": "skip"}),
+                             known_credentials=cfg.credentials)
+    except InventoryError as exc:
+        unreadable = f"; the inventory could not be read: {exc}"
+    else:
+        unreadable = ""
+        known |= {c.id for c in inv.channels}
+        sources.append(inv.source)
+    months = store.inventory_months()
+    if months:
+        known |= {str(r["id"]) for r in store.inventory_snapshot(months[-1])}
+        sources.append(f"the {months[-1]} inventory snapshot")
+    where = " or ".join(sources) or "any inventory"
+    lines = []
+    for cid in ids:
+        if cid in known:
+            continue
+        close = difflib.get_close_matches(cid, known, n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        lines.append(f"error: --channel {cid}: not a channel of {where}{hint}{unreadable}\n")
+    if lines:
+        lines.append("nothing exempted; check the ids, or pass --force to exempt them anyway\n")
+    return "".join(lines)
+
+
 def cmd_exempt(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     tz = zone(cfg.report.timezone)
@@ -249,16 +322,15 @@ def cmd_exempt(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         store = open_store(cfg.store.path)
         try:
-            months = store.inventory_months()
-            known = {r["id"] for r in store.inventory_snapshot(months[-1])} if months else None
+            if not args.force:
+                unknown = _unknown_channels(cfg, store, args.channel)
+                if unknown:
+                    sys.stderr.write(unknown)
+                    return EXIT_INPUT
             now = time.time()
             for cid in args.channel:
-                if known is not None and cid not in known:
-                    sys.stderr.write(f"warning: {cid} is not in the {months[-1]} inventory "
-                                     f"snapshot\n")
                 n = store.add_exemption(cid, start, end, reason, now)
-                print(f"exemption {n}: {cid} {local_text(start, tz)} ~ {local_text(end, tz)} "
-                      f"{reason}")
+                print(f"exemption {n}: {cid} {_span_text(start, end, tz)} {reason}")
         finally:
             store.close()
         return EXIT_OK
@@ -278,9 +350,9 @@ def cmd_exempt(args: argparse.Namespace) -> int:
                     return EXIT_USAGE
                 lo, hi = period.start, period.end
             items = store.exemptions(lo, hi, [args.channel] if args.channel else None)
-            rows = [[x.id, x.channel_id, local_text(x.start, tz), local_text(x.end, tz),
+            rows = [[x.id, x.channel_id, _start_text(x.start, tz), _last_text(x.end, tz),
                      x.reason] for x in items]
-            print(table(["编号", "设备编码", "开始", "结束", "原因"], rows))
+            print(table(["编号", "设备编码", "开始", "结束（含）", "原因"], rows))
             return EXIT_OK
         n = store.remove_exemptions(args.channel, args.exemption_id)
         print(f"removed {n} exemption{'s' * (n != 1)} of {args.channel}")

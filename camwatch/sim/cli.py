@@ -66,8 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--onvif-port", type=int, default=8080, help="ONVIF port per address")
     g.add_argument("--port-base", type=int, default=20000, help="first port for --addressing ports")
     g.add_argument("--county-code", default="411628", help="6-digit GB/T 2260 county code")
-    g.add_argument("--county-name", default="鹿邑县")
-    g.add_argument("--townships", type=int, default=20)
+    g.add_argument("--county-name", default="鹿邑县", help="county name (default 鹿邑县)")
+    g.add_argument("--townships", type=int, default=20,
+                   help="townships of the county (default 20)")
     g.add_argument("--out", type=Path, default=Path("camwatch-sim"),
                    help="directory for inventory, camwatch.yaml and sim-password.txt")
     g.add_argument("--format", choices=("csv", "xlsx"), default="csv", help="inventory format")

@@ -3,11 +3,29 @@
     python3 deploy/grafana/build_dashboards.py          # rewrite the JSON files
     python3 deploy/grafana/build_dashboards.py --check  # exit 1 if they are out of date
 
+(run with an interpreter that has camwatch installed: ``./run-tests`` makes one in ``.venv``.)
+
 The JSON files are what operators provision; this script keeps them consistent (stable uids, a
-``${datasource}`` variable, a unit and a description on every panel, panel layout). Panels
-query the recording rules of ``deploy/prometheus/rules`` wherever one exists; per-channel
-tables and the prober's own health read the raw series. Titles are Chinese (the people who
-read them), descriptions English.
+``${datasource}`` variable, a unit and a Chinese description on every panel, panel layout) and
+takes from camwatch itself what must agree with it: the targets (``TargetsConfig``'s defaults)
+that colour each class's rates, the class names (``CLASS_NAMES``) and the Chinese offline
+reasons (``REASON_ZH``, as Grafana value mappings). Panels read recording rules of
+``deploy/prometheus/rules``; those that follow ``$county`` and ``$township`` sum the "cell"
+rules (every label kept), so a filter left at "All" still counts channels lacking a township.
+Per-channel tables and the prober's own health read the raw series.
+
+Why not grafana-foundation-sdk (Grafana's typed builders, evaluated at 1769699379!11.6.0):
+- what these dashboards get wrong when they are wrong is PromQL, transformations, overrides
+  and value mappings; in the SDK the last three are untyped (``options: object``,
+  ``DynamicConfigValue.value: object``), and PromQL is a string either way. The checks that
+  matter run in tests/: every query in a real Prometheus, every panel's variables, units,
+  thresholds against the targets;
+- its automatic layout put a 24-wide panel after a 6-wide one at x=6 (off the 24-column grid),
+  so the layout below would stay anyway;
+- it writes every default it knows (``transparent: false``, ``repeatDirection``, ...) and pins
+  a schema version per Grafana release through an epoch version (``1769699379!11.6.0``), which
+  makes the committed JSON noisier and the dependency awkward to keep current.
+Plain dicts, checked by tests, are the smaller tool here.
 """
 
 from __future__ import annotations
@@ -17,6 +35,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(ROOT))
+
+from camwatch.config import TargetsConfig  # noqa: E402
+from camwatch.model import CLASS_NAMES, REASON_ZH  # noqa: E402
+
 OUT = Path(__file__).resolve().parent / "dashboards"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -24,9 +49,26 @@ COUNTY = 'county=~"$county"'
 TOWN = 'township=~"$township"'
 CLASS = 'class=~"$class"'
 OPERATOR = 'operator=~"$operator"'
+AREA = f"{COUNTY},{TOWN}"
+
+# The recording rules' "cell" levels: every label kept, instances summed away.
+CELL = "class_project_county_township"
+OP_CELL = "class_county_township_operator"
+
+TARGETS = TargetsConfig()
+CLASS_TARGETS: dict[int, float] = dict(TARGETS.by_class)
+PROJECT_TARGETS: dict[str, float] = dict(TARGETS.by_project)
+ORANGE_PP = 0.03  # orange within 3 percentage points below a target, red further below
+NEUTRAL = "blue"  # a rate without a target: no verdict colour
 
 # offline channels (camwatch_channel_up == 0), value 1, with the channel's labels
-OFFLINE = f"((camwatch_channel_up{{{COUNTY},{TOWN},{CLASS}}} == 0) + 1)"
+OFFLINE = f"((camwatch_channel_up{{{AREA},{CLASS}}} == 0) + 1)"
+# labels of camwatch_channel_up shown in the per-channel tables; name (点位名称) and village (村)
+# show once camwatch exports them on camwatch_channel_up
+CHANNEL_LABELS = "name, village, class, project, county, township, operator"
+
+
+# --- queries ------------------------------------------------------------------------------------
 
 
 def q(expr: str, legend: str = "", *, instant: bool = False, table: bool = False,
@@ -38,6 +80,81 @@ def q(expr: str, legend: str = "", *, instant: bool = False, table: bool = False
     if table:
         t["format"] = "table"
     return t
+
+
+def summed(level: str, metric: str, by: str, sel: str) -> str:
+    """``sum by (by) (level:metric:sum{sel})``: a cell rule, filtered, then summed."""
+    grouping = f"by ({by}) " if by else ""
+    return f"sum {grouping}({level}:{metric}:sum{{{sel}}})"
+
+
+def rate(level: str, by: str, sel: str) -> str:
+    """The online rate, Σ online / Σ judged, of the cells ``sel`` selects, by ``by``: the one
+    definition (camwatch/rules/rates.py), no rate where nothing is judged."""
+    return (f"{summed(level, 'camwatch_channels_online', by, sel)}\n  /\n"
+            f"({summed(level, 'camwatch_channels', by, sel)} > 0)")
+
+
+def offline_count(level: str, by: str, sel: str) -> str:
+    return (f"{summed(level, 'camwatch_channels', by, sel)}\n  -\n"
+            f"{summed(level, 'camwatch_channels_online', by, sel)}")
+
+
+def class_ref(klass: int) -> str:
+    return f"C{klass}"
+
+
+def per_class(make: Any, legend: str, **kw: Any) -> list[dict[str, Any]]:
+    """One query per point class (``make(class_matcher)``), legend with the Chinese class
+    name in place of ``{class}``: each class gets its own thresholds by its refId."""
+    return [q(make(f'class="{k}"'), legend.replace("{class}", name), ref=class_ref(k), **kw)
+            for k, name in CLASS_NAMES.items()]
+
+
+# --- colours ------------------------------------------------------------------------------------
+
+
+def target_thresholds(target: float | None) -> dict[str, Any]:
+    """Green from the target, orange up to ``ORANGE_PP`` below it, red further below; one
+    neutral colour for a rate without a target."""
+    if target is None:
+        return {"mode": "absolute", "steps": [{"color": NEUTRAL, "value": None}]}
+    return {"mode": "absolute", "steps": [
+        {"color": "red", "value": None},
+        {"color": "orange", "value": round(target - ORANGE_PP, 4)},
+        {"color": "green", "value": target}]}
+
+
+def by_ref(ref: str, *properties: dict[str, Any]) -> dict[str, Any]:
+    return {"matcher": {"id": "byFrameRefID", "options": ref}, "properties": list(properties)}
+
+
+def class_colours() -> list[dict[str, Any]]:
+    """Overrides colouring each class's query against that class's target."""
+    return [by_ref(class_ref(k), {"id": "thresholds",
+                                  "value": target_thresholds(CLASS_TARGETS.get(k))},
+                   {"id": "color", "value": {"mode": "thresholds"}})
+            for k in CLASS_NAMES]
+
+
+def value_map(table: dict[str, str]) -> list[dict[str, Any]]:
+    return [{"type": "value", "options": {
+        k: {"text": v, "index": i} for i, (k, v) in enumerate(table.items())}}]
+
+
+CLASS_MAP = value_map({str(k): v for k, v in CLASS_NAMES.items()})
+REASON_MAP = value_map({str(k): v for k, v in REASON_ZH.items()})
+
+
+def column(name: str, *properties: dict[str, Any]) -> dict[str, Any]:
+    return {"matcher": {"id": "byName", "options": name}, "properties": list(properties)}
+
+
+def mapped(name: str, mappings: list[dict[str, Any]]) -> dict[str, Any]:
+    return column(name, {"id": "mappings", "value": mappings})
+
+
+# --- panels and dashboards ----------------------------------------------------------------------
 
 
 def panel(kind: str, title: str, description: str, unit: str, targets: list[dict[str, Any]],
@@ -54,12 +171,6 @@ def panel(kind: str, title: str, description: str, unit: str, targets: list[dict
     }
     p.update(extra)
     return p
-
-
-def rate_thresholds(red_below: float = 0.95, green_from: float = 0.98) -> dict[str, Any]:
-    return {"thresholds": {"mode": "absolute", "steps": [
-        {"color": "red", "value": None}, {"color": "orange", "value": red_below},
-        {"color": "green", "value": green_from}]}}
 
 
 def var_datasource() -> dict[str, Any]:
@@ -118,56 +229,78 @@ def dashboard(uid: str, title: str, description: str, variables: list[dict[str, 
     }
 
 
+TARGET_NOTE = ("颜色按各类目标：" + "，".join(
+    f"{CLASS_NAMES[k]} ≥ {v:.0%}" for k, v in CLASS_TARGETS.items()) +
+    f"（达标为绿，低于目标 {ORANGE_PP:.0%} 以内为橙，更低为红；无目标的类型为蓝）")
+
+
 def overview() -> dict[str, Any]:
-    cls = f"{{{CLASS}}}"
-    cc = f"{{{COUNTY},{CLASS}}}"
-    ctc = f"{{{COUNTY},{TOWN},{CLASS}}}"
-    below = (f"county_township_class:camwatch_online_rate:ratio{ctc}\n"
+    sel = f"{AREA},{CLASS}"
+    ctc = f"{{{sel}"  # + class="k"}
+    below = (f"county_township_class:camwatch_online_rate:ratio{{{sel}}}\n"
              f"  < on (class) group_left ()\nclass:camwatch_online_rate_target:max")
+    smart = ",".join(f'project!="{p}"' for p in PROJECT_TARGETS)
     return dashboard(
         "camwatch-overview", "camwatch 在线率总览",
-        "Online rates (Σ online / Σ judged channels, unknown left out) by class, county and "
-        "township against their targets.",
+        "所选区县、乡镇、点位类型的视频监控在线率（在线 / 已判定，未知不计），"
+        "按类型、项目、区县和乡镇，与目标对照。",
         [v_county(), v_township(), v_class()],
         [
-            panel("stat", "全域在线率",
-                  "Online rate of every judged channel of every camwatch instance.",
-                  "percentunit", [q("site:camwatch_online_rate:ratio", "全域")], w=6, h=5,
-                  defaults=rate_thresholds()),
+            panel("stat", "在线率（所选范围）",
+                  "所选区县、乡镇、类型内全部已判定点位的在线率（Σ在线 / Σ已判定），"
+                  "及各类型的在线率。" + TARGET_NOTE,
+                  "percentunit",
+                  [q(rate(CELL, "", sel), "全部", ref="ALL"),
+                   *per_class(lambda c: rate(CELL, "", f"{sel},{c}"), "{class}")],
+                  w=10, h=5,
+                  defaults={"thresholds": target_thresholds(None)},
+                  overrides=class_colours()),
             panel("stat", "在线 / 已判定 / 未知",
-                  "Channels online, judged (online + offline: the denominator) and unknown "
-                  "(never probed or prober unhealthy, left out of the rates).",
-                  "none", [q("site:camwatch_channels_online:sum", "在线 online", ref="A"),
-                           q("site:camwatch_channels:sum", "已判定 judged", ref="B"),
-                           q("site:camwatch_channels_unknown:sum", "未知 unknown", ref="C")],
+                  "所选范围内在线、已判定（在线 + 离线，即在线率的分母）和未知"
+                  "（从未探测，或探测服务自身异常，不计入在线率）的点位数。",
+                  "none", [q(summed(CELL, "camwatch_channels_online", "", sel), "在线", ref="A"),
+                           q(summed(CELL, "camwatch_channels", "", sel), "已判定", ref="B"),
+                           q(summed(CELL, "camwatch_channels_unknown", "", sel), "未知",
+                             ref="C")],
                   w=8, h=5),
-            panel("bargauge", "各类点位在线率",
-                  "Online rate by point class (一类/二类/三类...), whole site; colours follow "
-                  "the default targets (98 % / 95 %).",
-                  "percentunit", [q(f"class:camwatch_online_rate:ratio{cls}",
-                                    "{{class}}类", instant=True)],
-                  w=10, h=5, defaults=rate_thresholds(), options={"orientation": "vertical"}),
+            panel("bargauge", "各项目在线率",
+                  "所选范围内各项目（雪亮工程、数字乡村、天网、智慧小区 ...）的在线率。"
+                  + "，".join(f"{p}目标 {t:.0%}" for p, t in PROJECT_TARGETS.items())
+                  + "，按目标着色；其他项目无目标，为蓝色。",
+                  "percentunit",
+                  [*(q(rate(CELL, "project", f'{sel},project="{p}"'), "{{project}}",
+                       instant=True, ref=f"P{i}")
+                     for i, p in enumerate(PROJECT_TARGETS, start=1)),
+                   q(rate(CELL, "project", f'{sel},project!="",{smart}'), "{{project}}",
+                     instant=True, ref="P0")],
+                  w=6, h=5, defaults={"thresholds": target_thresholds(None)},
+                  overrides=[by_ref(f"P{i}", {"id": "thresholds",
+                                              "value": target_thresholds(t)})
+                             for i, t in enumerate(PROJECT_TARGETS.values(), start=1)],
+                  options={"orientation": "horizontal"}),
             panel("timeseries", "各类点位在线率与目标",
-                  "Online rate by class over time, dashed: the class's target "
-                  "(camwatch_online_rate_target).",
+                  "所选范围内各类型在线率随时间的变化；虚线为该类型的目标"
+                  "（camwatch_online_rate_target）。",
                   "percentunit",
-                  [q(f"class:camwatch_online_rate:ratio{cls}", "{{class}}类 在线率", ref="A"),
-                   q(f"class:camwatch_online_rate_target:max{cls}", "{{class}}类 目标",
-                     ref="B")],
-                  w=12, h=8, overrides=[{
-                      "matcher": {"id": "byFrameRefID", "options": "B"},
-                      "properties": [{"id": "custom.lineStyle",
-                                      "value": {"fill": "dash", "dash": [10, 10]}}]}]),
+                  [*per_class(lambda c: rate(CELL, "", f"{sel},{c}"), "{class} 在线率"),
+                   *(q(f'class:camwatch_online_rate_target:max{{{CLASS},class="{k}"}}',
+                       f"{CLASS_NAMES[k]} 目标", ref=f"T{k}") for k in CLASS_TARGETS)],
+                  w=12, h=8, overrides=[by_ref(f"T{k}", {
+                      "id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}})
+                      for k in CLASS_TARGETS]),
             panel("timeseries", "各区县在线率趋势",
-                  "Online rate by county and class over time.",
-                  "percentunit", [q(f"county_class:camwatch_online_rate:ratio{cc}",
-                                    "{{county}} {{class}}类")], w=12, h=8),
-            panel("table", "各区县在线率",
-                  "Online rate, online and judged channels by county and class, now.",
+                  "所选乡镇范围内，各区县各类型在线率随时间的变化。",
                   "percentunit",
-                  [q(f"county_class:camwatch_online_rate:ratio{cc}", table=True, ref="A"),
-                   q(f"county_class:camwatch_channels_online:sum{cc}", table=True, ref="B"),
-                   q(f"county_class:camwatch_channels:sum{cc}", table=True, ref="C")],
+                  per_class(lambda c: rate(CELL, "county", f"{sel},{c}"), "{{county}} {class}"),
+                  w=12, h=8),
+            panel("table", "各区县在线率",
+                  "所选范围内各区县、各类型当前的在线率、在线数和已判定数。",
+                  "percentunit",
+                  [q(rate(CELL, "county, class", f'{sel},class!=""'), table=True, ref="A"),
+                   q(summed(CELL, "camwatch_channels_online", "county, class",
+                            f'{sel},class!=""'), table=True, ref="B"),
+                   q(summed(CELL, "camwatch_channels", "county, class", f'{sel},class!=""'),
+                     table=True, ref="C")],
                   w=12, h=8, transformations=[
                       {"id": "merge", "options": {}},
                       {"id": "organize", "options": {
@@ -175,132 +308,145 @@ def overview() -> dict[str, Any]:
                           "renameByName": {"county": "区县", "class": "类型",
                                            "Value #A": "在线率", "Value #B": "在线",
                                            "Value #C": "已判定"}}}],
-                  overrides=[{"matcher": {"id": "byRegexp", "options": "在线|已判定"},
-                              "properties": [{"id": "unit", "value": "none"}]}]),
+                  overrides=[column("在线", {"id": "unit", "value": "none"}),
+                             column("已判定", {"id": "unit", "value": "none"}),
+                             mapped("类型", CLASS_MAP)]),
             panel("bargauge", "乡镇在线率排名",
-                  "Townships ranked by online rate (lowest first), per class.",
+                  "所选范围内各乡镇的在线率，每个类型从低到高排列。" + TARGET_NOTE,
                   "percentunit",
-                  [q(f"sort(county_township_class:camwatch_online_rate:ratio{ctc})",
-                     "{{county}} {{township}} {{class}}类", instant=True)],
-                  w=12, h=12, defaults=rate_thresholds(),
+                  per_class(lambda c: f"sort(county_township_class:camwatch_online_rate:ratio"
+                                      f"{ctc},{c}}})",
+                            "{{county}} {{township}} {class}", instant=True),
+                  w=12, h=12, defaults={"thresholds": target_thresholds(None)},
+                  overrides=class_colours(),
                   options={"orientation": "horizontal", "displayMode": "lcd"}),
             panel("table", "未达标乡镇",
-                  "Township × class scopes whose online rate is below the class target now "
-                  "(the alert CamwatchOnlineRateBelowTarget fires after 15 minutes of this).",
+                  "当前在线率低于其类型目标的乡镇 × 类型（持续 15 分钟即触发告警 "
+                  "CamwatchOnlineRateBelowTarget）。",
                   "percentunit", [q(below, table=True)], w=12, h=12,
                   transformations=[{"id": "organize", "options": {
                       "excludeByName": {"Time": True},
                       "renameByName": {"county": "区县", "township": "乡镇", "class": "类型",
-                                       "Value": "在线率"}}}]),
+                                       "Value": "在线率"}}}],
+                  overrides=[mapped("类型", CLASS_MAP)]),
             panel("timeseries", "乡镇在线率趋势",
-                  "Online rate by township and class over time.",
-                  "percentunit", [q(f"county_township_class:camwatch_online_rate:ratio{ctc}",
-                                    "{{township}} {{class}}类")], w=24, h=8),
+                  "所选范围内各乡镇各类型在线率随时间的变化。",
+                  "percentunit",
+                  per_class(lambda c: f"county_township_class:camwatch_online_rate:ratio"
+                                      f"{ctc},{c}}}", "{{township}} {class}"),
+                  w=24, h=8),
         ])
 
 
+def offline_table(expr_a: str, expr_b: str | None, value_names: dict[str, str]
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Targets and transformations of a per-channel table: 点位名称 and 村 first, the Chinese
+    reason, the 20-digit code last."""
+    targets = [q(expr_a, table=True, ref="A")]
+    if expr_b is not None:
+        targets.append(q(expr_b, table=True, ref="B"))
+    names = {"name": "点位名称", "village": "村", "township": "乡镇", "county": "区县",
+             "class": "类型", "project": "项目", "operator": "运营商", "reason": "原因",
+             **value_names, "channel": "设备编码", "instance": "camwatch"}
+    transformations: list[dict[str, Any]] = []
+    if expr_b is not None:
+        transformations.append({"id": "merge", "options": {}})
+    transformations.append({"id": "organize", "options": {
+        "excludeByName": {"Time": True, "__name__": True, "job": True},
+        "indexByName": {k: i for i, k in enumerate(names)},
+        "renameByName": names}})
+    return targets, transformations
+
+
 def offline() -> dict[str, Any]:
-    ct = f"{{{COUNTY},{TOWN}}}"
+    sel = f"{AREA},{CLASS}"
     since = ("camwatch_channel_state_since_timestamp_seconds\n"
              "  * on (channel) group_left (reason) camwatch_channel_offline_reason\n"
-             "  * on (channel) group_left (class, project, county, township, operator)\n"
+             f"  * on (channel) group_left ({CHANNEL_LABELS})\n"
              f"  {OFFLINE}")
     last = ("camwatch_channel_last_probe_timestamp_seconds\n"
-            "  * on (channel) group_left (class, project, county, township, operator)\n"
+            f"  * on (channel) group_left ({CHANNEL_LABELS})\n"
             f"  {OFFLINE}")
     long_off = (f"(time() - camwatch_channel_state_since_timestamp_seconds)\n"
-                f"  * on (channel) group_left (county, township, operator) {OFFLINE}\n"
+                f"  * on (channel) group_left ({CHANNEL_LABELS}) {OFFLINE}\n"
                 f"  > 3 * 86400")
+    list_targets, list_steps = offline_table(since, last, {"Value #A": "离线起始",
+                                                           "Value #B": "最后探测"})
+    long_targets, long_steps = offline_table(long_off, None, {"Value": "已离线"})
     return dashboard(
         "camwatch-offline", "camwatch 离线点位",
-        "Offline channels: which, why, since when; offline counts by township and reason.",
+        "离线点位：哪些、为什么、从何时起；按乡镇和原因统计的离线点位数。",
         [v_county(), v_township(), v_class()],
         [
             panel("stat", "离线点位数",
-                  "Channels offline now in the selected scope (judged minus online).",
-                  "none", [q(f"sum(county_township:camwatch_channels:sum{ct})\n"
-                             f"  - sum(county_township:camwatch_channels_online:sum{ct})",
-                             "离线 offline")], w=6, h=5,
+                  "所选区县、乡镇、类型内当前离线的点位数（已判定减在线）。",
+                  "none", [q(offline_count(CELL, "", sel), "离线")], w=6, h=5,
                   defaults={"thresholds": {"mode": "absolute", "steps": [
                       {"color": "green", "value": None}, {"color": "red", "value": 1}]}}),
             panel("stat", "未知点位数",
-                  "Channels without a verdict (never probed, or prober unhealthy): left out "
-                  "of the rates.",
-                  "none", [q(f"sum(county_township:camwatch_channels_unknown:sum{ct})",
-                             "未知 unknown")], w=6, h=5),
+                  "所选范围内尚无结论的点位数（从未探测，或探测服务自身异常）：不计入在线率。",
+                  "none", [q(summed(CELL, "camwatch_channels_unknown", "", sel), "未知")],
+                  w=6, h=5),
             panel("piechart", "离线原因",
-                  "Offline channels by reason (timeout, refused, auth, not_found, host_down, "
-                  "flapping, ...).",
+                  "所选范围内离线点位按原因统计（超时、拒绝连接、认证失败、地址不存在、上级设备离线、"
+                  "频繁上下线 ...）。",
                   "none", [q("count by (reason) (\n  camwatch_channel_offline_reason\n"
                              f"    * on (channel) group_left () {OFFLINE}\n)",
                              "{{reason}}", instant=True)], w=12, h=10,
+                  overrides=[column(code, {"id": "displayName", "value": zh})
+                             for code, zh in REASON_ZH.items()],
                   options={"pieType": "donut", "legend": {"displayMode": "table",
                                                           "placement": "right",
                                                           "values": ["value"]}}),
             panel("bargauge", "各乡镇离线点位数",
-                  "Offline channels per township (judged minus online), most first.",
+                  "所选范围内各乡镇的离线点位数（已判定减在线），多者在前。",
                   "none",
-                  [q(f"sort_desc(\n  county_township:camwatch_channels:sum{ct}\n"
-                     f"    - county_township:camwatch_channels_online:sum{ct}\n)",
+                  [q(f"sort_desc(\n  {offline_count(CELL, 'county, township', sel)}\n)",
                      "{{county}} {{township}}", instant=True)],
                   w=12, h=10, options={"orientation": "horizontal"}),
             panel("table", "离线点位清单",
-                  "Every offline channel with its reason, since when it is offline and when "
-                  "it was last probed (camwatch_channel_up == 0 joined with "
-                  "camwatch_channel_state_since_timestamp_seconds and "
-                  "camwatch_channel_last_probe_timestamp_seconds).",
-                  "dateTimeAsIso",
-                  [q(since, table=True, ref="A"), q(last, table=True, ref="B")],
-                  w=24, h=14, transformations=[
-                      {"id": "merge", "options": {}},
-                      {"id": "organize", "options": {
-                          "excludeByName": {"Time": True, "__name__": True, "job": True},
-                          "renameByName": {"channel": "设备编码", "county": "区县",
-                                           "township": "乡镇", "class": "类型",
-                                           "project": "项目", "operator": "运营商",
-                                           "reason": "原因", "instance": "camwatch",
-                                           "Value #A": "离线起始 (since)",
-                                           "Value #B": "最后探测 (last probe)"}}},
-                      {"id": "sortBy", "options": {"sort": [{"field": "离线起始 (since)"}]}}]),
+                  "所选范围内每个离线点位：点位名称、村、乡镇、原因、离线起始时间和最后探测时间"
+                  "（camwatch_channel_up == 0，关联 camwatch_channel_offline_reason、"
+                  "camwatch_channel_state_since_timestamp_seconds 和 "
+                  "camwatch_channel_last_probe_timestamp_seconds）。",
+                  "dateTimeAsIso", list_targets, w=24, h=14,
+                  transformations=[*list_steps, {"id": "sortBy", "options": {
+                      "sort": [{"field": "离线起始"}]}}],
+                  overrides=[mapped("原因", REASON_MAP), mapped("类型", CLASS_MAP)]),
             panel("table", "离线超过3天的点位",
-                  "Channels offline for more than 3 days (the monthly bulletin's default), "
-                  "with how long.",
-                  "s", [q(long_off, table=True)], w=24, h=10,
-                  transformations=[{"id": "organize", "options": {
-                      "excludeByName": {"Time": True},
-                      "renameByName": {"channel": "设备编码", "county": "区县",
-                                       "township": "乡镇", "operator": "运营商",
-                                       "Value": "已离线 (offline for)"}}}]),
+                  "所选范围内离线超过 3 天（月度通报的默认值）的点位及已离线时长。",
+                  "s", long_targets, w=24, h=10, transformations=long_steps,
+                  overrides=[mapped("类型", CLASS_MAP)]),
         ])
 
 
 def operators() -> dict[str, Any]:
-    op = f"{{{OPERATOR}}}"
-    cto = f"{{{COUNTY},{TOWN},{OPERATOR}}}"
+    sel = f"{AREA},{OPERATOR},operator!=\"\""
+    cto = f"{{{AREA},{OPERATOR}}}"
     return dashboard(
         "camwatch-operators", "camwatch 运营商",
-        "Online rates and offline channels by operator (移动 / 联通 / 电信), who must fix "
-        "their channels.",
+        "各运营商（移动 / 联通 / 电信）负责点位的在线率和离线点位：由运营商负责修复。",
         [v_county(), v_township(), v_operator()],
         [
             panel("bargauge", "运营商在线率",
-                  "Online rate by operator, whole site (from camwatch_channel_up: Σ up / "
-                  "judged channels).",
-                  "percentunit", [q(f"operator:camwatch_online_rate:ratio{op}", "{{operator}}",
-                                    instant=True)],
-                  w=12, h=6, defaults=rate_thresholds()),
+                  "所选区县、乡镇内各运营商各类型点位的在线率（来自 camwatch_channel_up：Σ在线 / "
+                  "已判定）。" + TARGET_NOTE,
+                  "percentunit",
+                  per_class(lambda c: rate(OP_CELL, "operator", f"{sel},{c}"),
+                            "{{operator}} {class}", instant=True),
+                  w=12, h=6, defaults={"thresholds": target_thresholds(None)},
+                  overrides=class_colours()),
             panel("bargauge", "运营商离线点位数",
-                  "Offline channels by operator in the selected county and township.",
-                  "none", [q(f"sum by (operator) (\n  county_township_operator:camwatch_channels"
-                             f":sum{cto}\n    - county_township_operator:camwatch_channels_"
-                             f"online:sum{cto}\n)", "{{operator}}", instant=True)],
+                  "所选区县、乡镇内各运营商的离线点位数。",
+                  "none", [q(offline_count(OP_CELL, "operator", sel), "{{operator}}",
+                             instant=True)],
                   w=12, h=6),
             panel("timeseries", "运营商在线率趋势",
-                  "Online rate by operator over time.",
-                  "percentunit", [q(f"operator:camwatch_online_rate:ratio{op}",
-                                    "{{operator}}")], w=24, h=8),
+                  "所选区县、乡镇内各运营商在线率随时间的变化。",
+                  "percentunit", [q(rate(OP_CELL, "operator", sel), "{{operator}}")],
+                  w=24, h=8),
             panel("table", "运营商 × 乡镇在线率",
-                  "Online rate by operator and township, lowest first.",
+                  "所选范围内各运营商在各乡镇的在线率和已判定点位数，低者在前。",
                   "percentunit",
                   [q(f"sort(county_township_operator:camwatch_online_rate:ratio{cto})",
                      table=True, ref="A"),
@@ -313,8 +459,7 @@ def operators() -> dict[str, Any]:
                           "renameByName": {"county": "区县", "township": "乡镇",
                                            "operator": "运营商", "Value #A": "在线率",
                                            "Value #B": "已判定"}}}],
-                  overrides=[{"matcher": {"id": "byName", "options": "已判定"},
-                              "properties": [{"id": "unit", "value": "none"}]}]),
+                  overrides=[column("已判定", {"id": "unit", "value": "none"})]),
         ])
 
 
@@ -323,61 +468,58 @@ def prober() -> dict[str, Any]:
     ri = "$__rate_interval"
     return dashboard(
         "camwatch-prober", "camwatch 探测服务",
-        "Health of camwatch itself: is it scraped, does it trust its results, is it keeping "
-        "up, how long probes take.",
+        "camwatch 自身是否健康：能否被采集、是否信任自己的结果、是否跟得上、探测耗时多少。",
         [],
         [
-            panel("stat", "采集状态", "1 when Prometheus can scrape each camwatch instance "
-                  "(up).", "none", [q(f"up{job}", "{{instance}}")], w=6, h=5,
+            panel("stat", "采集状态", "Prometheus 能采集到的 camwatch 实例为 1（up）。", "none",
+                  [q(f"up{job}", "{{instance}}")], w=6, h=5,
                   defaults={"mappings": [{"type": "value", "options": {
                       "0": {"text": "DOWN", "color": "red"},
                       "1": {"text": "UP", "color": "green"}}}]}),
-            panel("stat", "探测服务健康", "1 when the prober trusts its own results; 0 when the "
-                  "event loop lags, the sweep is an interval behind, or its own uplink is down "
-                  "(/healthz says which).", "none",
+            panel("stat", "探测服务健康", "探测服务信任自己的结果时为 1；事件循环延迟、探测落后一个"
+                  "周期或自身上联中断时为 0（/healthz 给出原因）。", "none",
                   [q("camwatch_prober_healthy", "{{instance}}")], w=6, h=5,
                   defaults={"mappings": [{"type": "value", "options": {
                       "0": {"text": "异常 unhealthy", "color": "red"},
                       "1": {"text": "正常 healthy", "color": "green"}}}]}),
-            panel("stat", "未知点位数", "Channels without a verdict, all instances.", "none",
-                  [q("site:camwatch_channels_unknown:sum", "unknown")], w=6, h=5),
-            panel("stat", "待发送告警", "Notifications waiting in the outbox (-1: not counted "
-                  "yet or the store failed).", "none",
-                  [q("camwatch_alert_outbox_depth", "{{instance}}")], w=6, h=5),
+            panel("stat", "未知点位数", "全部实例中尚无结论的点位数。", "none",
+                  [q("site:camwatch_channels_unknown:sum", "未知")], w=6, h=5),
+            panel("stat", "待发送告警", "发件箱中等待发送的通知数（-1：尚未统计或存储出错）。",
+                  "none", [q("camwatch_alert_outbox_depth", "{{instance}}")], w=6, h=5),
             panel("timeseries", "探测延迟与周期",
-                  "Median lag of probes behind their due time, time the last full round took, "
-                  "and the configured interval.", "s",
-                  [q("camwatch_sweep_lag_seconds", "lag {{instance}}", ref="A"),
-                   q("camwatch_sweep_duration_seconds", "round {{instance}}", ref="B"),
-                   q("camwatch_probe_interval_seconds", "interval {{instance}}", ref="C")]),
-            panel("timeseries", "事件循环延迟", "Event-loop lag; over 1 s the prober stops "
-                  "trusting itself.", "s", [q("camwatch_loop_lag_seconds", "{{instance}}")]),
-            panel("timeseries", "探测速率（按结果）", "Probes per second by kind and outcome.",
+                  "探测相对应探时间的延迟（中位数）、上一轮完整探测所用时间，以及配置的探测周期。",
+                  "s",
+                  [q("camwatch_sweep_lag_seconds", "延迟 {{instance}}", ref="A"),
+                   q("camwatch_sweep_duration_seconds", "一轮 {{instance}}", ref="B"),
+                   q("camwatch_probe_interval_seconds", "周期 {{instance}}", ref="C")]),
+            panel("timeseries", "事件循环延迟",
+                  "事件循环延迟；超过 1 秒探测服务即不再信任自己的结果。", "s",
+                  [q("camwatch_loop_lag_seconds", "{{instance}}")]),
+            panel("timeseries", "探测速率（按结果）", "每秒探测次数，按探测类型和结果。",
                   "ops", [q(f"sum by (kind, reason) (rate(camwatch_probes_total[{ri}]))",
                             "{{kind}} {{reason}}")]),
-            panel("timeseries", "探测阶段耗时 p95", "95th percentile duration of each probe "
-                  "phase (connect, options, describe, ...).", "s",
+            panel("timeseries", "探测阶段耗时 p95", "各探测阶段（connect、options、describe ...）"
+                  "耗时的 95 分位。", "s",
                   [q("histogram_quantile(0.95,\n  sum by (phase, le) (rate("
                      f"camwatch_probe_phase_seconds_bucket[{ri}])))", "{{phase}}")]),
-            panel("timeseries", "并发探测数", "Probes running now.", "none",
+            panel("timeseries", "并发探测数", "正在进行的探测数。", "none",
                   [q("camwatch_probes_in_flight", "{{instance}}")]),
-            panel("timeseries", "状态变化速率", "Channel state transitions per second, by new "
-                  "state.", "ops",
+            panel("timeseries", "状态变化速率", "每秒点位状态变化次数，按新状态。", "ops",
                   [q(f"sum by (to) (rate(camwatch_channel_transitions_total[{ri}]))",
                      "{{to}}")]),
-            panel("timeseries", "存储写入错误与配置重载", "Failed store writes per second and "
-                  "config reloads by result.", "ops",
-                  [q(f"rate(camwatch_store_write_errors_total[{ri}])", "store errors", ref="A"),
+            panel("timeseries", "存储写入错误与配置重载", "每秒存储写入失败次数，以及按结果统计的"
+                  "配置重载。", "ops",
+                  [q(f"rate(camwatch_store_write_errors_total[{ri}])", "存储错误", ref="A"),
                    q(f"sum by (result) (rate(camwatch_config_reloads_total[{ri}]))",
-                     "reload {{result}}", ref="B")]),
-            panel("timeseries", "采集耗时", "How long Prometheus takes to scrape camwatch.",
+                     "重载 {{result}}", ref="B")]),
+            panel("timeseries", "采集耗时", "Prometheus 每次采集 camwatch 所用的时间。",
                   "s", [q(f"scrape_duration_seconds{job}", "{{instance}}")]),
-            panel("timeseries", "内存", "Resident memory of the camwatch process.", "bytes",
+            panel("timeseries", "内存", "camwatch 进程占用的常驻内存（RSS）。", "bytes",
                   [q(f"process_resident_memory_bytes{job}", "{{instance}}")]),
-            panel("timeseries", "CPU", "CPU used by the camwatch process (1 = one core).",
+            panel("timeseries", "CPU", "camwatch 进程占用的 CPU（1 = 一个核）。",
                   "percentunit", [q(f"rate(process_cpu_seconds_total{job}[{ri}])",
                                     "{{instance}}")]),
-            panel("table", "版本", "camwatch version of each instance.", "none",
+            panel("table", "版本", "每个 camwatch 实例运行的版本号。", "none",
                   [q("camwatch_build_info", table=True)], w=24, h=5,
                   transformations=[{"id": "organize", "options": {
                       "excludeByName": {"Time": True, "__name__": True, "Value": True}}}]),
