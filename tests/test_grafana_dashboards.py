@@ -271,9 +271,6 @@ def test_offline_list_shows_names_and_chinese_reasons() -> None:
     assert names == dict(REASON_ZH)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "点位名称 and 村 in the offline list need name and village labels on camwatch_channel_up "
-    "(camwatch/sinks/metrics.py, the lead's to add); remove this mark when they are there"))
 def test_channel_up_carries_the_name_and_village_the_offline_list_shows() -> None:
     from camwatch.inventory import Channel
     from camwatch.sinks.metrics import channel_labels

@@ -92,8 +92,9 @@ async def test_incremental_exposition_equals_a_rebuild(tmp_path: Path) -> None:
                    for k in pick(now, "camwatch_channel_offline_reason")}
         assert reasons == {ids[0]: "not_found", ids[5]: "auth"}
         labels0 = next(iter(pick(now, "camwatch_channel_up", channel=ids[0])))
-        assert dict(labels0) == {"channel": ids[0], "class": "2", "project": "雪亮工程",
-                                 "county": "鹿邑县", "township": "城关镇", "operator": "移动"}
+        assert dict(labels0) == {"channel": ids[0], "name": "", "village": "", "class": "2",
+                                 "project": "雪亮工程", "county": "鹿邑县",
+                                 "township": "城关镇", "operator": "移动"}
         assert pick(now, "camwatch_channel_last_probe_timestamp_seconds",
                     channel=ids[3]) == {frozenset({("channel", ids[3])}): clock.t}
         assert pick(now, "camwatch_channel_state_since_timestamp_seconds",

@@ -19,8 +19,8 @@ lines are the same in both, only counter headers and the ``# EOF`` trailer diffe
 
 Exposition produced (gauges unless noted):
 
-- ``camwatch_channel_up{channel,class,project,county,township,operator}`` 1/0; absent while
-  the channel is ``unknown``.
+- ``camwatch_channel_up{channel,name,village,class,project,county,township,operator}`` 1/0;
+  absent while the channel is ``unknown`` (name: 点位名称, what the offline list shows).
 - ``camwatch_channel_last_probe_timestamp_seconds{channel}``
 - ``camwatch_channel_state_since_timestamp_seconds{channel}``: when the current state began.
 - ``camwatch_channel_offline_reason{channel,reason}`` 1, only while offline (timeout, auth,
@@ -89,7 +89,7 @@ def channel_labels(ch: Channel, tails: dict[tuple[object, ...], str] | None = No
                        township=ch.township, operator=ch.operator)
         if tails is not None:
             tails[key] = tail
-    return f'channel="{_esc(ch.id)}",{tail}'
+    return f'channel="{_esc(ch.id)}",name="{_esc(ch.name)}",village="{_esc(ch.village)}",{tail}'
 
 
 def _head(name: str, kind: str, text: str, openmetrics: bool) -> str:
