@@ -40,7 +40,15 @@ from camwatch.reports.timeline import (
     initial_cursors,
     scan,
 )
-from camwatch.rules.rates import RateRow, Targets, online_rate
+from camwatch.rules.rates import (
+    BREAKDOWNS,
+    Cell,
+    RateRow,
+    Targets,
+    cell_of,
+    online_rate,
+    roll_up,
+)
 from camwatch.store.base import Exemption, Store
 
 Scope = tuple[tuple[str, str], ...]
@@ -83,6 +91,16 @@ class Part:
     snap: RateRow  # snapshot; channel counts
     published: str
     judged: bool  # enough channels to be held to the target
+    planned: int = 0
+    installed: int = 0
+
+    @property
+    def install_rate(self) -> float | None:
+        return online_rate(self.installed, self.planned)  # same Σ/Σ definition
+
+    @property
+    def cloud_rate(self) -> float | None:
+        return online_rate(self.channels, self.installed)
 
     @property
     def name(self) -> str:
@@ -325,92 +343,63 @@ def _exempt_at(ex: list[tuple[float, float]] | None, ts: float) -> bool:
     return bool(ex) and any(s < ts <= e for s, e in ex or ())
 
 
-class _Acc:
-    __slots__ = ("connected", "installed", "parts", "planned", "snap", "tw")
-
-    def __init__(self) -> None:
-        self.planned = self.installed = self.connected = 0
-        self.tw = [0, 0, 0]  # online, offline, unknown (ms)
-        self.snap = [0, 0, 0]  # online, offline, unknown (channels)
-        # (klass, project) -> [tw on, off, unk, snap on, off, unk, channels]
-        self.parts: dict[tuple[int | None, str | None], list[int]] = {}
-
-
 _SNAP_INDEX = {"online": 0, "offline": 1}
+# A cell's counters: planned, installed, connected (channels); online, offline, unknown
+# (time-weighted, milliseconds); online, offline, unknown (channels, at the period end).
+_PLANNED, _INSTALLED, _CONNECTED, _TW, _SNAP = 0, 1, 2, 3, 6
 
 
-def _aggregate(channels: Sequence[Channel], period: Period, tl: Timeline,
-               exempt: Mapping[str, list[tuple[float, float]]], end: float,
-               dims_list: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], dict[Scope, _Acc]]:
-    # Channels first summed per group of equal (county, township, village, operator, class,
-    # project), then the groups (a few thousand) rolled up into every scope: one dict update
-    # per channel however many tables there are.
-    groups: dict[tuple[str, str, str, str, int | None, str], list[int]] = {}
+def _cells(channels: Sequence[Channel], period: Period, tl: Timeline,
+           exempt: Mapping[str, list[tuple[float, float]]], end: float
+           ) -> dict[Cell, list[int]]:
+    """Every channel's counters, summed per cell (:func:`camwatch.rules.rates.cell_of`): one
+    dict update per channel; :func:`camwatch.rules.rates.roll_up` then adds the cells (a few
+    thousand) into every scope, however many tables there are."""
+    cells: dict[Cell, list[int]] = {}
     last = period.last
     for ch in channels:
         installed, connected = _lifecycle(ch, last)
-        key = (ch.county, ch.township, ch.village, ch.operator, ch.klass, ch.project)
-        g = groups.get(key)
+        key = cell_of(ch)
+        g = cells.get(key)
         if g is None:
-            g = groups[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0]
-        g[0] += 1
-        g[1] += installed
+            g = cells[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0]
+        g[_PLANNED] += 1
+        g[_INSTALLED] += installed
         if not connected:
             continue
-        g[2] += 1
+        g[_CONNECTED] += 1
         ms = tl.ms.get(ch.id)
         if ms is not None:
-            g[3] += ms[ONLINE]
-            g[4] += ms[OFFLINE]
-            g[5] += ms[UNKNOWN]
+            g[_TW] += ms[ONLINE]
+            g[_TW + 1] += ms[OFFLINE]
+            g[_TW + 2] += ms[UNKNOWN]
         if not _exempt_at(exempt.get(ch.id), end):
             cur = tl.end_states.get(ch.id)
-            g[6 + (_SNAP_INDEX.get(cur.state, 2) if cur is not None else 2)] += 1
-    out: dict[tuple[str, ...], dict[Scope, _Acc]] = {d: {} for d in dims_list}
-    for (county, township, village, operator, klass, project), g in groups.items():
-        values = {"county": county, "township": township, "village": village,
-                  "operator": operator}
-        parts: list[tuple[int | None, str | None]] = []
-        if klass is not None:
-            parts.append((klass, None))
-        if project:
-            parts.append((None, project))
-        for dims in dims_list:
-            scope = tuple((d, values[d]) for d in dims)
-            if not all(v for _, v in scope):
-                continue  # a channel without a township is in no township's scope
-            table = out[dims]
-            acc = table.get(scope)
-            if acc is None:
-                acc = table[scope] = _Acc()
-            acc.planned += g[0]
-            acc.installed += g[1]
-            acc.connected += g[2]
-            for i in range(3):
-                acc.tw[i] += g[3 + i]
-                acc.snap[i] += g[6 + i]
-            if not g[2]:
-                continue
-            for k in parts:
-                p = acc.parts.get(k)
-                if p is None:
-                    p = acc.parts[k] = [0, 0, 0, 0, 0, 0, 0]
-                for i in range(6):
-                    p[i] += g[3 + i]
-                p[6] += g[2]
-    return out
+            g[_SNAP + (_SNAP_INDEX.get(cur.state, 2) if cur is not None else 2)] += 1
+    return cells
 
 
-def _figures(scope: Scope, acc: _Acc, targets: Targets, settings: ReportSettings,
-             min_channels: int) -> Figures:
+def _rows(scope: Scope, klass: int | None, project: str | None, v: Sequence[int],
+          target: float | None) -> tuple[RateRow, RateRow]:
+    tw = RateRow(scope, klass, project, v[_TW], v[_TW] + v[_TW + 1], v[_TW + 1], v[_TW + 2],
+                 target)
+    snap = RateRow(scope, klass, project, v[_SNAP], v[_SNAP] + v[_SNAP + 1], v[_SNAP + 1],
+                   v[_SNAP + 2], target)
+    return tw, snap
+
+
+def _figures(scope: Scope, total: Sequence[int],
+             parts_of: Sequence[tuple[int | None, str | None, Sequence[int]]],
+             targets: Targets, settings: ReportSettings, min_channels: int) -> Figures:
     published = settings.online_rate
     sd = dict(scope)
     parts: list[Part] = []
-    for (klass, project), p in acc.parts.items():
+    for klass, project, v in parts_of:
         target = targets.target_for(sd, klass, project)
-        tw = RateRow(scope, klass, project, p[0], p[0] + p[1], p[1], p[2], target)
-        snap = RateRow(scope, klass, project, p[3], p[3] + p[4], p[4], p[5], target)
-        parts.append(Part(klass, project, p[6], tw, snap, published, p[6] >= min_channels))
+        tw, snap = _rows(scope, klass, project, v, target)
+        parts.append(Part(klass, project, v[_CONNECTED], tw, snap, published,
+                          v[_CONNECTED] >= min_channels and v[_CONNECTED] > 0,
+                          v[_PLANNED], v[_INSTALLED]))
     classes = tuple(sorted((p for p in parts if p.klass is not None),
                            key=lambda p: p.klass or 0))
     projects = tuple(sorted((p for p in parts if p.project is not None),
@@ -420,11 +409,9 @@ def _figures(scope: Scope, acc: _Acc, targets: Targets, settings: ReportSettings
         if part.target is not None and part.row.connected:
             weight += part.row.connected
             num += part.target * part.row.connected
-    tw = RateRow(scope, None, None, acc.tw[0], acc.tw[0] + acc.tw[1], acc.tw[1], acc.tw[2], None)
-    snap = RateRow(scope, None, None, acc.snap[0], acc.snap[0] + acc.snap[1], acc.snap[1],
-                   acc.snap[2], None)
-    return Figures(scope, acc.planned, acc.installed, acc.connected, tw, snap, published,
-                   classes, projects, num / weight if weight else None)
+    tw, snap = _rows(scope, None, None, total, None)
+    return Figures(scope, total[_PLANNED], total[_INSTALLED], total[_CONNECTED], tw, snap,
+                   published, classes, projects, num / weight if weight else None)
 
 
 def _rank(rows: list[Figures]) -> list[Figures]:
@@ -442,15 +429,22 @@ def _tables(channels: Sequence[Channel], period: Period, tl: Timeline,
             exempt: Mapping[str, list[tuple[float, float]]], end: float,
             settings: ReportSettings) -> dict[tuple[str, ...], dict[Scope, Figures]]:
     targets = Targets(settings.targets)
-    agg = _aggregate(channels, period, tl, exempt, end, ALL_DIMS)
-    out: dict[tuple[str, ...], dict[Scope, Figures]] = {}
-    for dims, table in agg.items():
+    rolled = roll_up(_cells(channels, period, tl, exempt, end), ALL_DIMS, BREAKDOWNS)
+    totals: dict[Scope, list[int]] = {}
+    parts: dict[Scope, list[tuple[int | None, str | None, list[int]]]] = {}
+    for (scope, klass, project), v in rolled.items():
+        if klass is None and project is None:
+            totals[scope] = v
+        else:
+            parts.setdefault(scope, []).append((klass, project, v))
+    totals.setdefault((), [0] * 9)
+    out: dict[tuple[str, ...], dict[Scope, Figures]] = {d: {} for d in ALL_DIMS}
+    for scope, total in totals.items():
+        dims = tuple(d for d, _ in scope)
         judged_min = settings.targets.min_channels if dims in (
             TOWNSHIP, VILLAGE, OPERATOR_TOWNSHIP) else 0
-        out[dims] = {scope: _figures(scope, acc, targets, settings, judged_min)
-                     for scope, acc in table.items()}
-    if () not in out[SITE]:
-        out[SITE][()] = _figures((), _Acc(), targets, settings, 0)
+        out[dims][scope] = _figures(scope, total, parts.get(scope, ()), targets, settings,
+                                    judged_min)
     return out
 
 
