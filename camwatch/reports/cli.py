@@ -6,6 +6,7 @@ Exit codes as in :mod:`camwatch.cli`: 0 ok, 1 bad input, 2 usage.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import sys
 import time
@@ -71,8 +72,7 @@ def _settings(cfg: Config, args: argparse.Namespace) -> ReportSettings:
     if days is not None:
         if days <= 0:
             raise ValueError(f"expected --long-offline-days > 0, got {days}")
-        settings = ReportSettings(settings.probing_level, settings.online_rate, days,
-                                  settings.targets, settings.timezone)
+        settings = dataclasses.replace(settings, long_offline_days=days)
     return settings
 
 

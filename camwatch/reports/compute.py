@@ -25,11 +25,12 @@ from typing import Any
 
 from camwatch.config import Config, TargetsConfig
 from camwatch.errors import Problem
-from camwatch.gbt28181 import check_id
 from camwatch.inventory import Channel
 from camwatch.model import CLASS_NAMES
+from camwatch.reports.events import OutageEvent, OutageRow, group_outages
 from camwatch.reports.gcpause import gc_paused
 from camwatch.reports.period import Period, day_start, local_text, zone
+from camwatch.reports.quality import Finding, data_quality
 from camwatch.reports.timeline import (
     OFFLINE,
     ONLINE,
@@ -73,11 +74,21 @@ class ReportSettings:
     long_offline_days: int = 3
     targets: TargetsConfig = field(default_factory=TargetsConfig)
     timezone: str = "Asia/Shanghai"
+    max_villages: int = 30  # villages in the printed annex, worst first; 0: all
+    # One event, one row: channels of one village or township going offline within
+    # ``event_window`` seconds, at least ``event_min_channels`` of them, are one outage event
+    # (the mass_outage alert rule's window and minimum, alerts.rules.mass_outage).
+    event_window: float = 300.0
+    event_min_channels: int = 4
+    event_share: float = 0.8
 
     @classmethod
     def from_config(cls, cfg: Config) -> ReportSettings:
+        mass = cfg.alerts.rules.mass_outage
         return cls(str(cfg.probing.level), cfg.report.online_rate,
-                   cfg.report.long_offline_days, cfg.targets, cfg.report.timezone)
+                   cfg.report.long_offline_days, cfg.targets, cfg.report.timezone,
+                   cfg.report.max_villages, float(mass.window), mass.min_channels,
+                   float(mass.share))
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,30 +199,10 @@ class LongOffline:
 
 
 @dataclass(frozen=True, slots=True)
-class OutageRow:
-    channel: Channel
-    start: float | None
-    end: float | None  # None: still offline at the period end
-    seconds: float | None  # until ``end`` or the period end; None when the start is unknown
-    reason: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class ExemptionRow:
     exemption: Exemption
     channel: Channel | None
     seconds_in_period: float
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """A data-quality finding for the annex."""
-
-    channel_id: str
-    name: str
-    township: str
-    field: str
-    problem: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,10 +227,34 @@ class Bulletin:
     exemptions: list[ExemptionRow]
     data_quality: list[Finding]
     transitions_read: int
+    events: list[OutageEvent] = field(default_factory=list)  # outages grouped, by start
+    # Coverage: Σ over counted channels of the period from their counting start (the period
+    # start or their connect day) to the period's end, in milliseconds, whether or not the
+    # period is over; the monitored part of it is ``summary.tw.connected``.
+    counted_ms: int = 0
+    counted_channels: int = 0
+    previous_monitored_ms: int = 0  # 0: no data for the previous period (上期 / 环比 "-")
 
     @property
     def tz(self) -> dt.tzinfo:
         return self.period.tz
+
+    @property
+    def ended(self) -> bool:
+        """False while the period is still running (the report is cut at its generation)."""
+        return self.end >= self.period.end
+
+    @property
+    def coverage(self) -> float | None:
+        """The monitored share of the period: Σ monitored / Σ counted time."""
+        return online_rate(self.summary.tw.connected, self.counted_ms)
+
+    @property
+    def monitored_per_channel(self) -> float:
+        """Seconds monitored (online or offline) per counted channel, on average."""
+        if not self.counted_channels:
+            return 0.0
+        return self.summary.tw.connected / 1000.0 / self.counted_channels
 
     def method(self) -> list[tuple[str, str, str]]:
         """(key, 中文 label, value) of every setting and definition the figures depend on."""
@@ -254,7 +269,7 @@ class Bulletin:
                                  o.project) if x) + f" {o.target * 100:.2f}%"
             for o in t.overrides) or "无"
         published = "时间加权 time_weighted" if s.online_rate != "snapshot" else "期末快照 snapshot"
-        ended = self.end >= self.period.end
+        ended = self.ended
         return [
             ("period", "统计周期",
              f"{self.period.label}（{local_text(self.period.start, self.tz)}"
@@ -289,9 +304,17 @@ class Bulletin:
             ("change", "环比", "本期与上期在线率之差，单位百分点；上期按同一方法计算"),
             ("repaired", "修复",
              f"本期恢复在线、此前连续离线不少于 {s.long_offline_days} 天的故障"),
-            ("outages", "离线事件",
-             "XLSX 按通道汇总（离线次数、累计时长、最长一次、最近原因）；逐次离线事件（开始、"
+            ("events", "离线事件",
+             f"同一乡镇（或村）{s.event_window / 60:g} 分钟内离线不少于 {s.event_min_channels} 路、"
+             f"且不少于其已联网通道的 {s.event_share * 100:g}% 计为一起批量离线；同一村内因上级"
+             f"设备离线的不少于 {s.event_min_channels} 路计为一起上级设备离线；与批量离线告警 "
+             "alerts.rules.mass_outage 的 window、min_channels、share 相同；其余每次离线一行"),
+            ("outages", "离线明细",
+             "XLSX 按通道汇总（离线次数、累计时长、最长一次、最近原因）；逐次离线（开始、"
              "恢复、时长、原因）见 CSV（outages.csv）与 JSON（outages）版本"),
+            ("report.max_villages", "打印版村排名 report.max_villages",
+             f"{s.max_villages or '全部'}（HTML/PDF 附件列出在线率最低的村；XLSX、CSV、"
+             "JSON 列出全部村）"),
             ("generated", "生成时间", local_text(self.generated, self.tz)),
         ]
 
@@ -304,6 +327,10 @@ class Bulletin:
             "report.online_rate": s.online_rate,
             "report.long_offline_days": s.long_offline_days,
             "report.timezone": s.timezone,
+            "report.max_villages": s.max_villages,
+            "alerts.rules.mass_outage.window": s.event_window,
+            "alerts.rules.mass_outage.min_channels": s.event_min_channels,
+            "alerts.rules.mass_outage.share": s.event_share,
             "targets": {
                 "class": {str(k): v for k, v in sorted(t.by_class.items())},
                 "project": dict(sorted(t.by_project.items())),
@@ -448,32 +475,6 @@ def _tables(channels: Sequence[Channel], period: Period, tl: Timeline,
     return out
 
 
-def data_quality(channels: Iterable[Channel],
-                 rejected: Iterable[Problem] = ()) -> list[Finding]:
-    """Rows missing class, area or coordinates, ids failing the GB/T 28181 checks, and rows the
-    inventory loader rejected (missing or duplicate id, ...)."""
-    out = []
-    for ch in channels:
-        def add(fld: str, problem: str, c: Channel = ch) -> None:
-            out.append(Finding(c.id, c.name, c.township, fld, problem))
-
-        bad, odd = check_id(ch.id)
-        if bad or odd:
-            add("设备编码", bad or odd or "")
-        if ch.klass is None:
-            add("点位类型", "缺少点位类型 (class missing)")
-        for fld, name, code in (("区县", ch.county, ch.county_code),
-                                ("乡镇", ch.township, ch.township_code),
-                                ("村", ch.village, ch.village_code)):
-            if not (name or code):
-                add(fld, f"缺少{fld} (area missing)")
-        if ch.longitude is None or ch.latitude is None:
-            add("经纬度", "缺少经纬度 (coordinates missing)")
-    for p in rejected:
-        out.append(Finding("", "", "", p.path, f"{p.where}: {p.message}"))
-    return out
-
-
 def compute_bulletin(store: Store, channels: Sequence[Channel], period: Period,
                      settings: ReportSettings, *, site: str = "camwatch",
                      inventory_source: str = "",
@@ -544,6 +545,10 @@ def _compute(store: Store, channels: Sequence[Channel], period: Period,
     for x in exemptions:
         ex_by_channel.setdefault(x.channel_id, []).append(x)
     long_offline, outages, repaired = _faults(tl, counted, by_id, ex_by_channel, end, settings)
+    totals = {tuple(v for _, v in f.scope): f.connected for f in townships + villages}
+    events = group_outages(outages, end, settings.event_window, settings.event_min_channels,
+                           settings.event_share, totals)
+    prev_site = prev_tables[SITE].get(())
     ex_rows = [
         ExemptionRow(x, by_id.get(x.channel_id),
                      max(0.0, min(x.end, end) - max(x.start, period.start)))
@@ -558,7 +563,10 @@ def _compute(store: Store, channels: Sequence[Channel], period: Period,
         villages=villages, operators=_rank(tables(OPERATOR)),
         operator_townships=op_townships, long_offline=long_offline, outages=outages,
         repaired=repaired, exemptions=ex_rows, data_quality=data_quality(channels, rejected),
-        transitions_read=prev_read + tl.transitions_read,
+        transitions_read=prev_read + tl.transitions_read, events=events,
+        counted_ms=round(sum(period.end - w for w in counted.values()) * 1000),
+        counted_channels=len(counted),
+        previous_monitored_ms=prev_site.tw.connected if prev_site is not None else 0,
     )
 
 
@@ -626,6 +634,7 @@ __all__ = [
     "Figures",
     "Finding",
     "LongOffline",
+    "OutageEvent",
     "OutageRow",
     "Part",
     "ReportSettings",
