@@ -16,6 +16,7 @@ from camwatch.config import Config, load_config
 from camwatch.errors import Problem
 from camwatch.inventory import Channel, load_inventory
 from camwatch.reports.compute import Bulletin, ReportSettings, compute_bulletin, period_for
+from camwatch.reports.pdf import PdfError, require_chromium
 from camwatch.reports.period import Period, day_start, local_text, zone
 from camwatch.reports.rows import channels_from_rows
 from camwatch.rules.rates import format_rate
@@ -23,7 +24,7 @@ from camwatch.store import Store, open_store
 from camwatch.textui import Progress, table
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
-FORMATS = ("xlsx", "html", "csv", "json")
+FORMATS = ("xlsx", "html", "pdf", "csv", "json")
 
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,7 +35,8 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to", dest="date_to", metavar="DATE",
                    help="last day of a custom period (included)")
     p.add_argument("--format", choices=FORMATS,
-                   help="default: from the -o suffix, else xlsx")
+                   help="default: from the -o suffix, else xlsx; pdf prints the HTML with a "
+                        "headless Chromium (Debian package 'chromium')")
     p.add_argument("-o", "--output", metavar="PATH",
                    help="file to write (a directory for csv; '-' for stdout with json/html); "
                         "default: camwatch-report-<period>.<format>")
@@ -120,7 +122,7 @@ def _format(args: argparse.Namespace) -> str:
         return fmt
     if out and out != "-":
         suffix = Path(out).suffix.lower().lstrip(".")
-        if suffix in ("xlsx", "html", "json", "csv"):
+        if suffix in ("xlsx", "html", "pdf", "json", "csv"):
             return suffix
         if suffix == "htm":
             return "html"
@@ -151,7 +153,7 @@ def build_bulletin(cfg: Config, args: argparse.Namespace, now: float | None = No
 
 def write_bulletin(b: Bulletin, fmt: str, output: str | Path) -> str:
     """Write ``b`` as ``fmt`` to ``output`` ('-' is stdout for json and html); returns where."""
-    from camwatch.reports import csvjson, html, xlsx
+    from camwatch.reports import csvjson, html, pdf, xlsx
 
     if str(output) == "-":
         if fmt == "json":
@@ -166,6 +168,8 @@ def write_bulletin(b: Bulletin, fmt: str, output: str | Path) -> str:
         return "stdout"
     if fmt == "xlsx":
         xlsx.write_xlsx(b, output)
+    elif fmt == "pdf":
+        pdf.html_to_pdf(html.render_html(b), output)
     elif fmt == "html":
         html.write_html(b, output)
     elif fmt == "json":
@@ -182,6 +186,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     cfg = load_config(args.config)
     fmt = _format(args)
+    if fmt == "pdf":  # no Chromium: say so before a minute of computing
+        try:
+            require_chromium()
+        except PdfError as exc:
+            sys.stderr.write(f"camwatch report: {exc}\n")
+            return EXIT_INPUT
     try:
         # ``args.now`` (not a command-line option) lets a caller or a test fix the clock.
         b = build_bulletin(cfg, args, now=getattr(args, "now", None),
@@ -198,6 +208,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ValueError as exc:
         sys.stderr.write(f"camwatch report: {exc}\n")
         return EXIT_USAGE
+    except PdfError as exc:
+        sys.stderr.write(f"camwatch report: {exc}\n")
+        return EXIT_INPUT
     s = b.summary
     sys.stderr.write(
         f"{b.period.label}: 安装率 {format_rate(s.install_rate)} ({s.installed}/{s.planned}), "

@@ -137,8 +137,9 @@ def cell_keys(cell: Cell, scopes: Sequence[tuple[str, ...]] = SCOPES,
     value for one of a scope's dimensions (no township, say) is in no scope of that kind."""
     out: list[Key] = []
     klass, project = cell[4], cell[5]
+    places = cell[:4]
     for dims in scopes:
-        scope = tuple((d, cell[_CELL_DIMS[d]] or "") for d in dims)
+        scope = tuple((d, places[_CELL_DIMS[d]] or "") for d in dims)
         if not all(v for _, v in scope):
             continue
         for b in breakdowns:
