@@ -230,7 +230,8 @@ class Bulletin:
     events: list[OutageEvent] = field(default_factory=list)  # outages grouped, by start
     # Coverage: Σ over counted channels of the period from their counting start (the period
     # start or their connect day) to the period's end, in milliseconds, whether or not the
-    # period is over; the monitored part of it is ``summary.tw.connected``.
+    # period is over; the monitored part of it is ``summary.tw.connected``. Channels counted
+    # so far: those whose counting has begun by ``end``.
     counted_ms: int = 0
     counted_channels: int = 0
     previous_monitored_ms: int = 0  # 0: no data for the previous period (上期 / 环比 "-")
@@ -564,8 +565,9 @@ def _compute(store: Store, channels: Sequence[Channel], period: Period,
         operator_townships=op_townships, long_offline=long_offline, outages=outages,
         repaired=repaired, exemptions=ex_rows, data_quality=data_quality(channels, rejected),
         transitions_read=prev_read + tl.transitions_read, events=events,
-        counted_ms=round(sum(period.end - w for w in counted.values()) * 1000),
-        counted_channels=len(counted),
+        counted_ms=round(sum(period.end - w for w in
+                             _windows(channels, period, period.end).values()) * 1000),
+        counted_channels=sum(1 for w in counted.values() if w < end),
         previous_monitored_ms=prev_site.tw.connected if prev_site is not None else 0,
     )
 
