@@ -446,7 +446,7 @@ def test_xlsx_empty_sheets_say_so(tmp_path: Path) -> None:
     write_xlsx(b, tmp_path / "r.xlsx")
     wb = openpyxl.load_workbook(tmp_path / "r.xlsx")
     empty = [ws for ws in wb if ws.cell(HEADER_ROW + 1, 1).value == EMPTY]
-    assert {ws.title for ws in empty} >= {"离线超3天", "离线事件", "本期修复", "报备"}
+    assert {ws.title for ws in empty} >= {"离线超3天", "批量离线", "本期修复", "报备"}
     assert len({(ws.cell(HEADER_ROW + 1, 1).font.i, ws.cell(HEADER_ROW + 1, 1).font.color.rgb)
                 for ws in empty}) == 1
 

@@ -247,7 +247,7 @@ def test_xlsx_sheets_formats_and_chart(bulletin: Bulletin, tmp_path: Path) -> No
     write_xlsx(bulletin, path)
     wb = openpyxl.load_workbook(path)
     assert wb.sheetnames == ["汇总", "乡镇排名", "村排名", "运营商×乡镇", "离线超3天",
-                             "离线事件", "离线通道汇总", "本期修复", "报备", "数据质量",
+                             "批量离线", "离线通道汇总", "本期修复", "报备", "数据质量",
                              "统计方法"]
     ws = wb["乡镇排名"]
     headers = [c.value for c in ws[HEADER_ROW]]

@@ -241,6 +241,11 @@ class Bulletin:
         return self.period.tz
 
     @property
+    def mass_events(self) -> list[OutageEvent]:
+        """The events that group several channels (a township's, village's, host's)."""
+        return [e for e in self.events if e.grouped]
+
+    @property
     def ended(self) -> bool:
         """False while the period is still running (the report is cut at its generation)."""
         return self.end >= self.period.end

@@ -7,6 +7,9 @@ headers; rates are fractions there too. A text cell that a spreadsheet would run
 (it starts with ``= + - @``, a tab or a carriage return: a 点位名称 of ``=HYPERLINK(...)``)
 is written with a leading ``'``, as OWASP recommends against CSV injection.
 
+``events`` lists the mass outages (a township's, a village's, a host's channels going offline
+together, one item each); every outage, grouped or not, is in ``outages``.
+
 Offline reasons are codes in JSON (``reason``, what the API and the store say) with their
 Chinese name beside them (``reason_zh``); in the CSV they are in Chinese.
 """
@@ -158,7 +161,7 @@ def _document(b: Bulletin) -> dict[str, Any]:
             {**_channel(r.channel), "since": _iso(r.since, tz), "days": round(r.days, 4),
              "reason": r.reason, "reason_zh": reason_zh(r.reason), "exemption": r.exemption}
             for r in b.long_offline],
-        "events": [_event(e, tz) for e in b.events],
+        "events": [_event(e, tz) for e in b.mass_events],
         "outages": [],
         "repaired": [_outage(o, tz) for o in b.repaired],
         "exemptions": [

@@ -53,6 +53,11 @@ class OutageEvent:
     total: int = 0  # connected channels of the village or township (0: not known)
 
     @property
+    def grouped(self) -> bool:
+        """A mass outage (several channels), not one channel's."""
+        return self.level != "channel"
+
+    @property
     def first(self) -> Channel:
         return self.outages[0].channel
 
@@ -126,39 +131,43 @@ def group_outages(outages: Sequence[OutageRow], end: float, window: float,
 
     for (county, township), items in by_township.items():
         items.sort(key=lambda o: (o.start or 0.0, o.channel.id))
-        i, n = 0, len(items)
-        while i < n:
-            first = items[i].start or 0.0
+        n = len(items)
+        taken = [False] * n
+        total = totals.get((county, township), 0)
+        for i in range(n):
+            if taken[i]:
+                continue
+            head = items[i]
+            first = head.start or 0.0
+            window_ix = []
             j = i
             while j < n and (items[j].start or 0.0) - first <= window:
+                if not taken[j]:
+                    window_ix.append(j)
                 j += 1
-            group = items[i:j]
-            total = totals.get((county, township), 0)
+            group = [items[k] for k in window_ix]
             if enough(group, total) and len({o.channel.village for o in group}) > 1:
                 events.append(_event("township", group, end, total))
-                i = j
-                continue
-            # Not the township: a village, or the channels behind one host in a village
-            # (the book marks those host_down), or single channels. Those of the group that
-            # are not taken here stay for the next candidate group.
-            head = items[i]
-            village = head.channel.village
-            same = [o for o in group if o.channel.village == village] if village else []
-            vtotal = totals.get((county, township, village), 0)
-            behind = [o for o in same if o.reason == Why.HOST_DOWN]
-            if same and enough(same, vtotal):
-                taken = same
-                events.append(_event("village", same, end, vtotal))
-            elif head.reason == Why.HOST_DOWN and enough(behind, 0):
-                taken = behind
-                events.append(_event("host", behind, end))
+                chosen = window_ix
             else:
-                taken = [head]
-                events.append(_event("channel", (head,), end))
-            ids = {id(o) for o in taken}
-            rest = [o for o in items[i:] if id(o) not in ids]
-            items[i:] = rest
-            n = len(items)
+                # Not the township: a village, or the channels behind one host in a village
+                # (the book marks those host_down), or the head alone. The others wait for
+                # the next candidate group.
+                village = head.channel.village
+                same = [k for k in window_ix if village and items[k].channel.village == village]
+                vtotal = totals.get((county, township, village), 0)
+                behind = [k for k in same if items[k].reason == Why.HOST_DOWN]
+                if same and enough([items[k] for k in same], vtotal):
+                    chosen = same
+                    events.append(_event("village", [items[k] for k in same], end, vtotal))
+                elif head.reason == Why.HOST_DOWN and enough([items[k] for k in behind], 0):
+                    chosen = behind
+                    events.append(_event("host", [items[k] for k in behind], end))
+                else:
+                    chosen = [i]
+                    events.append(_event("channel", (head,), end))
+            for k in chosen:
+                taken[k] = True
     events.sort(key=lambda e: (e.start is not None, e.start or 0.0, e.first.id))
     return events
 

@@ -19,6 +19,7 @@ The machine formats (XLSX, CSV, JSON) always hold every row.
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 from pathlib import Path
 
 from camwatch.reports.compute import Bulletin, Figures
@@ -277,7 +278,10 @@ def render_html(bulletin: Bulletin, max_rows: int = 2000,
     single_county = len(b.counties) <= 1
     drop = ("区县",) if single_county else ()
     townships = township_table(b).without(*drop)
-    events = event_table(b)
+    events = event_table(b, b.events[:max_rows])  # all of them: ~130,000 for 100,000 channels
+    if len(b.events) > max_rows:
+        events = replace(events, note=f"{events.note}；共 {len(b.events)} 起，此处列出前 "
+                                      f"{max_rows} 起")
     worst = event_table(b, by_impact(b.events)[:BODY_ROWS])
     long_offline = long_offline_table(b)
     repaired = repaired_table(b)

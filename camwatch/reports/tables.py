@@ -47,10 +47,6 @@ class Table:
         return Table(self.key, self.title, tuple(self.columns[i] for i in keep),
                      [[row[i] for i in keep] for row in self.rows], self.note)
 
-    def head(self, n: int, title: str | None = None, note: str | None = None) -> Table:
-        return Table(self.key, title or self.title, self.columns, self.rows[:n],
-                     self.note if note is None else note)
-
 
 def bulletin_title(b: Bulletin) -> str:
     return f"{b.site} 视频监控联网在线情况通报（{b.period.label}）"
@@ -290,6 +286,14 @@ def event_table(b: Bulletin, events: Sequence[OutageEvent] | None = None,
     return Table("events", title, _EVENT_COLS, event_rows(b, items), event_note(b))
 
 
+def mass_event_table(b: Bulletin) -> Table:
+    """The mass outages only: the machine formats' version of :func:`event_table`, whose
+    single-channel rows (~130,000 for 100,000 channels) are there already as the outages."""
+    return Table("events", "批量离线", _EVENT_COLS, event_rows(b, b.mass_events),
+                 event_note(b).split("，其余每次离线一行")[0]
+                 + "；单个通道的离线见离线通道汇总（XLSX）、outages.csv 或 JSON 的 outages")
+
+
 OUTAGE_SUMMARY_NOTE = ("每个通道一行：本期离线次数、累计时长、最长一次与最近一次的原因"
                        "（自离线开始计，期末仍在持续的计至期末，起始未知的不计时长）；"
                        "逐次离线事件见 CSV（outages.csv）或 JSON（outages）版本")
@@ -361,5 +365,5 @@ def all_tables(b: Bulletin, *, outage_events: bool = True) -> list[Table]:
     channel (:func:`outage_summary_table`, the XLSX) instead of one row per outage."""
     outages = outage_table(b) if outage_events else outage_summary_table(b)
     return [summary_table(b), township_table(b), village_table(b), operator_table(b),
-            long_offline_table(b), event_table(b), outages, repaired_table(b),
+            long_offline_table(b), mass_event_table(b), outages, repaired_table(b),
             exemption_table(b), data_quality_table(b), method_table(b)]
