@@ -527,7 +527,13 @@ def _compute(store: Store, channels: Sequence[Channel], period: Period,
     prev_end_states, prev_read = prev_tl.end_states, prev_tl.transitions_read
     del prev_tl
     step(2, 4)
-    counted = _windows(channels, period, end)
+    # When each channel's counting starts; capped at ``end`` while the period runs. The
+    # uncapped starts measure the coverage (the share of the whole period monitored).
+    starts = _windows(channels, period, period.end)
+    counted = {cid: min(w, end) for cid, w in starts.items()}
+    period_end = period.end
+    counted_ms = round(sum(period_end - w for w in starts.values()) * 1000)
+    del starts
     tl = scan(store.transition_rows(period.start, end), period.start, end, counted,
               prev_end_states, exempt)
     del prev_end_states
@@ -570,8 +576,7 @@ def _compute(store: Store, channels: Sequence[Channel], period: Period,
         operator_townships=op_townships, long_offline=long_offline, outages=outages,
         repaired=repaired, exemptions=ex_rows, data_quality=data_quality(channels, rejected),
         transitions_read=prev_read + tl.transitions_read, events=events,
-        counted_ms=round(sum(period.end - w for w in
-                             _windows(channels, period, period.end).values()) * 1000),
+        counted_ms=counted_ms,
         counted_channels=sum(1 for w in counted.values() if w < end),
         previous_monitored_ms=prev_site.tw.connected if prev_site is not None else 0,
     )

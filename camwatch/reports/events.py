@@ -99,6 +99,13 @@ class OutageEvent:
         return "、".join(f"{r} {n}" for r, n in items)
 
 
+def _single(o: OutageRow, end: float) -> OutageEvent:
+    """One channel's outage as an event (the common case: kept cheap)."""
+    start, stop = o.start, o.end
+    seconds = None if start is None else (stop if stop is not None else end) - start
+    return OutageEvent("channel", (o,), start, stop, seconds)
+
+
 def _event(level: str, items: Sequence[OutageRow], end: float, total: int = 0) -> OutageEvent:
     starts = [o.start for o in items if o.start is not None]
     start = min(starts) if len(starts) == len(items) else None
@@ -121,7 +128,7 @@ def group_outages(outages: Sequence[OutageRow], end: float, window: float,
     for o in outages:
         ch = o.channel
         if o.start is None or not ch.township:
-            events.append(_event("channel", (o,), end))
+            events.append(_single(o, end))
         else:
             by_township.setdefault((ch.county, ch.township), []).append(o)
 
@@ -145,6 +152,10 @@ def group_outages(outages: Sequence[OutageRow], end: float, window: float,
                 if not taken[j]:
                     window_ix.append(j)
                 j += 1
+            if len(window_ix) < min_channels:  # the common case: an outage of its own
+                taken[i] = True
+                events.append(_single(head, end))
+                continue
             group = [items[k] for k in window_ix]
             if enough(group, total) and len({o.channel.village for o in group}) > 1:
                 events.append(_event("township", group, end, total))
@@ -165,7 +176,7 @@ def group_outages(outages: Sequence[OutageRow], end: float, window: float,
                     events.append(_event("host", [items[k] for k in behind], end))
                 else:
                     chosen = [i]
-                    events.append(_event("channel", (head,), end))
+                    events.append(_single(head, end))
             for k in chosen:
                 taken[k] = True
     events.sort(key=lambda e: (e.start is not None, e.start or 0.0, e.first.id))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import add
 
 from camwatch.config import TargetsConfig
 from camwatch.inventory import Channel
@@ -167,14 +168,11 @@ def roll_up(cells: Mapping[Cell, Sequence[int]], scopes: Sequence[tuple[str, ...
     (scope, class, project) row the cell counts in. Sums only, so every rate built on the
     result is Σ numerators / Σ denominators."""
     out: dict[Key, list[int]] = {}
+    get = out.get
     for cell, values in cells.items():
         for key in cell_keys(cell, scopes, breakdowns):
-            acc = out.get(key)
-            if acc is None:
-                out[key] = list(values)
-            else:
-                for i, v in enumerate(values):
-                    acc[i] += v
+            acc = get(key)
+            out[key] = list(values) if acc is None else list(map(add, acc, values))
     return out
 
 
