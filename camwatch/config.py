@@ -242,6 +242,10 @@ class ReportConfig(_Model):
     long_offline_days: PositiveInt = 3
     timezone: str = Field(default="Asia/Shanghai",
                           description="where months and days begin (IANA name)")
+    max_villages: int = Field(
+        default=30, ge=0,
+        description="villages listed in the printed bulletin's annex (HTML, PDF), worst "
+                    "first; 0 lists every village; XLSX, CSV and JSON keep all")
 
     @field_validator("timezone")
     @classmethod

@@ -53,7 +53,7 @@ from camwatch.reports.csvjson import bulletin_json, write_csv, write_json
 from camwatch.reports.html import render_html, write_html
 from camwatch.reports.period import Period, zone
 from camwatch.reports.rows import channels_from_rows
-from camwatch.reports.xlsx import write_xlsx
+from camwatch.reports.xlsx import HEADER_ROW, write_xlsx
 from camwatch.rules.rates import format_rate
 from camwatch.store import open_store
 from camwatch.store.base import Transition
@@ -247,21 +247,23 @@ def test_xlsx_sheets_formats_and_chart(bulletin: Bulletin, tmp_path: Path) -> No
     write_xlsx(bulletin, path)
     wb = openpyxl.load_workbook(path)
     assert wb.sheetnames == ["汇总", "乡镇排名", "村排名", "运营商×乡镇", "离线超3天",
-                             "离线事件汇总", "本期修复", "报备", "数据质量", "统计方法"]
+                             "批量离线", "离线通道汇总", "本期修复", "报备", "数据质量",
+                             "统计方法"]
     ws = wb["乡镇排名"]
-    headers = [c.value for c in ws[1]]
+    headers = [c.value for c in ws[HEADER_ROW]]
     assert headers[:8] == ["排名", "区县", "乡镇", "应安装", "已安装", "安装率", "已联网上云",
                            "上云率"]
-    assert ws.freeze_panes == "A2"
-    rate = ws.cell(row=2, column=headers.index("在线率") + 1)
+    assert ws.freeze_panes == f"A{HEADER_ROW + 1}"
+    first = HEADER_ROW + 1
+    rate = ws.cell(row=first, column=headers.index("在线率") + 1)
     assert rate.number_format == "0.00%" and rate.value == pytest.approx(1716 / 1896)
-    assert ws.cell(row=2, column=headers.index("是否达标") + 1).value == "未达标"
+    assert ws.cell(row=first, column=headers.index("是否达标") + 1).value == "未达标"
     assert ws.column_dimensions["C"].width >= 10
     assert len(ws._charts) == 1
     summary = wb["汇总"]
-    assert summary.cell(row=2, column=5).number_format == "0.00%"
-    assert summary.cell(row=2, column=5).value == pytest.approx(6 / 7)
-    method = {r[0]: r[1] for r in wb["统计方法"].iter_rows(min_row=2, values_only=True)}
+    assert summary.cell(row=first, column=5).number_format == "0.00%"
+    assert summary.cell(row=first, column=5).value == pytest.approx(6 / 7)
+    method = {r[0]: r[1] for r in wb["统计方法"].iter_rows(min_row=first, values_only=True)}
     assert method["在线判定级别 probing.level"].startswith("describe")
     assert method["发布在线率 report.online_rate"].startswith("时间加权")
 
@@ -281,19 +283,19 @@ def test_xlsx_outages_summarised_per_channel(bulletin: Bulletin, tmp_path: Path)
         key=lambda r: (r.start is not None, r.start or 0.0, r.channel.id)))
     path = tmp_path / "r.xlsx"
     write_xlsx(b, path)
-    ws = openpyxl.load_workbook(path)["离线事件汇总"]
-    assert ws.freeze_panes == "A2"
+    ws = openpyxl.load_workbook(path)["离线通道汇总"]
+    assert ws.freeze_panes == f"A{HEADER_ROW + 1}"
     rows = list(ws.iter_rows(values_only=True))
-    assert rows[0] == ("设备编码", "点位名称", "乡镇", "村", "运营商", "点位类型", "离线次数",
-                       "累计时长(小时)", "最长一次(小时)", "最近原因")
-    got = [(r[0], r[6], r[7], r[8], r[9]) for r in rows[1:5]]
-    assert got == [(A, 2, 246.0, 240.0, "timeout"), (C, 1, 240.0, 240.0, "refused"),
-                   (D, 1, 132.0, 132.0, "no_media"), (E, 1, None, None, "timeout")]
-    assert rows[5] == (None,) * 10  # blank line, then the note pointing to CSV / JSON
-    assert rows[6][0] is not None and "outages.csv" in rows[6][0]
+    assert rows[HEADER_ROW - 1] == ("设备编码", "点位名称", "乡镇", "村", "运营商", "点位类型",
+                                    "离线次数", "累计时长(小时)", "最长一次(小时)", "最近原因")
+    got = [(r[0], r[6], r[7], r[8], r[9]) for r in rows[HEADER_ROW:HEADER_ROW + 4]]
+    assert got == [(A, 2, 246.0, 240.0, "超时"), (C, 1, 240.0, 240.0, "拒绝连接"),
+                   (D, 1, 132.0, 132.0, "无视频流"), (E, 1, None, None, "超时")]
+    assert len(rows) == HEADER_ROW + 4
+    assert rows[2][0] is not None and "outages.csv" in rows[2][0]  # the note, in the title
     method = {r[0]: r[1] for r in openpyxl.load_workbook(path)["统计方法"].iter_rows(
-        min_row=2, values_only=True)}
-    assert "按通道汇总" in method["离线事件"] and "outages.csv" in method["离线事件"]
+        min_row=HEADER_ROW + 1, values_only=True)}
+    assert "按通道汇总" in method["离线明细"] and "outages.csv" in method["离线明细"]
     # the machine formats keep every outage
     write_csv(b, tmp_path / "csv")
     text = (tmp_path / "csv" / "outages.csv").read_text(encoding="utf-8-sig")
@@ -315,7 +317,7 @@ def test_csv_tables(bulletin: Bulletin, tmp_path: Path) -> None:
     assert {"summary.csv", "townships.csv", "long_offline.csv", "method.csv"} <= files
     text = (tmp_path / "csv" / "long_offline.csv").read_text(encoding="utf-8-sig")
     assert text.splitlines()[0].startswith("设备编码,点位名称")
-    assert D in text and "no_media" in text
+    assert D in text and "无视频流" in text and "no_media" not in text
 
 
 def test_html_escapes_and_has_no_external_assets(bulletin: Bulletin) -> None:

@@ -6,6 +6,7 @@ Exit codes as in :mod:`camwatch.cli`: 0 ok, 1 bad input, 2 usage.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import sys
 import time
@@ -15,6 +16,7 @@ from camwatch.config import Config, load_config
 from camwatch.errors import InventoryError, Problem
 from camwatch.inventory import Channel, load_inventory
 from camwatch.reports.compute import Bulletin, ReportSettings, compute_bulletin, period_for
+from camwatch.reports.pdf import PdfError, require_chromium
 from camwatch.reports.period import Period, day_start, local_text, zone
 from camwatch.reports.rows import channels_from_rows
 from camwatch.rules.rates import format_rate
@@ -22,7 +24,7 @@ from camwatch.store import Store, open_store
 from camwatch.textui import Progress, table
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
-FORMATS = ("xlsx", "html", "csv", "json")
+FORMATS = ("xlsx", "html", "pdf", "csv", "json")
 
 
 def _config_option(p: argparse.ArgumentParser) -> None:
@@ -38,7 +40,8 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to", dest="date_to", metavar="DATE",
                    help="last day of a custom period (included)")
     p.add_argument("--format", choices=FORMATS,
-                   help="default: from the -o suffix, else xlsx")
+                   help="default: from the -o suffix, else xlsx; pdf prints the HTML with a "
+                        "headless Chromium (Debian package 'chromium')")
     p.add_argument("-o", "--output", metavar="PATH",
                    help="file to write (a directory for csv; '-' for stdout with json/html); "
                         "default: camwatch-report-<period>.<format>")
@@ -87,8 +90,7 @@ def _settings(cfg: Config, args: argparse.Namespace) -> ReportSettings:
     if days is not None:
         if days <= 0:
             raise ValueError(f"expected --long-offline-days > 0, got {days}")
-        settings = ReportSettings(settings.probing_level, settings.online_rate, days,
-                                  settings.targets, settings.timezone)
+        settings = dataclasses.replace(settings, long_offline_days=days)
     return settings
 
 
@@ -136,7 +138,7 @@ def _format(args: argparse.Namespace) -> str:
         return fmt
     if out and out != "-":
         suffix = Path(out).suffix.lower().lstrip(".")
-        if suffix in ("xlsx", "html", "json", "csv"):
+        if suffix in ("xlsx", "html", "pdf", "json", "csv"):
             return suffix
         if suffix == "htm":
             return "html"
@@ -167,7 +169,7 @@ def build_bulletin(cfg: Config, args: argparse.Namespace, now: float | None = No
 
 def write_bulletin(b: Bulletin, fmt: str, output: str | Path) -> str:
     """Write ``b`` as ``fmt`` to ``output`` ('-' is stdout for json and html); returns where."""
-    from camwatch.reports import csvjson, html, xlsx
+    from camwatch.reports import csvjson, html, pdf, xlsx
 
     if str(output) == "-":
         if fmt == "json":
@@ -182,6 +184,8 @@ def write_bulletin(b: Bulletin, fmt: str, output: str | Path) -> str:
         return "stdout"
     if fmt == "xlsx":
         xlsx.write_xlsx(b, output)
+    elif fmt == "pdf":
+        pdf.html_to_pdf(html.render_html(b), output)
     elif fmt == "html":
         html.write_html(b, output)
     elif fmt == "json":
@@ -198,6 +202,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     cfg = load_config(args.config)
     fmt = _format(args)
+    if fmt == "pdf":  # no Chromium: say so before a minute of computing
+        try:
+            require_chromium()
+        except PdfError as exc:
+            sys.stderr.write(f"camwatch report: {exc}\n")
+            return EXIT_INPUT
     try:
         # ``args.now`` (not a command-line option) lets a caller or a test fix the clock.
         b = build_bulletin(cfg, args, now=getattr(args, "now", None),
@@ -214,6 +224,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ValueError as exc:
         sys.stderr.write(f"camwatch report: {exc}\n")
         return EXIT_USAGE
+    except PdfError as exc:
+        sys.stderr.write(f"camwatch report: {exc}\n")
+        return EXIT_INPUT
     s = b.summary
     sys.stderr.write(
         f"{b.period.label}: 安装率 {format_rate(s.install_rate)} ({s.installed}/{s.planned}), "

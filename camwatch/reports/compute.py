@@ -25,11 +25,12 @@ from typing import Any
 
 from camwatch.config import Config, TargetsConfig
 from camwatch.errors import Problem
-from camwatch.gbt28181 import check_id
 from camwatch.inventory import Channel
 from camwatch.model import CLASS_NAMES
+from camwatch.reports.events import OutageEvent, OutageRow, group_outages
 from camwatch.reports.gcpause import gc_paused
 from camwatch.reports.period import Period, day_start, local_text, zone
+from camwatch.reports.quality import Finding, data_quality
 from camwatch.reports.timeline import (
     OFFLINE,
     ONLINE,
@@ -40,7 +41,15 @@ from camwatch.reports.timeline import (
     initial_cursors,
     scan,
 )
-from camwatch.rules.rates import RateRow, Targets, online_rate
+from camwatch.rules.rates import (
+    BREAKDOWNS,
+    Cell,
+    RateRow,
+    Targets,
+    cell_of,
+    online_rate,
+    roll_up,
+)
 from camwatch.store.base import Exemption, Store
 
 Scope = tuple[tuple[str, str], ...]
@@ -65,11 +74,21 @@ class ReportSettings:
     long_offline_days: int = 3
     targets: TargetsConfig = field(default_factory=TargetsConfig)
     timezone: str = "Asia/Shanghai"
+    max_villages: int = 30  # villages in the printed annex, worst first; 0: all
+    # One event, one row: channels of one village or township going offline within
+    # ``event_window`` seconds, at least ``event_min_channels`` of them, are one outage event
+    # (the mass_outage alert rule's window and minimum, alerts.rules.mass_outage).
+    event_window: float = 300.0
+    event_min_channels: int = 4
+    event_share: float = 0.8
 
     @classmethod
     def from_config(cls, cfg: Config) -> ReportSettings:
+        mass = cfg.alerts.rules.mass_outage
         return cls(str(cfg.probing.level), cfg.report.online_rate,
-                   cfg.report.long_offline_days, cfg.targets, cfg.report.timezone)
+                   cfg.report.long_offline_days, cfg.targets, cfg.report.timezone,
+                   cfg.report.max_villages, float(mass.window), mass.min_channels,
+                   float(mass.share))
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +102,16 @@ class Part:
     snap: RateRow  # snapshot; channel counts
     published: str
     judged: bool  # enough channels to be held to the target
+    planned: int = 0
+    installed: int = 0
+
+    @property
+    def install_rate(self) -> float | None:
+        return online_rate(self.installed, self.planned)  # same Σ/Σ definition
+
+    @property
+    def cloud_rate(self) -> float | None:
+        return online_rate(self.channels, self.installed)
 
     @property
     def name(self) -> str:
@@ -170,30 +199,10 @@ class LongOffline:
 
 
 @dataclass(frozen=True, slots=True)
-class OutageRow:
-    channel: Channel
-    start: float | None
-    end: float | None  # None: still offline at the period end
-    seconds: float | None  # until ``end`` or the period end; None when the start is unknown
-    reason: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class ExemptionRow:
     exemption: Exemption
     channel: Channel | None
     seconds_in_period: float
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """A data-quality finding for the annex."""
-
-    channel_id: str
-    name: str
-    township: str
-    field: str
-    problem: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,10 +227,40 @@ class Bulletin:
     exemptions: list[ExemptionRow]
     data_quality: list[Finding]
     transitions_read: int
+    events: list[OutageEvent] = field(default_factory=list)  # outages grouped, by start
+    # Coverage: Σ over counted channels of the period from their counting start (the period
+    # start or their connect day) to the period's end, in milliseconds, whether or not the
+    # period is over; the monitored part of it is ``summary.tw.connected``. Channels counted
+    # so far: those whose counting has begun by ``end``.
+    counted_ms: int = 0
+    counted_channels: int = 0
+    previous_monitored_ms: int = 0  # 0: no data for the previous period (上期 / 环比 "-")
 
     @property
     def tz(self) -> dt.tzinfo:
         return self.period.tz
+
+    @property
+    def mass_events(self) -> list[OutageEvent]:
+        """The events that group several channels (a township's, village's, host's)."""
+        return [e for e in self.events if e.grouped]
+
+    @property
+    def ended(self) -> bool:
+        """False while the period is still running (the report is cut at its generation)."""
+        return self.end >= self.period.end
+
+    @property
+    def coverage(self) -> float | None:
+        """The monitored share of the period: Σ monitored / Σ counted time."""
+        return online_rate(self.summary.tw.connected, self.counted_ms)
+
+    @property
+    def monitored_per_channel(self) -> float:
+        """Seconds monitored (online or offline) per counted channel, on average."""
+        if not self.counted_channels:
+            return 0.0
+        return self.summary.tw.connected / 1000.0 / self.counted_channels
 
     def method(self) -> list[tuple[str, str, str]]:
         """(key, 中文 label, value) of every setting and definition the figures depend on."""
@@ -236,7 +275,7 @@ class Bulletin:
                                  o.project) if x) + f" {o.target * 100:.2f}%"
             for o in t.overrides) or "无"
         published = "时间加权 time_weighted" if s.online_rate != "snapshot" else "期末快照 snapshot"
-        ended = self.end >= self.period.end
+        ended = self.ended
         return [
             ("period", "统计周期",
              f"{self.period.label}（{local_text(self.period.start, self.tz)}"
@@ -271,9 +310,17 @@ class Bulletin:
             ("change", "环比", "本期与上期在线率之差，单位百分点；上期按同一方法计算"),
             ("repaired", "修复",
              f"本期恢复在线、此前连续离线不少于 {s.long_offline_days} 天的故障"),
-            ("outages", "离线事件",
-             "XLSX 按通道汇总（离线次数、累计时长、最长一次、最近原因）；逐次离线事件（开始、"
+            ("events", "离线事件",
+             f"同一乡镇（或村）{s.event_window / 60:g} 分钟内离线不少于 {s.event_min_channels} 路、"
+             f"且不少于其已联网通道的 {s.event_share * 100:g}% 计为一起批量离线；同一村内因上级"
+             f"设备离线的不少于 {s.event_min_channels} 路计为一起上级设备离线；与批量离线告警 "
+             "alerts.rules.mass_outage 的 window、min_channels、share 相同；其余每次离线一行"),
+            ("outages", "离线明细",
+             "XLSX 按通道汇总（离线次数、累计时长、最长一次、最近原因）；逐次离线（开始、"
              "恢复、时长、原因）见 CSV（outages.csv）与 JSON（outages）版本"),
+            ("report.max_villages", "打印版村排名 report.max_villages",
+             f"{s.max_villages or '全部'}（HTML/PDF 附件列出在线率最低的村；XLSX、CSV、"
+             "JSON 列出全部村）"),
             ("generated", "生成时间", local_text(self.generated, self.tz)),
         ]
 
@@ -286,6 +333,10 @@ class Bulletin:
             "report.online_rate": s.online_rate,
             "report.long_offline_days": s.long_offline_days,
             "report.timezone": s.timezone,
+            "report.max_villages": s.max_villages,
+            "alerts.rules.mass_outage.window": s.event_window,
+            "alerts.rules.mass_outage.min_channels": s.event_min_channels,
+            "alerts.rules.mass_outage.share": s.event_share,
             "targets": {
                 "class": {str(k): v for k, v in sorted(t.by_class.items())},
                 "project": dict(sorted(t.by_project.items())),
@@ -325,92 +376,63 @@ def _exempt_at(ex: list[tuple[float, float]] | None, ts: float) -> bool:
     return bool(ex) and any(s < ts <= e for s, e in ex or ())
 
 
-class _Acc:
-    __slots__ = ("connected", "installed", "parts", "planned", "snap", "tw")
-
-    def __init__(self) -> None:
-        self.planned = self.installed = self.connected = 0
-        self.tw = [0, 0, 0]  # online, offline, unknown (ms)
-        self.snap = [0, 0, 0]  # online, offline, unknown (channels)
-        # (klass, project) -> [tw on, off, unk, snap on, off, unk, channels]
-        self.parts: dict[tuple[int | None, str | None], list[int]] = {}
-
-
 _SNAP_INDEX = {"online": 0, "offline": 1}
+# A cell's counters: planned, installed, connected (channels); online, offline, unknown
+# (time-weighted, milliseconds); online, offline, unknown (channels, at the period end).
+_PLANNED, _INSTALLED, _CONNECTED, _TW, _SNAP = 0, 1, 2, 3, 6
 
 
-def _aggregate(channels: Sequence[Channel], period: Period, tl: Timeline,
-               exempt: Mapping[str, list[tuple[float, float]]], end: float,
-               dims_list: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], dict[Scope, _Acc]]:
-    # Channels first summed per group of equal (county, township, village, operator, class,
-    # project), then the groups (a few thousand) rolled up into every scope: one dict update
-    # per channel however many tables there are.
-    groups: dict[tuple[str, str, str, str, int | None, str], list[int]] = {}
+def _cells(channels: Sequence[Channel], period: Period, tl: Timeline,
+           exempt: Mapping[str, list[tuple[float, float]]], end: float
+           ) -> dict[Cell, list[int]]:
+    """Every channel's counters, summed per cell (:func:`camwatch.rules.rates.cell_of`): one
+    dict update per channel; :func:`camwatch.rules.rates.roll_up` then adds the cells (a few
+    thousand) into every scope, however many tables there are."""
+    cells: dict[Cell, list[int]] = {}
     last = period.last
     for ch in channels:
         installed, connected = _lifecycle(ch, last)
-        key = (ch.county, ch.township, ch.village, ch.operator, ch.klass, ch.project)
-        g = groups.get(key)
+        key = cell_of(ch)
+        g = cells.get(key)
         if g is None:
-            g = groups[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0]
-        g[0] += 1
-        g[1] += installed
+            g = cells[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0]
+        g[_PLANNED] += 1
+        g[_INSTALLED] += installed
         if not connected:
             continue
-        g[2] += 1
+        g[_CONNECTED] += 1
         ms = tl.ms.get(ch.id)
         if ms is not None:
-            g[3] += ms[ONLINE]
-            g[4] += ms[OFFLINE]
-            g[5] += ms[UNKNOWN]
+            g[_TW] += ms[ONLINE]
+            g[_TW + 1] += ms[OFFLINE]
+            g[_TW + 2] += ms[UNKNOWN]
         if not _exempt_at(exempt.get(ch.id), end):
             cur = tl.end_states.get(ch.id)
-            g[6 + (_SNAP_INDEX.get(cur.state, 2) if cur is not None else 2)] += 1
-    out: dict[tuple[str, ...], dict[Scope, _Acc]] = {d: {} for d in dims_list}
-    for (county, township, village, operator, klass, project), g in groups.items():
-        values = {"county": county, "township": township, "village": village,
-                  "operator": operator}
-        parts: list[tuple[int | None, str | None]] = []
-        if klass is not None:
-            parts.append((klass, None))
-        if project:
-            parts.append((None, project))
-        for dims in dims_list:
-            scope = tuple((d, values[d]) for d in dims)
-            if not all(v for _, v in scope):
-                continue  # a channel without a township is in no township's scope
-            table = out[dims]
-            acc = table.get(scope)
-            if acc is None:
-                acc = table[scope] = _Acc()
-            acc.planned += g[0]
-            acc.installed += g[1]
-            acc.connected += g[2]
-            for i in range(3):
-                acc.tw[i] += g[3 + i]
-                acc.snap[i] += g[6 + i]
-            if not g[2]:
-                continue
-            for k in parts:
-                p = acc.parts.get(k)
-                if p is None:
-                    p = acc.parts[k] = [0, 0, 0, 0, 0, 0, 0]
-                for i in range(6):
-                    p[i] += g[3 + i]
-                p[6] += g[2]
-    return out
+            g[_SNAP + (_SNAP_INDEX.get(cur.state, 2) if cur is not None else 2)] += 1
+    return cells
 
 
-def _figures(scope: Scope, acc: _Acc, targets: Targets, settings: ReportSettings,
-             min_channels: int) -> Figures:
+def _rows(scope: Scope, klass: int | None, project: str | None, v: Sequence[int],
+          target: float | None) -> tuple[RateRow, RateRow]:
+    tw = RateRow(scope, klass, project, v[_TW], v[_TW] + v[_TW + 1], v[_TW + 1], v[_TW + 2],
+                 target)
+    snap = RateRow(scope, klass, project, v[_SNAP], v[_SNAP] + v[_SNAP + 1], v[_SNAP + 1],
+                   v[_SNAP + 2], target)
+    return tw, snap
+
+
+def _figures(scope: Scope, total: Sequence[int],
+             parts_of: Sequence[tuple[int | None, str | None, Sequence[int]]],
+             targets: Targets, settings: ReportSettings, min_channels: int) -> Figures:
     published = settings.online_rate
     sd = dict(scope)
     parts: list[Part] = []
-    for (klass, project), p in acc.parts.items():
+    for klass, project, v in parts_of:
         target = targets.target_for(sd, klass, project)
-        tw = RateRow(scope, klass, project, p[0], p[0] + p[1], p[1], p[2], target)
-        snap = RateRow(scope, klass, project, p[3], p[3] + p[4], p[4], p[5], target)
-        parts.append(Part(klass, project, p[6], tw, snap, published, p[6] >= min_channels))
+        tw, snap = _rows(scope, klass, project, v, target)
+        parts.append(Part(klass, project, v[_CONNECTED], tw, snap, published,
+                          v[_CONNECTED] >= min_channels and v[_CONNECTED] > 0,
+                          v[_PLANNED], v[_INSTALLED]))
     classes = tuple(sorted((p for p in parts if p.klass is not None),
                            key=lambda p: p.klass or 0))
     projects = tuple(sorted((p for p in parts if p.project is not None),
@@ -420,11 +442,9 @@ def _figures(scope: Scope, acc: _Acc, targets: Targets, settings: ReportSettings
         if part.target is not None and part.row.connected:
             weight += part.row.connected
             num += part.target * part.row.connected
-    tw = RateRow(scope, None, None, acc.tw[0], acc.tw[0] + acc.tw[1], acc.tw[1], acc.tw[2], None)
-    snap = RateRow(scope, None, None, acc.snap[0], acc.snap[0] + acc.snap[1], acc.snap[1],
-                   acc.snap[2], None)
-    return Figures(scope, acc.planned, acc.installed, acc.connected, tw, snap, published,
-                   classes, projects, num / weight if weight else None)
+    tw, snap = _rows(scope, None, None, total, None)
+    return Figures(scope, total[_PLANNED], total[_INSTALLED], total[_CONNECTED], tw, snap,
+                   published, classes, projects, num / weight if weight else None)
 
 
 def _rank(rows: list[Figures]) -> list[Figures]:
@@ -442,41 +462,22 @@ def _tables(channels: Sequence[Channel], period: Period, tl: Timeline,
             exempt: Mapping[str, list[tuple[float, float]]], end: float,
             settings: ReportSettings) -> dict[tuple[str, ...], dict[Scope, Figures]]:
     targets = Targets(settings.targets)
-    agg = _aggregate(channels, period, tl, exempt, end, ALL_DIMS)
-    out: dict[tuple[str, ...], dict[Scope, Figures]] = {}
-    for dims, table in agg.items():
+    rolled = roll_up(_cells(channels, period, tl, exempt, end), ALL_DIMS, BREAKDOWNS)
+    totals: dict[Scope, list[int]] = {}
+    parts: dict[Scope, list[tuple[int | None, str | None, list[int]]]] = {}
+    for (scope, klass, project), v in rolled.items():
+        if klass is None and project is None:
+            totals[scope] = v
+        else:
+            parts.setdefault(scope, []).append((klass, project, v))
+    totals.setdefault((), [0] * 9)
+    out: dict[tuple[str, ...], dict[Scope, Figures]] = {d: {} for d in ALL_DIMS}
+    for scope, total in totals.items():
+        dims = tuple(d for d, _ in scope)
         judged_min = settings.targets.min_channels if dims in (
             TOWNSHIP, VILLAGE, OPERATOR_TOWNSHIP) else 0
-        out[dims] = {scope: _figures(scope, acc, targets, settings, judged_min)
-                     for scope, acc in table.items()}
-    if () not in out[SITE]:
-        out[SITE][()] = _figures((), _Acc(), targets, settings, 0)
-    return out
-
-
-def data_quality(channels: Iterable[Channel],
-                 rejected: Iterable[Problem] = ()) -> list[Finding]:
-    """Rows missing class, area or coordinates, ids failing the GB/T 28181 checks, and rows the
-    inventory loader rejected (missing or duplicate id, ...)."""
-    out = []
-    for ch in channels:
-        def add(fld: str, problem: str, c: Channel = ch) -> None:
-            out.append(Finding(c.id, c.name, c.township, fld, problem))
-
-        bad, odd = check_id(ch.id)
-        if bad or odd:
-            add("设备编码", bad or odd or "")
-        if ch.klass is None:
-            add("点位类型", "缺少点位类型 (class missing)")
-        for fld, name, code in (("区县", ch.county, ch.county_code),
-                                ("乡镇", ch.township, ch.township_code),
-                                ("村", ch.village, ch.village_code)):
-            if not (name or code):
-                add(fld, f"缺少{fld} (area missing)")
-        if ch.longitude is None or ch.latitude is None:
-            add("经纬度", "缺少经纬度 (coordinates missing)")
-    for p in rejected:
-        out.append(Finding("", "", "", p.path, f"{p.where}: {p.message}"))
+        out[dims][scope] = _figures(scope, total, parts.get(scope, ()), targets, settings,
+                                    judged_min)
     return out
 
 
@@ -526,7 +527,13 @@ def _compute(store: Store, channels: Sequence[Channel], period: Period,
     prev_end_states, prev_read = prev_tl.end_states, prev_tl.transitions_read
     del prev_tl
     step(2, 4)
-    counted = _windows(channels, period, end)
+    # When each channel's counting starts; capped at ``end`` while the period runs. The
+    # uncapped starts measure the coverage (the share of the whole period monitored).
+    starts = _windows(channels, period, period.end)
+    counted = {cid: min(w, end) for cid, w in starts.items()}
+    period_end = period.end
+    counted_ms = round(sum(period_end - w for w in starts.values()) * 1000)
+    del starts
     tl = scan(store.transition_rows(period.start, end), period.start, end, counted,
               prev_end_states, exempt)
     del prev_end_states
@@ -550,6 +557,10 @@ def _compute(store: Store, channels: Sequence[Channel], period: Period,
     for x in exemptions:
         ex_by_channel.setdefault(x.channel_id, []).append(x)
     long_offline, outages, repaired = _faults(tl, counted, by_id, ex_by_channel, end, settings)
+    totals = {tuple(v for _, v in f.scope): f.connected for f in townships + villages}
+    events = group_outages(outages, end, settings.event_window, settings.event_min_channels,
+                           settings.event_share, totals)
+    prev_site = prev_tables[SITE].get(())
     ex_rows = [
         ExemptionRow(x, by_id.get(x.channel_id),
                      max(0.0, min(x.end, end) - max(x.start, period.start)))
@@ -564,7 +575,10 @@ def _compute(store: Store, channels: Sequence[Channel], period: Period,
         villages=villages, operators=_rank(tables(OPERATOR)),
         operator_townships=op_townships, long_offline=long_offline, outages=outages,
         repaired=repaired, exemptions=ex_rows, data_quality=data_quality(channels, rejected),
-        transitions_read=prev_read + tl.transitions_read,
+        transitions_read=prev_read + tl.transitions_read, events=events,
+        counted_ms=counted_ms,
+        counted_channels=sum(1 for w in counted.values() if w < end),
+        previous_monitored_ms=prev_site.tw.connected if prev_site is not None else 0,
     )
 
 
@@ -632,6 +646,7 @@ __all__ = [
     "Figures",
     "Finding",
     "LongOffline",
+    "OutageEvent",
     "OutageRow",
     "Part",
     "ReportSettings",

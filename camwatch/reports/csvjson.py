@@ -3,7 +3,15 @@
 JSON rates are fractions (0.9551 for 95.51 %) rounded to six decimals; ``change_pp`` is in
 percentage points; times are local ISO strings with their offset. CSV files are UTF-8 with a
 byte-order mark (Excel on a Chinese Windows then reads them right) and the tables' Chinese
-headers; rates are fractions there too.
+headers; rates are fractions there too. A text cell that a spreadsheet would run as a formula
+(it starts with ``= + - @``, a tab or a carriage return: a 点位名称 of ``=HYPERLINK(...)``)
+is written with a leading ``'``, as OWASP recommends against CSV injection.
+
+``events`` lists the mass outages (a township's, a village's, a host's channels going offline
+together, one item each); every outage, grouped or not, is in ``outages``.
+
+Offline reasons are codes in JSON (``reason``, what the API and the store say) with their
+Chinese name beside them (``reason_zh``); in the CSV they are in Chinese.
 """
 
 from __future__ import annotations
@@ -15,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from camwatch.inventory import Channel
-from camwatch.model import CLASS_NAMES
-from camwatch.reports.compute import Bulletin, Figures, OutageRow, Part
+from camwatch.model import CLASS_NAMES, reason_zh
+from camwatch.reports.compute import Bulletin, Figures, OutageEvent, OutageRow, Part
 from camwatch.reports.gcpause import gc_paused
 from camwatch.reports.tables import all_tables
 
@@ -78,7 +86,30 @@ def _channel(ch: Channel) -> dict[str, Any]:
 
 def _outage(o: OutageRow, tz: dt.tzinfo) -> dict[str, Any]:
     return {**_channel(o.channel), "start": _iso(o.start, tz), "end": _iso(o.end, tz),
-            "seconds": o.seconds, "reason": o.reason}
+            "seconds": o.seconds, "reason": o.reason, "reason_zh": reason_zh(o.reason)}
+
+
+def _event(e: OutageEvent, tz: dt.tzinfo) -> dict[str, Any]:
+    ch = e.first
+    return {
+        "level": e.level, "county": ch.county, "township": ch.township,
+        "village": ch.village if e.level != "township" else None,
+        "channel_id": ch.id if e.level == "channel" else None,
+        "place": e.place, "start": _iso(e.start, tz), "end": _iso(e.end, tz),
+        "seconds": e.seconds, "channels": e.channels, "still_offline": e.still_offline,
+        "channels_in_place": e.total or None,
+        "reasons": [{"reason_zh": r, "channels": n} for r, n in e.reasons()],
+    }
+
+
+def csv_cell(value: object) -> object:
+    """A CSV cell: text that a spreadsheet would take for a formula gets a leading ``'``."""
+    if type(value) is str and value[:1] in _FORMULA_START:
+        return "'" + value
+    return "" if value is None else value
+
+
+_FORMULA_START = frozenset("=+-@\t\r")
 
 
 def bulletin_json(b: Bulletin) -> dict[str, Any]:
@@ -118,14 +149,19 @@ def _document(b: Bulletin) -> dict[str, Any]:
     return {
         "site": b.site,
         "period": {"label": b.period.label, "start": _iso(b.period.start, tz),
-                   "end": _iso(b.end, tz), "previous": b.previous_period.label},
+                   "end": _iso(b.end, tz), "previous": b.previous_period.label,
+                   "ended": b.ended, "coverage": _r(b.coverage),
+                   "monitored_seconds_per_channel": round(b.monitored_per_channel, 3),
+                   "previous_has_data": b.previous_monitored_ms > 0},
         "summary": summary,
         "townships": [_figures(f) for f in b.townships],
         "villages": [_figures(f) for f in b.villages],
         "operators": operators,
         "long_offline": [
             {**_channel(r.channel), "since": _iso(r.since, tz), "days": round(r.days, 4),
-             "reason": r.reason, "exemption": r.exemption} for r in b.long_offline],
+             "reason": r.reason, "reason_zh": reason_zh(r.reason), "exemption": r.exemption}
+            for r in b.long_offline],
+        "events": [_event(e, tz) for e in b.mass_events],
         "outages": [],
         "repaired": [_outage(o, tz) for o in b.repaired],
         "exemptions": [
@@ -193,8 +229,8 @@ def write_csv(b: Bulletin, directory: str | Path) -> list[Path]:
             path = out / f"{table.key}.csv"
             with path.open("w", encoding="utf-8-sig", newline="") as fh:
                 w = csv.writer(fh)
-                w.writerow(table.headers)
+                w.writerow([csv_cell(h) for h in table.headers])
                 for row in table.rows:
-                    w.writerow(["" if v is None else v for v in row])
+                    w.writerow([csv_cell(v) for v in row])
             files.append(path)
     return files

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from camwatch.inventory import Channel
-from camwatch.model import CLASS_NAMES
+from camwatch.model import CLASS_NAMES, reason_zh
 from camwatch.reports.compute import Bulletin, Figures, OutageRow, Part
+from camwatch.reports.events import OutageEvent
 from camwatch.reports.period import local_text
+from camwatch.rules.rates import format_rate
 
 Cell = str | int | float | None
 
@@ -24,6 +26,7 @@ class Column:
     header: str
     kind: str = "text"  # text | int | pct | pp | hours | days
     width: int = 10  # characters, for the spreadsheet
+    wrap: bool = False  # long free text: may wrap when printed (others never do)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +41,60 @@ class Table:
     def headers(self) -> list[str]:
         return [c.header for c in self.columns]
 
+    def without(self, *headers: str) -> Table:
+        """The same table without the named columns."""
+        keep = [i for i, c in enumerate(self.columns) if c.header not in headers]
+        return Table(self.key, self.title, tuple(self.columns[i] for i in keep),
+                     [[row[i] for i in keep] for row in self.rows], self.note)
+
+
+def bulletin_title(b: Bulletin) -> str:
+    return f"{b.site} 视频监控联网在线情况通报（{b.period.label}）"
+
+
+def period_text(b: Bulletin) -> str:
+    """``统计周期 2026-11（2026-11-01 00:00 至 2026-11-30 20:22）``."""
+    return (f"统计周期 {b.period.label}（{local_text(b.period.start, b.tz)} 至 "
+            f"{local_text(b.end, b.tz)}）")
+
+
+def running_note(b: Bulletin) -> str:
+    """Empty once the period is over; else says the figures stop at the report time."""
+    if b.ended:
+        return ""
+    return f"周期未结束，截至 {local_text(b.end, b.tz)}：以下为期中数据，月底后请重新生成。"
+
+
+def _duration_zh(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} 分钟"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} 小时"
+    return f"{seconds / 86400:.1f} 天"
+
+
+def coverage_text(b: Bulletin) -> str:
+    """``监测覆盖 平均每通道 11 分钟 / 本月 30 天，0.03%``: how much of the period camwatch
+    judged (online or offline) the counted channels, unknown and exempted time left out."""
+    days = (b.period.last - b.period.first).days + 1
+    span = f"本月 {days} 天" if b.period.is_month else f"本期 {days} 天"
+    if not b.counted_channels:
+        return f"监测覆盖：无已联网上云通道（{span}）"
+    return (f"监测覆盖 平均每通道 {_duration_zh(b.monitored_per_channel)} / {span}，"
+            f"{format_rate(b.coverage)}（{b.counted_channels} 个已联网上云通道）")
+
+
+def previous_note(b: Bulletin) -> str:
+    """Why 上期 / 环比 may show "-", said once."""
+    label = b.previous_period.label
+    if not b.previous_monitored_ms:
+        return f"上期（{label}）无监测数据：各表的上期在线率、环比均显示为“-”。"
+    return f"上期为 {label}；上期在线率、环比为“-”表示该范围上期无监测数据。"
+
 
 def verdict(ok: bool | None) -> str:
-    return {True: "达标", False: "未达标", None: "-"}[ok]
+    """达标 / 未达标; empty when not judged (no target, or too few channels)."""
+    return {True: "达标", False: "未达标", None: ""}[ok]
 
 
 def _other_label(b: Bulletin) -> str:
@@ -59,7 +113,7 @@ def _failing(f: Figures) -> str:
 _RATE_COLS = (
     Column("在线率", "pct", 9), Column("", "pct", 10), Column("上期在线率", "pct", 10),
     Column("环比(百分点)", "pp", 11), Column("参考目标", "pct", 9), Column("是否达标", "text", 8),
-    Column("未达标类型", "text", 24),
+    Column("未达标类型", "text", 24, True),
 )
 
 
@@ -74,29 +128,37 @@ def _rate_cells(b: Bulletin, f: Figures) -> list[Cell]:
             verdict(f.meets_target), _failing(f)]
 
 
+SUMMARY_NOTE = ("“全部”行混合多种点位类型，不设目标、不判定达标（各类型分别判定）；"
+                "点位类型/项目行的上期在线率与环比不单独统计")
+
+
 def summary_table(b: Bulletin) -> Table:
+    """The site, then each county: a 全部 row (no target, no verdict: its classes have
+    different targets) and one row per point class and project, each with its own install
+    and cloud-connect rates. A site of one county shows the county only (its rows would be
+    the site's again)."""
     s = b.summary
-    cols = (Column("范围", "text", 16), Column("点位类型/项目", "text", 12),
-            Column("应安装", "int", 9), Column("已安装", "int", 9), Column("安装率", "pct", 9),
-            Column("已联网上云", "int", 10), Column("上云率", "pct", 9),
-            Column("在线率(时间加权)", "pct", 15), Column("在线率(期末快照)", "pct", 15),
-            Column("上期在线率", "pct", 10), Column("环比(百分点)", "pp", 11),
+    cols = (Column("范围", "text", 10), Column("点位类型/项目", "text", 12),
+            Column("应安装", "int", 7), Column("已安装", "int", 7), Column("安装率", "pct", 8),
+            Column("已联网上云", "int", 9), Column("上云率", "pct", 8),
+            Column("在线率(时间加权)", "pct", 14), Column("在线率(期末快照)", "pct", 14),
+            Column("上期在线率", "pct", 9), Column("环比(百分点)", "pp", 10),
             Column("目标", "pct", 8), Column("是否达标", "text", 8))
-    rows: list[list[Cell]] = [
-        ["全域", "全部", s.planned, s.installed, s.install_rate, s.connected, s.cloud_rate,
-         s.tw.rate, s.snap.rate, s.previous, s.change_pp, None, verdict(s.meets_target)]]
-    for p in s.classes + s.projects:
-        rows.append(["全域", p.name, None, None, None, p.channels, None, p.tw.rate,
-                     p.snap.rate, None, None, p.target, verdict(p.meets_target)])
-    for c in b.counties:
-        rows.append([c.get("county"), "全部", c.planned, c.installed, c.install_rate,
-                     c.connected, c.cloud_rate, c.tw.rate, c.snap.rate, c.previous,
-                     c.change_pp, None, verdict(c.meets_target)])
-        for p in c.classes:
-            rows.append([c.get("county"), p.name, None, None, None, p.channels, None,
-                         p.tw.rate, p.snap.rate, None, None, p.target,
+    blocks: list[tuple[str, Figures]] = []
+    if len(b.counties) == 1 and b.counties[0].planned == s.planned:
+        blocks.append((b.counties[0].get("county"), s))
+    else:
+        blocks.append(("全域", s))
+        blocks.extend((c.get("county"), c) for c in b.counties)
+    rows: list[list[Cell]] = []
+    for label, f in blocks:
+        rows.append([label, "全部", f.planned, f.installed, f.install_rate, f.connected,
+                     f.cloud_rate, f.tw.rate, f.snap.rate, f.previous, f.change_pp, None, ""])
+        for p in f.classes + f.projects:
+            rows.append([label, p.name, p.planned, p.installed, p.install_rate, p.channels,
+                         p.cloud_rate, p.tw.rate, p.snap.rate, None, None, p.target,
                          verdict(p.meets_target)])
-    return Table("summary", "汇总", cols, rows)
+    return Table("summary", "汇总", cols, rows, SUMMARY_NOTE)
 
 
 def township_table(b: Bulletin) -> Table:
@@ -120,6 +182,18 @@ def village_table(b: Bulletin) -> Table:
     return Table("villages", "村排名", cols, rows)
 
 
+def worst_villages(b: Bulletin, n: int) -> Table:
+    """The ``n`` villages with the lowest published rate (0: every village), worst first:
+    the printed bulletin's annex (``report.max_villages``)."""
+    table = village_table(b)
+    rate_at = table.headers.index("在线率")
+    rows = sorted(table.rows, key=lambda r: (r[rate_at] is None, r[rate_at] or 0.0,
+                                             str(r[2]), str(r[4])))
+    if n:
+        rows = rows[:n]
+    return Table(table.key, table.title, table.columns, rows, table.note)
+
+
 def operator_table(b: Bulletin) -> Table:
     cols = (Column("运营商", "text", 8), Column("区县", "text", 10), Column("乡镇", "text", 14),
             Column("已安装", "int", 8), Column("已联网上云", "int", 10), Column("上云率", "pct", 9),
@@ -140,16 +214,17 @@ def _place(ch: Channel) -> list[Cell]:
             CLASS_NAMES.get(ch.klass, str(ch.klass)) if ch.klass is not None else ""]
 
 
-_PLACE_COLS = (Column("设备编码", "text", 22), Column("点位名称", "text", 20),
+_PLACE_COLS = (Column("设备编码", "text", 22), Column("点位名称", "text", 20, True),
                Column("乡镇", "text", 12), Column("村", "text", 12), Column("运营商", "text", 7),
                Column("点位类型", "text", 8))
 
 
 def long_offline_table(b: Bulletin) -> Table:
     cols = (*_PLACE_COLS, Column("离线起始", "text", 17), Column("离线天数", "days", 9),
-            Column("原因", "text", 12), Column("报备", "text", 12))
+            Column("原因", "text", 12), Column("报备", "text", 12, True))
     rows: list[list[Cell]] = [
-        [*_place(r.channel), local_text(r.since, b.tz), r.days, r.reason or "", r.exemption or ""]
+        [*_place(r.channel), local_text(r.since, b.tz), r.days, reason_zh(r.reason),
+         r.exemption or ""]
         for r in b.long_offline]
     return Table("long_offline", f"离线超{b.settings.long_offline_days}天", cols, rows)
 
@@ -157,7 +232,7 @@ def long_offline_table(b: Bulletin) -> Table:
 def _outage_rows(b: Bulletin, items: Sequence[OutageRow]) -> list[list[Cell]]:
     return [[*_place(o.channel), local_text(o.start, b.tz),
              local_text(o.end, b.tz) if o.end is not None else "未恢复",
-             None if o.seconds is None else o.seconds / 3600.0, o.reason or ""]
+             None if o.seconds is None else o.seconds / 3600.0, reason_zh(o.reason)]
             for o in items]
 
 
@@ -166,8 +241,57 @@ _OUTAGE_COLS = (*_PLACE_COLS, Column("离线开始", "text", 17), Column("恢复
 
 
 def outage_table(b: Bulletin) -> Table:
-    return Table("outages", "离线事件", _OUTAGE_COLS, _outage_rows(b, b.outages),
-                 "本期内结束或期末仍在持续的离线；时长自离线开始计")
+    """One row per channel and outage (the CSV and JSON annex)."""
+    return Table("outages", "离线明细", _OUTAGE_COLS, _outage_rows(b, b.outages),
+                 "每个通道每次离线一行：本期内结束或期末仍在持续的离线；时长自离线开始计")
+
+
+EVENT_LEVELS = {"township": "乡镇批量", "village": "村批量", "host": "上级设备",
+                "channel": "单点"}
+_EVENT_COLS = (Column("离线开始", "text", 16), Column("恢复时间", "text", 16),
+               Column("时长(小时)", "hours", 9), Column("类型", "text", 8),
+               Column("乡镇", "text", 10), Column("村", "text", 10),
+               Column("点位名称", "text", 22, True), Column("通道数", "int", 6),
+               Column("未恢复", "int", 6), Column("原因", "text", 18, True),
+               Column("设备编码", "text", 21))
+
+
+def event_note(b: Bulletin) -> str:
+    s = b.settings
+    return (f"同一乡镇或村 {s.event_window / 60:g} 分钟内离线不少于 {s.event_min_channels} 路且"
+            f"不少于其通道的 {s.event_share * 100:g}%，或同村因上级设备离线不少于 "
+            f"{s.event_min_channels} 路，计为一起，其余每次离线一行；时长自首个通道离线至最后"
+            "一个恢复；逐通道清单见 CSV（outages.csv）或 JSON（outages）版本")
+
+
+def event_rows(b: Bulletin, events: Sequence[OutageEvent]) -> list[list[Cell]]:
+    rows: list[list[Cell]] = []
+    for e in events:
+        ch = e.first
+        single = e.level == "channel"
+        rows.append([
+            local_text(e.start, b.tz),
+            local_text(e.end, b.tz) if e.end is not None else "未恢复",
+            None if e.seconds is None else e.seconds / 3600.0,
+            EVENT_LEVELS[e.level], ch.township, ch.village if e.level != "township" else "",
+            ch.name if single else "", e.channels, e.still_offline, e.cause(),
+            ch.id if single else ""])
+    return rows
+
+
+def event_table(b: Bulletin, events: Sequence[OutageEvent] | None = None,
+                title: str = "离线事件") -> Table:
+    """The outages as events (:mod:`camwatch.reports.events`): a mass outage is one row."""
+    items = b.events if events is None else events
+    return Table("events", title, _EVENT_COLS, event_rows(b, items), event_note(b))
+
+
+def mass_event_table(b: Bulletin) -> Table:
+    """The mass outages only: the machine formats' version of :func:`event_table`, whose
+    single-channel rows (~130,000 for 100,000 channels) are there already as the outages."""
+    return Table("events", "批量离线", _EVENT_COLS, event_rows(b, b.mass_events),
+                 event_note(b).split("，其余每次离线一行")[0]
+                 + "；单个通道的离线见离线通道汇总（XLSX）、outages.csv 或 JSON 的 outages")
 
 
 OUTAGE_SUMMARY_NOTE = ("每个通道一行：本期离线次数、累计时长、最长一次与最近一次的原因"
@@ -188,12 +312,12 @@ def outage_summary_table(b: Bulletin) -> Table:
         if o.seconds is not None:
             s[2] = o.seconds if s[2] is None else s[2] + o.seconds
             s[3] = o.seconds if s[3] is None else max(s[3], o.seconds)
-        s[4] = o.reason or ""
+        s[4] = reason_zh(o.reason)
     items = sorted(by_channel.values(), key=lambda s: (-(s[2] or 0.0), s[0].id))
     rows: list[list[Cell]] = [
         [*_place(s[0]), s[1], None if s[2] is None else s[2] / 3600.0,
          None if s[3] is None else s[3] / 3600.0, s[4]] for s in items]
-    return Table("outages", "离线事件汇总", _OUTAGE_SUMMARY_COLS, rows, OUTAGE_SUMMARY_NOTE)
+    return Table("outages", "离线通道汇总", _OUTAGE_SUMMARY_COLS, rows, OUTAGE_SUMMARY_NOTE)
 
 
 _OUTAGE_SUMMARY_COLS = (*_PLACE_COLS, Column("离线次数", "int", 8),
@@ -208,8 +332,9 @@ def repaired_table(b: Bulletin) -> Table:
 
 def exemption_table(b: Bulletin) -> Table:
     cols = (Column("编号", "int", 6), Column("设备编码", "text", 22),
-            Column("点位名称", "text", 20), Column("乡镇", "text", 12),
-            Column("开始", "text", 17), Column("结束", "text", 17), Column("原因", "text", 16),
+            Column("点位名称", "text", 20, True), Column("乡镇", "text", 12),
+            Column("开始", "text", 17), Column("结束", "text", 17),
+            Column("原因", "text", 16, True),
             Column("本期报备时长(小时)", "hours", 12))
     rows: list[list[Cell]] = []
     for r in b.exemptions:
@@ -222,15 +347,16 @@ def exemption_table(b: Bulletin) -> Table:
 
 
 def data_quality_table(b: Bulletin) -> Table:
-    cols = (Column("设备编码", "text", 22), Column("点位名称", "text", 20),
-            Column("乡镇", "text", 12), Column("字段", "text", 14), Column("问题", "text", 50))
+    cols = (Column("设备编码", "text", 22), Column("点位名称", "text", 20, True),
+            Column("乡镇", "text", 12), Column("字段", "text", 14),
+            Column("问题", "text", 50, True))
     rows: list[list[Cell]] = [[f.channel_id, f.name, f.township, f.field, f.problem]
                               for f in b.data_quality]
     return Table("data_quality", "数据质量", cols, rows)
 
 
 def method_table(b: Bulletin) -> Table:
-    cols = (Column("项目", "text", 34), Column("说明", "text", 90))
+    cols = (Column("项目", "text", 34, True), Column("说明", "text", 90, True))
     return Table("method", "统计方法", cols, [[label, value] for _, label, value in b.method()])
 
 
@@ -239,5 +365,5 @@ def all_tables(b: Bulletin, *, outage_events: bool = True) -> list[Table]:
     channel (:func:`outage_summary_table`, the XLSX) instead of one row per outage."""
     outages = outage_table(b) if outage_events else outage_summary_table(b)
     return [summary_table(b), township_table(b), village_table(b), operator_table(b),
-            long_offline_table(b), outages, repaired_table(b), exemption_table(b),
-            data_quality_table(b), method_table(b)]
+            long_offline_table(b), mass_event_table(b), outages, repaired_table(b),
+            exemption_table(b), data_quality_table(b), method_table(b)]

@@ -8,8 +8,9 @@ channels not connected (未联网上云) are never counted. The Prometheus recor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import add
 
 from camwatch.config import TargetsConfig
 from camwatch.inventory import Channel
@@ -109,37 +110,60 @@ class Targets:
         return self.cfg.by_project.get(project or "")
 
 
-def _scope_of(ch: Channel, dims: Sequence[str]) -> tuple[tuple[str, str], ...] | None:
-    out = []
-    for d in dims:
-        value = getattr(ch, d) or ""
-        if not value:
-            return None  # a channel without a township is not in any township's scope
-        out.append((d, value))
-    return tuple(out)
-
-
 Key = tuple[tuple[tuple[str, str], ...], int | None, str | None]  # (scope, class, project)
+
+#: What decides every row a channel counts in: (county, township, village, operator, class,
+#: project). Channels with the same cell count in the same rows.
+Cell = tuple[str, str, str, str, int | None, str]
+_CELL_DIMS = {"county": 0, "township": 1, "village": 2, "operator": 3}
+
+
+def cell_of(ch: Channel) -> Cell:
+    return (ch.county, ch.township, ch.village, ch.operator, ch.klass, ch.project)
+
+
+def cell_keys(cell: Cell, scopes: Sequence[tuple[str, ...]] = SCOPES,
+              breakdowns: Sequence[str | None] = BREAKDOWNS) -> tuple[Key, ...]:
+    """Every (scope, class, project) row a cell's channels count in. A channel without a
+    value for one of a scope's dimensions (no township, say) is in no scope of that kind."""
+    out: list[Key] = []
+    klass, project = cell[4], cell[5]
+    places = cell[:4]
+    for dims in scopes:
+        scope = tuple((d, places[_CELL_DIMS[d]] or "") for d in dims)
+        if not all(v for _, v in scope):
+            continue
+        for b in breakdowns:
+            if b == "class":
+                if klass is not None:
+                    out.append((scope, klass, None))
+            elif b == "project":
+                if project:
+                    out.append((scope, None, project))
+            else:
+                out.append((scope, None, None))
+    return tuple(out)
 
 
 def _keys(ch: Channel, scopes: Sequence[tuple[str, ...]],
           breakdowns: Sequence[str | None]) -> tuple[Key, ...]:
     """Every (scope, class, project) row a channel counts in."""
-    out: list[Key] = []
-    for dims in scopes:
-        scope = _scope_of(ch, dims)
-        if scope is None:
-            continue
-        for b in breakdowns:
-            if b == "class":
-                if ch.klass is not None:
-                    out.append((scope, ch.klass, None))
-            elif b == "project":
-                if ch.project:
-                    out.append((scope, None, ch.project))
-            else:
-                out.append((scope, None, None))
-    return tuple(out)
+    return cell_keys(cell_of(ch), scopes, breakdowns)
+
+
+def roll_up(cells: Mapping[Cell, Sequence[int]], scopes: Sequence[tuple[str, ...]] = SCOPES,
+            breakdowns: Sequence[str | None] = BREAKDOWNS) -> dict[Key, list[int]]:
+    """The roll-up: counters summed per cell (any fixed-length vector of integers: online /
+    offline / unknown channels, milliseconds, planned / installed ...) added into every
+    (scope, class, project) row the cell counts in. Sums only, so every rate built on the
+    result is Σ numerators / Σ denominators."""
+    out: dict[Key, list[int]] = {}
+    get = out.get
+    for cell, values in cells.items():
+        for key in cell_keys(cell, scopes, breakdowns):
+            acc = get(key)
+            out[key] = list(values) if acc is None else list(map(add, acc, values))
+    return out
 
 
 class RateIndex:
@@ -152,17 +176,17 @@ class RateIndex:
 
     def __init__(self, channels: Iterable[Channel], scopes: Sequence[tuple[str, ...]] = SCOPES,
                  breakdowns: Sequence[str | None] = BREAKDOWNS) -> None:
-        cells: dict[tuple[object, ...], int] = {}
+        cells: dict[Cell, int] = {}
         self._cell_keys: list[tuple[Key, ...]] = []
         self._cell_of: dict[str, int] = {}
         for ch in channels:
             if not ch.connected:
                 continue
-            sig = (ch.county, ch.township, ch.village, ch.operator, ch.klass, ch.project)
+            sig = cell_of(ch)
             n = cells.get(sig)
             if n is None:
                 n = cells[sig] = len(self._cell_keys)
-                self._cell_keys.append(_keys(ch, scopes, breakdowns))
+                self._cell_keys.append(cell_keys(sig, scopes, breakdowns))
             self._cell_of[ch.id] = n
 
     def cell_of(self, cid: str) -> int | None:
