@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from camwatch.config import HttpConfig, check_listen
 from camwatch.daemon import Daemon
 from camwatch.rules.rates import format_rate
 from camwatch.sim.fleet import Fleet, FleetConfig
@@ -26,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="connected channels to simulate (default 2000)")
     p.add_argument("--dir", default="camwatch-demo",
                    help="where the generated inventory, config and store go")
-    p.add_argument("--listen", default="127.0.0.1:9780", help="the daemon's HTTP address")
+    p.add_argument("--listen", default="127.0.0.1:9780",
+                   help="the daemon's HTTP address (loopback: the demo has no authentication)")
     p.add_argument("--interval", default="20s", help="probe interval (default 20s, for a "
                                                       "lively demo; production default 60s)")
     p.add_argument("--outage-at", type=float, default=120.0,
@@ -80,6 +82,7 @@ async def _status_lines(daemon: Daemon, start: float) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
+    check_listen(HttpConfig(), args.listen, "camwatch demo --listen")  # the demo has no auth
     fleet_cfg, victim = fleet_config(args)
     async with Fleet.start(fleet_cfg) as fleet:
         assert fleet.files is not None
