@@ -125,6 +125,9 @@ def _single(q: Any, allowed: tuple[str, ...]) -> dict[str, str]:
     """The query as a plain dict: every key known, none given twice."""
     out: dict[str, str] = {}
     for key, value in q.items():
+        if "\ufffd" in key or "\ufffd" in value:  # what is left of bytes that are not UTF-8
+            raise bad_query(key, value, "percent-encoded UTF-8, e.g. township=%E5%9F%8E%E5%85"
+                                        "%B3%E9%95%87 for 城关镇 (GBK is not understood)")
         if key not in allowed:
             raise bad_query(key, value, f"one of {', '.join(allowed)}", allowed)
         if key in out:

@@ -410,6 +410,7 @@ async def test_concurrent_scrapes_share_a_rendering_and_get_the_same_bytes(
     ("reason=broken", "reason", "one of timeout, refused"),
     ("state=online&state=offline", "state", "state given once"),
     ("colour=red", "colour", "one of state, reason, county"),
+    ("township=%B3%C7%B9%D8%D5%F2", "township", "percent-encoded UTF-8"),  # 城关镇 in GBK
 ])
 async def test_bad_query_values_are_a_400_naming_the_parameter(
         tmp_path: Path, query: str, parameter: str, expected: str) -> None:
