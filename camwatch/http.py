@@ -418,22 +418,25 @@ class ConnectionLimits:
         self.total = total
         self.per_client = per_client
         self.open: dict[str, int] = {}
+        self.open_total = 0
         self.refusals = Throttle(burst=10, window_s=60.0)
         self.accepted = 0
         self.refused = 0
 
     def acquire(self, client: str) -> str | None:
         """None when ``client`` may open one more connection (counted), else why not."""
-        if sum(self.open.values()) >= self.total:
+        if self.open_total >= self.total:
             return f"{self.total} connections open (http.max_connections)"
         if self.open.get(client, 0) >= self.per_client:
             return (f"{self.per_client} connections open from this address "
                     f"(http.max_connections_per_client)")
         self.open[client] = self.open.get(client, 0) + 1
+        self.open_total += 1
         self.accepted += 1
         return None
 
     def release(self, client: str) -> None:
+        self.open_total -= 1
         n = self.open.get(client, 0) - 1
         if n > 0:
             self.open[client] = n
