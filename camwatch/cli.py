@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from camwatch import __version__
-from camwatch.config import Config, load_config
+from camwatch.config import Config, check_listen, load_config
 from camwatch.errors import CamwatchError, InputError
 from camwatch.inventory import Inventory, load_inventory
 from camwatch.log import configure
@@ -121,6 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                          "of devices send. Run it as its own user (deploy/systemd), or pass "
                          "--allow-root if you must.\n")
         return EXIT_USAGE
+    if args.listen:  # the address actually bound gets the config's exposure check
+        check_listen(load_config(args.config).http, args.listen, "--listen")
     daemon = Daemon(args.config, listen=args.listen)
     return int(_run_async(daemon.run()))
 

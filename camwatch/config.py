@@ -199,6 +199,40 @@ def is_loopback(host: str) -> bool:
         return False  # a name: it may resolve to anything
 
 
+def split_listen(listen: str) -> tuple[str, int]:
+    """``127.0.0.1:9780`` / ``[::1]:9780`` -> host (brackets removed) and port."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port like '127.0.0.1:9780', got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def exposure_problem(http: HttpConfig, listen: str) -> str | None:
+    """Why serving the API on ``listen`` with ``http``'s settings would hand it to anybody
+    who can reach the address, or None. The one check of the listen address: run for the
+    configured ``http.listen`` at load, and again for the address actually bound (``--listen``
+    of ``camwatch run`` and ``camwatch demo``, see :func:`camwatch.http.serve`)."""
+    host, port = split_listen(listen)
+    if is_loopback(host) or http.auth is not None or http.allow_unauthenticated:
+        return None
+    return (f"listening on {listen} exposes the API beyond this machine: anyone who can "
+            f"reach it could read /api without authentication. Either set http.auth "
+            f"(token_env/token_file, or username with password_env/password_file), or, when "
+            f"a firewall or an authenticating reverse proxy guards the port, set "
+            f"http.allow_unauthenticated: true; or listen on loopback, e.g. 127.0.0.1:{port}")
+
+
+def check_listen(http: HttpConfig, listen: str, where: str) -> None:
+    """:func:`exposure_problem` (and the address's syntax) as a :class:`ConfigError` located at
+    ``where`` (``--listen``, or the config file)."""
+    try:
+        problem = exposure_problem(http, listen)
+    except ValueError as exc:
+        problem = str(exc)
+    if problem is not None:
+        raise ConfigError([Problem(where, "", problem)])
+
+
 class HttpConfig(_Model):
     listen: str = "127.0.0.1:9780"
     auth: HttpAuth | None = None
@@ -206,35 +240,49 @@ class HttpConfig(_Model):
     metrics_auth: bool = Field(default=False, description="require auth on /metrics too")
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Limits on what one client, authenticated or not, can hold (docs/security.md).
+    header_timeout: Duration = Field(
+        default=10.0, description="a request head must arrive within this, from the "
+        "connection's opening or the end of the previous response (also the keep-alive limit)")
+    send_timeout: Duration = Field(
+        default=60.0, description="a response must be sent within this; a client that "
+        "stops reading is disconnected")
+    max_connections: PositiveInt = 256
+    max_connections_per_client: PositiveInt = 32
 
     _abs = field_validator("tls_cert", "tls_key")(_resolve_path)
 
     @field_validator("listen")
     @classmethod
     def _host_port(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"expected host:port like '127.0.0.1:9780', got {v!r}")
+        split_listen(v)
+        return v
+
+    @field_validator("header_timeout", "send_timeout")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError(f"expected a duration above zero, got {v:g}s")
         return v
 
     @model_validator(mode="after")
     def _safe_exposure(self) -> HttpConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("give both tls_cert and tls_key, or neither")
-        if not is_loopback(self.host) and self.auth is None and not self.allow_unauthenticated:
-            raise ValueError(
-                f"listening on {self.host} exposes the API beyond this machine: set "
-                f"http.auth (token_env/token_file or username + password_env/password_file), "
-                f"or http.allow_unauthenticated: true")
+        if self.max_connections_per_client > self.max_connections:
+            raise ValueError(f"max_connections_per_client ({self.max_connections_per_client}) "
+                             f"is above max_connections ({self.max_connections})")
+        if (problem := exposure_problem(self, self.listen)) is not None:
+            raise ValueError(problem)
         return self
 
     @property
     def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]")
+        return split_listen(self.listen)[0]
 
     @property
     def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
+        return split_listen(self.listen)[1]
 
 
 class ReportConfig(_Model):

@@ -268,6 +268,9 @@ class Daemon:
             raise CamwatchError(f"cannot listen on {self.listen}: {exc.strerror or exc} "
                                 f"(another camwatch running? choose another address with "
                                 f"--listen or http.listen)") from None
+        except BaseException:  # the exposure check, or anything else: release the store
+            self.close()
+            raise
         addresses = http.addresses
         self.port = int(addresses[0][1]) if addresses else int(port)
         log.info("listening", url=f"http://{host}:{self.port}/metrics")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from camwatch.config import HttpConfig, check_listen
 from camwatch.daemon import Daemon
 from camwatch.errors import CamwatchError
 from camwatch.rules.rates import format_rate
@@ -167,6 +168,7 @@ async def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     check_addresses(args)
     listen = listen_address(args)
+    check_listen(HttpConfig(), listen, "camwatch demo --listen")  # the demo has no auth
     fleet_cfg, victim = fleet_config(args)
     async with Fleet.start(fleet_cfg) as fleet:
         assert fleet.files is not None
