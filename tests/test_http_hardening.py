@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,11 +29,11 @@ import pytest
 from aiohttp.http_exceptions import BadHttpMessage
 
 from camwatch.config import parse_config
+from camwatch.engine import Engine
 from camwatch.errors import ConfigError
 from camwatch.http import MAX_LIMIT, METRICS, HttpServer, Rendering, serve
 from camwatch.inventory import Channel
 from camwatch.log import Throttle, configure, register_secret
-from camwatch.scheduler import Engine
 from camwatch.store import open_store
 from tests.conftest import ROOT
 from tests.test_daemon import Proc
@@ -469,20 +470,30 @@ async def test_times_in_iso_8601_with_the_report_offset(tmp_path: Path) -> None:
         assert isinstance(status["started"], float) and isinstance(channel["since"], float)
 
 
-# --- 16.11: /healthz reports what the engine's health check says ------------------------------
+# --- 16.11: /healthz reports store writes failing ------------------------------------------
 
 
-async def test_healthz_is_503_with_the_problems(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_healthz_is_503_while_store_writes_fail(tmp_path: Path) -> None:
+    from tests.test_store_faults import Flaky
+
     eng = engine(tmp_path)
     async with served(eng) as (_, base), aiohttp.ClientSession() as http:
         async with http.get(base + "/healthz") as r:
             assert r.status == 200 and (await r.json())["status"] == "ok"
-        monkeypatch.setattr(eng, "health", lambda: ["store: writes failing (disk full)"])
+        disk = Flaky(eng.store)  # type: ignore[arg-type]
+        with pytest.raises(sqlite3.OperationalError):
+            await eng.writer.run(lambda s: s.set_meta("k", 1))
         async with http.get(base + "/healthz") as r:
             assert r.status == 503
-            assert await r.json() == {"status": "degraded", "channels": 12,
-                                      "problems": ["store: writes failing (disk full)"]}
+            doc = await r.json()
+            assert doc["status"] == "degraded" and doc["channels"] == 12
+            assert len(doc["problems"]) == 1
+            assert "store writes failing" in doc["problems"][0]
+            assert "database or disk is full" in doc["problems"][0]
+        disk.full = False
+        await eng.writer.run(lambda s: s.set_meta("k", 1))
+        async with http.get(base + "/healthz") as r:
+            assert r.status == 200
 
 
 def test_every_limit_is_validated(tmp_path: Path) -> None:
