@@ -206,14 +206,15 @@ class Daemon:
             return self._refuse("reload failed, keeping the running config", error=repr(exc))
         before = len(eng.channels)
         dropped = sum(1 for cid in eng.channels if cid not in plan.channels)
-        if before and dropped / before > cfg.inventory.max_drop:
-            key = (seen, dropped)
-            if not confirm_drop and self._confirm_drop != key:
-                self._confirm_drop = key
-                return self._refuse(
-                    "reload refused: it would drop more channels than inventory.max_drop; "
-                    "send SIGHUP again to confirm", dropped=dropped, channels=before,
-                    max_drop=cfg.inventory.max_drop)
+        if before and dropped / before > cfg.inventory.max_drop and not confirm_drop:
+            # only an explicit SIGHUP for this same file confirms (see _sighup): the file
+            # watcher looking at it again does not
+            self._confirm_drop = (seen, dropped)
+            self._inventory_seen = seen  # the watcher does not retry it every second
+            return self._refuse(
+                "reload refused: it would drop more channels than inventory.max_drop; "
+                "send SIGHUP again to confirm", dropped=dropped, channels=before,
+                max_drop=cfg.inventory.max_drop)
         self._confirm_drop = None
         gone = eng.apply(plan)
         self.cfg = cfg

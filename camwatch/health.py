@@ -28,10 +28,12 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from camwatch.probes import ProbeSettings, Reason, Target
+from camwatch.stats import Histogram
 
 log = structlog.get_logger(__name__)
 
 LOOP_LAG_LIMIT_S = 1.0
+LOOP_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 _UPLINK_REASONS = frozenset({Reason.TIMEOUT.value, Reason.UNREACHABLE.value})
 
 
@@ -42,7 +44,8 @@ class SelfHealth:
         self.uplink_check = tuple(uplink_check)
         self.clock = clock
         self.loop_lag_s = 0.0
-        self.max_loop_lag_s = 0.0  # since the process started, for the benchmarks
+        self.max_loop_lag_s = 0.0  # the largest since start
+        self.loop_lags = Histogram(LOOP_LAG_BUCKETS)  # every sample, for its p99
         self._lags: deque[float] = deque(maxlen=500)  # probes' delays behind their due time
         # (time, area, ok, reason) of the latest results, for the uplink heuristic
         self._recent: deque[tuple[float, str, bool, str | None]] = deque(maxlen=5000)
@@ -151,6 +154,7 @@ class SelfHealth:
             await asyncio.sleep(step)
             self.loop_lag_s = max(0.0, time.monotonic() - t0 - step)
             self.max_loop_lag_s = max(self.max_loop_lag_s, self.loop_lag_s)
+            self.loop_lags.observe(self.loop_lag_s)
 
     async def check_uplink(self, settings: ProbeSettings) -> bool:
         """TCP-connect to the ``probing.uplink_check`` addresses; the uplink is fine when any

@@ -42,6 +42,8 @@ Exposition produced (gauges unless noted):
   a probe behind its due time), ``camwatch_loop_lag_seconds``, ``camwatch_probes_in_flight``,
   ``camwatch_prober_healthy``, ``camwatch_alert_outbox_depth`` (-1 until first counted),
   ``camwatch_store_write_errors_total``, ``camwatch_config_reloads_total{result}``,
+  ``camwatch_event_loop_lag_seconds`` histogram (a sample every 0.25 s: what a stall of the
+  daemon's loop looks like), ``camwatch_loop_lag_max_seconds`` (the largest since start),
   ``camwatch_build_info{version}``.
 """
 
@@ -336,6 +338,13 @@ class MetricsRenderer:
                 add(f'camwatch_probe_phase_seconds_bucket{{phase="{ph}",le="{le}"}} {n}\n')
             add(f'camwatch_probe_phase_seconds_sum{{phase="{ph}"}} {h.sum!r}\n')
             add(f'camwatch_probe_phase_seconds_count{{phase="{ph}"}} {h.count}\n')
+        lags = eng.health.loop_lags
+        add(_head("camwatch_event_loop_lag_seconds", "histogram",
+                  "Event-loop lag, sampled every 0.25 s.", openmetrics))
+        for le, n in lags.cumulative():
+            add(f'camwatch_event_loop_lag_seconds_bucket{{le="{le}"}} {n}\n')
+        add(f"camwatch_event_loop_lag_seconds_sum {lags.sum!r}\n")
+        add(f"camwatch_event_loop_lag_seconds_count {lags.count}\n")
         add(_head("camwatch_channel_transitions_total", "counter",
                   "Channel state transitions, by new state.", openmetrics))
         for to in ("online", "offline", "unknown"):
@@ -357,6 +366,8 @@ class MetricsRenderer:
             ("camwatch_sweep_lag_seconds", "gauge", eng.health.sweep_lag(),
              "Median delay between a probe's due time and its start."),
             ("camwatch_loop_lag_seconds", "gauge", eng.health.loop_lag_s, "Event-loop lag."),
+            ("camwatch_loop_lag_max_seconds", "gauge", eng.health.max_loop_lag_s,
+             "Largest event-loop lag since camwatch started."),
             ("camwatch_probes_in_flight", "gauge", stats.in_flight, "Probes running now."),
             ("camwatch_prober_healthy", "gauge", 0 if eng.health.verdict_problems() else 1,
              "1 when the prober trusts its own results."),

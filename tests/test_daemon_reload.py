@@ -1,0 +1,73 @@
+"""What a reload may and may not do to a running daemon, and one daemon per store: the real
+``camwatch run`` in a process against simulated cameras (issue 16 items 6, 8 and 9)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+from tests.test_daemon import Proc, daemon, get, poll
+
+__all__ = ["daemon"]  # the fixture, imported for this module
+
+
+def reloads(proc: Proc, result: str) -> int:
+    text = get(proc.base + "/metrics")[1]
+    line = next(ln for ln in text.splitlines()
+                if ln.startswith(f'camwatch_config_reloads_total{{result="{result}"}}'))
+    return int(float(line.rpartition(" ")[2]))
+
+
+def channels(proc: Proc) -> int:
+    return int(json.loads(get(proc.base + "/api/status")[1])["channels"])
+
+
+def test_a_second_daemon_on_the_same_store_is_refused(daemon: tuple[Proc, object, Path]
+                                                      ) -> None:
+    proc, _fleet, cfg = daemon
+    second = subprocess.run(
+        [sys.executable, "-m", "camwatch", "run", "-c", str(cfg), "--listen", "127.0.0.1:0",
+         "--allow-root"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    assert "another camwatch is running on this store" in second.stderr
+    assert f"pid {proc.p.pid}" in second.stderr  # names the holder
+    assert proc.p.poll() is None and get(proc.base + "/healthz")[0] == 200
+
+
+def test_a_reload_that_needs_a_restart_is_refused_and_says_why(
+        daemon: tuple[Proc, object, Path]) -> None:
+    proc, _fleet, cfg = daemon
+    poll("listening", lambda: channels(proc) == 10)
+    good = cfg.read_text("utf-8")
+    cfg.write_text(good.replace("store: {path: state.db}", "store: {path: other.db}"),
+                   encoding="utf-8")
+    proc.p.send_signal(signal.SIGHUP)
+    poll("a refused reload", lambda: reloads(proc, "failed") == 1)
+    refused = [e for e in proc.log() if str(e.get("event", "")).startswith(
+        "reload refused: these settings need a restart")]
+    assert refused and refused[0]["keys"] == ["store"]
+    assert reloads(proc, "ok") == 0  # (a refusal is counted before the failed one shows)
+    assert not (cfg.parent / "other.db").exists()
+
+
+def test_dropping_most_channels_waits_for_a_second_sighup(
+        daemon: tuple[Proc, object, Path]) -> None:
+    proc, _fleet, cfg = daemon
+    poll("listening", lambda: channels(proc) == 10)
+    inventory = cfg.parent / "inv.csv"
+    full = inventory.read_text("utf-8")
+    lines = full.splitlines()
+    inventory.write_text("\n".join(lines[:4]) + "\n", encoding="utf-8")  # 3 of 10 left
+    # the file watcher (or a SIGHUP) reads it: refused, the 10 channels go on
+    proc.p.send_signal(signal.SIGHUP)
+    poll("a refused drop", lambda: reloads(proc, "failed") >= 1)
+    assert channels(proc) == 10
+    assert any(e.get("event", "").startswith("reload refused: it would drop")
+               and e.get("dropped") == 7 for e in proc.log())
+    proc.p.send_signal(signal.SIGHUP)  # the same file again: confirmed
+    poll("the confirmed drop", lambda: channels(proc) == 3)
+    poll("one good reload counted", lambda: reloads(proc, "ok") == 1)  # /metrics: <= 1 s old
