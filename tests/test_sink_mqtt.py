@@ -259,3 +259,52 @@ async def test_broker_outage_loses_nothing(broker: Broker, store: SqliteStore) -
     # at least once, in order: a duplicate may repeat an item, never reorder or skip one
     firsts = sorted(set(fps), key=fps.index)
     assert firsts == [f"fp{i:03d}" for i in range(25)]
+
+
+async def test_connection_broken_mid_batch_keeps_the_order(broker: Broker,
+                                                           store: SqliteStore) -> None:
+    """The TCP connection to a real broker is cut while a batch of alerts is in flight (the
+    fault injected into the real socket on the batch's third PUBLISH): every alert arrives,
+    and their first copies arrive in the order they were raised (16.17)."""
+    import socket
+
+    from camwatch.sinks.mqtt import MqttSink
+
+    d = Dispatcher(mqtt_cfg(broker.port), store)
+    sink = d.sinks["county_mqtt"]
+    assert isinstance(sink, MqttSink) and sink.max_batch >= 5
+    real_connect = sink._connect
+    calls = 0
+    cut = False
+
+    async def connect_with_fault() -> Any:
+        client = await real_connect()
+        real_publish = client.publish
+
+        async def publish(*args: Any, **kw: Any) -> None:
+            nonlocal calls, cut
+            calls += 1
+            if calls == 3 and not cut:  # pull the plug under paho, once
+                cut = True
+                client._client.socket().shutdown(socket.SHUT_RDWR)
+            await real_publish(*args, **kw)
+
+        client.publish = publish  # type: ignore[method-assign]
+        return client
+
+    sink._connect = connect_with_fault  # type: ignore[method-assign]
+    for i in range(10):
+        p: dict[str, Any] = {"version": 1, "name": "clock_drift", "fingerprint": f"fp{i:03d}",
+                             "severity": "info", "status": "firing", "starts_at": float(i),
+                             "ends_at": None, "labels": {"county": "鹿邑县", "township": "城关镇"},
+                             "summary": f"#{i}", "details": {}}
+        store.enqueue("county_mqtt", p["fingerprint"], p, time.time())
+    async with Subscriber(broker.port, "lyx/alerts/#") as sub, running(d):
+        d.notify()
+        await until(lambda: store.outbox_depth("county_mqtt") == 0, "the outbox to drain")
+        await until(lambda: len({m[1]["fingerprint"] for m in sub.messages}) == 10,
+                    "every message")
+    assert cut and d.failed["county_mqtt"] >= 1
+    fps = [m[1]["fingerprint"] for m in sub.messages]
+    firsts = sorted(set(fps), key=fps.index)
+    assert firsts == [f"fp{i:03d}" for i in range(10)]

@@ -174,8 +174,13 @@ class Dispatcher:
             if wait > 0:  # the oldest send in the window expires after ``wait``
                 await asyncio.sleep(wait)
             limiter.record(time.monotonic())
-        results = await asyncio.gather(*(self._send_one(sink, it) for it in items),
-                                       return_exceptions=True)
+        batch = getattr(sink, "send_batch", None)
+        results: list[BaseException | None]
+        if batch is not None:  # in order on one connection (MQTT)
+            results = await batch([it.payload for it in items])
+        else:
+            results = await asyncio.gather(*(self._send_one(sink, it) for it in items),
+                                           return_exceptions=True)
         for item, result in zip(items, results, strict=True):
             now = self.clock()
             if result is None:

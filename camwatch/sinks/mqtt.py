@@ -10,6 +10,12 @@ classes (class level), and a project's rate uses the project name as its last le
 One connection per receiver, opened on first use and re-opened after any error; at most
 ``max_inflight`` QoS 1 publishes wait for their PUBACK at a time. An alert counts as delivered
 when the broker acknowledged it (PUBACK), never earlier.
+
+Order across reconnects: the dispatcher hands a batch of alerts to :meth:`MqttSink.send_batch`,
+which publishes them in order on *one* connection and never reconnects in the middle. When
+the connection breaks, every alert of the batch not yet acknowledged fails, and the
+dispatcher sends them again, in order, on the next connection: a receiver sees each alert's
+first copy in the order they were raised (at most one unacknowledged batch is repeated).
 """
 
 from __future__ import annotations
@@ -132,6 +138,35 @@ class MqttSink:
             except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
                 await self._drop(client)
                 raise DeliveryError("retry", self._error(exc)) from None
+
+    async def send_batch(self, payloads: Sequence[Mapping[str, Any]]
+                         ) -> list[BaseException | None]:
+        """Publish ``payloads`` in order on one connection; the result of each (None: the
+        broker acknowledged it). A failure drops the connection only after the whole batch
+        settled, so no later alert of the batch goes out on a new connection before it."""
+        try:
+            client = await self._connect()
+        except DeliveryError as exc:
+            return [exc for _ in payloads]
+
+        async def one(payload: Mapping[str, Any]) -> None:
+            topic = alert_topic(self.cfg.prefix, payload.get("labels") or {})
+            body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+            try:
+                # aiomqtt hands the PUBLISH to the socket before its first await: the tasks,
+                # started in order, put the batch on the wire in order
+                async with asyncio.timeout(self.cfg.timeout):
+                    await client.publish(topic, body, qos=self.cfg.qos, retain=False,
+                                         timeout=self.cfg.timeout)
+            except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+                raise DeliveryError("retry", self._error(exc)) from None
+
+        results = await asyncio.gather(*(one(p) for p in payloads), return_exceptions=True)
+        out: list[BaseException | None] = [r if isinstance(r, BaseException) else None
+                                           for r in results]
+        if any(r is not None for r in out):
+            await self._drop(client)
+        return out
 
     async def send(self, payload: Mapping[str, Any]) -> None:
         topic = alert_topic(self.cfg.prefix, payload.get("labels") or {})
