@@ -34,7 +34,7 @@ from camwatch.errors import CamwatchError, InputError
 from camwatch.http import serve
 from camwatch.inventory import Inventory, load_inventory
 from camwatch.reports.period import zone
-from camwatch.reports.rows import inventory_rows
+from camwatch.reports.rows import iter_inventory_rows
 from camwatch.sinks.dispatch import Dispatcher
 from camwatch.store import open_store
 from camwatch.store.lock import StoreLock
@@ -162,8 +162,10 @@ class Daemon:
         month = self._month(now)
         channels = self.engine.inventory.channels
         try:
-            rows = await asyncio.to_thread(lambda: list(inventory_rows(channels)))
-            await self.writer.run(lambda s: s.save_inventory_snapshot(month, rows))
+            # rows made one at a time on the writer thread as SQLite takes them: 100,000
+            # decoded rows held at once would cost about 230 MB
+            await self.writer.run(
+                lambda s: s.save_inventory_snapshot(month, iter_inventory_rows(channels)))
         except Exception as exc:
             self.snapshot_problem = (f"this month's inventory snapshot is not saved "
                                      f"({_short(exc)}); retrying every minute")

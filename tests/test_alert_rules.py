@@ -258,6 +258,40 @@ def test_channel_offline_long_both_sides_and_daily_renotify(store: SqliteStore) 
     assert "2天" in res.summary
 
 
+def test_a_channel_leaving_the_inventory_ends_its_alert_as_removed(store: SqliteStore) -> None:
+    """Taken out of the ledger while offline: the alert ends, saying so, never "已恢复"."""
+    chs = chans(3)
+    w = World(store, chs, cfg(**OFF_ONLY))
+    w.set([chs[0].id], "offline", T0, "timeout")
+    (a,) = w.run(T0 + 86400)
+    w.channels = chs[1:]  # a reload without it
+    del w.states[chs[0].id]
+    (end,) = w.run(T0 + 86400 + 60)
+    assert (end.status, end.fingerprint) == ("resolved", a.fingerprint)
+    assert "已移出台账" in end.summary and "恢复" not in end.summary
+    assert end.details["resolution"] == "removed_from_inventory"
+    assert w.run(T0 + 86400 + 120) == []  # once
+
+
+def test_a_township_leaving_the_inventory_ends_its_rate_alert_as_removed(
+        store: SqliteStore) -> None:
+    town = chans(20, township="玄武镇", prefix="x")
+    rest = chans(20, prefix="y")
+    w = World(store, town + rest, cfg(rate_below_target={"scopes": ["county/township"],
+                                                        "for": "0s"},
+                                      mass_outage={"enabled": False},
+                                      channel_offline_long={"enabled": False}))
+    w.set(ids(town[:10]), "offline", T0, "refused")
+    fired = w.run(T0)
+    assert [(a.name, a.labels.get("township")) for a in fired] == [("rate_below_target",
+                                                                    "玄武镇")]
+    w.channels = rest
+    for c in town:
+        del w.states[c.id]
+    (end,) = w.run(T0 + 60)
+    assert end.status == "resolved" and "已移出台账" in end.summary
+
+
 def test_channel_going_unknown_keeps_its_alert(store: SqliteStore) -> None:
     chs = chans(2)
     w = World(store, chs, cfg(**OFF_ONLY))

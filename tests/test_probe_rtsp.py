@@ -22,7 +22,10 @@ from camwatch.sim.rtsp_server import MOVED_PREFIX, start_rtsp_server
 
 PATH = "/Streaming/Channels/101"
 PASSWORD = "s3cret-Pw"
-FAST = ProbeSettings(timeout_s=0.5)
+# A deadline no probe meets only by luck: under CPU contention a healthy loopback probe can
+# take well over half a second. Only the tests that wait for the deadline use a short one.
+FAST = ProbeSettings(timeout_s=10.0)
+DEADLINE = ProbeSettings(timeout_s=0.5)
 
 
 @dataclass
@@ -157,18 +160,18 @@ async def test_drip_ends_at_the_deadline(sim: Sim) -> None:
     r = await rtsp.probe(sim.target(), settings)
     assert_clean(r)
     assert r.reason is Reason.TIMEOUT
-    assert 0.6 <= r.latency_s < 1.5
+    assert r.latency_s >= 0.6  # ended by the deadline, not by the drip (which goes on)
     assert "options" in r.phases
 
 
 async def test_oversized_header_is_cut_early(sim: Sim) -> None:
     sim.channel.fault = Fault.OVERSIZED
-    settings = ProbeSettings(timeout_s=2.0, max_header_bytes=8 * 1024)
+    settings = ProbeSettings(timeout_s=10.0, max_header_bytes=8 * 1024)
     r = await rtsp.probe(sim.target(), settings)
     assert_clean(r)
-    assert r.reason is Reason.PROTOCOL
+    assert r.reason is Reason.PROTOCOL  # cut at the limit, not left to the deadline
     assert "header block over 8192 bytes" in r.detail
-    assert r.latency_s < 1.0
+    assert r.latency_s < settings.timeout_s
 
 
 async def test_redirect_followed(sim: Sim) -> None:
@@ -190,11 +193,11 @@ async def test_reset_mid_reply(sim: Sim) -> None:
 
 async def test_hang(sim: Sim) -> None:
     sim.channel.fault = Fault.HANG
-    r = await rtsp.probe(sim.target(), FAST)
+    r = await rtsp.probe(sim.target(), DEADLINE)
     assert_clean(r)
     assert r.reason is Reason.TIMEOUT
     assert "options" in r.detail
-    assert r.phases["options"] >= FAST.timeout_s * 0.9
+    assert r.phases["options"] >= DEADLINE.timeout_s * 0.9
 
 
 async def test_device_fault_wins_over_channel(sim: Sim) -> None:
@@ -214,11 +217,11 @@ async def test_stream_ok(sim: Sim) -> None:
 async def test_stream_no_rtp(sim: Sim) -> None:
     sim.channel.fault = Fault.NO_RTP
     assert (await rtsp.probe(sim.target(), FAST)).ok  # DESCRIBE is fine...
-    r = await rtsp.probe_stream(sim.target(), FAST)  # ...but nothing ever plays
+    r = await rtsp.probe_stream(sim.target(), DEADLINE)  # ...but nothing ever plays
     assert_clean(r)
     assert r.reason is Reason.TIMEOUT
     assert "first_packet" in r.detail
-    assert r.phases["first_packet"] >= FAST.timeout_s * 0.5
+    assert r.phases["first_packet"] >= DEADLINE.timeout_s * 0.5
 
 
 @pytest.mark.parametrize(("mode", "scheme"), [(RtspAuth.DIGEST, "digest"),
@@ -285,7 +288,7 @@ async def test_failing_probes_leak_no_fd_and_no_task(sim: Sim) -> None:
         closed_port = s.getsockname()[1]
     targets = [sim.target(f"/ch/{i}") for i in range(len(faults))]
     targets.append(Target("c", "127.0.0.1", f"rtsp://127.0.0.1:{closed_port}/x"))
-    settings = ProbeSettings(timeout_s=0.2, max_header_bytes=4096)
+    settings = ProbeSettings(timeout_s=1.0, max_header_bytes=4096)
     await rtsp.probe_stream(sim.target(), settings)  # warm up lazily opened fds
     before = _fds()
     tasks_before = len(asyncio.all_tasks())
@@ -520,7 +523,7 @@ async def test_sdp_over_the_limit(scripted: Callable[[Script], Awaitable[int]]) 
     def script(method: str, cseq: int) -> list[bytes]:
         return [reply(cseq, body=big if method == "DESCRIBE" else b"")]
 
-    r = await rtsp.probe(target(await scripted(script)), ProbeSettings(timeout_s=0.5,
+    r = await rtsp.probe(target(await scripted(script)), ProbeSettings(timeout_s=10.0,
                                                                         max_sdp_bytes=4096))
     assert r.reason is Reason.PROTOCOL
     assert "over 4096" in r.detail
@@ -629,8 +632,9 @@ def test_under_uvloop() -> None:
             for fault in (Fault.NONE, Fault.GARBAGE, Fault.RESET, Fault.OVERSIZED, Fault.HANG,
                           Fault.REDIRECT):
                 sim.channel.fault = fault
-                out.append((await rtsp.probe_stream(sim.target(), ProbeSettings(timeout_s=0.3))
-                            ).reason)
+                deadline = 0.3 if fault is Fault.HANG else 10.0  # only the hang waits for it
+                out.append((await rtsp.probe_stream(sim.target(),
+                                                    ProbeSettings(timeout_s=deadline))).reason)
         finally:
             server.close()
         return out

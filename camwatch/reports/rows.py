@@ -8,7 +8,7 @@ no credential: neither URLs nor user names nor credential references are copied.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from camwatch.inventory import Channel
@@ -23,9 +23,13 @@ ROW_FIELDS: tuple[str, ...] = (
 
 def inventory_rows(channels: Iterable[Channel]) -> list[dict[str, Any]]:
     """One snapshot row per channel (see :data:`ROW_FIELDS`); dates as ``2026-11-03``."""
-    out = []
+    return list(iter_inventory_rows(channels))
+
+
+def iter_inventory_rows(channels: Iterable[Channel]) -> Iterator[dict[str, Any]]:
+    """:func:`inventory_rows` one at a time, for a writer that streams them."""
     for c in channels:
-        out.append({
+        yield {
             "id": c.id, "name": c.name, "class": c.klass, "project": c.project,
             "county": c.county, "county_code": c.county_code,
             "township": c.township, "township_code": c.township_code,
@@ -36,8 +40,7 @@ def inventory_rows(channels: Iterable[Channel]) -> list[dict[str, Any]]:
             "connected": c.connected,
             "connected_date": c.connected_date.isoformat() if c.connected_date else None,
             "longitude": c.longitude, "latitude": c.latitude,
-        })
-    return out
+        }
 
 
 def _date(v: object) -> dt.date | None:

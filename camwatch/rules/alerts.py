@@ -316,8 +316,7 @@ class AlertEvaluator:
         for fp in sorted(set(obs) | set(mine)):
             o = obs.get(fp)
             entry = draft.get(fp)
-            if o is None and entry is not None and present is not None \
-                    and not present(entry["labels"]):
+            if entry is not None and present is not None and not present(entry["labels"]):
                 # its subject left the inventory: end it as removed, not recovered
                 if entry.get("active"):
                     events.append(self._resolve(spec, fp, None, now, removed=True))
@@ -492,32 +491,45 @@ class AlertEvaluator:
         draft = self._draft
         order = inputs.order
         wanted = sorted((c for c in set(candidates) if c in order), key=order.__getitem__)
+        # most candidates are channels that merely changed and are fine: they are passed over
+        # with a few comparisons, without a fingerprint or labels
+        alerted = {str(e["labels"].get("channel")) for e in draft.values()
+                   if e["name"] == "channel_offline_long"}
+        drift_alerts = any(e["name"] == "clock_drift" for e in draft.values())
         for cid in wanted:
-            ch = inputs.channels[cid]
             st = states.get(cid)
             if st is None:
                 continue
-            labels = _channel_labels(ch)
-            fp = self._channel_fp("channel_offline_long", cid)
-            if st.state == State.OFFLINE and st.since is not None and now - st.since >= co.after:
-                status: Status = "nodata" if cid in covered else "bad"
-                offline[fp] = _Obs(status, labels, _offline_builder(ch, st, self.tz),
-                                   st.since)
-            elif st.state == State.UNKNOWN or cid in covered:
-                offline[fp] = _Obs("nodata", labels, _offline_builder(ch, st, self.tz))
-            elif fp in draft:
-                offline[fp] = _Obs("good", labels, _offline_builder(ch, st, self.tz))
+            ch = inputs.channels[cid]
+            long_offline = st.state == State.OFFLINE and st.since is not None \
+                and now - st.since >= co.after
+            if long_offline or cid in alerted:
+                labels = _channel_labels(ch)
+                fp = self._channel_fp("channel_offline_long", cid)
+                if long_offline:
+                    status: Status = "nodata" if cid in covered else "bad"
+                    offline[fp] = _Obs(status, labels, _offline_builder(ch, st, self.tz),
+                                       st.since)
+                elif st.state == State.UNKNOWN or cid in covered:
+                    offline[fp] = _Obs("nodata", labels, _offline_builder(ch, st, self.tz))
+                elif fp in draft:
+                    offline[fp] = _Obs("good", labels, _offline_builder(ch, st, self.tz))
             # the clock is the device's: one alert per device (an NVR's channels share it)
+            measured = st.clock_drift_s is not None and st.state != State.OFFLINE
+            bad = measured and abs(st.clock_drift_s or 0.0) > cd.threshold
+            if not bad and not drift_alerts:
+                continue
             dfp = self._channel_fp("clock_drift", ch.onvif_url or ch.host or cid)
             if dfp in drift:
                 continue
-            if st.clock_drift_s is not None and st.state != State.OFFLINE:
-                bad = abs(st.clock_drift_s) > cd.threshold
+            if measured:
                 if bad or dfp in draft:
-                    drift[dfp] = _Obs("bad" if bad else "good", labels,
-                                      _drift_builder(ch, st.clock_drift_s, cd.threshold))
+                    drift[dfp] = _Obs("bad" if bad else "good", _channel_labels(ch),
+                                      _drift_builder(ch, st.clock_drift_s or 0.0,
+                                                     cd.threshold))
             elif dfp in draft:
-                drift[dfp] = _Obs("nodata", labels, _drift_builder(ch, 0.0, cd.threshold))
+                drift[dfp] = _Obs("nodata", _channel_labels(ch),
+                                  _drift_builder(ch, 0.0, cd.threshold))
         # an alert whose channel was not among the candidates: unchanged, so nodata
         for fp, e in draft.items():
             if e["name"] == "channel_offline_long" and fp not in offline:

@@ -309,8 +309,8 @@ class SqliteStore:
     # --- inventory snapshots -----------------------------------------------------------------
 
     def save_inventory_snapshot(self, month: str, rows: Iterable[dict[str, Any]]) -> None:
-        data = [(month, r["id"], json.dumps(r, ensure_ascii=False, default=str)) for r in rows]
-        with self._tx():
+        data = ((month, r["id"], json.dumps(r, ensure_ascii=False, default=str)) for r in rows)
+        with self._tx():  # streamed: executemany takes the rows as they are made
             self._db.execute("DELETE FROM inventory_snapshots WHERE month = ?", (month,))
             self._db.executemany("INSERT INTO inventory_snapshots VALUES (?,?,?)", data)
 
