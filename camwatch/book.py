@@ -169,8 +169,13 @@ class ChannelBook:
         if host_down and v.ok is False:
             v = replace(v, reason=Why.HOST_DOWN)
         flaps = self._flaps.get(cid)
-        if flaps is None:
-            flaps = self._flaps[cid] = Flaps()
+        if flaps is None and v.ok is not None:
+            # a flap history only once the verdict flips (most channels never do: 100,000
+            # empty histories would cost 9 MB); the last verdict is in the counters
+            last = True if st.oks else False if st.fails else None
+            if (last is not None and last != v.ok) or st.flapping:  # (flapping: a restart)
+                flaps = self._flaps[cid] = Flaps()
+                flaps.last_ok = last
         before_state = st.state
         before = self._durable(st)
         t = apply(st, v, now, self.policy, flaps)
@@ -266,7 +271,8 @@ class ChannelBook:
     def take_writes(self, everything: bool = False
                     ) -> tuple[list[ChannelState], list[Transition]]:
         """The pending writes: copies of the changed states (the writer thread must not read
-        objects the loop is changing) and the transitions, in order."""
+        objects the loop is changing) and the transitions, in order. (The daemon takes a full
+        flush in slices instead: :meth:`copy_states`.)"""
         if everything:
             self._dirty.update(self._states)
         states = [replace(s) for s in self._dirty.values()]
@@ -274,6 +280,15 @@ class ChannelBook:
         self._dirty = {}
         self._pending = []
         return states, trans
+
+    def state_ids(self) -> list[str]:
+        return list(self._states)
+
+    def copy_states(self, ids: Iterable[str]) -> list[ChannelState]:
+        """Copies of these channels' states (a slice of a full flush; the ids that left since
+        are skipped)."""
+        states = self._states
+        return [replace(states[cid]) for cid in ids if cid in states]
 
     def restore_writes(self, states: Iterable[ChannelState],
                        transitions: list[Transition]) -> None:

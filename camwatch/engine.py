@@ -47,12 +47,13 @@ from camwatch.sweep import make_target, resolve_credentials
 log = structlog.get_logger(__name__)
 
 FULL_FLUSH_EVERY_S = 300.0  # every state row, timestamps included (see ChannelBook._durable)
+FULL_FLUSH_SLICE = 5_000  # states copied per turn of the loop in a full flush
 GC_THRESHOLD0 = 20_000
 LEVEL_SOURCE = {Level.TCP: Source.TCP, Level.ONVIF: Source.ONVIF,
                 Level.DESCRIBE: Source.DESCRIBE, Level.STREAM: Source.STREAM}
 
 
-def _tune_gc() -> None:
+def _tune_gc(full: bool = True) -> None:
     """Keep the cyclic collector off the probe path (bench/bench_engine.py: it took a fifth
     to a third of the CPU of a 100,000-channel sweep).
 
@@ -63,9 +64,14 @@ def _tune_gc() -> None:
     * The youngest generation is collected after 20,000 net new objects rather than 700:
       a thousand probes in flight, each holding a few dozen objects for a few milliseconds,
       otherwise trigger a collection every few probes that finds nothing.
+
+    After a reload (``full=False``) the new inventory is only frozen: a full collection of a
+    100,000-channel heap holds the GIL for seconds, the stall a reload must not cause. The
+    old inventory, frozen before, is still freed by reference counting (it holds no cycles).
     """
-    gc.unfreeze()
-    gc.collect()
+    if full:
+        gc.unfreeze()
+        gc.collect()
     gc.freeze()
     t0, t1, t2 = gc.get_threshold()
     if t0:  # 0: collection disabled by whoever owns the process; leave it so
@@ -110,6 +116,7 @@ class Engine:
         self.evaluator = Evaluator(cfg, self.book, self.writer, self.health,
                                    saved_alerts=store.get_meta(META_KEY), clock=clock)
         self.inventory = inventory
+        self._first_apply = True
         self.apply(self.plan(cfg, inventory))
 
     # --- read API (HTTP, metrics) -----------------------------------------------------------------
@@ -158,7 +165,8 @@ class Engine:
         self.evaluator.swap(plan.evaluation)
         if gone:
             self.writer.submit(lambda s: s.delete_states(gone))  # retried at the next swap
-        _tune_gc()
+        _tune_gc(full=self._first_apply)
+        self._first_apply = False
         return gone
 
     # --- results into verdicts ----------------------------------------------------------------
@@ -212,7 +220,15 @@ class Engine:
             full = stopping or time.monotonic() - last_full >= FULL_FLUSH_EVERY_S
             if full:
                 last_full = time.monotonic()
-            states, trans = self.book.take_writes(everything=full)
+            states, trans = self.book.take_writes()
+            if full:
+                # every state, copied in slices between which probes go on: copying 100,000
+                # at once held the loop for half a second every five minutes
+                ids = self.book.state_ids()
+                for i in range(0, len(ids), FULL_FLUSH_SLICE):
+                    states += self.book.copy_states(ids[i:i + FULL_FLUSH_SLICE])
+                    if not stopping:
+                        await asyncio.sleep(0)
             if states or trans:
                 try:
                     await self.writer.run(functools.partial(_write_batch, states, trans))

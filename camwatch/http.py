@@ -264,6 +264,7 @@ class MetricsCache:
 
     async def _render(self, key: tuple[str, bool], accept: str | None, gz: bool) -> Rendering:
         await self.renderer.refresh_outbox()
+        await self.renderer.ready()  # after a reload: caches rebuilt off the loop
         parts, content_type = self.renderer.snapshot(accept)
         body, compressed = await asyncio.to_thread(_join, parts, gz)
         self.renders += 1

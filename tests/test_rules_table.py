@@ -163,3 +163,15 @@ def test_a_change_a_restart_needs_is_written_at_once() -> None:
     assert book.take_writes()[0] == []
     book.judge(cid, fail("timeout"), 4.0)  # the reason moved: a restart needs it
     assert [s.reason for s in book.take_writes()[0]] == ["timeout"]
+
+
+def test_flapping_restored_from_the_store_is_released_when_calm() -> None:
+    """A channel saved as flapping has no flap history after a restart: calm verdicts release
+    it (the history starts afresh), it is not held offline for ever."""
+    chs = [Channel(id="c0", host="h", connected=True, installed=True)]
+    saved = ChannelState("c0", State.OFFLINE, Why.FLAPPING, since=0.0, oks=1, flapping=True)
+    book = ChannelBook(StatesConfig(), 60.0, states={"c0": saved})
+    book.swap({c.id: c for c in chs})
+    book.judge("c0", OK, 100.0)
+    st = book.state("c0")
+    assert st is not None and not st.flapping and st.state == State.ONLINE

@@ -144,23 +144,17 @@ class AlertInputs:
 
     channels: Mapping[str, Channel]  # connected channels
     groups: dict[tuple[str, str], list[Channel]]  # (level, key) -> members, for mass_outage
-    groups_of: dict[str, list[tuple[str, str]]]  # channel id -> its groups
-    order: dict[str, int]  # inventory order, so candidates are looked at in it
+    levels: tuple[str, ...]  # the mass_outage levels the groups were built for
 
 
 def alert_inputs(channels: Mapping[str, Channel], levels: Sequence[str]) -> AlertInputs:
     groups: dict[tuple[str, str], list[Channel]] = defaultdict(list)
-    groups_of: dict[str, list[tuple[str, str]]] = {}
     for ch in channels.values():
-        mine = []
         for lv in levels:
             key = _group_key(ch, lv)
             if key:
                 groups[(lv, key)].append(ch)
-                mine.append((lv, key))
-        groups_of[ch.id] = mine
-    return AlertInputs(channels, dict(groups), groups_of,
-                       {cid: i for i, cid in enumerate(channels)})
+    return AlertInputs(channels, dict(groups), tuple(levels))
 
 
 @dataclass(slots=True)
@@ -489,8 +483,8 @@ class AlertEvaluator:
         offline: dict[str, _Obs] = {}
         drift: dict[str, _Obs] = {}
         draft = self._draft
-        order = inputs.order
-        wanted = sorted((c for c in set(candidates) if c in order), key=order.__getitem__)
+        # in id order: deterministic (of a device's channels, the first names its drift alert)
+        wanted = sorted(c for c in set(candidates) if c in inputs.channels)
         # most candidates are channels that merely changed and are fine: they are passed over
         # with a few comparisons, without a fingerprint or labels
         alerted = {str(e["labels"].get("channel")) for e in draft.values()
@@ -557,8 +551,9 @@ class AlertEvaluator:
         rule = self.cfg.rules.mass_outage
         groups = inputs.groups
         levels = set(rule.levels)
-        touched = {gk for t in new_transitions if t.to_state == State.OFFLINE
-                   for gk in inputs.groups_of.get(t.channel_id, ()) if gk[0] in levels}
+        touched = {(lv, key) for t in new_transitions if t.to_state == State.OFFLINE
+                   and (ch := inputs.channels.get(t.channel_id)) is not None
+                   for lv in inputs.levels if lv in levels and (key := _group_key(ch, lv))}
 
         def offline_ids(members: Iterable[Channel]) -> list[Channel]:
             return [c for c in members

@@ -10,8 +10,9 @@ collects the cached bytes (10-25 ms on the loop at 100,000 channels), which the 
 joins (40-70 ms) and gzips (60-120 ms; 34 MB → 1.8 MB) in a worker thread, as both release
 the GIL, then writes in 1 MiB chunks. The renderer this replaced spent ~270 ms per scrape on the
 loop at the same size (figures from ``bench/bench_metrics.py`` on a loaded 2-core machine). A
-config or inventory reload swaps ``engine.channels``; the next scrape rebuilds the caches once
-(O(n), ~0.6-1.2 s at 100,000 channels, next to the seconds the reload itself takes).
+config or inventory reload swaps the book's channels; the next scrape rebuilds the caches once
+(O(n), ~0.6-1.2 s at 100,000 channels) in a worker thread (:meth:`MetricsRenderer.ready`) and
+re-renders the channels judged meanwhile.
 
 prometheus-client still renders the process/Python collectors of the default registry and
 chooses the format from the ``Accept`` header (OpenMetrics 1.0 or text 0.0.4; the per-channel
@@ -51,7 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY
@@ -106,6 +107,10 @@ def _num(v: float) -> str:
 
 AggKey = tuple[str, str, str, str]  # class, project, county, township
 
+# the per-channel caches, swapped as a whole after a rebuild
+_CACHES = ("_channels", "_tails", "_ids", "_up", "_last", "_since", "_reason", "_drift",
+           "_info", "_key", "_counted", "_agg", "_agg_labels")
+
 _UP = b"camwatch_channel_up{"
 _LAST = b"camwatch_channel_last_probe_timestamp_seconds{"
 _SINCE = b"camwatch_channel_state_since_timestamp_seconds{"
@@ -143,7 +148,11 @@ class MetricsRenderer:
         self._clock = clock
         self._generation = -1  # the book's inventory generation the caches were built for
         # per channel: label text, the cached lines of each per-channel family
-        self._full: dict[str, bytes] = {}
+        # the channels the caches were built for, and the label text many of them share;
+        # a channel's full label set is made again when its up line changes (rarely), not
+        # kept: 100,000 of them would cost 26 MB
+        self._channels: Mapping[str, Channel] = {}
+        self._tails: dict[tuple[object, ...], str] = {}
         self._ids: dict[str, bytes] = {}
         self._up: dict[str, bytes] = {}
         self._last: dict[str, bytes] = {}
@@ -164,6 +173,8 @@ class MetricsRenderer:
         self.outbox_depth = -1
         self._outbox_at = float("-inf")
         self._outbox_task: asyncio.Future[int] | None = None
+        self._rebuilding: asyncio.Future[None] | None = None
+        self._replay: set[str] | None = None  # channels judged while a rebuild runs
         self.rebuild()  # at start-up, rather than in the first scrape
         engine.book.subscribe(self.channel_changed)
 
@@ -173,6 +184,8 @@ class MetricsRenderer:
         """The book changed channel ``cid``'s state (``verdict``: a main-lane verdict, as
         opposed to ONVIF device information). Re-renders that channel's lines only."""
         if self._generation != self.engine.book.generation:
+            if self._replay is not None:  # a rebuild is running in a thread: redo it after
+                self._replay.add(cid)
             return  # the next render rebuilds everything
         st = self.engine.book.state(cid)
         if st is None or cid not in self._ids:
@@ -205,7 +218,8 @@ class MetricsRenderer:
             if idx == 2:
                 self._up.pop(cid, None)
             else:
-                self._up[cid] = b"%s%s} %s\n" % (_UP, self._full[cid], b"1" if idx == 0 else b"0")
+                full = channel_labels(self._channels[cid], self._tails).encode()
+                self._up[cid] = b"%s%s} %s\n" % (_UP, full, b"1" if idx == 0 else b"0")
         if st.last_probe is not None:
             self._last[cid] = b"%s%s} %.3f\n" % (_LAST, idl, st.last_probe)
         if st.since is not None:
@@ -226,32 +240,68 @@ class MetricsRenderer:
             self._info[cid] = b"%s%s,%s} 1\n" % (_INFO, idl, extra)
 
     def rebuild(self) -> None:
-        """Rebuild every cache from the engine (first scrape, and after a reload)."""
-        eng = self.engine
-        self._generation = eng.book.generation
+        """Rebuild every cache from the engine, on the calling thread (at start-up; a scrape
+        that finds the caches stale awaits :meth:`ready` first, which rebuilds off the loop)."""
+        book = self.engine.book
+        self._generation = book.generation
+        self._fill(book.channels, book.state)
+        self._round_verdicts, self._round_start = 0, None
+
+    def _fill(self, channels: Mapping[str, Channel],
+              state: Callable[[str], ChannelState | None]) -> None:
         for d in (self._up, self._last, self._since, self._reason, self._drift, self._info):
             d.clear()
-        tails: dict[tuple[object, ...], str] = {}
-        self._full = {cid: channel_labels(ch, tails).encode()
-                      for cid, ch in eng.channels.items()}
-        self._ids = {cid: f'channel="{_esc(cid)}"'.encode() for cid in eng.channels}
+        self._channels = channels
+        self._tails = {}
+        self._ids = {cid: f'channel="{_esc(cid)}"'.encode() for cid in channels}
         keys: dict[AggKey, AggKey] = {}
         self._key = {}
-        for cid, ch in eng.channels.items():
+        for cid, ch in channels.items():
             k: AggKey = (str(ch.klass or ""), ch.project, ch.county, ch.township)
             self._key[cid] = keys.setdefault(k, k)  # one tuple per label set
         self._agg = {k: [0, 0, 0] for k in sorted(keys)}
         self._agg_labels = {k: _labels(**{"class": k[0]}, project=k[1], county=k[2],
                                        township=k[3]) for k in self._agg}
         self._counted = {}
-        for cid in eng.channels:
-            st = eng.book.state(cid)
+        for cid in channels:
+            st = state(cid)
             if st is None:
                 self._counted[cid] = 2
                 self._agg[self._key[cid]][2] += 1
             else:
                 self._render_channel(cid, st)
-        self._round_verdicts, self._round_start = 0, None
+
+    async def ready(self) -> None:
+        """After an inventory swap, rebuild the caches in a worker thread (about a second of
+        work at 100,000 channels, which on the loop would stall every probe), then adopt them
+        and re-render the channels judged meanwhile. A no-op while the caches are current."""
+        book = self.engine.book
+        while self._generation != book.generation:
+            if self._rebuilding is not None:
+                await asyncio.shield(self._rebuilding)
+                continue
+            gen = book.generation
+            shadow = MetricsRenderer.__new__(MetricsRenderer)
+            for name in _CACHES:
+                setattr(shadow, name, {})
+            self._replay = set()
+            self._rebuilding = asyncio.ensure_future(
+                asyncio.to_thread(shadow._fill, book.channels, book.state))
+            try:
+                await asyncio.shield(self._rebuilding)
+            finally:
+                self._rebuilding = None
+                replay, self._replay = self._replay, None
+            if book.generation != gen:
+                continue  # swapped again meanwhile: build for the newest
+            for name in _CACHES:
+                setattr(self, name, getattr(shadow, name))
+            self._generation = gen
+            self._round_verdicts, self._round_start = 0, None
+            for cid in replay or ():
+                st = book.state(cid)
+                if st is not None and cid in self._ids:
+                    self._render_channel(cid, st)
 
     # --- the outbox depth (the only figure that lives in the store) --------------------------
 
