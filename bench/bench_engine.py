@@ -8,8 +8,8 @@ For each fleet size:
    above 40,000 channels, NVRs of 32-64 channels make it fit a 20,000-fd limit), so the
    simulator's CPU is never counted as camwatch's.
 2. camwatch, in a fresh (spawned) process under uvloop: load the config and inventory the
-   simulator wrote, build an :class:`~camwatch.scheduler.Engine` with an injected clock moved
-   one interval ahead so that every channel is due at once, and ``run_due()`` at the
+   simulator wrote, build an :class:`~camwatch.engine.Engine` with an injected clock moved
+   one interval ahead so that every channel is due at once, and ``scheduler.run_due()`` at the
    ``describe`` level (ONVIF lane off), timeout ``--timeout``. Measured: wall time of the sweep,
    CPU seconds (``getrusage(RUSAGE_SELF)`` deltas: user + system), peak RSS (``ru_maxrss`` of
    that process, inventory loading included).

@@ -20,15 +20,34 @@ Errors are ``{"error": "..."}`` with 400 (bad body or fault) or 404 (unknown tar
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from camwatch.sim.model import Fault
+from camwatch.sim.inventory_gen import County
+from camwatch.sim.model import Fault, SimDevice
 
-if TYPE_CHECKING:
-    from camwatch.sim.fleet import Fleet
+
+class Fleet(Protocol):
+    """What the control API needs of :class:`camwatch.sim.fleet.Fleet` (which starts it, so
+    this module does not import it back)."""
+
+    @property
+    def devices(self) -> Mapping[str, SimDevice]: ...
+    @property
+    def county(self) -> County: ...
+    def township_code(self, code_or_name: str) -> str | None: ...
+    def township_devices(self, code: str) -> list[str]: ...
+    def device_info(self, key: str) -> dict[str, Any]: ...
+    def channel_info(self, channel_id: str) -> dict[str, Any]: ...
+    def fault_counts(self) -> dict[str, int]: ...
+    async def set_device_fault(self, key: str, fault: Fault | None) -> None: ...
+    async def set_channel_fault(self, channel_id: str, fault: Fault | None) -> None: ...
+    async def set_township_fault(self, code_or_name: str, fault: Fault | None) -> list[str]: ...
+    async def reset(self, *, keep_scenario: bool = True) -> None: ...
+
 
 FLEET: web.AppKey[Fleet] = web.AppKey("fleet")
 
