@@ -79,6 +79,7 @@ class ChannelBook:
         self._listeners: list[Listener] = []
         self._dirty: dict[str, ChannelState] = {}
         self._pending: list[Transition] = []  # for the store writer
+        self._to_log: list[Transition] = []  # for the log (see take_log)
         # for the evaluator: transitions and changed channels, numbered by a cursor
         self._log_base = 0
         self._log: list[tuple[str, Transition | None]] = []
@@ -189,13 +190,7 @@ class ChannelBook:
                 self.offline.add(cid)
             else:
                 self.offline.discard(cid)
-            ch = self._channels[cid]
-            if t.to_state == State.OFFLINE:
-                log.warning("channel offline", channel=cid, county=ch.county,
-                            township=ch.township, reason=t.reason)
-            elif t.to_state == State.ONLINE and t.from_state == State.OFFLINE:
-                log.info("channel recovered", channel=cid, county=ch.county,
-                         township=ch.township)
+            self._to_log.append(t)
         elif before[1] != st.reason:
             self._log.append((cid, None))
         for listener in self._listeners:
@@ -280,6 +275,12 @@ class ChannelBook:
         self._dirty = {}
         self._pending = []
         return states, trans
+
+    def take_log(self) -> list[Transition]:
+        """The transitions not yet logged (the engine logs them once a second, a mass outage
+        as one line)."""
+        out, self._to_log = self._to_log, []
+        return out
 
     def state_ids(self) -> list[str]:
         return list(self._states)

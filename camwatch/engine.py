@@ -35,7 +35,7 @@ from camwatch.config import Config
 from camwatch.evaluator import EvalInputs, Evaluator, plan_evaluation
 from camwatch.health import SelfHealth
 from camwatch.inventory import Channel, Inventory
-from camwatch.model import ChannelState, Source, Transition, Verdict, Why
+from camwatch.model import ChannelState, Source, State, Transition, Verdict, Why
 from camwatch.probes import Level, ProbeResult
 from camwatch.rules.alerts import META_KEY, Alert
 from camwatch.rules.rates import RateRow
@@ -48,6 +48,7 @@ log = structlog.get_logger(__name__)
 
 FULL_FLUSH_EVERY_S = 300.0  # every state row, timestamps included (see ChannelBook._durable)
 FULL_FLUSH_SLICE = 5_000  # states copied per turn of the loop in a full flush
+MASS_LOG = 5  # channels of one township offline within a second: logged as one line
 GC_THRESHOLD0 = 20_000
 LEVEL_SOURCE = {Level.TCP: Source.TCP, Level.ONVIF: Source.ONVIF,
                 Level.DESCRIBE: Source.DESCRIBE, Level.STREAM: Source.STREAM}
@@ -220,6 +221,7 @@ class Engine:
             full = stopping or time.monotonic() - last_full >= FULL_FLUSH_EVERY_S
             if full:
                 last_full = time.monotonic()
+            self._log_transitions(self.book.take_log())
             states, trans = self.book.take_writes()
             if full:
                 # every state, copied in slices between which probes go on: copying 100,000
@@ -240,6 +242,32 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self._drained.wait()
+
+    def _log_transitions(self, transitions: Sequence[Transition]) -> None:
+        """Each transition at INFO (the JSON log keeps them all); a WARNING per channel going
+        offline, except where ``MASS_LOG`` or more of one township went offline within the
+        second: one WARNING for the township then (a terminal during a township's outage shows
+        one line, not hundreds)."""
+        down: dict[tuple[str, str], list[Transition]] = {}
+        for t in transitions:
+            ch = self.book.channels.get(t.channel_id)
+            county, township = (ch.county, ch.township) if ch is not None else ("", "")
+            if t.to_state == State.OFFLINE:
+                down.setdefault((county, township), []).append(t)
+            elif t.to_state == State.ONLINE and t.from_state == State.OFFLINE:
+                log.info("channel recovered", channel=t.channel_id, county=county,
+                         township=township)
+        for (county, township), group in down.items():
+            many = len(group) >= MASS_LOG
+            for t in group:
+                (log.info if many else log.warning)(
+                    "channel offline", channel=t.channel_id, county=county,
+                    township=township, reason=t.reason)
+            if many:
+                reasons = Counter(t.reason or "unknown" for t in group)
+                log.warning("channels offline", county=county, township=township,
+                            count=len(group), reasons=dict(reasons.most_common()),
+                            channels=[t.channel_id for t in group[:5]])
 
     async def evaluate(self) -> list[Alert]:
         return await self.evaluator.evaluate()

@@ -71,3 +71,28 @@ def test_dropping_most_channels_waits_for_a_second_sighup(
     proc.p.send_signal(signal.SIGHUP)  # the same file again: confirmed
     poll("the confirmed drop", lambda: channels(proc) == 3)
     poll("one good reload counted", lambda: reloads(proc, "ok") == 1)  # /metrics: <= 1 s old
+
+
+async def test_a_failed_inventory_snapshot_is_reported_and_retried(tmp_path: Path) -> None:
+    """16.7: the month's inventory snapshot cannot be written (disk full): the daemon does
+    not exit; /healthz's problems say so until a retry succeeds."""
+    from camwatch.daemon import Daemon
+    from tests.fleet_thread import Row, write_site
+    from tests.test_store_faults import Flaky
+
+    cfg = write_site(tmp_path, [Row(f"rtsp://127.0.0.1:{9}/ch{i}") for i in range(3)],
+                     "store: {path: state.db}\n")
+    d = Daemon(str(cfg), listen="127.0.0.1:0")
+    try:
+        disk = Flaky(d.writer.store)  # type: ignore[arg-type]
+        assert await d.snapshot_inventory() is False
+        problems = d.engine.problems()
+        assert any("inventory snapshot is not saved" in p and "disk is full" in p
+                   for p in problems)
+        disk.full = False
+        assert await d.snapshot_inventory() is True
+        assert not any("inventory snapshot" in p for p in d.engine.problems())
+        month = d._snapshot_month
+        assert month is not None and len(d.store.inventory_snapshot(month)) == 4
+    finally:
+        d.close()

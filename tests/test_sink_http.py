@@ -368,3 +368,27 @@ def test_markdown_fits_wecom_limit() -> None:
     text = markdown(p, wecom=True, limit=4000)
     assert len(text.encode()) <= 4000 and text.endswith("…")
     assert p["summary"] in text
+
+
+async def test_store_write_errors_do_not_stop_delivery(server: Any, store: SqliteStore,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """16.1: the disk fills while alerts are being delivered. Marking them fails; the
+    dispatcher keeps running (it used to die on the first failed mark), sends again what it
+    could not mark (same fingerprint) and, once writes work, drains the outbox in order."""
+    from tests.test_store_faults import Flaky
+
+    fake = Fake(default=(200, {}))
+    base = await server(fake)
+    monkeypatch.setenv("HOOK_URL", f"{base}/hook")
+    enqueue(store, 3)
+    disk = Flaky(store)  # every write fails: the marks cannot be saved
+    d = Dispatcher(alerts_cfg({"type": "webhook", "url_env": "HOOK_URL"}), store)
+    running = Running(d)
+    async with running:
+        await until(lambda: d.store_errors >= 2, "failed marks, retried")
+        assert running.task is not None and not running.task.done()
+        assert store.outbox_depth("r") == 3  # nothing marked, nothing lost
+        disk.full = False
+        await until(lambda: store.outbox_depth("r") == 0, "the outbox to drain")
+    fps = [b["alert"]["fingerprint"] for b in fake.bodies]
+    assert sorted(set(fps), key=fps.index) == ["fp0000", "fp0001", "fp0002"]

@@ -131,3 +131,58 @@ def test_second_daemon_on_the_same_store_is_refused(tmp_path: Path) -> None:
     again = StoreLock(tmp_path / "state.db")
     again.acquire("x")  # released: free again
     again.release()
+
+
+def test_a_townships_outage_is_one_warning_line(tmp_path: Path) -> None:
+    """Issue 17: during a mass outage the terminal shows one line for the township; the JSON
+    log still has every channel, at INFO."""
+    from structlog.testing import capture_logs
+
+    clock = [T0]
+    eng, chs = _engine(tmp_path, clock)
+    _judge_all(eng, chs, True, T0)
+    eng.book.take_log()
+    _judge_all(eng, chs[:12], False, T0 + 60)  # 12 channels of 城关镇 at once
+    with capture_logs() as logs:
+        eng._log_transitions(eng.book.take_log())
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [(e["event"], e["count"], e["township"]) for e in warnings] == [
+        ("channels offline", 12, "城关镇")]
+    assert warnings[0]["reasons"] == {"refused": 12}
+    assert sum(1 for e in logs if e["event"] == "channel offline"
+               and e["log_level"] == "info") == 12
+    _judge_all(eng, chs[12:14], False, T0 + 61)  # two: a line each, as before
+    with capture_logs() as logs:
+        eng._log_transitions(eng.book.take_log())
+    assert [(e["event"], e["log_level"]) for e in logs] == [("channel offline", "warning")] * 2
+    eng.close()
+
+
+async def test_a_lock_held_by_another_process_delays_alerts_never_loses_them(
+        tmp_path: Path) -> None:
+    """Another connection (a backup tool, an sqlite3 shell: a process of its own as far as
+    SQLite's locks go) holds the store's write lock past the busy timeout: the evaluation
+    fails, nothing is marked; once the lock is gone the alert is written, once."""
+    clock = [T0]
+    eng, chs = _engine(tmp_path, clock)
+    _judge_all(eng, chs, True, T0)
+    assert await eng.evaluate() == []
+    eng.store._db.execute("PRAGMA busy_timeout = 200")  # the writer's connection: 0.2 s
+    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        _judge_all(eng, chs[:10], False, T0 + 60)
+        clock[0] = T0 + 60
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await eng.evaluate()
+        assert any("database is locked" in p for p in eng.problems())
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    clock[0] = T0 + 75
+    fired = await eng.evaluate()
+    assert [(a.name, a.status) for a in fired] == [("rate_below_target", "firing")]
+    assert eng.store.outbox_depth() == 1
+    clock[0] = T0 + 90
+    assert await eng.evaluate() == []
+    eng.close()

@@ -131,14 +131,16 @@ def _create_private(path: Path) -> None:
 
 
 class SqliteStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, busy_timeout: float = 30.0) -> None:
+        """``busy_timeout``: how long a statement waits for a lock another connection (or
+        process) holds before it fails with "database is locked"."""
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
             if str(path) != ":memory:":
                 _create_private(self.path)
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
-                                       timeout=30.0)
+                                       timeout=busy_timeout)
             self._check_identity()  # reads only: a refused file is left exactly as it was
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
