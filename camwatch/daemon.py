@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 
 from camwatch.config import Config, load_config
-from camwatch.engine import Engine
+from camwatch.engine import Engine, no_full_collection
 from camwatch.errors import CamwatchError, InputError
 from camwatch.http import serve
 from camwatch.inventory import Inventory, load_inventory
@@ -194,7 +194,8 @@ class Daemon:
     async def reload(self, confirm_drop: bool = False) -> bool:
         """Validate and plan in a thread, then swap; a bad reload keeps the old config."""
         async with self._reload_lock:
-            return await self._reload(confirm_drop)
+            with no_full_collection():
+                return await self._reload(confirm_drop)
 
     async def _reload(self, confirm_drop: bool) -> bool:
         eng = self.engine

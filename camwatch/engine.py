@@ -24,7 +24,7 @@ import functools
 import gc
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +82,22 @@ def _tune_gc(full: bool = True) -> None:
 def _write_batch(states: list[ChannelState], transitions: list[Transition],
                  store: Store) -> None:
     store.write_batch(states, transitions)
+
+
+@contextlib.contextmanager
+def no_full_collection() -> Iterator[None]:
+    """Around a reload: young collections go on (they are cheap), full ones wait. A full
+    collection while a worker thread builds the new inventory would scan its million objects,
+    holding the GIL (and so the event loop) for ~0.4 s at 100,000 channels; after the swap
+    the new inventory is frozen out of the collector's sight (:func:`_tune_gc`)."""
+    t2 = gc.get_threshold()[2]
+    a, b, _ = gc.get_threshold()
+    gc.set_threshold(a, b, max(t2, 1_000_000))
+    try:
+        yield
+    finally:
+        a, b, _ = gc.get_threshold()
+        gc.set_threshold(a, b, t2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +173,7 @@ class Engine:
             self.cfg = cfg
             self.book.policy = cfg.states
             self.book.interval = cfg.probing.interval
+            self.book.primary = LEVEL_SOURCE[cfg.probing.level]
             self.health.configure(cfg.probing.interval, cfg.probing.uplink_check)
             self.scheduler.configure(cfg)
             self.evaluator.configure(cfg)

@@ -77,7 +77,7 @@ class Evaluator:
         if not cfg.alerts.enabled:
             self.alerts = None
             return
-        state = saved_alerts if self.alerts is None else {"alerts": self.alerts._state}
+        state = saved_alerts if self.alerts is None else self.alerts.saved()
         self.alerts = AlertEvaluator(cfg.alerts, self.targets, cfg.targets.min_channels,
                                      state, timezone=cfg.report.timezone)
 

@@ -189,6 +189,10 @@ class AlertEvaluator:
         self._draft: dict[str, dict[str, Any]] = self._state
         self._dirty = False
 
+    def saved(self) -> dict[str, Any]:
+        """The committed state, as the store keeps it (a new evaluator starts from it)."""
+        return {"alerts": self._state}
+
     def active_count(self) -> int:
         return sum(1 for e in self._state.values() if e.get("active"))
 
