@@ -17,6 +17,7 @@ the next evaluation sees the same changes and fires the same alerts, with the sa
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,8 +48,9 @@ class EvalInputs:
 
 
 def plan_evaluation(cfg: Config, channels: Mapping[str, Channel]) -> EvalInputs:
-    return EvalInputs(RateIndex(channels.values()),
-                      alert_inputs(channels, cfg.alerts.rules.mass_outage.levels))
+    index = RateIndex(channels.values())
+    index.rows([[0, 0, 0]] * index.cells, Targets(cfg.targets))  # lays the rows out, here
+    return EvalInputs(index, alert_inputs(channels, cfg.alerts.rules.mass_outage.levels))
 
 
 class Evaluator:
@@ -112,6 +114,7 @@ class Evaluator:
             rows = [RateSnapshot(now, r.scope_dict(), r.klass, r.project, r.online,
                                  r.connected) for r in self.rates if len(r.scope) <= 2]
             self.writer.submit(lambda s: s.add_rate_snapshots(rows))  # best effort
+        await asyncio.sleep(0)  # let the probes run between the rates and the rules
         transitions, changed, cursor = self.book.changes(self._cursor)
         events: list[Alert] = []
         if self.alerts is not None:

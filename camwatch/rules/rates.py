@@ -177,6 +177,8 @@ class RateIndex:
     def __init__(self, channels: Iterable[Channel], scopes: Sequence[tuple[str, ...]] = SCOPES,
                  breakdowns: Sequence[str | None] = BREAKDOWNS) -> None:
         cells: dict[Cell, int] = {}
+        self._layout_cache: tuple[list[Key], list[tuple[int, ...]]] | None = None
+        self._targets_cache: tuple[Targets, list[float | None]] | None = None
         self._cell_keys: list[tuple[Key, ...]] = []
         self._cell_of: dict[str, int] = {}
         for ch in channels:
@@ -188,6 +190,10 @@ class RateIndex:
                 n = cells[sig] = len(self._cell_keys)
                 self._cell_keys.append(cell_keys(sig, scopes, breakdowns))
             self._cell_of[ch.id] = n
+
+    @property
+    def cells(self) -> int:
+        return len(self._cell_keys)
 
     def cell_of(self, cid: str) -> int | None:
         """The cell channel ``cid`` counts in (None: not a connected channel)."""
@@ -203,26 +209,34 @@ class RateIndex:
     def compute(self, state_of: Callable[[str], str], targets: Targets) -> list[RateRow]:
         return self.rows(self.count(state_of), targets)
 
+    def _layout(self) -> tuple[list[Key], list[tuple[int, ...]]]:
+        """Every row's key, in the order rows are listed, and each cell's rows by position:
+        made once per inventory (on first use), so an evaluation adds counts into lists and
+        sorts nothing."""
+        if self._layout_cache is None:
+            keys = sorted({k for ks in self._cell_keys for k in ks},
+                          key=lambda k: (len(k[0]), k[0], k[1] is None, k[1] or 0, k[2] or ""))
+            pos = {k: i for i, k in enumerate(keys)}
+            self._layout_cache = (keys, [tuple(pos[k] for k in ks) for ks in self._cell_keys])
+        return self._layout_cache
+
     def rows(self, per_cell: Sequence[Sequence[int]], targets: Targets) -> list[RateRow]:
         """The rate rows from per-cell counts (kept up to date by the daemon's evaluator as
         channels change, so an evaluation costs O(cells × rows), not O(channels))."""
-        counts: dict[Key, list[int]] = {}
-        for keys, (on, off, unk) in zip(self._cell_keys, per_cell, strict=True):
-            for key in keys:
-                c = counts.get(key)
-                if c is None:
-                    counts[key] = [on, off, unk]
-                else:
-                    c[0] += on
-                    c[1] += off
-                    c[2] += unk
-        rows = []
-        for (scope, klass, project), (on, off, unk) in counts.items():
-            target = targets.target_for(dict(scope), klass, project)
-            rows.append(RateRow(scope, klass, project, on, on + off, off, unk, target))
-        rows.sort(key=lambda r: (len(r.scope), r.scope, r.klass is None, r.klass or 0,
-                                 r.project or ""))
-        return rows
+        keys, cell_rows = self._layout()
+        if self._targets_cache is None or self._targets_cache[0] is not targets:
+            self._targets_cache = (targets, [targets.target_for(dict(scope), klass, project)
+                                             for scope, klass, project in keys])
+        tot = [[0, 0, 0] for _ in keys]
+        for positions, (on, off, unk) in zip(cell_rows, per_cell, strict=True):
+            for i in positions:
+                t = tot[i]
+                t[0] += on
+                t[1] += off
+                t[2] += unk
+        return [RateRow(scope, klass, project, on, on + off, off, unk, target)
+                for (scope, klass, project), (on, off, unk), target
+                in zip(keys, tot, self._targets_cache[1], strict=True)]
 
 
 def compute_rates(channels: Iterable[Channel], state_of: Callable[[str], str],
