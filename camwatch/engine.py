@@ -90,8 +90,7 @@ def no_full_collection() -> Iterator[None]:
     collection while a worker thread builds the new inventory would scan its million objects,
     holding the GIL (and so the event loop) for ~0.4 s at 100,000 channels; after the swap
     the new inventory is frozen out of the collector's sight (:func:`_tune_gc`)."""
-    t2 = gc.get_threshold()[2]
-    a, b, _ = gc.get_threshold()
+    a, b, t2 = gc.get_threshold()
     gc.set_threshold(a, b, max(t2, 1_000_000))
     try:
         yield
