@@ -360,6 +360,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: dict[Any, Any] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *defaults`: merged below, its keys may be overridden on purpose
         key = loader.construct_object(key_node)
         if key in seen:
             raise yaml.constructor.ConstructorError(

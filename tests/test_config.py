@@ -132,3 +132,30 @@ def test_example_config_shows_every_key() -> None:
 
     walk(Config, doc, "$")
     assert missing == []
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("a: &a [1, *a]\n", "line 1, column 4: invalid YAML: an alias refers to a node that "
+                        "contains it (a recursive structure); refused"),
+    ("a: " + "[" * 5000 + "]" * 5000 + "\n", "invalid YAML: nesting too deep to parse"),
+])
+def test_recursive_or_too_deep_yaml_is_a_config_error(tmp_path: Path, text: str,
+                                                      message: str) -> None:
+    from camwatch.config import load_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load_yaml(path)
+    assert str(exc.value) == f"{path}: {message}"
+
+
+def test_yaml_aliases_within_the_bound_still_load(tmp_path: Path) -> None:
+    from camwatch.config import load_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text("base: &b {timeout: 5s, interval: 60s}\n"
+                    "probing: {<<: *b, level: tcp}\nlist: [*b, *b]\n", encoding="utf-8")
+    doc = load_yaml(path)
+    assert doc["probing"] == {"timeout": "5s", "interval": "60s", "level": "tcp"}
+    assert doc["list"] == [doc["base"], doc["base"]]
