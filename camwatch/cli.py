@@ -130,11 +130,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 DEFAULT_LISTEN = "127.0.0.1:9780"  # http.listen's default (camwatch.config.HttpConfig)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    import urllib.error
-    import urllib.request
-
-    headers = {}
+def daemon_address(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
+    """The running daemon's base URL and auth headers: ``--url``, else the config's
+    ``http.listen`` (a wildcard address asked on loopback), else the default address."""
+    headers: dict[str, str] = {}
     url = args.url
     if args.config:
         cfg = load_config(args.config)
@@ -143,7 +142,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         url = url or f"{scheme}://{host}:{cfg.http.port}"
         if cfg.http.auth is not None and (token := cfg.http.auth.token()) is not None:
             headers["Authorization"] = f"Bearer {token.reveal()}"
-    url = (url or f"http://{DEFAULT_LISTEN}").rstrip("/")
+    return (url or f"http://{DEFAULT_LISTEN}").rstrip("/"), headers
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    url, headers = daemon_address(args)
     req = urllib.request.Request(url + "/api/status", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -163,6 +169,38 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     sys.stdout.write(format_status(doc))
     return EXIT_OK
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """``POST /api/reload``: as SIGHUP, but the answer says whether it worked, and why not."""
+    import urllib.error
+    import urllib.request
+
+    url, headers = daemon_address(args)
+    query = "?allow_drop=1" if args.allow_drop else ""
+    req = urllib.request.Request(url + "/api/reload" + query, data=b"", headers=headers,
+                                 method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            doc = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code != 409:
+            sys.stderr.write(f"error: {url}/api/reload answered HTTP {exc.code} {exc.reason}\n")
+            return EXIT_INPUT
+        doc = json.loads(exc.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        sys.stderr.write(status_error(url, args.config, exc) + "\n")
+        return EXIT_INPUT
+    if doc.get("ok"):
+        sys.stdout.write(f"reloaded: {doc.get('channels')} channels\n")
+        return EXIT_OK
+    detail = {k: v for k, v in doc.items() if k not in ("ok", "error")}
+    sys.stderr.write(f"refused: {doc.get('error')}\n")
+    for key, value in detail.items():
+        sys.stderr.write(f"  {key}: {value}\n")
+    if "dropped" in detail:
+        sys.stderr.write("  (camwatch reload --allow-drop accepts it)\n")
+    return EXIT_INPUT
 
 
 def status_error(url: str, config: str | None, exc: BaseException) -> str:
@@ -297,6 +335,17 @@ def build_parser() -> argparse.ArgumentParser:
                                   f"http.listen, else http://{DEFAULT_LISTEN})")
     st.add_argument("--json", action="store_true", help="print the raw /api/status JSON")
     st.set_defaults(func=cmd_status)
+
+    rl = _command(sub, "reload", "make the running daemon re-read its config and inventory, "
+                                 "and say how it went")
+    rl.add_argument("-c", "--config", metavar="CONFIG",
+                    help="the daemon's config (for its address and auth)")
+    rl.add_argument("--url", help=f"the daemon's base URL (default: from the config's "
+                                  f"http.listen, else http://{DEFAULT_LISTEN})")
+    rl.add_argument("--allow-drop", action="store_true",
+                    help="accept a reload that drops more than inventory.max_drop of the "
+                         "channels (refused otherwise)")
+    rl.set_defaults(func=cmd_reload)
 
     from camwatch import demo
     from camwatch.sim import cli as sim_cli

@@ -10,7 +10,8 @@ running config kept, when
 - it changes a key that only a restart can apply (``store.path``, ``http.*``), or the API
   token's file now holds another token: the reload names them;
 - it would drop more than ``inventory.max_drop`` of the channels (a truncated or half-saved
-  file): a second SIGHUP for the same file confirms it.
+  file): a second SIGHUP for the same file confirms it, or ``camwatch reload --allow-drop``
+  (``POST /api/reload?allow_drop=1``), which also answers with the outcome.
 
 The inventory file is reloaded by the watcher only once its size and mtime have been stable
 for ``inventory.stable_for``, so an editor's half-written file is never read.
@@ -118,6 +119,7 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Future[bool]] = set()
         self._confirm_drop: tuple[object, ...] | None = None  # the file a drop was refused for
+        self.last_refusal: dict[str, Any] = {}
 
     def _wire_alerts(self, cfg: Config) -> None:
         """The outbox dispatcher for the configured receivers (undelivered notifications stay
@@ -253,8 +255,14 @@ class Daemon:
 
     def _refuse(self, event: str, **kw: Any) -> bool:
         self.engine.reloads["failed"] += 1
+        self.last_refusal = {"error": event, **kw}
         log.error(event, **kw)
         return False
+
+    async def reload_for_api(self, allow_drop: bool) -> tuple[bool, dict[str, Any]]:
+        """What ``POST /api/reload`` (``camwatch reload``) gets: the outcome and why."""
+        ok = await self.reload(confirm_drop=allow_drop)
+        return ok, ({"channels": len(self.engine.channels)} if ok else self.last_refusal)
 
     async def _watch_inventory(self) -> None:
         """Reload when the inventory file changed and has been stable for
@@ -297,7 +305,8 @@ class Daemon:
     async def _run(self, loop: asyncio.AbstractEventLoop) -> int:
         host, _, port = self.listen.rpartition(":")
         try:
-            http = await serve(self.engine, host.strip("[]"), int(port))
+            http = await serve(self.engine, host.strip("[]"), int(port),
+                               reloader=self.reload_for_api)
         except OSError as exc:
             self.close()
             raise CamwatchError(f"cannot listen on {self.listen}: {exc.strerror or exc} "

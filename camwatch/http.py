@@ -391,7 +391,29 @@ def _json_error(status: int, message: str, **fields: Any) -> web.Response:
                         content_type="application/json")
 
 
-def make_app(engine: Engine) -> web.Application:
+Reloader = Callable[[bool], Awaitable[tuple[bool, dict[str, Any]]]]
+RELOAD: web.AppKey[Reloader] = web.AppKey("reload")
+
+
+async def reload(request: web.Request) -> web.Response:
+    """``POST /api/reload[?allow_drop=1]``: reload as SIGHUP does, and say how it went (200
+    with the channel count, or 409 with why it was refused). ``allow_drop`` confirms a reload
+    that drops more than ``inventory.max_drop`` of the channels."""
+    reloader = request.app.get(RELOAD)
+    if reloader is None:
+        raise web.HTTPNotFound(text=json.dumps({"error": "no reload here"}),
+                               content_type="application/json")
+    unknown = [k for k in request.query if k != "allow_drop"]
+    if unknown:
+        raise bad_query(unknown[0], request.query.get(unknown[0]), "only allow_drop")
+    flag = request.query.get("allow_drop", "0")
+    if flag not in ("0", "1", "true", "false"):
+        raise bad_query("allow_drop", flag, "1 or 0", ("0", "1", "true", "false"))
+    ok, detail = await reloader(flag in ("1", "true"))
+    return web.json_response({"ok": ok, **detail}, status=200 if ok else 409, dumps=_dumps)
+
+
+def make_app(engine: Engine, reloader: Reloader | None = None) -> web.Application:
     http_cfg = engine.cfg.http
     middlewares = [send_timeout_middleware(http_cfg.send_timeout)]
     if http_cfg.auth is not None:
@@ -399,11 +421,14 @@ def make_app(engine: Engine) -> web.Application:
     app = web.Application(middlewares=middlewares)
     app[ENGINE] = engine
     app[METRICS] = MetricsCache(MetricsRenderer(engine))
+    if reloader is not None:
+        app[RELOAD] = reloader
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/channels", channels)
     app.router.add_get("/api/rates", rates)
     app.router.add_get("/api/status", status)
+    app.router.add_post("/api/reload", reload)
     return app
 
 
@@ -524,7 +549,8 @@ class HttpServer:
         await self.runner.cleanup()
 
 
-async def serve(engine: Engine, host: str, port: int) -> HttpServer:
+async def serve(engine: Engine, host: str, port: int,
+                reloader: Reloader | None = None) -> HttpServer:
     """Serve the app on ``host:port``, the address finally bound (``--listen`` or
     ``http.listen``): the exposure check runs here for it."""
     cfg = engine.cfg.http
@@ -536,7 +562,8 @@ async def serve(engine: Engine, host: str, port: int) -> HttpServer:
         tls.minimum_version = ssl.TLSVersion.TLSv1_2
         tls.load_cert_chain(cfg.tls_cert, cfg.tls_key)
     handler_args: dict[str, Any] = {"access_log": None, "keepalive_timeout": cfg.header_timeout}
-    runner = web.AppRunner(make_app(engine), shutdown_timeout=SHUTDOWN_TIMEOUT_S, **handler_args)
+    runner = web.AppRunner(make_app(engine, reloader), shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                           **handler_args)
     await runner.setup()
     manager = runner.server
     assert manager is not None

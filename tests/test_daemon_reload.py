@@ -96,3 +96,26 @@ async def test_a_failed_inventory_snapshot_is_reported_and_retried(tmp_path: Pat
         assert month is not None and len(d.store.inventory_snapshot(month)) == 4
     finally:
         d.close()
+
+
+def test_camwatch_reload_says_why_and_allow_drop_confirms(
+        daemon: tuple[Proc, object, Path]) -> None:
+    proc, _fleet, cfg = daemon
+    poll("listening", lambda: channels(proc) == 10)
+    inventory = cfg.parent / "inv.csv"
+    lines = inventory.read_text("utf-8").splitlines()
+    inventory.write_text("\n".join(lines[:4]) + "\n", encoding="utf-8")  # 3 of 10 left
+
+    def reload_cli(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "camwatch", "reload", "--url", proc.base,
+                               *extra], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    refused = reload_cli()
+    assert refused.returncode == 1
+    assert "refused: reload refused: it would drop more channels" in refused.stderr
+    assert "dropped: 7" in refused.stderr and "--allow-drop" in refused.stderr
+    assert channels(proc) == 10
+    done = reload_cli("--allow-drop")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "reloaded: 3 channels"
+    assert channels(proc) == 3
