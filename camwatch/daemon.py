@@ -273,6 +273,9 @@ class Daemon:
             now = time.monotonic()
             current = _stat(self.cfg.inventory.path)
             if current != last:
+                if changed_at is None:
+                    log.info("inventory file changing; reloading once it is stable",
+                             stable_for=self.cfg.inventory.stable_for)
                 last, changed_at = current, now  # still being written, perhaps: wait
                 continue
             if changed_at is None or current == self._inventory_seen:

@@ -119,3 +119,41 @@ def test_camwatch_reload_says_why_and_allow_drop_confirms(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "reloaded: 3 channels"
     assert channels(proc) == 3
+
+
+def test_the_watcher_does_not_read_a_half_saved_inventory(tmp_path: Path) -> None:
+    """16.8: an editor saves the inventory in two steps (the first 3 rows, then all 10). The
+    watcher waits until the file has been stable for ``inventory.stable_for``: it never loads
+    the half-saved file, and it loads the whole one once."""
+    from camwatch.sim.model import Fault
+    from tests.fleet_thread import FleetThread
+    from tests.test_sweep_cli import write_site
+
+    with FleetThread([Fault.NONE] * 10) as fleet:
+        cfg = write_site(tmp_path, fleet.ports,
+                         "probing: {interval: 2s, timeout: 1s, per_host_concurrency: 64, "
+                         "onvif: false}\nstore: {path: state.db}\n"
+                         "inventory: {path: inv.csv, max_drop: 100%, stable_for: 5s}\n")
+        text = cfg.read_text("utf-8").replace("inventory: {path: inv.csv}\n", "", 1)
+        cfg.write_text(text, encoding="utf-8")
+        proc = Proc(cfg)
+        try:
+            poll("listening", lambda: channels(proc) == 10)
+            inventory = cfg.parent / "inv.csv"
+            full = inventory.read_text("utf-8")
+            lines = full.splitlines()
+            inventory.write_text("\n".join(lines[:4]) + "\n", encoding="utf-8")  # half saved
+            poll("the watcher sees the change", lambda: any(
+                e.get("event") == "inventory file changing; reloading once it is stable"
+                for e in proc.log()))
+            inventory.write_text(full + "\n", encoding="utf-8")  # the rest, a moment later
+            poll("one reload", lambda: [e.get("channels") for e in proc.log()
+                                        if e.get("event") == "reloaded"] == [10])
+            assert channels(proc) == 10
+            assert not [e for e in proc.log() if e.get("event") == "reloaded"
+                        and e.get("channels") != 10]
+        finally:
+            if proc.p.poll() is None:
+                proc.p.send_signal(signal.SIGTERM)
+                proc.p.wait(timeout=30)
+            proc.stderr.close()
