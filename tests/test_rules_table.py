@@ -175,3 +175,13 @@ def test_flapping_restored_from_the_store_is_released_when_calm() -> None:
     book.judge("c0", OK, 100.0)
     st = book.state("c0")
     assert st is not None and not st.flapping and st.state == State.ONLINE
+
+
+def test_every_probe_reason_is_a_why_with_a_chinese_name() -> None:
+    """``Why`` repeats the probes' closed ``Reason`` set (the probes must not import the
+    domain module); a reason added to one and not the other would reach people untranslated."""
+    from camwatch.model import REASON_ZH
+
+    assert {r.value for r in Reason} <= {w.value for w in Why}
+    assert set(REASON_ZH) == {w.value for w in Why}
+    assert all(REASON_ZH[w] and REASON_ZH[w] != w.value for w in Why)
