@@ -44,7 +44,7 @@ def test_promtool_check_rules_and_config() -> None:
     assert RULES and TESTS
     out = promtool("check", "rules", *RULES)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 7 rules found" in out.stdout  # the alerts file; lint clean
+    assert "SUCCESS: 8 rules found" in out.stdout  # the alerts file; lint clean
     out = promtool("check", "config", "prometheus.yml")
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -88,7 +88,7 @@ def test_every_alert_is_complete_and_has_a_runbook_section() -> None:
         assert ann["runbook_url"].split("#")[0].endswith("docs/runbook.md"), name
         assert anchor == name.lower() and anchor in sections, name
     assert names == {"CamwatchOnlineRateBelowTarget", "CamwatchDown", "CamwatchSweepLagging",
-                     "CamwatchProberUnhealthy"}
+                     "CamwatchProberUnhealthy", "CamwatchStoreWritesFailing"}
 
 
 def test_every_alert_is_tested_on_both_sides_of_its_for_window() -> None:
