@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_engine import read_until  # reads a child's stdout with a deadline
-from soak import api_status, cpu_seconds, free_port, rss_kib, stop
+from soak import cpu_seconds, free_port, rss_kib, start_daemon, stop
 
 FIRST_HOST = "127.62.0.1"  # away from the tests', the soak's and bench_engine's addresses
 START_TIMEOUT_S = 600.0
@@ -101,16 +101,8 @@ def main() -> int:
         inventory = Path(doc["inventory"]["path"])
         if not inventory.is_absolute():
             inventory = sim_dir / inventory
-        run = [*camwatch, "run", "-c", str(cfg)]
-        if os.geteuid() == 0:  # a bench box / container; production runs as its own user
-            run.append("--allow-root")
         t_start = time.monotonic()
-        daemon = subprocess.Popen(run, stdout=subprocess.DEVNULL,
-                                  stderr=open(work / "daemon.log", "w"),  # noqa: SIM115
-                                  text=True)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not api_status(port) and daemon.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)  # loading the inventory, then listening
+        daemon = start_daemon(camwatch, cfg, work, port, START_TIMEOUT_S)
         t0 = time.monotonic()
         print(f"bench_loop: {args.channels:,} channels, {args.minutes:g} min; daemon listening "
               f"after {t0 - t_start:.1f} s; work dir {work}", flush=True)
@@ -122,7 +114,7 @@ def main() -> int:
         while time.monotonic() < end and daemon.poll() is None:
             now = time.monotonic()
             if hup_at and now >= hup_at:
-                daemon.send_signal(1)  # SIGHUP
+                daemon.send_signal(signal.SIGHUP)
                 print(f"t+{now - t0:.0f}s SIGHUP", flush=True)
                 hup_at = 0.0
             if touch_at and now >= touch_at:

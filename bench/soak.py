@@ -117,6 +117,22 @@ def api_status(port: int) -> dict[str, Any]:
         return {}
 
 
+def start_daemon(camwatch: list[str], cfg: Path, work: Path, port: int,
+                 timeout: float = START_TIMEOUT_S) -> subprocess.Popen[str]:
+    """``camwatch run -c cfg`` (its log in ``work/daemon.log``), returned once its API answers
+    on ``port``, it exited, or ``timeout`` passed (loading the inventory takes seconds)."""
+    run = [*camwatch, "run", "-c", str(cfg)]
+    if os.geteuid() == 0:  # a bench box / container; production runs as its own user
+        run.append("--allow-root")
+    daemon = subprocess.Popen(run, stdout=subprocess.DEVNULL,
+                              stderr=open(work / "daemon.log", "w"),  # noqa: SIM115
+                              text=True)
+    deadline = time.monotonic() + timeout
+    while not api_status(port) and daemon.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)  # loading the inventory, then listening
+    return daemon
+
+
 def stop(proc: subprocess.Popen[str] | None, grace: float = 15.0) -> int | None:
     if proc is None or proc.poll() is not None:
         return None if proc is None else proc.returncode
@@ -159,16 +175,7 @@ def main() -> int:
         cfg = sim_dir / "soak.yaml"
         cfg.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False),
                        encoding="utf-8")
-        run = [*camwatch, "run", "-c", str(cfg)]
-        if os.geteuid() == 0:  # a bench box / container; production runs as its own user
-            run.append("--allow-root")
-        daemon = subprocess.Popen(run,
-                                  stdout=subprocess.DEVNULL,
-                                  stderr=open(work / "daemon.log", "w"),  # noqa: SIM115
-                                  text=True)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not api_status(port) and daemon.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)  # loading the inventory, then listening
+        daemon = start_daemon(camwatch, cfg, work, port)
         t0 = time.monotonic()
         print(f"soak: {args.channels:,} channels, {args.minutes:g} min, interval 60 s, "
               f"timeout 2 s, sample every {args.sample:g} s; simulator up in {sim_ready:.1f} s; "

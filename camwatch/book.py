@@ -20,10 +20,9 @@ knows when to rebuild.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Any
 
 import structlog
 
@@ -319,11 +318,3 @@ class ChannelBook:
         if n > 0:
             del self._log[:n]
             self._log_base = upto
-
-    def iter_states(self) -> Iterator[tuple[Channel, ChannelState]]:
-        for cid, ch in self._channels.items():
-            yield ch, self._states[cid]
-
-    def snapshot(self) -> dict[str, Any]:
-        """Counts for logs and the demo's status line."""
-        return dict(self.counts())

@@ -35,7 +35,7 @@ import structlog
 
 from camwatch.config import Config, load_config
 from camwatch.engine import Engine, no_full_collection
-from camwatch.errors import CamwatchError, InputError
+from camwatch.errors import CamwatchError, InputError, short_error
 from camwatch.http import serve
 from camwatch.inventory import Inventory, load_inventory
 from camwatch.reports.period import zone
@@ -181,7 +181,7 @@ class Daemon:
                 lambda s: s.save_inventory_snapshot(month, iter_inventory_rows(channels)))
         except Exception as exc:
             self.snapshot_problem = (f"this month's inventory snapshot is not saved "
-                                     f"({_short(exc)}); retrying every minute")
+                                     f"({short_error(exc)}); retrying every minute")
             return False
         self._snapshot_month = month
         self.snapshot_problem = None
@@ -360,7 +360,3 @@ def _stat(path: Path) -> tuple[float, int] | None:
         return None
     return (st.st_mtime, st.st_size)
 
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text[:200]

@@ -50,3 +50,9 @@ class InventoryError(InputError):
 
 class StoreError(CamwatchError):
     """The state store cannot be opened, migrated or written."""
+
+
+def short_error(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one short text for a log field or a health problem."""
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -49,7 +49,7 @@ class EvalInputs:
 
 def plan_evaluation(cfg: Config, channels: Mapping[str, Channel]) -> EvalInputs:
     index = RateIndex(channels.values())
-    index.rows([[0, 0, 0]] * index.cells, Targets(cfg.targets))  # lays the rows out, here
+    index.layout()  # here, in the planning thread, not at the first evaluation
     return EvalInputs(index, alert_inputs(channels, cfg.alerts.rules.mass_outage.levels))
 
 

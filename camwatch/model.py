@@ -69,8 +69,6 @@ REASON_ZH: dict[str, str] = {
     Why.PROBER_UNHEALTHY: "监测端异常",
 }
 
-STATE_ZH: dict[str, str] = {State.ONLINE: "在线", State.OFFLINE: "离线", State.UNKNOWN: "未判定"}
-
 #: Probe reasons that say nothing about the camera: camwatch itself is in trouble (a bug, or
 #: out of file descriptors). A failure for one of them leaves the channel unjudged.
 OWN_TROUBLE = frozenset({Reason.INTERNAL, Reason.LOCAL})

@@ -22,14 +22,18 @@ import asyncio
 import heapq
 import random
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+import structlog
 
 from camwatch.config import Config
 from camwatch.inventory import Channel
 from camwatch.probes import Level, ProbeResult, Target
 from camwatch.stats import ProbeStats
 from camwatch.sweep import ProbeRunner, probe_settings
+
+log = structlog.get_logger(__name__)
 
 # Probes due within this much are started together: the loop then wakes for a batch of
 # connections instead of once per probe (1,700 probes/s at 100,000 channels a minute).
@@ -215,14 +219,7 @@ class Scheduler:
             self.stats.count(result)
             self._deliver(lane, ch, result, self.clock())
         except Exception:  # never let one channel take the daemon down
-            import structlog
-
-            structlog.get_logger(__name__).exception("internal error handling a probe",
-                                                     channel=ch.id)
+            log.exception("internal error handling a probe", channel=ch.id)
         finally:
             pending.release()
 
-
-def group_members(schedule: Schedule, url: str, fallback: str) -> Iterable[str]:
-    """The channels behind ONVIF device ``url``."""
-    return schedule.onvif_groups.get(url, [fallback])

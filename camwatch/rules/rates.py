@@ -191,10 +191,6 @@ class RateIndex:
                 self._cell_keys.append(cell_keys(sig, scopes, breakdowns))
             self._cell_of[ch.id] = n
 
-    @property
-    def cells(self) -> int:
-        return len(self._cell_keys)
-
     def cell_of(self, cid: str) -> int | None:
         """The cell channel ``cid`` counts in (None: not a connected channel)."""
         return self._cell_of.get(cid)
@@ -209,7 +205,7 @@ class RateIndex:
     def compute(self, state_of: Callable[[str], str], targets: Targets) -> list[RateRow]:
         return self.rows(self.count(state_of), targets)
 
-    def _layout(self) -> tuple[list[Key], list[tuple[int, ...]]]:
+    def layout(self) -> tuple[list[Key], list[tuple[int, ...]]]:
         """Every row's key, in the order rows are listed, and each cell's rows by position:
         made once per inventory (on first use), so an evaluation adds counts into lists and
         sorts nothing."""
@@ -223,7 +219,7 @@ class RateIndex:
     def rows(self, per_cell: Sequence[Sequence[int]], targets: Targets) -> list[RateRow]:
         """The rate rows from per-cell counts (kept up to date by the daemon's evaluator as
         channels change, so an evaluation costs O(cells × rows), not O(channels))."""
-        keys, cell_rows = self._layout()
+        keys, cell_rows = self.layout()
         if self._targets_cache is None or self._targets_cache[0] is not targets:
             self._targets_cache = (targets, [targets.target_for(dict(scope), klass, project)
                                              for scope, klass, project in keys])

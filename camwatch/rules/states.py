@@ -60,8 +60,8 @@ class Flaps:
 
 def _details(v: Verdict) -> dict[str, Any]:
     r = v.result
-    if r is None:
-        return {"reason": v.reason}
+    if r is None:  # a source without a probe result (a platform's status ...)
+        return {"reason": v.reason, **({"detail": v.detail} if v.detail else {})}
     out: dict[str, Any] = {"kind": r.kind, "latency_ms": round(r.latency_s * 1000, 1)}
     if r.reason is not None:
         out["probe_reason"] = r.reason.value

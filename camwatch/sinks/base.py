@@ -15,11 +15,12 @@ raises :class:`DeliveryError` with one of three kinds, classified once here:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, urlsplit
@@ -60,6 +61,11 @@ class Sink(Protocol):
     max_batch: int  # payloads that may be in flight at once (in order)
 
     async def send(self, payload: Mapping[str, Any]) -> None: ...
+
+    async def send_batch(self, payloads: Sequence[Mapping[str, Any]]
+                         ) -> list[BaseException | None]:
+        """Send up to ``max_batch`` payloads, started in order; each one's error or None."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -248,6 +254,15 @@ class HttpSink:
     A reference that cannot be resolved is a misconfiguration, retried until it is fixed."""
 
     max_batch = 1
+
+    async def send_batch(self, payloads: Sequence[Mapping[str, Any]]
+                         ) -> list[BaseException | None]:
+        results = await asyncio.gather(*(self.send(p) for p in payloads),
+                                       return_exceptions=True)
+        return [r if isinstance(r, BaseException) else None for r in results]
+
+    async def send(self, payload: Mapping[str, Any]) -> None:
+        raise NotImplementedError  # each receiver's own
 
     def __init__(self, name: str, cfg: _HttpReceiver,
                  clock: Callable[[], float] | None = None) -> None:

@@ -174,13 +174,7 @@ class Dispatcher:
             if wait > 0:  # the oldest send in the window expires after ``wait``
                 await asyncio.sleep(wait)
             limiter.record(time.monotonic())
-        batch = getattr(sink, "send_batch", None)
-        results: list[BaseException | None]
-        if batch is not None:  # in order on one connection (MQTT)
-            results = await batch([it.payload for it in items])
-        else:
-            results = await asyncio.gather(*(self._send_one(sink, it) for it in items),
-                                           return_exceptions=True)
+        results = await sink.send_batch([it.payload for it in items])
         for item, result in zip(items, results, strict=True):
             now = self.clock()
             if result is None:
@@ -217,10 +211,6 @@ class Dispatcher:
                           attempts=item.attempts + 1, retry_in=round(delay, 1))
             return False
         return True
-
-    @staticmethod
-    async def _send_one(sink: Sink, item: OutboxItem) -> None:
-        await sink.send(item.payload)
 
 
 def _delivered(item_id: int, now: float) -> Callable[[Store], None]:

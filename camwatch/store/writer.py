@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from camwatch.errors import short_error
 from camwatch.store.base import Store
 
 log = structlog.get_logger(__name__)
@@ -89,7 +90,7 @@ class StoreWriter:
                 result = job(self.store)
             except BaseException as exc:
                 self.errors += 1
-                self.last_error = _short(exc)
+                self.last_error = short_error(exc)
                 if self.failing_since is None:
                     self.failing_since = self._clock()
                     log.error("store write failed; retrying, nothing is lost",
@@ -102,7 +103,3 @@ class StoreWriter:
                     self.failing_since = None
                 fut.set_result(result)
 
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
