@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import gc
 import time
@@ -77,6 +78,27 @@ def _tune_gc(full: bool = True) -> None:
     t0, t1, t2 = gc.get_threshold()
     if t0:  # 0: collection disabled by whoever owns the process; leave it so
         gc.set_threshold(max(t0, GC_THRESHOLD0), t1, t2)
+
+
+def _c_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # glibc only; musl and others have none
+    except (AttributeError, OSError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM = _c_malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the kernel. What a 100,000-channel sweep or a
+    reload frees (transition details, the old inventory's tables) otherwise stays in the
+    process as free heap: 25 MB of RSS at 100,000 channels, for about 2 ms (ctypes releases
+    the GIL for the call)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _write_batch(states: list[ChannelState], transitions: list[Transition],
@@ -254,6 +276,9 @@ class Engine:
                     self.book.restore_writes(states, trans)
             if stopping:
                 return
+            if full:  # the full flush's copies are gone, and a reload's old inventory
+                del states, trans
+                await asyncio.to_thread(release_free_memory)
             # the last flush waits for the probes in flight to be judged
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
