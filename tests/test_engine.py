@@ -378,3 +378,50 @@ async def test_uplink_check_tells_a_real_outage_from_our_own(tmp_path: Path) -> 
         gateway.close()
         for s in site.servers:
             s.close()
+
+
+async def test_a_backlog_of_due_probes_is_launched_in_bursts(tmp_path: Path) -> None:
+    """500 channels due at once (start-up, a reload's new channels, a loop that fell behind):
+    the scheduler launches at most ``LAUNCH_BURST`` probes per step of the event loop, so other
+    work (a scrape, the writer, the HTTP API) runs between bursts. Counted in probe tasks
+    created between two turns of a ticker task, not in time."""
+    from camwatch.scheduler import LAUNCH_BURST
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # answers nothing: every probe stays in flight until its timeout
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    chs = [Channel(id=f"41162800001321{n:06d}", klass=1, project="雪亮工程", county="鹿邑县",
+                   township="城关镇", installed=True, connected=True,
+                   rtsp_url=f"rtsp://127.0.0.1:{port}/ch{n}", host=f"dev{n}",
+                   credentials="default") for n in range(500)]
+    clock = FakeClock()
+    cfg = config(tmp_path)
+    eng = Engine(cfg, inventory(chs), open_store(cfg.store.path), clock=clock)
+    clock.t += INTERVAL  # every channel due
+    jumps: list[int] = []
+    try:
+        def probes() -> int:  # the scheduler's tasks, named lane:channel
+            return sum(1 for t in asyncio.all_tasks() if t.get_name().startswith("main:"))
+
+        async def ticker() -> None:
+            before = probes()
+            while len(jumps) < 10_000:
+                await asyncio.sleep(0)
+                now = probes()
+                jumps.append(now - before)
+                before = now
+                if eng.scheduler.stats.in_flight >= len(chs):
+                    return
+
+        tick = asyncio.ensure_future(ticker())
+        run = asyncio.ensure_future(eng.scheduler.run(eng.stopping))
+        await asyncio.wait_for(tick, 30)
+        eng.stop()
+        await asyncio.wait_for(run, 30)
+    finally:
+        server.close()
+        eng.close()
+    assert eng.scheduler.stats.in_flight == 0 and max(jumps) > 0
+    assert max(jumps) <= LAUNCH_BURST + 8, max(jumps)
