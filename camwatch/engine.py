@@ -121,6 +121,18 @@ def no_full_collection() -> Iterator[None]:
         gc.set_threshold(a, b, t2)
 
 
+def _keep_unchanged(new: list[Channel], running: Mapping[str, Channel]) -> None:
+    """Put the running :class:`Channel` object in place of each reloaded one equal to it (the
+    URL's password included), so that a reload keeps one copy of an unchanged inventory: the
+    new copies die at once, in the order they were made, instead of living beside the old ones
+    until the swap and leaving the heap fragmented (the 100,000-channel daemon grew by ~160 MB
+    per reload). Also lets the metrics keep an unchanged channel's lines (same object)."""
+    for i, c in enumerate(new):
+        o = running.get(c.id)
+        if o is not None and o is not c and o == c and o.url_password == c.url_password:
+            new[i] = o
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """A config and inventory made ready to apply (see :meth:`Engine.plan`)."""
@@ -176,8 +188,14 @@ class Engine:
         """Everything an inventory needs, built without touching the running pipeline: safe
         (and meant) to run in a worker thread."""
         creds = resolve_credentials(cfg, inventory.channels)
+        _keep_unchanged(inventory.channels, self.book.channels)
         channels = {c.id: c for c in inventory.channels if c.connected}
-        targets = {cid: make_target(c, creds) for cid, c in channels.items()}
+        sched = self.scheduler.schedule
+        old_targets = sched.targets if sched is not None else {}
+        targets = {}
+        for cid, c in channels.items():
+            t = make_target(c, creds)
+            targets[cid] = t if (o := old_targets.get(cid)) is None or o != t else o
         schedule = plan_schedule(cfg, channels, targets, self.clock(), self.scheduler.schedule)
         return Plan(cfg, inventory, channels, schedule, plan_evaluation(cfg, channels))
 

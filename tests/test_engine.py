@@ -425,3 +425,41 @@ async def test_a_backlog_of_due_probes_is_launched_in_bursts(tmp_path: Path) -> 
         eng.close()
     assert eng.scheduler.stats.in_flight == 0 and max(jumps) > 0
     assert max(jumps) <= LAUNCH_BURST + 8, max(jumps)
+
+
+async def test_a_reload_keeps_one_copy_of_unchanged_channels(tmp_path: Path,
+                                                             one_device: Site) -> None:
+    """A reload of an unchanged inventory keeps the running Channel and Target objects (one
+    copy in memory, and the metrics keep their lines); a changed row, or a changed password
+    in the URL, gets the new object."""
+    import dataclasses
+
+    from camwatch.secrets import Secret
+    from camwatch.sinks.metrics import MetricsRenderer
+
+    clock = FakeClock()
+    eng = make_engine(tmp_path, one_device, clock)
+    metrics = MetricsRenderer(eng)
+    await rounds(eng, clock, 1)
+    before = dict(eng.book.channels)
+    targets = dict(eng.scheduler.schedule.targets)  # type: ignore[union-attr]
+    up = dict(metrics._up)
+    a, b, c, d = one_device.channels
+    reloaded = [dataclasses.replace(a), dataclasses.replace(b, name="改名"),
+                dataclasses.replace(c, url_username="admin", url_password=Secret("new-pw")),
+                dataclasses.replace(d)]
+    assert reloaded[0] == a and reloaded[0] is not a
+    eng.reload(eng.cfg, inventory(reloaded))
+    after = eng.book.channels
+    assert after[a.id] is before[a.id] and after[d.id] is before[d.id]
+    assert after[b.id] is not before[b.id] and after[b.id].name == "改名"
+    assert after[c.id] is not before[c.id]
+    new_targets = eng.scheduler.schedule.targets  # type: ignore[union-attr]
+    assert new_targets[a.id] is targets[a.id]
+    assert new_targets[c.id] is not targets[c.id] and new_targets[c.id].password == Secret("new-pw")
+    await metrics.ready()
+    assert metrics._up[a.id] is up[a.id]
+    assert metrics._up[b.id] is not up[b.id] and "改名".encode() in metrics._up[b.id]
+    body = metrics.render()[0].decode()
+    assert body.count("camwatch_channel_up{") == 4
+    eng.close()
