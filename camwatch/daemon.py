@@ -234,7 +234,7 @@ class Daemon:
                 "send SIGHUP again to confirm", dropped=dropped, channels=before,
                 max_drop=cfg.inventory.max_drop)
         self._confirm_drop = None
-        gone = eng.apply(plan)
+        gone = await eng.apply_sliced(plan)
         self.cfg = cfg
         self._wire_alerts(cfg)
         self._inventory_seen = seen
