@@ -4,13 +4,61 @@ alert outbox. ``open_store`` picks the backend from the config."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
+from camwatch.errors import StoreError
+from camwatch.secrets import Secret
 from camwatch.store.base import ChannelState, OutboxItem, RateSnapshot, Store, Transition
 
-__all__ = ["ChannelState", "OutboxItem", "RateSnapshot", "Store", "Transition", "open_store"]
+if TYPE_CHECKING:
+    from camwatch.config import StoreConfig
+
+__all__ = [
+    "ChannelState",
+    "OutboxItem",
+    "RateSnapshot",
+    "Store",
+    "Transition",
+    "open_configured",
+    "open_store",
+    "store_lock",
+]
 
 
 def open_store(path: str | Path) -> Store:
     from camwatch.store.sqlite import SqliteStore
 
     return SqliteStore(path)
+
+
+class Lock(Protocol):
+    def acquire(self, holder: str) -> None: ...
+    def release(self) -> None: ...
+
+
+def open_configured(cfg: StoreConfig) -> Store:
+    """The store the config names: SQLite at ``store.path``, or PostgreSQL at the DSN read
+    from ``store.dsn_env`` / ``store.dsn_file`` (a :class:`StoreError` if it cannot be read)."""
+    if cfg.backend == "postgresql":
+        from camwatch.store.postgres import PostgresStore
+
+        return PostgresStore(_dsn(cfg))
+    return open_store(cfg.path)
+
+
+def store_lock(cfg: StoreConfig) -> Lock:
+    """One daemon per store: a lock file beside SQLite, an advisory lock in PostgreSQL."""
+    if cfg.backend == "postgresql":
+        from camwatch.store.postgres import PgStoreLock
+
+        return PgStoreLock(_dsn(cfg))
+    from camwatch.store.lock import StoreLock
+
+    return StoreLock(cfg.path)
+
+
+def _dsn(cfg: StoreConfig) -> Secret:
+    try:
+        return cfg.dsn()
+    except LookupError as exc:
+        raise StoreError(f"store: cannot read the PostgreSQL DSN: {exc}") from None

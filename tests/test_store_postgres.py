@@ -1,0 +1,308 @@
+"""The PostgreSQL store on a real server (tests/peers/postgres.py; the contract tests shared with
+SQLite are in test_store.py): identity and migrations, the one-daemon lock, the DSN kept
+secret, reconnection, paged reads, the one transaction of ``commit_outbox``, and an engine that
+restarts on the same database without spurious transitions or re-fired alerts."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from camwatch.config import parse_config
+from camwatch.engine import Engine
+from camwatch.errors import ConfigError, StoreError
+from camwatch.inventory import Channel, Inventory
+from camwatch.model import Verdict
+from camwatch.probes.result import ProbeResult, Reason
+from camwatch.secrets import Secret
+from camwatch.store import open_configured, store_lock
+from camwatch.store import postgres as pg
+from camwatch.store import sqlite as sq
+from camwatch.store.base import ChannelState, Transition
+from camwatch.store.postgres import PgStoreLock, PostgresStore
+
+T0 = 1_800_000_000.0
+
+
+def _password(dsn: str) -> str:
+    return str(psycopg.conninfo.conninfo_to_dict(dsn)["password"])
+
+
+def test_schema_versions_and_columns_match_sqlite(pg_dsn: str, tmp_path: Path) -> None:
+    """Schema version N is the same tables and columns in both backends (store migrate copies
+    table by table). A table added to SQLite's MIGRATIONS fails here until PostgreSQL's list
+    has its entry too."""
+    assert pg.SCHEMA_VERSION == sq.SCHEMA_VERSION
+    PostgresStore(Secret(pg_dsn)).close()
+    lite = sqlite3.connect(tmp_path / "s.db")
+    sq.SqliteStore(tmp_path / "s.db").close()
+    tables = [r[0] for r in lite.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    with psycopg.connect(pg_dsn) as db:
+        for table in tables:
+            lite_cols = [r[1] for r in lite.execute(f"PRAGMA table_info({table})")]
+            pg_cols = [r[0] for r in db.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                "AND table_schema = current_schema() ORDER BY ordinal_position", (table,))]
+            assert pg_cols == lite_cols, table
+    lite.close()
+
+
+def test_foreign_database_is_refused_untouched(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        db.execute("CREATE TABLE meta (k TEXT)")  # another program's table of the same name
+        db.execute("CREATE TABLE invoices (id INTEGER)")
+    with pytest.raises(StoreError) as exc:
+        PostgresStore(Secret(pg_dsn))
+    msg = str(exc.value)
+    assert "not a camwatch store" in msg and "invoices" in msg and "meta" in msg
+    assert _password(pg_dsn) not in msg
+    with psycopg.connect(pg_dsn) as db:
+        tables = {r[0] for r in db.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = current_schema()")}
+    assert tables == {"meta", "invoices"}
+
+
+def test_two_stores_opened_together_migrate_once(pg_dsn: str) -> None:
+    a, b = PostgresStore(Secret(pg_dsn)), PostgresStore(Secret(pg_dsn))
+    assert a.schema_version == b.schema_version == pg.SCHEMA_VERSION
+    with psycopg.connect(pg_dsn) as db:
+        assert db.execute("SELECT count(*) FROM camwatch_schema").fetchone() == (1,)
+    a.close()
+    b.close()
+
+
+def test_wrong_password_names_the_server_never_the_password(pg_dsn: str) -> None:
+    bad = pg_dsn.replace(_password(pg_dsn), "not-the-pw-3141")
+    with pytest.raises(StoreError) as exc:
+        PostgresStore(Secret(bad))
+    msg = str(exc.value)
+    assert "cannot connect" in msg and "postgresql://camwatch@127.0.0.1:" in msg
+    assert "not-the-pw-3141" not in msg and _password(pg_dsn) not in msg
+    garbled = "host=127.0.0.1 password=s3cr3t-xyz port=notaport"
+    with pytest.raises(StoreError) as exc:
+        PostgresStore(Secret(garbled))
+    assert "s3cr3t-xyz" not in str(exc.value)
+
+
+def test_config_takes_the_dsn_by_reference(pg_dsn: str, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    inv = {"path": "unused.csv"}
+    with pytest.raises(ConfigError, match=r"\$\.store.*expects exactly one of dsn_env or "
+                                          r"dsn_file, got neither"):
+        parse_config({"inventory": inv, "store": {"backend": "postgresql"}}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="dsn_env is for backend postgresql"):
+        parse_config({"inventory": inv, "store": {"dsn_env": "X"}}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"\$\.store\.dsn: unknown key") as exc:
+        parse_config({"inventory": inv, "store": {"backend": "postgresql", "dsn": pg_dsn}},
+                     base_dir=tmp_path)
+    assert _password(pg_dsn) not in str(exc.value)  # an inline DSN is refused, not echoed
+    cfg = parse_config({"inventory": inv, "store": {"backend": "postgresql",
+                                                    "dsn_env": "CW_TEST_DSN"}},
+                       base_dir=tmp_path)
+    with pytest.raises(StoreError, match="environment variable CW_TEST_DSN is not set"):
+        open_configured(cfg.store)
+    monkeypatch.setenv("CW_TEST_DSN", pg_dsn)
+    assert _password(pg_dsn) not in repr(cfg)
+    store = open_configured(cfg.store)
+    store.set_meta("k", 1)
+    store.close()
+    (tmp_path / "dsn").write_text(pg_dsn + "\n")
+    cfg = parse_config({"inventory": inv, "store": {"backend": "postgresql",
+                                                    "dsn_file": "dsn"}}, base_dir=tmp_path)
+    store = open_configured(cfg.store)
+    assert store.get_meta("k") == 1
+    store.close()
+
+
+HOLDER = """
+import sys
+from camwatch.secrets import Secret
+from camwatch.store.postgres import PgStoreLock
+lock = PgStoreLock(Secret(sys.stdin.readline().strip()))
+lock.acquire("listening on 127.0.0.1:9780")
+print("held", flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def test_second_daemon_on_the_same_database_is_refused_until_the_first_dies(
+        pg_dsn: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(pg_dsn + "\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "held\n"
+        with pytest.raises(StoreError, match=rf"another camwatch is running on this store "
+                                             rf"\(camwatch pid {proc.pid}, listening on "
+                                             rf"127.0.0.1:9780\)") as exc:
+            PgStoreLock(Secret(pg_dsn)).acquire("listening on 127.0.0.1:9781")
+        assert _password(pg_dsn) not in str(exc.value)
+    finally:
+        proc.kill()  # kill -9: its session ends, and the lock with it
+        proc.wait()
+    second = PgStoreLock(Secret(pg_dsn))
+    deadline = time.monotonic() + 30  # the server sees the socket close at once; poll
+    while True:
+        try:
+            second.acquire("listening on 127.0.0.1:9781")
+            break
+        except StoreError:
+            assert time.monotonic() < deadline, "the dead holder's lock was never released"
+    second.release()
+    again = PgStoreLock(Secret(pg_dsn))
+    again.acquire("x")  # released: free again
+    again.release()
+
+
+def test_store_lock_follows_the_backend(pg_dsn: str, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CW_TEST_DSN", pg_dsn)
+    cfg = parse_config({"inventory": {"path": "x.csv"},
+                        "store": {"backend": "postgresql", "dsn_env": "CW_TEST_DSN"}},
+                       base_dir=tmp_path)
+    lock = store_lock(cfg.store)
+    lock.acquire("a")
+    with pytest.raises(StoreError, match="another camwatch"):
+        store_lock(cfg.store).acquire("b")
+    lock.release()
+    assert not list(tmp_path.iterdir())  # no lock file for PostgreSQL
+
+
+def test_commit_outbox_is_one_transaction(pg_dsn: str) -> None:
+    """A meta write that fails (a constraint on the real server) takes the outbox items of
+    the same call with it."""
+    store = PostgresStore(Secret(pg_dsn))
+    store.commit_outbox([("hook", "fp0", {"n": 0})], T0, {"alerts": {"fp0": "firing"}})
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        db.execute("ALTER TABLE meta ADD CONSTRAINT no_boom CHECK (key <> 'boom')")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        store.commit_outbox([("hook", "fp1", {"n": 1}), ("hook", "fp2", {"n": 2})], T0 + 1,
+                            {"alerts": {"fp0": "firing", "fp1": "firing"}, "boom": 1})
+    assert [i.fingerprint for i in store.due("hook", T0 + 2)] == ["fp0"]
+    assert store.get_meta("alerts") == {"fp0": "firing"}
+    store.close()
+
+
+def test_a_broken_connection_is_reopened(pg_dsn: str) -> None:
+    store = PostgresStore(Secret(pg_dsn))
+    store.write_batch([ChannelState("a", "online")], [])
+    with psycopg.connect(pg_dsn, autocommit=True) as db:  # a server restart, as the client sees it
+        db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   "WHERE application_name = 'camwatch' AND pid <> pg_backend_pid()")
+    with pytest.raises(psycopg.OperationalError):
+        store.write_batch([ChannelState("a", "offline", "timeout")], [])
+    store.write_batch([ChannelState("a", "offline", "timeout")], [])  # the writer's retry
+    assert store.load_states()["a"].state == "offline"
+    store.close()
+
+
+def test_reads_page_through_large_results_in_order(pg_dsn: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pg, "PAGE", 3)
+    store = PostgresStore(Secret(pg_dsn))
+    trans = [Transition(f"c{i % 4}", float(i // 2), "online", "offline", "timeout", {"i": i})
+             for i in range(11)]  # two per ts: a page boundary falls between equal ts
+    store.write_batch([], trans)
+    got = list(store.transitions())
+    assert [t.detail["i"] for t in got] == list(range(11))
+    assert [r[1] for r in store.transition_rows(1.0, 4.0)] == [1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+    store.save_inventory_snapshot("2026-11", ({"id": f"c{i:02d}"} for i in reversed(range(8))))
+    assert [r["id"] for r in store.iter_inventory_snapshot("2026-11")] == [
+        f"c{i:02d}" for i in range(8)]
+    store.close()
+
+
+def test_full_flush_takes_the_copy_path_and_updates(pg_dsn: str) -> None:
+    """Above COPY_ABOVE rows the states go through COPY and one upsert: every row written,
+    then every row updated."""
+    store = PostgresStore(Secret(pg_dsn))
+    n = pg.COPY_ABOVE * 2 + 1
+    store.write_batch([ChannelState(f"c{i}", "online", latency_ms=float(i)) for i in range(n)],
+                      [])
+    store.write_batch([ChannelState(f"c{i}", "offline", "refused", fails=i, info={"i": i})
+                       for i in range(n)], [])
+    states = store.load_states()
+    assert len(states) == n
+    assert all((s.state, s.fails, s.info, s.latency_ms) == ("offline", i, {"i": i}, None)
+               for i, s in ((int(k[1:]), s) for k, s in states.items()))
+    store.close()
+
+
+def _engine(pg_dsn: str, tmp_path: Path, clock: list[float]) -> tuple[Engine, list[Channel]]:
+    chs = [Channel(id=f"c{i:03d}", name=f"点位{i}", klass=1, project="雪亮工程",
+                   county="鹿邑县", township="城关镇", village=f"村{i % 5}", operator="移动",
+                   installed=True, connected=True, host=f"h{i}", rtsp_url="rtsp://127.0.0.1:9/")
+           for i in range(40)]
+    os.environ["CW_TEST_ENGINE_DSN"] = pg_dsn
+    cfg = parse_config({
+        "inventory": {"path": "unused.csv"},
+        "probing": {"onvif": False},
+        "states": {"fail_threshold": 1},
+        "targets": {"min_channels": 5},
+        "store": {"backend": "postgresql", "dsn_env": "CW_TEST_ENGINE_DSN"},
+        "alerts": {"rules": {"rate_below_target": {"for": "0s", "scopes": ["county"]},
+                             "mass_outage": {"enabled": False}},
+                   "default_receivers": ["hook"],
+                   "receivers": {"hook": {"type": "webhook", "url_env": "NO_SUCH_HOOK"}}},
+    }, base_dir=tmp_path)
+    from camwatch.store.writer import StoreWriter
+
+    eng = Engine(cfg, Inventory(source="t", channels=chs, rows_read=len(chs)),
+                 open_configured(cfg.store), StoreWriter(open_configured(cfg.store)),
+                 clock=lambda: clock[0])
+    return eng, chs
+
+
+def _judge(eng: Engine, chs: list[Channel], ok: bool, now: float) -> None:
+    r = ProbeResult.success("describe") if ok else \
+        ProbeResult.failure("describe", Reason.REFUSED)
+    for c in chs:
+        eng.book.judge(c.id, Verdict.of(r), now)
+
+
+async def test_engine_restarts_from_committed_states_without_refiring(
+        pg_dsn: str, tmp_path: Path) -> None:
+    """The restart guarantee on PostgreSQL: a new engine (another process, another machine)
+    on the same database starts from the committed states and the alert evaluator's state:
+    no transition for a channel that did not change, no second notification."""
+    clock = [T0]
+    eng, chs = _engine(pg_dsn, tmp_path, clock)
+    _judge(eng, chs, True, T0)
+    assert await eng.evaluate() == []
+    clock[0] = T0 + 60
+    _judge(eng, chs[:10], False, T0 + 60)  # 30/40 = 75 % < 98 %
+    fired = await eng.evaluate()
+    assert [(a.name, a.status) for a in fired] == [("rate_below_target", "firing")]
+    states, trans = eng.book.take_writes()
+    await eng.writer.run(lambda s: s.write_batch(states, trans))
+    committed = len(list(eng.store.transitions()))
+    assert committed == 50  # 40 unknown -> online, 10 online -> offline
+    eng.close()
+    eng.store.close()
+    eng.writer.store.close()
+
+    clock[0] = T0 + 120
+    eng2, _ = _engine(pg_dsn, tmp_path, clock)
+    assert eng2.book.states["c000"].state == "offline"
+    assert eng2.book.states["c039"].state == "online"
+    _judge(eng2, chs[:10], False, T0 + 120)
+    _judge(eng2, chs[10:], True, T0 + 120)
+    assert await eng2.evaluate() == []  # still firing: not sent again
+    states, trans = eng2.book.take_writes()
+    assert trans == []
+    assert eng2.store.outbox_depth("hook") == 1
+    eng2.close()
+    eng2.store.close()
+    eng2.writer.store.close()
