@@ -38,7 +38,9 @@ def _free_port() -> int:
 class PgServer:
     USER = "camwatch"
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, fsync: bool = False) -> None:
+        """``fsync=False`` for the tests (a crash of the machine is not what they test);
+        the bench turns it on, as in production."""
         self.bindir = bindir
         self.password = "pw-" + secrets.token_hex(8)
         self.dir = Path(tempfile.mkdtemp(prefix="camwatch-pg-"))
@@ -62,11 +64,12 @@ class PgServer:
         self.port = 0
         for _ in range(5):  # a port found free may be taken before the server binds it
             port = _free_port()
+            sync = "on" if fsync else "off"
             try:
                 self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w",
                           "-t", "60", "-o",
                           f"-c listen_addresses=127.0.0.1 -p {port} "
-                          f"-c unix_socket_directories={self.dir} -c fsync=off "
+                          f"-c unix_socket_directories={self.dir} -c fsync={sync} "
                           f"-c max_connections=60", "start")
             except subprocess.CalledProcessError:
                 continue
