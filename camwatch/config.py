@@ -358,8 +358,10 @@ class Config(_Model):
             (f"$.alerts.receivers.{n}", r) for n, r in self.alerts.receivers.items()]
         if self.http.auth is not None:
             refs.append(("$.http.auth", self.http.auth))
+        if self.store.backend == "postgresql":
+            refs.append(("$.store", self.store))
         for where, model in refs:
-            for kind in ("url", "secret", "password", "token"):
+            for kind in ("url", "secret", "password", "token", "dsn"):
                 env = getattr(model, f"{kind}_env", None)
                 file = getattr(model, f"{kind}_file", None)
                 if env or file:

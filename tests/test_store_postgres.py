@@ -110,7 +110,10 @@ def test_config_takes_the_dsn_by_reference(pg_dsn: str, tmp_path: Path,
                        base_dir=tmp_path)
     with pytest.raises(StoreError, match="environment variable CW_TEST_DSN is not set"):
         open_configured(cfg.store)
+    assert cfg.unresolved_secrets() == [  # what check-config warns about
+        "$.store: environment variable CW_TEST_DSN is not set"]
     monkeypatch.setenv("CW_TEST_DSN", pg_dsn)
+    assert cfg.unresolved_secrets() == []
     assert _password(pg_dsn) not in repr(cfg)
     store = open_configured(cfg.store)
     store.set_meta("k", 1)
@@ -240,7 +243,8 @@ def test_full_flush_takes_the_copy_path_and_updates(pg_dsn: str) -> None:
     store.close()
 
 
-def _engine(pg_dsn: str, tmp_path: Path, clock: list[float]) -> tuple[Engine, list[Channel]]:
+def _engine(pg_dsn: str, tmp_path: Path, clock: list[float],
+            lock_timeout: float = 30.0) -> tuple[Engine, list[Channel]]:
     chs = [Channel(id=f"c{i:03d}", name=f"点位{i}", klass=1, project="雪亮工程",
                    county="鹿邑县", township="城关镇", village=f"村{i % 5}", operator="移动",
                    installed=True, connected=True, host=f"h{i}", rtsp_url="rtsp://127.0.0.1:9/")
@@ -260,7 +264,8 @@ def _engine(pg_dsn: str, tmp_path: Path, clock: list[float]) -> tuple[Engine, li
     from camwatch.store.writer import StoreWriter
 
     eng = Engine(cfg, Inventory(source="t", channels=chs, rows_read=len(chs)),
-                 open_configured(cfg.store), StoreWriter(open_configured(cfg.store)),
+                 open_configured(cfg.store),
+                 StoreWriter(PostgresStore(Secret(pg_dsn), lock_timeout=lock_timeout)),
                  clock=lambda: clock[0])
     return eng, chs
 
@@ -306,3 +311,35 @@ async def test_engine_restarts_from_committed_states_without_refiring(
     eng2.close()
     eng2.store.close()
     eng2.writer.store.close()
+
+
+async def test_a_lock_held_by_another_session_delays_alerts_never_loses_them(
+        pg_dsn: str, tmp_path: Path) -> None:
+    """Another session (a maintenance job, a psql shell) holds a lock on the outbox past the
+    writer's lock timeout: the evaluation fails and marks nothing; once the lock is gone the
+    alert is written, once."""
+    clock = [T0]
+    eng, chs = _engine(pg_dsn, tmp_path, clock, lock_timeout=0.2)
+    _judge(eng, chs, True, T0)
+    assert await eng.evaluate() == []
+    other = psycopg.connect(pg_dsn)
+    other.execute("LOCK TABLE alert_outbox IN EXCLUSIVE MODE")  # held until rollback
+    try:
+        _judge(eng, chs[:10], False, T0 + 60)
+        clock[0] = T0 + 60
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            await eng.evaluate()
+        assert any("lock timeout" in p for p in eng.problems())
+        assert eng.evaluator.alerts is not None and eng.evaluator.alerts.active_count() == 0
+    finally:
+        other.rollback()
+        other.close()
+    clock[0] = T0 + 75
+    fired = await eng.evaluate()
+    assert [(a.name, a.status) for a in fired] == [("rate_below_target", "firing")]
+    assert eng.store.outbox_depth() == 1
+    clock[0] = T0 + 90
+    assert await eng.evaluate() == []
+    eng.close()
+    eng.store.close()
+    eng.writer.store.close()
