@@ -43,10 +43,12 @@ class PgServer:
         the bench turns it on, as in production."""
         self.bindir = bindir
         self.password = "pw-" + secrets.token_hex(8)
-        self.dir = Path(tempfile.mkdtemp(prefix="camwatch-pg-"))
+        # as root the cluster's user must reach it: /tmp, not a TMPDIR only root can enter
+        root = os.geteuid() == 0
+        self.dir = Path(tempfile.mkdtemp(prefix="camwatch-pg-", dir="/tmp" if root else None))
         self.data = self.dir / "data"
         self._as: list[str] = []
-        if os.geteuid() == 0:
+        if root:
             runuser = shutil.which("runuser")
             if runuser is None:
                 raise RuntimeError("running as root needs runuser (util-linux) for initdb")
