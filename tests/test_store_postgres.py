@@ -93,6 +93,18 @@ def test_wrong_password_names_the_server_never_the_password(pg_dsn: str) -> None
     assert "s3cr3t-xyz" not in str(exc.value)
 
 
+def test_network_defaults_unless_the_dsn_sets_them(pg_dsn: str) -> None:
+    """A dead server is noticed within about a minute (keepalives, TCP user timeout); a DSN
+    that sets its own values keeps them."""
+    store = PostgresStore(Secret(pg_dsn))
+    params = psycopg.conninfo.conninfo_to_dict(store._db.info.dsn)
+    assert (params["keepalives_idle"], params["tcp_user_timeout"]) == ("30", "60000")
+    store.close()
+    store = PostgresStore(Secret(pg_dsn + "&keepalives_idle=7"))
+    assert psycopg.conninfo.conninfo_to_dict(store._db.info.dsn)["keepalives_idle"] == "7"
+    store.close()
+
+
 def test_config_takes_the_dsn_by_reference(pg_dsn: str, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     inv = {"path": "unused.csv"}

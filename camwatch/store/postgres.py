@@ -162,12 +162,22 @@ def _password(dsn: Secret) -> str:
         return ""
 
 
+# libpq settings camwatch uses unless the DSN sets them: a server that vanished without
+# closing the connection (a partition, a power cut) is noticed within about a minute instead
+# of the kernel's two hours of TCP keepalive, so the writer fails, retries and says so
+NETWORK_DEFAULTS = {"connect_timeout": "10", "keepalives_idle": "30",
+                    "keepalives_interval": "10", "keepalives_count": "3",
+                    "tcp_user_timeout": "60000"}
+
+
 def connect(dsn: Secret, application_name: str = "camwatch") -> psycopg.Connection[Any]:
     """An autocommit connection (reads see the last commit, never an idle transaction), or a
     :class:`StoreError` that names the server and never the password."""
     try:
-        return psycopg.connect(dsn.reveal(), autocommit=True, connect_timeout=10,
-                               application_name=application_name[:63])
+        given = conninfo.conninfo_to_dict(dsn.reveal())
+        extra = {k: v for k, v in NETWORK_DEFAULTS.items() if k not in given}
+        return psycopg.connect(conninfo.make_conninfo(dsn.reveal(), **extra),
+                               autocommit=True, application_name=application_name[:63])
     except psycopg.Error as exc:
         # libpq may echo the connection string when it cannot parse it
         msg = redact_text(str(exc).strip(), (_password(dsn), dsn.reveal()))
