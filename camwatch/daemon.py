@@ -103,6 +103,7 @@ class Daemon:
             self.store = open_configured(cfg.store)  # reads
             self.writer = StoreWriter(open_configured(cfg.store))
             self.engine = Engine(cfg, inv, self.store, self.writer)
+            self.engine.health.watch("store lock", lambda: self.lock.problem)
         except BaseException:
             self.lock.release()
             raise

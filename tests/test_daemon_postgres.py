@@ -16,7 +16,7 @@ import psycopg
 
 from camwatch.secrets import Secret
 from camwatch.sim.model import Fault
-from camwatch.store.postgres import PostgresStore
+from camwatch.store.postgres import APPLICATION_ID, PostgresStore
 from tests.conftest import ROOT
 from tests.fleet_thread import FleetThread
 from tests.test_daemon import Proc, get, poll
@@ -50,6 +50,25 @@ def test_daemon_on_postgresql(tmp_path: Path, pg_dsn: str) -> None:
             assert f"another camwatch is running on this store (camwatch pid {proc.p.pid}, " \
                    f"listening on 127.0.0.1:0)" in second.stderr
             assert password not in second.stderr
+
+            # the lock's session ends (a server restart) and another client takes the lock
+            # before the daemon's check (every 10 s) does: /healthz says so, until it is free
+            taker = psycopg.connect(pg_dsn, autocommit=True)
+            try:
+                with psycopg.connect(pg_dsn, autocommit=True) as db:
+                    db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                               "application_name LIKE 'camwatch pid %%, listening on %%'")
+                taker.execute("SELECT pg_advisory_lock(%s, 0)", (APPLICATION_ID,))
+
+                def lock_problem() -> bool:
+                    code, body = get(proc.base + "/healthz")
+                    return code == 503 and "store's lock was lost" in body
+
+                poll("/healthz to report the lost lock", lock_problem, seconds=60)
+            finally:
+                taker.close()
+            poll("/healthz ok again", lambda: get(proc.base + "/healthz")[0] == 200,
+                 seconds=60)
             proc.p.send_signal(signal.SIGTERM)
             assert proc.p.wait(timeout=30) == 0
         finally:

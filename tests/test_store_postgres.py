@@ -181,6 +181,66 @@ def test_second_daemon_on_the_same_database_is_refused_until_the_first_dies(
     again.release()
 
 
+def _kill_sessions(dsn: str, holder: str) -> None:
+    """What a server restart does to the lock's session (the server stays up for the rest)."""
+    with psycopg.connect(dsn, autocommit=True) as db:
+        killed = db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE application_name LIKE %s", (f"%{holder}",)).fetchall()
+    assert killed == [(True,)]
+
+
+def _holder(dsn: str) -> tuple[int, str] | None:
+    """The backend pid and application_name of the session holding the store lock."""
+    with psycopg.connect(dsn) as db:
+        row = db.execute("SELECT a.pid, a.application_name FROM pg_locks l JOIN "
+                         "pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+                         "AND l.granted AND l.classid = %s AND l.objid = 0",
+                         (pg.APPLICATION_ID,)).fetchone()
+    return (int(row[0]), str(row[1])) if row else None
+
+
+def test_a_lock_lost_with_its_session_is_taken_again(pg_dsn: str) -> None:
+    lock = PgStoreLock(Secret(pg_dsn), check_every=0.05)  # its own thread checks
+    lock.acquire("listening on 127.0.0.1:9780")
+    try:
+        first = _holder(pg_dsn)
+        assert first is not None
+        _kill_sessions(pg_dsn, "listening on 127.0.0.1:9780")
+        deadline = time.monotonic() + 30
+        while (now := _holder(pg_dsn)) is None or now[0] == first[0]:
+            assert time.monotonic() < deadline, "the lock was never taken again"
+        assert now[1] == first[1] and lock.problem is None  # ours, on a new session
+        with pytest.raises(StoreError, match="another camwatch is running"):
+            PgStoreLock(Secret(pg_dsn)).acquire("listening on 127.0.0.1:9781")
+    finally:
+        lock.release()
+    assert _holder(pg_dsn) is None
+
+
+def test_a_lock_another_daemon_took_meanwhile_is_a_problem(pg_dsn: str) -> None:
+    lock = PgStoreLock(Secret(pg_dsn), check_every=3600)  # checked by hand below
+    lock.acquire("listening on 127.0.0.1:9780")
+    other = PgStoreLock(Secret(pg_dsn), check_every=3600)
+    try:
+        _kill_sessions(pg_dsn, "listening on 127.0.0.1:9780")
+        other.acquire("listening on 127.0.0.1:9781")  # the first's session is gone: free
+        assert lock.problem is None
+        lock.check()
+        assert lock.problem is not None
+        assert "lock was lost with its connection" in lock.problem
+        assert f"camwatch pid {os.getpid()}, listening on 127.0.0.1:9781" in lock.problem
+        assert _password(pg_dsn) not in lock.problem
+        other.release()
+        lock.check()
+        assert lock.problem is None
+        holder = _holder(pg_dsn)
+        assert holder is not None
+        assert holder[1] == f"camwatch pid {os.getpid()}, listening on 127.0.0.1:9780"
+    finally:
+        other.release()
+        lock.release()
+
+
 def test_store_lock_follows_the_backend(pg_dsn: str, tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CW_TEST_DSN", pg_dsn)

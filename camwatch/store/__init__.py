@@ -32,6 +32,8 @@ def open_store(path: str | Path) -> Store:
 
 
 class Lock(Protocol):
+    problem: str | None  # why the lock may no longer be held (for /healthz); None when it is
+
     def acquire(self, holder: str) -> None: ...
     def release(self) -> None: ...
 

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import psycopg
+import structlog
 from psycopg import conninfo
 
 from camwatch.errors import StoreError
@@ -50,6 +51,7 @@ from camwatch.store.base import (
 )
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 # Each entry moves the schema one version up, as in camwatch.store.sqlite.MIGRATIONS (same
 # numbering); never edit a released entry, add a new one.
@@ -583,15 +585,33 @@ class PgStoreLock:
     session ends, a ``kill -9`` included, so nothing stale blocks a restart. The holder's pid
     and address travel in the session's ``application_name``, read back by a second daemon
     from ``pg_stat_activity`` for its error message. Advisory locks are per database: one
-    camwatch store per database."""
+    camwatch store per database.
 
-    def __init__(self, dsn: Secret) -> None:
+    The lock lives as long as its session: a thread checks the connection every
+    ``check_every`` seconds and, when it broke (a server restart), takes the lock again on a
+    new one. Until it has, or when another daemon took the lock meanwhile, :attr:`problem`
+    says so (the daemon's ``/healthz``)."""
+
+    def __init__(self, dsn: Secret, check_every: float = 10.0) -> None:
         self.dsn = dsn
+        self.where = describe_dsn(dsn)
+        self.check_every = check_every
+        self.problem: str | None = None
+        self._holder = ""
         self._db: psycopg.Connection[Any] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def acquire(self, holder: str) -> None:
-        where = describe_dsn(self.dsn)
-        db = connect(self.dsn, f"camwatch pid {os.getpid()}, {holder}")
+        """Take the lock or raise :class:`StoreError` naming who holds it."""
+        self._holder = holder
+        self._db = self._take()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._watch, name="store-lock", daemon=True)
+        self._thread.start()
+
+    def _take(self) -> psycopg.Connection[Any]:
+        db = connect(self.dsn, f"camwatch pid {os.getpid()}, {self._holder}")
         try:
             row = db.execute("SELECT pg_try_advisory_lock(%s, %s)",
                              (APPLICATION_ID, LOCK_STORE)).fetchone()
@@ -604,17 +624,50 @@ class PgStoreLock:
                     (APPLICATION_ID, LOCK_STORE)).fetchone()
                 name = str(other[0]) if other and other[0] else "unknown"
                 raise StoreError(
-                    f"{where}: another camwatch is running on this store ({name}); stop it "
-                    f"first, or give this one its own database")
+                    f"{self.where}: another camwatch is running on this store ({name}); stop "
+                    f"it first, or give this one its own database")
         except psycopg.Error as exc:
             db.close()
-            raise StoreError(f"{where}: cannot take the store's lock: {exc}") from None
+            raise StoreError(f"{self.where}: cannot take the store's lock: {exc}") from None
         except BaseException:
             db.close()
             raise
-        self._db = db
+        return db
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.check_every):
+            self.check()
+
+    def check(self) -> None:
+        """Is the lock's session alive? If not, take the lock again on a new one, or say in
+        :attr:`problem` why not (run by the lock's thread)."""
+        db = self._db
+        if db is not None and not db.broken:
+            try:
+                db.execute("SELECT 1")
+                return  # the session lives: the lock with it
+            except psycopg.Error:
+                pass
+        if db is not None:
+            db.close()
+            self._db = None
+        try:
+            self._db = self._take()
+        except StoreError as exc:
+            if self.problem is None:
+                log.error("store lock lost with its connection", error=str(exc))
+            self.problem = (f"the store's lock was lost with its connection and is not "
+                            f"taken again yet: {exc}")
+        else:
+            if self.problem is not None:
+                log.info("store lock taken again")
+            self.problem = None
 
     def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
         if self._db is not None:
             self._db.close()  # the session's end releases the lock
             self._db = None
