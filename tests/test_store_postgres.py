@@ -55,20 +55,22 @@ def test_schema_versions_and_columns_match_sqlite(pg_dsn: str, tmp_path: Path) -
     lite.close()
 
 
-def test_foreign_database_is_refused_untouched(pg_dsn: str) -> None:
+@pytest.mark.parametrize("theirs", [["invoices"], ["meta", "invoices"]])
+def test_foreign_database_is_refused_untouched(pg_dsn: str, theirs: list[str]) -> None:
+    """Another program's tables (one named like camwatch's, or none): nothing added."""
     with psycopg.connect(pg_dsn, autocommit=True) as db:
-        db.execute("CREATE TABLE meta (k TEXT)")  # another program's table of the same name
-        db.execute("CREATE TABLE invoices (id INTEGER)")
+        for table in theirs:
+            db.execute(f"CREATE TABLE {table} (k TEXT)".encode())
     with pytest.raises(StoreError) as exc:
         PostgresStore(Secret(pg_dsn))
     msg = str(exc.value)
-    assert "not a camwatch store" in msg and "invoices" in msg and "meta" in msg
+    assert "not a camwatch store" in msg and all(t in msg for t in theirs)
     assert _password(pg_dsn) not in msg
     with psycopg.connect(pg_dsn) as db:
         tables = {r[0] for r in db.execute(
             "SELECT table_name FROM information_schema.tables "
             "WHERE table_schema = current_schema()")}
-    assert tables == {"meta", "invoices"}
+    assert tables == set(theirs)
 
 
 def test_two_stores_opened_together_migrate_once(pg_dsn: str) -> None:

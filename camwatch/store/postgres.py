@@ -16,7 +16,7 @@ IEEE doubles), identity columns for ``AUTOINCREMENT``, ``"end"`` quoted. JSON co
 
 Identity: the table ``camwatch_schema`` says the schema is camwatch's and holds its version
 (SQLite's ``application_id`` and ``user_version``). A database (its current schema) that holds
-any of camwatch's table names without it is refused untouched. Migrations run under a
+any table without it is refused untouched. Migrations run under a
 transaction-level advisory lock, so two instances starting together migrate once.
 
 Durability: ``synchronous_commit`` is left at PostgreSQL's default (on): a committed batch is
@@ -138,9 +138,6 @@ APPLICATION = "camwatch"
 APPLICATION_ID = 0x43616D57
 LOCK_STORE = 0
 LOCK_MIGRATE = -1
-# The tables that make a database camwatch's (refused without camwatch_schema).
-_OUR_TABLES = frozenset({"channel_state", "transitions", "rate_snapshots",
-                         "inventory_snapshots", "alert_outbox", "meta", "exemptions"})
 PAGE = 10_000  # rows per page of the streamed reads
 
 
@@ -211,7 +208,11 @@ class PostgresStore:
 
     def _connect(self) -> psycopg.Connection[Any]:
         db = connect(self.dsn)
-        db.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
+        try:
+            db.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
+        except psycopg.Error as exc:
+            db.close()
+            raise StoreError(f"{self.where}: cannot set up the connection: {exc}") from None
         return db
 
     def _conn(self) -> psycopg.Connection[Any]:
@@ -224,8 +225,9 @@ class PostgresStore:
     # --- schema ------------------------------------------------------------------------------
 
     def _version(self, db: psycopg.Connection[Any]) -> int | None:
-        """The schema version, or None for a database without camwatch's schema table;
-        refuses a database holding camwatch's table names that is not camwatch's."""
+        """The schema version, or None for an empty schema (ours from now on); refuses one
+        that holds tables without a camwatch_schema naming camwatch, as the SQLite store
+        refuses another program's file."""
         tables = sorted(r[0] for r in db.execute(
             "SELECT table_name FROM information_schema.tables "
             "WHERE table_schema = current_schema()"))
@@ -233,7 +235,7 @@ class PostgresStore:
             row = db.execute("SELECT application, version FROM camwatch_schema").fetchone()
             if row is not None and row[0] == APPLICATION:
                 return int(row[1])
-        elif not _OUR_TABLES.intersection(tables):
+        elif not tables:
             return None
         shown = ", ".join(tables[:8]) + (", ..." if len(tables) > 8 else "")
         raise StoreError(
