@@ -9,7 +9,9 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -73,13 +75,22 @@ def test_foreign_database_is_refused_untouched(pg_dsn: str, theirs: list[str]) -
     assert tables == set(theirs)
 
 
-def test_two_stores_opened_together_migrate_once(pg_dsn: str) -> None:
-    a, b = PostgresStore(Secret(pg_dsn)), PostgresStore(Secret(pg_dsn))
-    assert a.schema_version == b.schema_version == pg.SCHEMA_VERSION
+def test_stores_opened_at_once_on_a_new_database_migrate_once(pg_dsn: str) -> None:
+    """Four threads open the store on an empty database at the same moment: one creates the
+    schema under the migration lock, the others wait for it and find it done."""
+    gate = threading.Barrier(4)
+
+    def open_one() -> PostgresStore:
+        gate.wait(timeout=30)
+        return PostgresStore(Secret(pg_dsn))
+
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(lambda _: open_one(), range(4)))
+    assert {s.schema_version for s in stores} == {pg.SCHEMA_VERSION}
     with psycopg.connect(pg_dsn) as db:
         assert db.execute("SELECT count(*) FROM camwatch_schema").fetchone() == (1,)
-    a.close()
-    b.close()
+    for s in stores:
+        s.close()
 
 
 def test_wrong_password_names_the_server_never_the_password(pg_dsn: str) -> None:
