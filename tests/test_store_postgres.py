@@ -106,6 +106,28 @@ def test_wrong_password_names_the_server_never_the_password(pg_dsn: str) -> None
     assert "s3cr3t-xyz" not in str(exc.value)
 
 
+def test_without_the_driver_the_error_says_how_to_install_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from camwatch.cli import main
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg now fails
+    monkeypatch.delitem(sys.modules, "camwatch.store.postgres")
+    monkeypatch.delitem(sys.modules, "camwatch.store.migrate", raising=False)
+    monkeypatch.setenv("CW_TEST_DSN", "postgresql://u:pw@127.0.0.1:1/x")
+    cfg = parse_config({"inventory": {"path": "x.csv"},
+                        "store": {"backend": "postgresql", "dsn_env": "CW_TEST_DSN"}},
+                       base_dir=tmp_path)
+    for attempt in (lambda: open_configured(cfg.store), lambda: store_lock(cfg.store)):
+        with pytest.raises(StoreError, match=r"needs the psycopg 3 driver .*pip install "
+                                             r"'camwatch\[postgresql\]'"):
+            attempt()
+    (tmp_path / "s.db").write_bytes(b"")
+    assert main(["store", "migrate", "--from", str(tmp_path / "s.db"),
+                 "--to-env", "CW_TEST_DSN"]) == 1
+    assert "pip install 'camwatch[postgresql]'" in capsys.readouterr().err
+
+
 def test_network_defaults_unless_the_dsn_sets_them(pg_dsn: str) -> None:
     """A dead server is noticed within about a minute (keepalives, TCP user timeout); a DSN
     that sets its own values keeps them."""

@@ -42,6 +42,7 @@ def open_configured(cfg: StoreConfig) -> Store:
     """The store the config names: SQLite at ``store.path``, or PostgreSQL at the DSN read
     from ``store.dsn_env`` / ``store.dsn_file`` (a :class:`StoreError` if it cannot be read)."""
     if cfg.backend == "postgresql":
+        require_postgres_driver()
         from camwatch.store.postgres import PostgresStore
 
         return PostgresStore(_dsn(cfg))
@@ -51,12 +52,23 @@ def open_configured(cfg: StoreConfig) -> Store:
 def store_lock(cfg: StoreConfig) -> Lock:
     """One daemon per store: a lock file beside SQLite, an advisory lock in PostgreSQL."""
     if cfg.backend == "postgresql":
+        require_postgres_driver()
         from camwatch.store.postgres import PgStoreLock
 
         return PgStoreLock(_dsn(cfg))
     from camwatch.store.lock import StoreLock
 
     return StoreLock(cfg.path)
+
+
+def require_postgres_driver() -> None:
+    """A :class:`StoreError` saying how to install psycopg 3 when it is missing (an optional
+    dependency: the embedded default does not need it)."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        raise StoreError(f"store.backend postgresql needs the psycopg 3 driver ({exc}); "
+                         f"install it with: pip install 'camwatch[postgresql]'") from None
 
 
 def _dsn(cfg: StoreConfig) -> Secret:

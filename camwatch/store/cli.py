@@ -40,6 +40,9 @@ def cmd_store(args: argparse.Namespace) -> int:
             raise StoreError(f"camwatch store migrate: {exc}") from None
         if not dsn:
             raise StoreError("camwatch store migrate: the DSN given is empty")
+    from camwatch.store import require_postgres_driver
+
+    require_postgres_driver()
     from camwatch.store.migrate import migrate
     from camwatch.store.postgres import describe_dsn
 
