@@ -307,6 +307,7 @@ class ReportConfig(_Model):
         return v
 
 
+from camwatch.gb28181.config import GbConfig  # noqa: E402
 from camwatch.rules.alert_config import AlertsConfig  # noqa: E402  (it subclasses _Model)
 
 
@@ -321,6 +322,7 @@ class Config(_Model):
     http: HttpConfig = HttpConfig()
     report: ReportConfig = ReportConfig()
     alerts: AlertsConfig = AlertsConfig()
+    gb28181: GbConfig = GbConfig()
 
     # Where it was loaded from, for messages and relative paths. Not a YAML key.
     source: str = Field(default="<memory>", exclude=True)
@@ -337,6 +339,11 @@ class Config(_Model):
             (f"$.alerts.receivers.{n}", r) for n, r in self.alerts.receivers.items()]
         if self.http.auth is not None:
             refs.append(("$.http.auth", self.http.auth))
+        for where, env, file in self.gb28181.secret_refs():
+            try:
+                read_secret(env, file)
+            except LookupError as exc:
+                out.append(f"{where}: {exc}")
         for where, model in refs:
             for kind in ("url", "secret", "password", "token"):
                 env = getattr(model, f"{kind}_env", None)

@@ -72,6 +72,9 @@ def restart_keys(old: Config, new: Config) -> list[str]:
             keys.append(f"http.{key}")
     if _auth_fingerprint(old) != _auth_fingerprint(new):
         keys.append("http.auth (or the token/password file it names)")
+    for key in ("enabled", "listen", "transport", "allow_public"):
+        if getattr(old.gb28181, key) != getattr(new.gb28181, key):
+            keys.append(f"gb28181.{key}")
     return keys
 
 
@@ -233,6 +236,8 @@ class Daemon:
                 max_drop=cfg.inventory.max_drop)
         self._confirm_drop = None
         gone = eng.apply(plan)
+        if eng.gb is not None:
+            eng.gb.configure(cfg.gb28181)
         self.cfg = cfg
         self._wire_alerts(cfg)
         self._inventory_seen = seen
@@ -321,6 +326,19 @@ class Daemon:
         addresses = http.addresses
         self.port = int(addresses[0][1]) if addresses else int(port)
         log.info("listening", url=f"http://{host}:{self.port}/metrics")
+        extra = [self._watch_inventory, self._dispatch, self._monthly]
+        if self.cfg.gb28181.enabled:
+            from camwatch.gb28181 import start_service
+
+            try:
+                gb = await start_service(self.cfg.gb28181, self.engine)
+            except OSError as exc:
+                await http.cleanup()
+                self.close()
+                raise CamwatchError(f"cannot listen for GB/T 28181 on "
+                                    f"{self.cfg.gb28181.listen}: {exc.strerror or exc} "
+                                    f"(choose another gb28181.listen)") from None
+            extra.append(gb.run)
         await self.snapshot_inventory()
         stopping = False
 
@@ -337,8 +355,7 @@ class Daemon:
         if self.on_ready is not None:
             self.on_ready(self)
         try:
-            await self.engine.run(extra=[self._watch_inventory, self._dispatch, self._monthly],
-                                  publish=self.publish_rates)
+            await self.engine.run(extra=extra, publish=self.publish_rates)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)

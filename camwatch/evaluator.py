@@ -29,7 +29,14 @@ from camwatch.config import Config
 from camwatch.health import SelfHealth
 from camwatch.inventory import Channel
 from camwatch.model import state_index
-from camwatch.rules.alerts import META_KEY, Alert, AlertEvaluator, AlertInputs, alert_inputs
+from camwatch.rules.alerts import (
+    META_KEY,
+    Alert,
+    AlertEvaluator,
+    AlertInputs,
+    alert_inputs,
+    with_platforms,
+)
 from camwatch.rules.rates import RateIndex, RateRow, Targets
 from camwatch.store.base import RateSnapshot
 from camwatch.store.writer import StoreWriter
@@ -68,6 +75,7 @@ class Evaluator:
         self._last_snapshot = 0.0
         self.on_enqueued: Callable[[], None] = lambda: None
         self.alerts: AlertEvaluator | None = None
+        self._platforms: tuple[dict[str, str], dict[str, str]] = ({}, {})  # GB/T 28181
         self.configure(cfg, saved_alerts)
         book.subscribe(self._moved)
 
@@ -85,8 +93,18 @@ class Evaluator:
 
     def swap(self, inputs: EvalInputs) -> None:
         """Take a new inventory's inputs (after the book swapped to it)."""
+        if self._platforms[0]:
+            inputs = EvalInputs(inputs.index, with_platforms(inputs.alerts, *self._platforms))
         self.inputs = inputs
         self._per_cell = inputs.index.count(self.book.state_of)
+
+    def set_platforms(self, platform_of: Mapping[str, str], names: Mapping[str, str]) -> None:
+        """Which lower platform (GB/T 28181) each channel is reached through, for mass
+        outages by platform; kept across inventory swaps."""
+        self._platforms = (dict(platform_of), dict(names))
+        if self.inputs is not None:
+            self.inputs = EvalInputs(self.inputs.index,
+                                     with_platforms(self.inputs.alerts, *self._platforms))
 
     def _moved(self, cid: str, before: str, main: bool) -> None:
         """Book listener: move the channel's count from its old state to its new one."""

@@ -214,6 +214,15 @@ async def status(request: web.Request) -> web.Response:
     }, dumps=_dumps)
 
 
+async def platforms(request: web.Request) -> web.Response:
+    """``/api/platforms``: the GB/T 28181 lower platforms registered with camwatch."""
+    eng = request.app[ENGINE]
+    if eng.gb is None:
+        return web.json_response({"enabled": False, "platforms": []}, dumps=_dumps)
+    tz = _zone(eng)
+    return web.json_response(eng.gb.platforms_json(lambda ts: _iso(ts, tz)), dumps=_dumps)
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
@@ -428,6 +437,7 @@ def make_app(engine: Engine, reloader: Reloader | None = None) -> web.Applicatio
     app.router.add_get("/api/channels", channels)
     app.router.add_get("/api/rates", rates)
     app.router.add_get("/api/status", status)
+    app.router.add_get("/api/platforms", platforms)
     app.router.add_post("/api/reload", reload)
     return app
 

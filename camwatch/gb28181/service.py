@@ -1,0 +1,234 @@
+"""The upper platform wired into the engine: what lower platforms say becomes verdicts in the
+channel book (source ``gb28181``), and the platforms are served to ``/api/platforms`` and
+``/metrics``.
+
+- A catalog item's ``Status`` and a catalog event map to a verdict (:func:`verdict_of`);
+  channels are matched to the inventory by their id. The platform already applied its own
+  hysteresis, so its OFF is taken at once (``firm``), not after three of them.
+- A platform that misses ``keepalive_timeout`` (or whose registration expires, or that
+  unregisters) takes every channel it listed offline with reason ``platform_down`` (except
+  channels another registered platform also lists); the evaluator groups channels by
+  platform, so the outage is one ``mass_outage`` alert naming the platform.
+- A deeper source (an RTSP probe that succeeded a minute ago) still wins over the platform's
+  word: :func:`camwatch.rules.sources.admits` decides, as for any source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from camwatch.gb28181.config import GbConfig
+from camwatch.gb28181.manscdp import Item, status_ok
+from camwatch.gb28181.peers import Peer
+from camwatch.gb28181.server import UpperPlatform
+from camwatch.model import Source, State, Verdict, Why
+
+if TYPE_CHECKING:
+    from camwatch.engine import Engine
+
+log = structlog.get_logger(__name__)
+
+REFUSED_REASONS = ("unknown_id", "bad_password", "bad_nonce", "bad_username", "rate_limited",
+                   "not_registered", "no_password", "too_many_peers", "tcp_limit")
+EVENTS = ("ON", "OFF", "VLOST", "DEFECT", "ADD", "DEL", "UPDATE")
+METHODS = ("REGISTER", "MESSAGE", "NOTIFY")
+
+
+def verdict_of(event: str, status: str = "", detail: str = "") -> Verdict | None:
+    """A catalog event (or, for ADD/UPDATE and full catalogs, the item's Status) as a
+    verdict; None when it says nothing about the channel's state (DEL, an unknown status)."""
+    ev = event.strip().upper()
+    if ev in ("", "ADD", "UPDATE"):
+        ok = status_ok(status)
+        if ok is None:
+            return None
+        ev = "ON" if ok else "OFF"
+    if ev == "ON":
+        return Verdict(True, None, source=Source.GB28181, detail=detail, firm=True)
+    reason = {"OFF": Why.GB_OFF, "VLOST": Why.VIDEO_LOST, "DEFECT": Why.GB_DEFECT}.get(ev)
+    if reason is None:
+        return None
+    return Verdict(False, reason, source=Source.GB28181, detail=detail, firm=True)
+
+
+def _esc(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class GbService:
+    """The :class:`~camwatch.gb28181.server.Listener` that judges channels."""
+
+    def __init__(self, cfg: GbConfig, engine: Engine,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.clock = clock
+        self.server = UpperPlatform(cfg, self, clock)
+        self.verdicts = 0
+
+    def configure(self, cfg: GbConfig) -> None:
+        self.cfg = cfg
+        self.server.configure(cfg)
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def run(self) -> None:
+        """The engine's ``extra`` task: timers until the engine stops, then close."""
+        try:
+            await self.server.run(self.engine.stopping)
+        finally:
+            await self.server.close()
+
+    @property
+    def peers(self) -> dict[str, Peer]:
+        return self.server.peers
+
+    # --- what the platforms say ------------------------------------------------------------
+
+    def _judge(self, cid: str, v: Verdict, now: float) -> None:
+        if cid in self.engine.book.channels:
+            self.verdicts += 1
+            self.engine.book.judge(cid, v, now)
+
+    def peer_up(self, peer: Peer, now: float) -> None:
+        pass  # its channels are judged when its catalog arrives (queried now)
+
+    def peer_down(self, peer: Peer, now: float) -> None:
+        elsewhere = {cid for p in self.peers.values() if p.up and p is not peer
+                     for cid in p.catalog.channels}
+        v = Verdict(False, Why.PLATFORM_DOWN, source=Source.GB28181, firm=True,
+                    detail=f"platform {peer.id} {peer.down_reason}")
+        for cid in peer.catalog.channels:
+            if cid not in elsewhere:
+                self._judge(cid, v, now)
+
+    def catalog(self, peer: Peer, items: Iterable[Item], partial: bool, now: float) -> None:
+        for it in items:
+            if it.is_channel and (v := verdict_of("", it.status)) is not None:
+                self._judge(it.device_id, v, now)
+        self._platform_groups()
+
+    def channel_event(self, peer: Peer, item: Item, now: float) -> None:
+        v = verdict_of(item.event, item.status, detail=f"platform {peer.id} event "
+                                                       f"{item.event or 'UPDATE'}")
+        if v is not None:
+            self._judge(item.device_id, v, now)
+        if item.event in ("ADD", "DEL"):
+            self._platform_groups()
+
+    def _platform_groups(self) -> None:
+        """Tell the evaluator which inventory channels each platform serves (mass outages
+        by platform)."""
+        channels = self.engine.book.channels
+        platform_of = {cid: p.id for p in self.peers.values() for cid in p.catalog.channels
+                       if cid in channels}
+        names = {p.id: p.name for p in self.peers.values() if p.name}
+        self.engine.evaluator.set_platforms(platform_of, names)
+
+    # --- read API --------------------------------------------------------------------------
+
+    def platforms_json(self, iso: Callable[[float | None], str | None]) -> dict[str, Any]:
+        now = self.clock()
+        book = self.engine.book
+        out = []
+        for p in sorted(self.peers.values(), key=lambda p: p.id):
+            matched = [cid for cid in p.catalog.channels if cid in book.channels]
+            online = sum(1 for cid in matched if book.state_of(cid) == State.ONLINE)
+            out.append({
+                "id": p.id, "name": p.name, "transport": p.transport,
+                "address": f"{p.address[0]}:{p.address[1]}", "up": p.up,
+                "down_reason": p.down_reason or None,
+                "registered_since": p.registered_since,
+                "registered_since_iso": iso(p.registered_since),
+                "last_keepalive": p.last_keepalive, "last_keepalive_iso": iso(p.last_keepalive),
+                "keepalive_age_s": None if p.last_keepalive is None
+                else round(now - p.last_keepalive, 1),
+                "expires": p.expires_at, "expires_iso": iso(p.expires_at),
+                "catalog": {"channels": len(p.catalog.channels), "nodes": p.catalog.nodes,
+                            "declared": p.catalog.declared, "partial": p.catalog.partial,
+                            "at": p.catalog.at, "at_iso": iso(p.catalog.at)},
+                "channels": len(matched), "online": online,
+            })
+        return {"enabled": True, "listen": f"{self.server.host}:{self.server.port}",
+                "transport": self.cfg.transport, "sip_id": self.cfg.sip_id,
+                "domain": self.cfg.domain, "platforms": out,
+                "refused": {r: self.server.counters.get(f"refused:{r}", 0)
+                            for r in REFUSED_REASONS}}
+
+    def metrics_text(self, head: Callable[[str, str, str], str]) -> str:
+        """The ``camwatch_gb_*`` families (``head(name, kind, help)`` writes HELP/TYPE):
+
+        - ``camwatch_gb_platform_up{platform}`` 1 registered and keeping alive, else 0;
+        - ``camwatch_gb_platform_info{platform,name,transport}`` 1;
+        - ``camwatch_gb_keepalive_age_seconds{platform}`` since its last keepalive/REGISTER;
+        - ``camwatch_gb_catalog_channels{platform}``, ``camwatch_gb_catalog_nodes{platform}``,
+          ``camwatch_gb_catalog_partial{platform}`` (1: the last catalog missed its SumNum),
+          ``camwatch_gb_catalog_inventory_channels{platform}`` (those in the inventory);
+        - counters ``camwatch_gb_refused_total{reason}``, ``camwatch_gb_events_total{event}``,
+          ``camwatch_gb_messages_total{method}``, ``camwatch_gb_catalogs_total{result}``,
+          ``camwatch_gb_bad_messages_total``.
+        """
+        now = self.clock()
+        book = self.engine.book
+        c = self.server.counters
+        peers = sorted(self.peers.values(), key=lambda p: p.id)
+        out: list[str] = []
+        add = out.append
+
+        def gauge(name: str, text: str, value: Callable[[Peer], float]) -> None:
+            add(head(name, "gauge", text))
+            for p in peers:
+                add(f'{name}{{platform="{p.id}"}} {value(p):g}\n')
+
+        gauge("camwatch_gb_platform_up", "1 while the lower platform is registered and "
+              "keeping alive.", lambda p: 1 if p.up else 0)
+        add(head("camwatch_gb_platform_info", "gauge", "A lower platform's name and transport."))
+        for p in peers:
+            add(f'camwatch_gb_platform_info{{platform="{p.id}",name="{_esc(p.name)}",'
+                f'transport="{p.transport}"}} 1\n')
+        gauge("camwatch_gb_keepalive_age_seconds", "Seconds since the platform's last "
+              "keepalive or REGISTER.", lambda p: round(now - p.alive_at(), 3))
+        gauge("camwatch_gb_catalog_channels", "Channels in the platform's catalog.",
+              lambda p: len(p.catalog.channels))
+        gauge("camwatch_gb_catalog_nodes", "Tree nodes (business groups, virtual "
+              "organisations) in the platform's catalog.", lambda p: p.catalog.nodes)
+        gauge("camwatch_gb_catalog_partial", "1 when the last catalog did not reach its "
+              "SumNum in time.", lambda p: 1 if p.catalog.partial else 0)
+        gauge("camwatch_gb_catalog_inventory_channels", "Catalog channels that are in the "
+              "inventory.", lambda p: sum(1 for cid in p.catalog.channels
+                                          if cid in book.channels))
+        counters: list[tuple[str, str, str, Iterable[str], str]] = [
+            ("camwatch_gb_refused_total", "reason", "refused:", REFUSED_REASONS,
+             "Requests refused, by reason (bad_password: a wrong Digest answer)."),
+            ("camwatch_gb_events_total", "event", "events:", EVENTS,
+             "Catalog events received, by event."),
+            ("camwatch_gb_messages_total", "method", "messages:", METHODS,
+             "SIP requests received, by method."),
+        ]
+        for name, label, prefix, values, text in counters:
+            add(head(name, "counter", text))
+            for v in values:
+                add(f'{name}{{{label}="{v}"}} {c.get(prefix + v, 0)}\n')
+        add(head("camwatch_gb_catalogs_total", "counter",
+                 "Catalogs taken, complete or partial (deadline passed)."))
+        add(f'camwatch_gb_catalogs_total{{result="complete"}} {c.get("catalogs", 0)}\n')
+        add(f'camwatch_gb_catalogs_total{{result="partial"}} {c.get("catalogs_partial", 0)}\n')
+        add(head("camwatch_gb_bad_messages_total", "counter",
+                 "Datagrams or bodies that were not SIP or MANSCDP we understand."))
+        add(f"camwatch_gb_bad_messages_total {c.get('bad_message', 0) + c.get('bad_body', 0)}\n")
+        return "".join(out)
+
+
+async def start_service(cfg: GbConfig, engine: Engine) -> GbService:
+    """Bind the listeners (so the port is known before the daemon says it is ready)."""
+    svc = GbService(cfg, engine)
+    await svc.start()
+    engine.gb = svc
+    await asyncio.sleep(0)
+    return svc
