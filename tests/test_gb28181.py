@@ -22,7 +22,7 @@ import pytest
 from camwatch.config import Config, parse_config
 from camwatch.engine import Engine
 from camwatch.errors import ConfigError
-from camwatch.gb28181 import GbService
+from camwatch.gb28181 import GbService, sip
 from camwatch.inventory import Channel, Inventory
 from camwatch.model import Source, State, Verdict, Why
 from camwatch.sim.gb_platform import SimChannel, SimPlatform
@@ -389,3 +389,45 @@ async def test_api_platforms_when_disabled(tmp_path: Path) -> None:
         await runner.cleanup()
         eng.close()
         store.close()
+
+
+async def test_udp_retransmissions_both_ways(world: World) -> None:
+    """camwatch resends its unanswered UDP requests (RFC 3261 timers) and answers a peer's
+    retransmitted request again without handling it twice."""
+    w = world
+    sim = w.platform()
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    raw.bind(("127.0.0.1", 0))
+    raw.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        await registered(w, sim)
+        peer = w.gb.peers[PLATFORM]
+        peer.address = raw.getsockname()  # the platform moved: now it does not answer
+        w.gb.server.query_catalog(peer)
+        async with asyncio.timeout(5):
+            first = sip.parse_message(await loop.sock_recv(raw, 65536))
+        w.clock.t += 0.6  # T1 passed: sent again, the same transaction
+        w.gb.server.tick()
+        async with asyncio.timeout(5):
+            again = sip.parse_message(await loop.sock_recv(raw, 65536))
+        assert (again.call_id, again.get_all("via")) == (first.call_id, first.get_all("via"))
+        raw.sendto(sip.serialize(sip.response(first, 200, to_tag="x")),
+                   ("127.0.0.1", w.gb.server.port))
+        await until(lambda: not w.gb.server._resend, "the answer stops the resending")
+        # the peer's side: the same keepalive twice is answered twice, counted once
+        ka = sip.SipMessage(method="MESSAGE", uri="sip:x", headers=[
+            ("via", f"SIP/2.0/UDP 127.0.0.1:{raw.getsockname()[1]};branch=z9hG4bKka1"),
+            ("from", f"<sip:{PLATFORM}@3402000000>;tag=k"), ("to", "<sip:x@y>"),
+            ("call-id", "ka-twice"), ("cseq", "7 MESSAGE")],
+            body=b"<Notify><CmdType>Keepalive</CmdType><SN>1</SN></Notify>")
+        before = peer.keepalives
+        for _ in range(2):
+            raw.sendto(sip.serialize(ka), ("127.0.0.1", w.gb.server.port))
+            async with asyncio.timeout(5):
+                assert (await loop.sock_recv(raw, 65536)).startswith(b"SIP/2.0 200")
+        assert peer.keepalives == before + 1
+        assert w.gb.server.counters["retransmissions"] == 1
+    finally:
+        raw.close()
+        await sim.close()

@@ -19,9 +19,9 @@ import contextlib
 import datetime as dt
 import secrets
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -38,7 +38,9 @@ MESSAGE_TIMEOUT_S = 10.0
 MAX_TCP_PER_HOST = 16
 MAX_PEERS = 10_000
 MAX_OUTSTANDING = 10_000  # our requests awaiting an answer (call-id -> what it was)
+MAX_ANSWERS = 4096  # our last UDP answers kept for retransmitted requests
 TICK_S = 0.5
+T1, T2 = 0.5, 4.0  # RFC 3261 timers: first UDP retransmission, longest gap
 SUBSCRIBE_EXPIRES_S = 3600
 DEFAULT_EXPIRES_S = 3600
 
@@ -51,6 +53,12 @@ class Listener(Protocol):
     def catalog(self, peer: Peer, items: Iterable[Item], partial: bool, now: float) -> None: ...
 
     def channel_event(self, peer: Peer, item: Item, now: float) -> None: ...
+
+
+def _transaction(req: SipMessage) -> tuple[str, str, str]:
+    vias = req.get_all("via")
+    branch = sip.header_params(vias[0]).get("branch", "") if vias else ""
+    return (req.call_id, req.get("cseq"), branch)
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -81,6 +89,13 @@ class UpperPlatform:
         self._tcp_open = 0
         self._unknown: dict[str, tuple[float, int]] = {}  # source host -> (minute, count)
         self._outstanding: dict[str, tuple[str, str]] = {}  # call-id -> (peer id, kind)
+        # UDP requests not yet answered: call-id -> [data, address, next resend, interval, end]
+        self._resend: dict[str, list[Any]] = {}
+        # our last UDP answers by request (Call-ID, CSeq, branch): a peer's retransmission is
+        # answered again, not handled again (RFC 3261 §17.2.2); a busy loop answering late
+        # otherwise handles each catalog part several times over
+        self._answers: OrderedDict[tuple[str, str, str], tuple[bytes, tuple[str, int]]] = \
+            OrderedDict()
         self._sn = secrets.randbelow(100_000)
         self._cseq = 1
         self._tasks: set[asyncio.Task[None]] = set()
@@ -216,7 +231,12 @@ class UpperPlatform:
         resp = sip.response(req, status, source=source, to_tag=secrets.token_hex(4),
                             extra=[("user-agent", "camwatch"), *(extra or [])])
         address = sip.reply_address(req, source) if transport == "udp" else source
-        self._send(sip.serialize(resp), address, transport, writer)
+        data = sip.serialize(resp)
+        if transport == "udp":
+            self._answers[_transaction(req)] = (data, address)
+            if len(self._answers) > MAX_ANSWERS:
+                self._answers.popitem(last=False)
+        self._send(data, address, transport, writer)
 
     # --- requests from peers ---------------------------------------------------------------
 
@@ -225,6 +245,12 @@ class UpperPlatform:
         if not msg.is_request:
             self._answered(msg)
             return
+        if transport == "udp" and msg.method != "ACK":
+            again = self._answers.get(_transaction(msg))
+            if again is not None:
+                self.counters["retransmissions"] += 1
+                self._send(again[0], again[1], "udp", None)
+                return
         self.counters[f"messages:{msg.method}"] += 1
         try:
             if msg.method == "REGISTER":
@@ -437,6 +463,7 @@ class UpperPlatform:
     # --- our requests ----------------------------------------------------------------------
 
     def _answered(self, resp: SipMessage) -> None:
+        self._resend.pop(resp.call_id, None)
         what = self._outstanding.pop(resp.call_id, None)
         if what is None:
             return
@@ -475,9 +502,26 @@ class UpperPlatform:
                          body=body)
         if len(self._outstanding) >= MAX_OUTSTANDING:
             self._outstanding.clear()  # answers that never came
+            self._resend.clear()
         self._outstanding[call_id] = (peer.id, method)
-        return self._send(sip.serialize(msg), peer.address, peer.transport,
-                          self._conns.get(peer.id))
+        data = sip.serialize(msg)
+        if peer.transport == "udp":
+            now = self.clock()
+            self._resend[call_id] = [data, peer.address, now + T1, T1, now + 64 * T1]
+        return self._send(data, peer.address, peer.transport, self._conns.get(peer.id))
+
+    def _retransmit(self, now: float) -> None:
+        """UDP requests without an answer are sent again at T1, 2·T1, ... up to T2 apart,
+        for 64·T1 (RFC 3261 §17.1.2.2, at the tick's granularity)."""
+        for call_id, entry in list(self._resend.items()):
+            data, address, due, interval, end = entry
+            if now >= end:
+                del self._resend[call_id]
+                self._outstanding.pop(call_id, None)
+            elif now >= due:
+                interval = min(interval * 2, T2)
+                entry[2], entry[3] = now + interval, interval
+                self._send(data, address, "udp", None)
 
     def query_catalog(self, peer: Peer) -> int:
         sn = self.next_sn()
@@ -503,6 +547,7 @@ class UpperPlatform:
     def tick(self, now: float | None = None) -> None:
         """Keepalive timeouts, registration expiry, catalog deadlines, queries due."""
         now = self.clock() if now is None else now
+        self._retransmit(now)
         for peer in list(self.peers.values()):
             for a in peer.overdue(now):
                 if peer.up and a.items:

@@ -42,6 +42,21 @@ METHODS = ("REGISTER", "MESSAGE", "NOTIFY")
 def verdict_of(event: str, status: str = "", detail: str = "") -> Verdict | None:
     """A catalog event (or, for ADD/UPDATE and full catalogs, the item's Status) as a
     verdict; None when it says nothing about the channel's state (DEL, an unknown status)."""
+    if not detail:
+        key = (event, status)
+        if key not in _VERDICTS:
+            if len(_VERDICTS) > 1000:
+                _VERDICTS.clear()
+            _VERDICTS[key] = _verdict_of(event, status, "")
+        return _VERDICTS[key]
+    return _verdict_of(event, status, detail)
+
+
+# verdicts are immutable: a catalog's 10,000 items share the few there are
+_VERDICTS: dict[tuple[str, str], Verdict | None] = {}
+
+
+def _verdict_of(event: str, status: str, detail: str) -> Verdict | None:
     ev = event.strip().upper()
     if ev in ("", "ADD", "UPDATE"):
         ok = status_ok(status)

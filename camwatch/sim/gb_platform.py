@@ -117,11 +117,19 @@ class SimPlatform:
         self._pending[f"{call_id} {dict(headers)['cseq']}"] = fut
         if body:
             headers = [*headers, ("content-type", "Application/MANSCDP+xml")]
-        self._send(SipMessage(method=method, uri=uri or f"sip:{self.server[0]}:"
-                                                        f"{self.server[1]}",
-                              headers=headers, body=body))
+        msg = SipMessage(method=method, uri=uri or f"sip:{self.server[0]}:{self.server[1]}",
+                         headers=headers, body=body)
+        self._send(msg)
         async with asyncio.timeout(wait_s):
-            return await fut
+            # over UDP, resent at 0.5 s, 1 s, 2 s, 4 s ... until answered (RFC 3261 Timer E)
+            interval = 0.5
+            while True:
+                done, _ = await asyncio.wait({fut}, timeout=interval)
+                if done:
+                    return fut.result()
+                if self._udp is not None:
+                    self._send(msg)
+                interval = min(interval * 2, 4.0)
 
     async def register(self, expires: int = 3600, password: str | None = None) -> int:
         """REGISTER, answering the 401 challenge; returns the final status."""
