@@ -58,11 +58,11 @@ async def child(port: int, platforms: int, channels: int, per_message: int, keep
                 duration: float, big: int) -> None:
     server = ("127.0.0.1", port)
     if big:
-        sims = [SimPlatform(BIG_ID, PASSWORD, server, per_message=per_message,
+        sims = [SimPlatform(BIG_ID, PASSWORD, server, per_message=per_message, wait_s=120,
                             channels=[SimChannel(channel_id(900 + k // 10_000, k % 10_000))
                                       for k in range(big)])]
     else:
-        sims = [SimPlatform(platform_id(p), PASSWORD, server, per_message=per_message,
+        sims = [SimPlatform(platform_id(p), PASSWORD, server, per_message=per_message, wait_s=120,
                             channels=[SimChannel(channel_id(p, k), status="ON" if k % 50
                                                  else "OFF") for k in range(channels)])
                 for p in range(platforms)]
@@ -114,7 +114,7 @@ async def until(cond: object, deadline: float) -> float:
     start = time.monotonic()
     while not cond():  # type: ignore[operator]
         if time.monotonic() - start > deadline:
-            raise SystemExit("bench: timed out")
+            raise TimeoutError("bench: timed out")
         await asyncio.sleep(0.01)
     return time.monotonic() - start
 
@@ -135,8 +135,16 @@ async def main(args: argparse.Namespace) -> None:
         try:
             n = args.platforms
             cpu0 = time.process_time()
-            wall = await until(lambda: sum(1 for p in gb.peers.values()
-                                           if p.catalog.at is not None) == n, 300)
+            try:
+                wall = await until(lambda: sum(1 for p in gb.peers.values()
+                                               if p.catalog.at is not None) == n, 300)
+            except TimeoutError:
+                for p in gb.peers.values():
+                    if p.catalog.at is None:
+                        print(p.id, {sn: (a.sum_num, len(a.items), a.messages)
+                                     for sn, a in p.assemblies.items()}, p.messages)
+                print(len(gb.peers), dict(gb.server.counters))
+                raise
             cpu = time.process_time() - cpu0
             items = sum(len(p.catalog.channels) for p in gb.peers.values())
             print(f"registration + first catalogs: {n} platforms, {items:,} channels in "

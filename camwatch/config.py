@@ -50,6 +50,10 @@ class InventoryConfig(_Model):
     columns: dict[str, str] = Field(default_factory=dict, description="field -> header")
     id_format: Literal["gbt28181", "any"] = "gbt28181"
     on_error: Literal["reject", "skip"] = "reject"
+    address_required: bool = Field(
+        default=True, description="a connected (已上云) row needs an RTSP or ONVIF address; "
+        "false when some channels are reached only through a GB/T 28181 platform (gb28181): "
+        "those are judged by the platform alone")
     default_credentials: str = "default"
     max_rows: PositiveInt = 1_000_000
     max_drop: Fraction = Field(

@@ -21,8 +21,8 @@ import pytest
 
 from camwatch.config import Config, parse_config
 from camwatch.engine import Engine
-from camwatch.errors import ConfigError
-from camwatch.gb28181 import GbService, sip
+from camwatch.errors import ConfigError, InputError
+from camwatch.gb28181 import GbService, sip, verdict_of
 from camwatch.inventory import Channel, Inventory
 from camwatch.model import Source, State, Verdict, Why
 from camwatch.sim.gb_platform import SimChannel, SimPlatform
@@ -431,3 +431,36 @@ async def test_udp_retransmissions_both_ways(world: World) -> None:
     finally:
         raw.close()
         await sim.close()
+
+
+def test_rows_reached_only_through_a_platform(tmp_path: Path) -> None:
+    """With ``inventory.address_required: false`` a connected row without an RTSP/ONVIF
+    address loads, is never probed, and is judged by the platform alone."""
+    from camwatch.inventory import load_inventory
+    from tests.fleet_thread import HEADER
+
+    rows = [f"{CHANNELS[0]},东街,1,数字乡村,鹿邑县,城关镇,东村,移动,已安装,已上云,,",
+            f"{CHANNELS[1]},西街,1,数字乡村,鹿邑县,城关镇,东村,移动,已安装,已上云,"
+            f"rtsp://127.0.0.1:9/x,"]
+    (tmp_path / "inv.csv").write_text("\n".join([HEADER, *rows]) + "\n", encoding="utf-8")
+    base = {"inventory": {"path": "inv.csv"}, "store": {"path": "state.db"}}
+    with pytest.raises(InputError, match="needs an RTSP or ONVIF address"):
+        load_inventory(parse_config(base, base_dir=tmp_path).inventory)
+    cfg = parse_config({**base, "inventory": {"path": "inv.csv", "address_required": False}},
+                       base_dir=tmp_path)
+    inv = load_inventory(cfg.inventory)
+    assert [c.connected for c in inv.channels] == [True, True]
+    store = open_store(tmp_path / "state.db")
+    eng = Engine(cfg, inv, store, clock=FakeClock())
+    try:
+        sched = eng.scheduler.schedule
+        assert sched is not None
+        assert [e[3] for e in sched.new_entries if e[2] == "main"] == [CHANNELS[1]]
+        assert set(eng.book.channels) == {CHANNELS[0], CHANNELS[1]}  # both counted
+        off = verdict_of("OFF")
+        assert off is not None
+        eng.book.judge(CHANNELS[0], off, 1.0)
+        assert eng.book.state_of(CHANNELS[0]) == State.OFFLINE
+    finally:
+        eng.close()
+        store.close()

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+GROUPS_DELAY_S = 1.0
 REFUSED_REASONS = ("unknown_id", "bad_password", "bad_nonce", "bad_username", "rate_limited",
                    "not_registered", "no_password", "too_many_peers", "tcp_limit")
 EVENTS = ("ON", "OFF", "VLOST", "DEFECT", "ADD", "DEL", "UPDATE")
@@ -85,6 +86,7 @@ class GbService:
         self.clock = clock
         self.server = UpperPlatform(cfg, self, clock)
         self.verdicts = 0
+        self._groups_due: asyncio.TimerHandle | None = None
 
     def configure(self, cfg: GbConfig) -> None:
         self.cfg = cfg
@@ -98,6 +100,8 @@ class GbService:
         try:
             await self.server.run(self.engine.stopping)
         finally:
+            if self._groups_due is not None:
+                self._groups_due.cancel()
             await self.server.close()
 
     @property
@@ -115,6 +119,7 @@ class GbService:
         pass  # its channels are judged when its catalog arrives (queried now)
 
     def peer_down(self, peer: Peer, now: float) -> None:
+        self._platform_groups()  # current before its channels go down: one outage, named
         elsewhere = {cid for p in self.peers.values() if p.up and p is not peer
                      for cid in p.catalog.channels}
         v = Verdict(False, Why.PLATFORM_DOWN, source=Source.GB28181, firm=True,
@@ -127,7 +132,7 @@ class GbService:
         for it in items:
             if it.is_channel and (v := verdict_of("", it.status)) is not None:
                 self._judge(it.device_id, v, now)
-        self._platform_groups()
+        self._groups_soon()
 
     def channel_event(self, peer: Peer, item: Item, now: float) -> None:
         v = verdict_of(item.event, item.status, detail=f"platform {peer.id} event "
@@ -135,11 +140,26 @@ class GbService:
         if v is not None:
             self._judge(item.device_id, v, now)
         if item.event in ("ADD", "DEL"):
+            self._groups_soon()
+
+    def _groups_soon(self) -> None:
+        """Regroup within a second: a round of 100 catalogs arriving one by one must not
+        regroup 100,000 channels 100 times."""
+        if self._groups_due is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
             self._platform_groups()
+            return
+        self._groups_due = loop.call_later(GROUPS_DELAY_S, self._platform_groups)
 
     def _platform_groups(self) -> None:
         """Tell the evaluator which inventory channels each platform serves (mass outages
         by platform)."""
+        if self._groups_due is not None:
+            self._groups_due.cancel()
+            self._groups_due = None
         channels = self.engine.book.channels
         platform_of = {cid: p.id for p in self.peers.values() for cid in p.catalog.channels
                        if cid in channels}

@@ -41,6 +41,7 @@ class SimPlatform:
     per_message: int = 2
     encoding: str = "GB2312"
     answer_catalog: bool = True
+    wait_s: float = 5.0  # for an answer to each request (resent meanwhile over UDP)
     catalog_queries: int = 0
     subscribed: bool = False
     _udp: asyncio.DatagramTransport | None = None
@@ -111,7 +112,7 @@ class SimPlatform:
                 ("call-id", call_id), ("cseq", f"{cseq} {method}"), ("max-forwards", "70")]
 
     async def request(self, method: str, headers: list[tuple[str, str]], body: bytes = b"",
-                      uri: str = "", wait_s: float = 5.0) -> SipMessage:
+                      uri: str = "", wait_s: float | None = None) -> SipMessage:
         call_id = dict(headers)["call-id"]
         fut: asyncio.Future[SipMessage] = asyncio.get_running_loop().create_future()
         self._pending[f"{call_id} {dict(headers)['cseq']}"] = fut
@@ -120,7 +121,7 @@ class SimPlatform:
         msg = SipMessage(method=method, uri=uri or f"sip:{self.server[0]}:{self.server[1]}",
                          headers=headers, body=body)
         self._send(msg)
-        async with asyncio.timeout(wait_s):
+        async with asyncio.timeout(self.wait_s if wait_s is None else wait_s):
             # over UDP, resent at 0.5 s, 1 s, 2 s, 4 s ... until answered (RFC 3261 Timer E)
             interval = 0.5
             while True:
