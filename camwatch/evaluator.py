@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -35,7 +35,7 @@ from camwatch.rules.alerts import (
     AlertEvaluator,
     AlertInputs,
     alert_inputs,
-    with_platforms,
+    set_platform,
 )
 from camwatch.rules.rates import RateIndex, RateRow, Targets
 from camwatch.store.base import RateSnapshot
@@ -75,7 +75,8 @@ class Evaluator:
         self._last_snapshot = 0.0
         self.on_enqueued: Callable[[], None] = lambda: None
         self.alerts: AlertEvaluator | None = None
-        self._platforms: tuple[dict[str, str], dict[str, str]] = ({}, {})  # GB/T 28181
+        # GB/T 28181: platform id -> (name, the channels it lists), kept across swaps
+        self._platforms: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.configure(cfg, saved_alerts)
         book.subscribe(self._moved)
 
@@ -93,18 +94,18 @@ class Evaluator:
 
     def swap(self, inputs: EvalInputs) -> None:
         """Take a new inventory's inputs (after the book swapped to it)."""
-        if self._platforms[0]:
-            inputs = EvalInputs(inputs.index, with_platforms(inputs.alerts, *self._platforms))
+        for pid, (name, cids) in self._platforms.items():
+            set_platform(inputs.alerts, pid, name, cids)
         self.inputs = inputs
         self._per_cell = inputs.index.count(self.book.state_of)
 
-    def set_platforms(self, platform_of: Mapping[str, str], names: Mapping[str, str]) -> None:
-        """Which lower platform (GB/T 28181) each channel is reached through, for mass
-        outages by platform; kept across inventory swaps."""
-        self._platforms = (dict(platform_of), dict(names))
+    def set_platform(self, pid: str, name: str, cids: Iterable[str]) -> None:
+        """The channels a lower platform (GB/T 28181) lists, for mass outages by platform;
+        kept across inventory swaps."""
+        members = tuple(cids)
+        self._platforms[pid] = (name, members)
         if self.inputs is not None:
-            self.inputs = EvalInputs(self.inputs.index,
-                                     with_platforms(self.inputs.alerts, *self._platforms))
+            set_platform(self.inputs.alerts, pid, name, members)
 
     def _moved(self, cid: str, before: str, main: bool) -> None:
         """Book listener: move the channel's count from its old state to its new one."""

@@ -50,7 +50,9 @@ class Listener(Protocol):
 
     def peer_down(self, peer: Peer, now: float) -> None: ...
 
-    def catalog(self, peer: Peer, items: Iterable[Item], partial: bool, now: float) -> None: ...
+    def catalog_items(self, peer: Peer, items: Iterable[Item], now: float) -> None: ...
+
+    def catalog(self, peer: Peer, partial: bool, now: float) -> None: ...
 
     def channel_event(self, peer: Peer, item: Item, now: float) -> None: ...
 
@@ -426,6 +428,9 @@ class UpperPlatform:
 
     def _catalog_part(self, peer: Peer, doc: manscdp.Document, now: float) -> None:
         sum_num = doc.sum_num if doc.sum_num is not None else len(doc.items)
+        # each part's statuses count as they arrive (a status is true whatever the rest
+        # says): a 10,000-item catalog is judged in 500 small steps, not one long one
+        self.listener.catalog_items(peer, doc.items, now)
         try:
             done = peer.catalog_part(doc.sn, sum_num, doc.items, now, self.cfg.catalog_timeout)
         except ValueError as exc:
@@ -441,7 +446,7 @@ class UpperPlatform:
         if partial:
             log.warning("gb28181 catalog partial", peer=peer.id, got=len(a.items),
                         declared=a.sum_num)
-        self.listener.catalog(peer, a.items.values(), partial, now)
+        self.listener.catalog(peer, partial, now)
 
     def _events(self, peer: Peer, items: Iterable[Item], now: float) -> None:
         for it in items:

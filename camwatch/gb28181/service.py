@@ -87,6 +87,7 @@ class GbService:
         self.server = UpperPlatform(cfg, self, clock)
         self.verdicts = 0
         self._groups_due: asyncio.TimerHandle | None = None
+        self._regroup: set[str] = set()  # platforms whose catalog changed
 
     def configure(self, cfg: GbConfig) -> None:
         self.cfg = cfg
@@ -128,11 +129,13 @@ class GbService:
             if cid not in elsewhere:
                 self._judge(cid, v, now)
 
-    def catalog(self, peer: Peer, items: Iterable[Item], partial: bool, now: float) -> None:
+    def catalog_items(self, peer: Peer, items: Iterable[Item], now: float) -> None:
         for it in items:
             if it.is_channel and (v := verdict_of("", it.status)) is not None:
                 self._judge(it.device_id, v, now)
-        self._groups_soon()
+
+    def catalog(self, peer: Peer, partial: bool, now: float) -> None:
+        self._groups_soon(peer)
 
     def channel_event(self, peer: Peer, item: Item, now: float) -> None:
         v = verdict_of(item.event, item.status, detail=f"platform {peer.id} event "
@@ -140,11 +143,12 @@ class GbService:
         if v is not None:
             self._judge(item.device_id, v, now)
         if item.event in ("ADD", "DEL"):
-            self._groups_soon()
+            self._groups_soon(peer)
 
-    def _groups_soon(self) -> None:
-        """Regroup within a second: a round of 100 catalogs arriving one by one must not
-        regroup 100,000 channels 100 times."""
+    def _groups_soon(self, peer: Peer) -> None:
+        """Regroup the platform's channels within a second (a burst of ADD events regroups
+        once)."""
+        self._regroup.add(peer.id)
         if self._groups_due is not None:
             return
         try:
@@ -155,16 +159,15 @@ class GbService:
         self._groups_due = loop.call_later(GROUPS_DELAY_S, self._platform_groups)
 
     def _platform_groups(self) -> None:
-        """Tell the evaluator which inventory channels each platform serves (mass outages
-        by platform)."""
+        """Tell the evaluator which channels the platforms whose catalog changed list (mass
+        outages by platform)."""
         if self._groups_due is not None:
             self._groups_due.cancel()
             self._groups_due = None
-        channels = self.engine.book.channels
-        platform_of = {cid: p.id for p in self.peers.values() for cid in p.catalog.channels
-                       if cid in channels}
-        names = {p.id: p.name for p in self.peers.values() if p.name}
-        self.engine.evaluator.set_platforms(platform_of, names)
+        todo, self._regroup = self._regroup, set()
+        for pid in todo:
+            if (p := self.peers.get(pid)) is not None:
+                self.engine.evaluator.set_platform(p.id, p.name, p.catalog.channels)
 
     # --- read API --------------------------------------------------------------------------
 

@@ -146,8 +146,9 @@ class AlertInputs:
     groups: dict[tuple[str, str], list[Channel]]  # (level, key) -> members, for mass_outage
     levels: tuple[str, ...]  # the mass_outage levels the groups were built for
     # GB/T 28181: channel id -> the lower platform it is reached through, and platform names
-    platforms: Mapping[str, str] = field(default_factory=dict)
-    platform_names: Mapping[str, str] = field(default_factory=dict)
+    # (changed in place by set_platform: catalogs change without an inventory reload)
+    platforms: dict[str, str] = field(default_factory=dict)
+    platform_names: dict[str, str] = field(default_factory=dict)
 
     def key_of(self, ch: Channel, level: str) -> str:
         if level == "platform":
@@ -155,17 +156,20 @@ class AlertInputs:
         return _group_key(ch, level)
 
 
-def with_platforms(inputs: AlertInputs, platform_of: Mapping[str, str],
-                   names: Mapping[str, str]) -> AlertInputs:
-    """``inputs`` with the channels grouped by the lower platform that lists them (catalogs
-    change without an inventory reload, so these groups are replaced on their own)."""
-    groups = {k: v for k, v in inputs.groups.items() if k[0] != "platform"}
-    if "platform" in inputs.levels:
-        for cid, pid in platform_of.items():
-            ch = inputs.channels.get(cid)
-            if ch is not None:
-                groups.setdefault(("platform", pid), []).append(ch)
-    return AlertInputs(inputs.channels, groups, inputs.levels, dict(platform_of), dict(names))
+def set_platform(inputs: AlertInputs, pid: str, name: str, cids: Iterable[str]) -> None:
+    """Group (in place) the channels a lower platform lists, for mass outages by platform;
+    O(that platform's channels), so one platform's new catalog does not regroup them all."""
+    if "platform" not in inputs.levels:
+        return
+    for ch in inputs.groups.pop(("platform", pid), []):
+        if inputs.platforms.get(ch.id) == pid:
+            del inputs.platforms[ch.id]
+    members = [c for cid in cids if (c := inputs.channels.get(cid)) is not None]
+    if members:
+        inputs.groups[("platform", pid)] = members
+    for c in members:
+        inputs.platforms[c.id] = pid
+    inputs.platform_names[pid] = name
 
 
 def alert_inputs(channels: Mapping[str, Channel], levels: Sequence[str]) -> AlertInputs:

@@ -194,9 +194,15 @@ class SimPlatform:
             out.append(self._xml("Response", "Catalog", inner, sn))
         return out
 
-    async def send_catalog(self, sn: int, parts: int | None = None) -> None:
-        for body in self.catalog_bodies(sn)[:parts]:
-            await self.message(body)
+    async def send_catalog(self, sn: int, parts: int | None = None, window: int = 8) -> None:
+        """The catalog's MESSAGEs, up to ``window`` awaiting their answer at once."""
+        sem = asyncio.Semaphore(window)
+
+        async def one(body: bytes) -> None:
+            async with sem:
+                await self.message(body)
+
+        await asyncio.gather(*(one(b) for b in self.catalog_bodies(sn)[:parts]))
 
     async def events(self, events: list[tuple[str, str]]) -> int:
         """Catalog events (channel id, ON/OFF/VLOST/DEFECT/ADD/DEL/UPDATE): a NOTIFY in the
