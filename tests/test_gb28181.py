@@ -464,3 +464,16 @@ def test_rows_reached_only_through_a_platform(tmp_path: Path) -> None:
     finally:
         eng.close()
         store.close()
+
+
+def test_reload_keys_and_unresolved_password(tmp_path: Path) -> None:
+    from camwatch.daemon import restart_keys
+
+    a = gb_config(tmp_path)
+    b = gb_config(tmp_path, listen="127.0.0.1:5070", catalog_interval="5m")
+    assert restart_keys(a, b) == ["gb28181.listen"]  # the interval is applied by a reload
+    assert restart_keys(a, gb_config(tmp_path, transport="tcp")) == ["gb28181.transport"]
+    c = gb_config(tmp_path, password_file=None, password_env="CAMWATCH_TEST_GB_UNSET",
+                  peers={PLATFORM: {}})
+    [problem] = c.unresolved_secrets()
+    assert problem.startswith("$.gb28181:") and "CAMWATCH_TEST_GB_UNSET" in problem
