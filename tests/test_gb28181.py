@@ -9,6 +9,7 @@ or polled with a deadline (:func:`until`)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -477,3 +478,34 @@ def test_reload_keys_and_unresolved_password(tmp_path: Path) -> None:
                   peers={PLATFORM: {}})
     [problem] = c.unresolved_secrets()
     assert problem.startswith("$.gb28181:") and "CAMWATCH_TEST_GB_UNSET" in problem
+
+
+async def test_device_registered_directly_answers_device_status(world: World) -> None:
+    """A camera (type 132) registered directly, whose catalog lists no channel of its own:
+    its DeviceStatus judges its own id, and its DeviceTime gives the clock drift."""
+    w = world
+    cam_id = "34120000001320009999"  # in the ledger (see the fixture)
+    cfg = w.gb.cfg.model_copy(update={"allow_unknown": True})
+    w.gb.configure(cfg)
+    local = dt.datetime.fromtimestamp(w.clock.t + 7.5, dt.timezone(dt.timedelta(hours=8)))
+    cam = SimPlatform(cam_id, "gb-secret-1", w.server, channels=[],
+                      device_time=local.strftime("%Y-%m-%dT%H:%M:%S.%f")[:23])
+    try:
+        await registered(w, cam)
+        peer = w.gb.peers[cam_id]
+        assert peer.is_device and not peer.catalog.channels
+        w.gb.server.tick()  # the catalog came empty: ask DeviceStatus
+        await until(lambda: w.gb.server.counters["device_status"] == 1, "DeviceStatus")
+        st = w.engine.book.state(cam_id)
+        assert st is not None and st.state == State.ONLINE
+        assert st.clock_drift_s == pytest.approx(7.5, abs=0.01)
+        cam.status = "ERROR"
+        peer.next_status = 0.0
+        w.gb.server.tick()
+        await until(lambda: w.gb.server.counters["device_status"] == 2, "DeviceStatus again")
+        assert w.state(cam_id) == (State.OFFLINE, Why.GB_DEFECT)
+        w.clock.t += 200  # silent: the device itself goes down
+        w.gb.server.tick()
+        assert w.state(cam_id) == (State.OFFLINE, Why.PLATFORM_DOWN)
+    finally:
+        await cam.close()

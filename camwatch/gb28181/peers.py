@@ -58,6 +58,13 @@ class Peer:
     call_id: str = ""  # of its REGISTER dialog
     keepalives: int = 0
     messages: int = 0
+    next_status: float = 0.0  # DeviceStatus query due (devices without channels)
+
+    @property
+    def is_device(self) -> bool:
+        """A device (type 111-199: DVR, NVR, camera ...) registered directly, not a
+        platform (2xx)."""
+        return self.id[10] != "2"
 
     def alive_at(self) -> float:
         """When the peer last gave a sign of life (a REGISTER or a keepalive)."""

@@ -56,6 +56,8 @@ class Listener(Protocol):
 
     def channel_event(self, peer: Peer, item: Item, now: float) -> None: ...
 
+    def device_status(self, peer: Peer, doc: manscdp.Document, now: float) -> None: ...
+
 
 def _transaction(req: SipMessage) -> tuple[str, str, str]:
     vias = req.get_all("via")
@@ -359,6 +361,7 @@ class UpperPlatform:
         peer.up, peer.down_reason = True, ""
         peer.last_keepalive = now
         peer.next_catalog = now  # ask at once
+        peer.next_status = now
         peer.subscribed_until = 0.0
         log.info("gb28181 peer registered", peer=peer.id, address=peer.address[0],
                  transport=peer.transport)
@@ -409,6 +412,9 @@ class UpperPlatform:
             self._catalog_part(peer, doc, now)
         elif cmd == "catalog" and doc.root == "Notify":
             self._events(peer, doc.items, now)
+        elif cmd == "devicestatus" and doc.root == "Response":
+            self.counters["device_status"] += 1
+            self.listener.device_status(peer, doc, now)
 
     def _notify(self, msg: SipMessage, source: tuple[str, int], transport: str,
                 writer: asyncio.StreamWriter | None) -> None:
@@ -533,6 +539,9 @@ class UpperPlatform:
         self._request(peer, "MESSAGE", manscdp.catalog_query(sn, peer.id))
         return sn
 
+    def query_status(self, peer: Peer) -> None:
+        self._request(peer, "MESSAGE", manscdp.device_status_query(self.next_sn(), peer.id))
+
     def subscribe_catalog(self, peer: Peer) -> None:
         self._request(peer, "SUBSCRIBE", manscdp.catalog_query(self.next_sn(), peer.id), [
             ("event", "Catalog"), ("expires", str(SUBSCRIBE_EXPIRES_S)),
@@ -544,6 +553,12 @@ class UpperPlatform:
         if now >= peer.next_catalog:
             peer.next_catalog = now + self.cfg.catalog_interval
             self.query_catalog(peer)
+        if peer.is_device and peer.catalog.at is not None and not peer.catalog.channels \
+                and now >= peer.next_status:
+            # a camera registered directly, with no channel of its own in its catalog: its
+            # DeviceStatus says whether its video works (and its clock)
+            peer.next_status = now + self.cfg.catalog_interval
+            self.query_status(peer)
         if self.cfg.subscribe and now >= peer.subscribed_until - 60.0:
             # retried at the catalog interval until a 200 moves it to the subscription's end
             peer.subscribed_until = now + self.cfg.catalog_interval + 60.0

@@ -16,6 +16,7 @@ channel book (source ``gb28181``), and the platforms are served to ``/api/platfo
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -23,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from camwatch.gb28181.config import GbConfig
-from camwatch.gb28181.manscdp import Item, status_ok
+from camwatch.gb28181.manscdp import Document, Item, status_ok
 from camwatch.gb28181.peers import Peer
 from camwatch.gb28181.server import UpperPlatform
 from camwatch.model import Source, State, Verdict, Why
+from camwatch.probes.result import ProbeResult
 
 if TYPE_CHECKING:
     from camwatch.engine import Engine
@@ -70,6 +72,23 @@ def _verdict_of(event: str, status: str, detail: str) -> Verdict | None:
     if reason is None:
         return None
     return Verdict(False, reason, source=Source.GB28181, detail=detail, firm=True)
+
+
+def device_drift(text: str, now: float, tz_name: str) -> float | None:
+    """``2026-11-30T15:00:00[.123]`` (the device's local time, taken in ``tz_name``) minus
+    ``now``, in seconds; None when absent or not such a time."""
+    text = text.strip()[:26]
+    if not text:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        from camwatch.reports.period import zone  # (camwatch.config imports this package)
+
+        t = t.replace(tzinfo=zone(tz_name))
+    return round(t.timestamp() - now, 3)
 
 
 def _esc(value: object) -> str:
@@ -128,6 +147,8 @@ class GbService:
         for cid in peer.catalog.channels:
             if cid not in elsewhere:
                 self._judge(cid, v, now)
+        if peer.is_device and not peer.catalog.channels:
+            self._judge(peer.id, v, now)  # a camera registered directly is its own channel
 
     def catalog_items(self, peer: Peer, items: Iterable[Item], now: float) -> None:
         for it in items:
@@ -144,6 +165,28 @@ class GbService:
             self._judge(item.device_id, v, now)
         if item.event in ("ADD", "DEL"):
             self._groups_soon(peer)
+
+    def device_status(self, peer: Peer, doc: Document, now: float) -> None:
+        """A directly registered device's DeviceStatus: ``Online`` ONLINE/OFFLINE and
+        ``Status`` OK/ERROR judge the device's own id (when the ledger has it);
+        ``DeviceTime`` (local time, ``report.timezone``) gives its clock drift."""
+        online = doc.fields.get("Online", "").strip().upper()
+        status = doc.fields.get("Status", "").strip().upper()
+        if online == "OFFLINE":
+            v: Verdict | None = verdict_of("OFF")
+        elif status == "ERROR":
+            v = verdict_of("DEFECT")
+        elif online == "ONLINE":
+            v = verdict_of("ON")
+        else:
+            v = None
+        if v is not None:
+            self._judge(peer.id, v, now)
+        drift = device_drift(doc.fields.get("DeviceTime", ""), now,
+                             self.engine.cfg.report.timezone)
+        if drift is not None and peer.id in self.engine.book.channels:
+            self.engine.book.device_info(peer.id, ProbeResult.success(
+                "gb28181", clock_drift_s=drift))
 
     def _groups_soon(self, peer: Peer) -> None:
         """Regroup the platform's channels within a second (a burst of ADD events regroups

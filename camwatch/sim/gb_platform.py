@@ -43,6 +43,11 @@ class SimPlatform:
     answer_catalog: bool = True
     wait_s: float = 5.0  # for an answer to each request (resent meanwhile over UDP)
     catalog_queries: int = 0
+    status_queries: int = 0
+    # a device's DeviceStatus answer
+    online: str = "ONLINE"
+    status: str = "OK"
+    device_time: str = ""
     subscribed: bool = False
     _udp: asyncio.DatagramTransport | None = None
     _reader: asyncio.StreamReader | None = None
@@ -237,6 +242,14 @@ class SimPlatform:
         if msg.method == "SUBSCRIBE":
             self.subscribed = True
             self._sub_dialog = (msg.call_id, msg.get("from"), f"{msg.get('to')};tag={tag}")
+        elif msg.method == "MESSAGE" and b"<CmdType>DeviceStatus</CmdType>" in msg.body:
+            self.status_queries += 1
+            inner = (f"<Result>OK</Result>\r\n<Online>{self.online}</Online>\r\n"
+                     f"<Status>{self.status}</Status>\r\n<DeviceTime>{self.device_time}"
+                     f"</DeviceTime>\r\n")
+            body = self._xml("Response", "DeviceStatus", inner, _sn_of(msg.body))
+            status = asyncio.get_running_loop().create_task(self.message(body))
+            status.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
         elif msg.method == "MESSAGE" and b"<CmdType>Catalog</CmdType>" in msg.body:
             self.catalog_queries += 1
             if self.answer_catalog:
