@@ -403,10 +403,11 @@ class UpperPlatform:
         if cmd == "keepalive":
             peer.keepalives += 1
             peer.last_keepalive = now
+            # where it is now (a NAT may have moved it): our requests follow
+            peer.address, peer.transport = source, transport
             if transport == "tcp" and writer is not None:
                 self._conns[peer.id] = writer
             if not peer.up:  # it came back before its registration expired
-                peer.address, peer.transport = source, transport
                 self._up(peer, now)
         elif cmd == "catalog" and doc.root == "Response":
             self._catalog_part(peer, doc, now)
