@@ -26,6 +26,7 @@ from camwatch.errors import ConfigError, InputError
 from camwatch.gb28181 import GbService, sip, verdict_of
 from camwatch.inventory import Channel, Inventory
 from camwatch.model import Source, State, Verdict, Why
+from camwatch.probes.result import ProbeResult
 from camwatch.sim.gb_platform import SimChannel, SimPlatform
 from camwatch.store import open_store
 
@@ -299,10 +300,19 @@ async def test_other_platform_keeps_shared_channel_and_deeper_source_wins(
     try:
         await registered(w, a)
         await registered(w, b)
-        # a DESCRIBE that succeeded just now is deeper evidence than the platform's OFF
-        w.engine.book.judge(CHANNELS[3], Verdict(True, source=Source.DESCRIBE), w.clock.t)
+        # a DESCRIBE that succeeded just now is deeper evidence than the platform's OFF;
+        # the disagreement is counted and listed
+        ok = Verdict.of(ProbeResult.success("rtsp", latency_s=0.01), Source.DESCRIBE)
+        w.engine.book.judge(CHANNELS[3], ok, w.clock.t)
         assert await a.events([(CHANNELS[3], "OFF")]) == 200
         assert w.state(CHANNELS[3]) == (State.ONLINE, None)
+        assert w.gb.disagreements == {
+            CHANNELS[3]: (PLATFORM, "offline gb_off", "online", w.clock.t)}
+        listed = w.gb.platforms_json(lambda ts: None)["disagreements"]
+        assert listed["count"] == 1 and listed["channels"][0]["probe_says"] == "online"
+        assert "camwatch_gb_disagreements 1" in w.gb.metrics_text(lambda n, k, t: "")
+        assert await a.events([(CHANNELS[3], "ON")]) == 200  # they agree again
+        assert not w.gb.disagreements
         w.clock.t += 200
         assert await b.keepalive() == 200
         w.gb.server.tick()

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 GROUPS_DELAY_S = 1.0
+MAX_LISTED = 200  # disagreements listed by /api/platforms (all are counted)
 REFUSED_REASONS = ("unknown_id", "bad_password", "bad_nonce", "bad_username", "rate_limited",
                    "not_registered", "no_password", "too_many_peers", "tcp_limit")
 EVENTS = ("ON", "OFF", "VLOST", "DEFECT", "ADD", "DEL", "UPDATE")
@@ -107,6 +108,9 @@ class GbService:
         self.verdicts = 0
         self._groups_due: asyncio.TimerHandle | None = None
         self._regroup: set[str] = set()  # platforms whose catalog changed
+        # channels the platform and camwatch's own fresh probe judge differently:
+        # channel id -> (platform id, the platform's verdict, the probe's state/reason, since)
+        self.disagreements: dict[str, tuple[str, str, str, float]] = {}
 
     def configure(self, cfg: GbConfig) -> None:
         self.cfg = cfg
@@ -130,10 +134,23 @@ class GbService:
 
     # --- what the platforms say ------------------------------------------------------------
 
-    def _judge(self, cid: str, v: Verdict, now: float) -> None:
-        if cid in self.engine.book.channels:
-            self.verdicts += 1
-            self.engine.book.judge(cid, v, now)
+    def _judge(self, cid: str, v: Verdict, now: float, pid: str = "") -> None:
+        book = self.engine.book
+        if cid not in book.channels:
+            return
+        self.verdicts += 1
+        st = book.state(cid)
+        fresh = st is not None and st.last_probe is not None and v.ok is not None and \
+            now - st.last_probe <= book.fresh_for.get(book.primary, 3 * book.interval)
+        if fresh and st is not None and st.state in (State.ONLINE, State.OFFLINE) \
+                and (st.state == State.ONLINE) != v.ok:
+            said = "online" if v.ok else f"offline {v.reason}"
+            probe = "online" if st.state == State.ONLINE else f"offline {st.reason}"
+            old = self.disagreements.get(cid)
+            self.disagreements[cid] = (pid, said, probe, old[3] if old else now)
+        else:
+            self.disagreements.pop(cid, None)
+        book.judge(cid, v, now)
 
     def peer_up(self, peer: Peer, now: float) -> None:
         pass  # its channels are judged when its catalog arrives (queried now)
@@ -146,14 +163,14 @@ class GbService:
                     detail=f"platform {peer.id} {peer.down_reason}")
         for cid in peer.catalog.channels:
             if cid not in elsewhere:
-                self._judge(cid, v, now)
+                self._judge(cid, v, now, peer.id)
         if peer.is_device and not peer.catalog.channels:
-            self._judge(peer.id, v, now)  # a camera registered directly is its own channel
+            self._judge(peer.id, v, now, peer.id)  # a camera registered directly is its own channel
 
     def catalog_items(self, peer: Peer, items: Iterable[Item], now: float) -> None:
         for it in items:
             if it.is_channel and (v := verdict_of("", it.status)) is not None:
-                self._judge(it.device_id, v, now)
+                self._judge(it.device_id, v, now, peer.id)
 
     def catalog(self, peer: Peer, partial: bool, now: float) -> None:
         self._groups_soon(peer)
@@ -162,7 +179,7 @@ class GbService:
         v = verdict_of(item.event, item.status, detail=f"platform {peer.id} event "
                                                        f"{item.event or 'UPDATE'}")
         if v is not None:
-            self._judge(item.device_id, v, now)
+            self._judge(item.device_id, v, now, peer.id)
         if item.event in ("ADD", "DEL"):
             self._groups_soon(peer)
 
@@ -181,7 +198,7 @@ class GbService:
         else:
             v = None
         if v is not None:
-            self._judge(peer.id, v, now)
+            self._judge(peer.id, v, now, peer.id)
         drift = device_drift(doc.fields.get("DeviceTime", ""), now,
                              self.engine.cfg.report.timezone)
         if drift is not None and peer.id in self.engine.book.channels:
@@ -239,6 +256,12 @@ class GbService:
         return {"enabled": True, "listen": f"{self.server.host}:{self.server.port}",
                 "transport": self.cfg.transport, "sip_id": self.cfg.sip_id,
                 "domain": self.cfg.domain, "platforms": out,
+                "disagreements": {
+                    "count": len(self.disagreements),
+                    "channels": [{"channel": cid, "platform": pid, "platform_says": said,
+                                  "probe_says": probe, "since": since, "since_iso": iso(since)}
+                                 for cid, (pid, said, probe, since)
+                                 in sorted(self.disagreements.items())[:MAX_LISTED]]},
                 "refused": {r: self.server.counters.get(f"refused:{r}", 0)
                             for r in REFUSED_REASONS}}
 
@@ -253,7 +276,8 @@ class GbService:
           ``camwatch_gb_catalog_inventory_channels{platform}`` (those in the inventory);
         - counters ``camwatch_gb_refused_total{reason}``, ``camwatch_gb_events_total{event}``,
           ``camwatch_gb_messages_total{method}``, ``camwatch_gb_catalogs_total{result}``,
-          ``camwatch_gb_bad_messages_total``.
+          ``camwatch_gb_bad_messages_total``;
+        - ``camwatch_gb_disagreements``: channels the platform and a fresh probe disagree on.
         """
         now = self.clock()
         book = self.engine.book
@@ -300,6 +324,9 @@ class GbService:
                  "Catalogs taken, complete or partial (deadline passed)."))
         add(f'camwatch_gb_catalogs_total{{result="complete"}} {c.get("catalogs", 0)}\n')
         add(f'camwatch_gb_catalogs_total{{result="partial"}} {c.get("catalogs_partial", 0)}\n')
+        add(head("camwatch_gb_disagreements", "gauge", "Channels the platform and camwatch's "
+                 "own fresh probe judge differently (the probe's verdict stands)."))
+        add(f"camwatch_gb_disagreements {len(self.disagreements)}\n")
         add(head("camwatch_gb_bad_messages_total", "counter",
                  "Datagrams or bodies that were not SIP or MANSCDP we understand."))
         add(f"camwatch_gb_bad_messages_total {c.get('bad_message', 0) + c.get('bad_body', 0)}\n")
