@@ -223,6 +223,14 @@ async def platforms(request: web.Request) -> web.Response:
     return web.json_response(eng.gb.platforms_json(lambda ts: _iso(ts, tz)), dumps=_dumps)
 
 
+async def reconciliation(request: web.Request) -> web.Response:
+    """``/api/reconciliation``: the ledger against the GB/T 28181 catalogs (台账核对)."""
+    eng = request.app[ENGINE]
+    if eng.gb is None:
+        return web.json_response({"enabled": False}, dumps=_dumps)
+    return web.json_response(eng.gb.reconciliation(), dumps=_dumps)
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
@@ -438,6 +446,7 @@ def make_app(engine: Engine, reloader: Reloader | None = None) -> web.Applicatio
     app.router.add_get("/api/rates", rates)
     app.router.add_get("/api/status", status)
     app.router.add_get("/api/platforms", platforms)
+    app.router.add_get("/api/reconciliation", reconciliation)
     app.router.add_post("/api/reload", reload)
     return app
 

@@ -340,6 +340,8 @@ async def test_api_platforms_and_metrics(world: World) -> None:
                 body = await r.json()
             async with http.get(f"{base}/metrics") as r:
                 text = await r.text()
+            async with http.get(f"{base}/api/reconciliation") as r:
+                rec = await r.json()
         assert body["enabled"] is True and body["sip_id"] == "34020000002000000001"
         [p] = body["platforms"]
         assert p["id"] == PLATFORM and p["name"] == "移动云平台" and p["up"] is True
@@ -355,6 +357,15 @@ async def test_api_platforms_and_metrics(world: World) -> None:
         assert 'camwatch_gb_refused_total{reason="bad_password"} 0' in text
         assert 'camwatch_channel_offline_reason{channel="34120000001320000001",' \
                'reason="gb_off"} 1' in text
+        # 台账核对: the ledger row no catalog lists, the catalog channel the ledger lacks
+        assert rec["complete"] is True and rec["platforms"] == 1
+        assert (rec["installed"], rec["declared_connected"], rec["measured_connected"]) == \
+            (6, 6, 5)
+        assert rec["measured_rate"] == pytest.approx(5 / 6, abs=1e-6)
+        assert rec["missing"] == [{"channel": "34120000001320009999", "name": "点位5"}]
+        assert [x["channel"] for x in rec["not_in_ledger"]] == [CHANNELS[5]]
+        assert rec["names_differ"][0] == {"channel": CHANNELS[0], "ledger": "点位0",
+                                          "catalog": "摄像机0"}
     finally:
         await sim.close()
         await runner.cleanup()
@@ -394,6 +405,9 @@ async def test_api_platforms_when_disabled(tmp_path: Path) -> None:
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{runner.addresses[0][1]}/api/platforms") as r:
                 assert await r.json() == {"enabled": False, "platforms": []}
+            async with http.get(f"http://127.0.0.1:{runner.addresses[0][1]}"
+                                f"/api/reconciliation") as r:
+                assert await r.json() == {"enabled": False}
             async with http.get(f"http://127.0.0.1:{runner.addresses[0][1]}/metrics") as r:
                 assert "camwatch_gb_" not in await r.text()
     finally:

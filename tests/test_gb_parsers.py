@@ -289,3 +289,32 @@ def test_authorization_fuzz(text: str) -> None:
     p = parse_authorization("Digest " + text)
     assert p is not None
     Authenticator("r").check(p, "pw", "REGISTER", 0.0)
+
+
+# --- reconciliation -------------------------------------------------------------------------
+
+def test_reconcile_table() -> None:
+    from camwatch.gb28181.reconcile import reconcile
+    from camwatch.inventory import Channel
+
+    def row(n: int, name: str, installed: bool = True, connected: bool = True) -> Channel:
+        return Channel(id=f"341200000013200000{n:02d}", name=name, installed=installed,
+                       connected=connected)
+
+    rows = [row(1, "东街"), row(2, "西街"), row(3, "南街", connected=False),
+            row(4, "北街"), row(5, "未装", installed=False, connected=False)]
+    cat = {"34020000002000000200": {
+        f"341200000013200000{n:02d}": Item(f"341200000013200000{n:02d}", name)
+        for n, name in ((1, "东街"), (2, "西街路口"), (3, "南街"), (5, "未装"), (9, "陌生"))}}
+    r = reconcile(rows, cat)
+    j = r.as_json()
+    assert (j["installed"], j["declared_connected"], j["measured_connected"]) == (4, 3, 3)
+    assert j["declared_rate"] == 0.75 and j["measured_rate"] == 0.75
+    assert j["missing"] == [{"channel": "34120000001320000004", "name": "北街"}]
+    assert [x["channel"] for x in j["not_in_ledger"]] == ["34120000001320000009"]
+    assert j["not_in_ledger"][0]["platform"] == "34020000002000000200"
+    assert [x["channel"] for x in j["not_connected_in_ledger"]] == [
+        "34120000001320000003", "34120000001320000005"]
+    assert j["names_differ"] == [{"channel": "34120000001320000002", "ledger": "西街",
+                                  "catalog": "西街路口"}]
+    assert reconcile([], {}).as_json()["measured_rate"] is None  # no installed rows

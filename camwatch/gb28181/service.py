@@ -265,6 +265,16 @@ class GbService:
                 "refused": {r: self.server.counters.get(f"refused:{r}", 0)
                             for r in REFUSED_REASONS}}
 
+    def reconciliation(self) -> dict[str, Any]:
+        """台账核对 against the catalogs received (``/api/reconciliation``)."""
+        from camwatch.gb28181.reconcile import reconcile
+
+        peers = [p for p in self.peers.values() if p.catalog.at is not None]
+        r = reconcile(self.engine.inventory.channels,
+                      {p.id: p.catalog.channels for p in peers},
+                      complete=not any(p.catalog.partial for p in peers))
+        return {"enabled": True, "platforms": len(peers), **r.as_json()}
+
     def metrics_text(self, head: Callable[[str, str, str], str]) -> str:
         """The ``camwatch_gb_*`` families (``head(name, kind, help)`` writes HELP/TYPE):
 
