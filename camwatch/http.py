@@ -211,6 +211,7 @@ async def status(request: web.Request) -> web.Response:
                                                          key=lambda kv: -kv[1])),
         "problems": eng.problems(), "sweep_lag_s": eng.health.sweep_lag(),
         "rates": [r.as_json() for r in eng.rates if len(r.scope) <= 2],
+        **({"gb28181": eng.gb.summary()} if eng.gb is not None else {}),
     }, dumps=_dumps)
 
 

@@ -342,6 +342,8 @@ async def test_api_platforms_and_metrics(world: World) -> None:
                 text = await r.text()
             async with http.get(f"{base}/api/reconciliation") as r:
                 rec = await r.json()
+            async with http.get(f"{base}/api/status") as r:
+                status = await r.json()
         assert body["enabled"] is True and body["sip_id"] == "34020000002000000001"
         [p] = body["platforms"]
         assert p["id"] == PLATFORM and p["name"] == "移动云平台" and p["up"] is True
@@ -366,6 +368,13 @@ async def test_api_platforms_and_metrics(world: World) -> None:
         assert [x["channel"] for x in rec["not_in_ledger"]] == [CHANNELS[5]]
         assert rec["names_differ"][0] == {"channel": CHANNELS[0], "ledger": "点位0",
                                           "catalog": "摄像机0"}
+        from camwatch.cli import format_status
+
+        assert status["gb28181"]["up"] == 1 and status["gb28181"]["missing"] == 1
+        text = format_status(status)
+        assert "GB/T 28181: 1 platforms (1 up), 6 channels in catalogs" in text
+        assert "上云率 declared 100.00%  measured 83.33%  台账核对: 1 已上云 rows in no " \
+               "catalog, 1 catalog channels not in the ledger" in text
     finally:
         await sim.close()
         await runner.cleanup()

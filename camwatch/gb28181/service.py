@@ -265,6 +265,16 @@ class GbService:
                 "refused": {r: self.server.counters.get(f"refused:{r}", 0)
                             for r in REFUSED_REASONS}}
 
+    def summary(self) -> dict[str, Any]:
+        """For ``/api/status`` and ``camwatch status``: the platforms and the reconciliation
+        in a few numbers."""
+        rec = self.reconciliation()
+        return {"platforms": len(self.peers), "up": sum(1 for p in self.peers.values() if p.up),
+                "catalog_channels": sum(len(p.catalog.channels) for p in self.peers.values()),
+                "declared_rate": rec["declared_rate"], "measured_rate": rec["measured_rate"],
+                "missing": rec["missing_count"], "not_in_ledger": rec["not_in_ledger_count"],
+                "complete": rec["complete"]}
+
     def reconciliation(self) -> dict[str, Any]:
         """台账核对 against the catalogs received (``/api/reconciliation``)."""
         from camwatch.gb28181.reconcile import reconcile
