@@ -542,3 +542,23 @@ async def test_device_registered_directly_answers_device_status(world: World) ->
         assert w.state(cam_id) == (State.OFFLINE, Why.PLATFORM_DOWN)
     finally:
         await cam.close()
+
+
+async def test_tcp_bounds(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over TCP a head beyond 16 KiB, and a message that stalls mid-way, close the
+    connection; CRLF keep-alive pings do not."""
+    from camwatch.gb28181 import server as gb_server
+
+    monkeypatch.setattr(gb_server, "MESSAGE_TIMEOUT_S", 0.3)
+    w = world
+    r, wr = await asyncio.open_connection(*w.server)
+    wr.write(b"\r\n\r\n" + b"REGISTER sip:x SIP/2.0\r\nX: " + b"a" * 20_000)
+    async with asyncio.timeout(5):
+        assert await r.read() == b""  # closed by camwatch
+    wr.close()
+    assert w.gb.server.counters["bad_message"] == 1
+    r, wr = await asyncio.open_connection(*w.server)
+    wr.write(b"MESSAGE sip:x SIP/2.0\r\nVia: SIP/2.0/TCP h")  # and then nothing
+    async with asyncio.timeout(5):
+        assert await r.read() == b""
+    wr.close()
