@@ -562,3 +562,22 @@ async def test_tcp_bounds(world: World, monkeypatch: pytest.MonkeyPatch) -> None
     async with asyncio.timeout(5):
         assert await r.read() == b""
     wr.close()
+
+
+async def test_a_bug_in_handling_is_contained(world: World,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    w = world
+    sim = w.platform()
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(w.gb, "catalog_items", broken)
+    try:
+        await sim.start()
+        assert await sim.register() == 200
+        await until(lambda: w.gb.server.counters["internal"] >= 1, "the injected fault")
+        assert await sim.keepalive() == 200  # the listener goes on
+        assert w.gb.peers[PLATFORM].keepalives == 1
+    finally:
+        await sim.close()

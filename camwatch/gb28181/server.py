@@ -217,6 +217,17 @@ class UpperPlatform:
             return
         self.handle(msg, source, transport, writer)
 
+    def handle(self, msg: SipMessage, source: tuple[str, int], transport: str,
+               writer: asyncio.StreamWriter | None) -> None:
+        """One message from a peer; a bug here is logged and counted, never raised into the
+        socket's callback."""
+        try:
+            self._handle(msg, source, transport, writer)
+        except Exception as exc:
+            self.counters["internal"] += 1
+            log.error("gb28181 message handling failed", source=source[0],
+                      error=repr(exc)[:200])
+
     def _send(self, data: bytes, address: tuple[str, int], transport: str,
               writer: asyncio.StreamWriter | None) -> bool:
         if transport == "tcp":
@@ -244,8 +255,8 @@ class UpperPlatform:
 
     # --- requests from peers ---------------------------------------------------------------
 
-    def handle(self, msg: SipMessage, source: tuple[str, int], transport: str,
-               writer: asyncio.StreamWriter | None) -> None:
+    def _handle(self, msg: SipMessage, source: tuple[str, int], transport: str,
+                writer: asyncio.StreamWriter | None) -> None:
         if not msg.is_request:
             self._answered(msg)
             return
