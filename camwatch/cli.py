@@ -248,6 +248,14 @@ def format_status(doc: dict[str, Any]) -> str:
     reasons = doc.get("offline_reasons") or {}
     if reasons:
         lines += ["", table(REASON_HEADERS, reason_rows(dict(list(reasons.items())[:8])))]
+    gb = doc.get("gb28181")
+    if gb:  # camwatch as a GB/T 28181 upper platform (docs/gb28181.md)
+        lines += ["", f"GB/T 28181: {gb['platforms']} platforms ({gb['up']} up), "
+                      f"{gb['catalog_channels']} channels in catalogs",
+                  f"上云率 declared {format_rate(gb['declared_rate'])}  measured "
+                  f"{format_rate(gb['measured_rate'])}  台账核对: {gb['missing']} 已上云 rows "
+                  f"in no catalog, {gb['not_in_ledger']} catalog channels not in the ledger"
+                  + ("" if gb["complete"] else " (a catalog is partial)")]
     return "\n".join(lines) + "\n"
 
 

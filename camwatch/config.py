@@ -50,6 +50,10 @@ class InventoryConfig(_Model):
     columns: dict[str, str] = Field(default_factory=dict, description="field -> header")
     id_format: Literal["gbt28181", "any"] = "gbt28181"
     on_error: Literal["reject", "skip"] = "reject"
+    address_required: bool = Field(
+        default=True, description="a connected (已上云) row needs an RTSP or ONVIF address; "
+        "false when some channels are reached only through a GB/T 28181 platform (gb28181): "
+        "those are judged by the platform alone")
     default_credentials: str = "default"
     max_rows: PositiveInt = 1_000_000
     max_drop: Fraction = Field(
@@ -328,6 +332,7 @@ class ReportConfig(_Model):
         return v
 
 
+from camwatch.gb28181.config import GbConfig  # noqa: E402
 from camwatch.rules.alert_config import AlertsConfig  # noqa: E402  (it subclasses _Model)
 
 
@@ -342,6 +347,7 @@ class Config(_Model):
     http: HttpConfig = HttpConfig()
     report: ReportConfig = ReportConfig()
     alerts: AlertsConfig = AlertsConfig()
+    gb28181: GbConfig = GbConfig()
 
     # Where it was loaded from, for messages and relative paths. Not a YAML key.
     source: str = Field(default="<memory>", exclude=True)
@@ -360,6 +366,11 @@ class Config(_Model):
             refs.append(("$.http.auth", self.http.auth))
         if self.store.backend == "postgresql":
             refs.append(("$.store", self.store))
+        for where, env, file in self.gb28181.secret_refs():
+            try:
+                read_secret(env, file)
+            except LookupError as exc:
+                out.append(f"{where}: {exc}")
         for where, model in refs:
             for kind in ("url", "secret", "password", "token", "dsn"):
                 env = getattr(model, f"{kind}_env", None)

@@ -71,6 +71,9 @@ def restart_keys(old: Config, new: Config) -> list[str]:
             keys.append(f"http.{key}")
     if _auth_fingerprint(old) != _auth_fingerprint(new):
         keys.append("http.auth (or the token/password file it names)")
+    for key in ("enabled", "listen", "transport", "allow_public"):
+        if getattr(old.gb28181, key) != getattr(new.gb28181, key):
+            keys.append(f"gb28181.{key}")
     return keys
 
 
@@ -235,6 +238,8 @@ class Daemon:
                 max_drop=cfg.inventory.max_drop)
         self._confirm_drop = None
         gone = await eng.apply_sliced(plan)
+        if eng.gb is not None:
+            eng.gb.configure(cfg.gb28181)
         self.cfg = cfg
         self._wire_alerts(cfg)
         self._inventory_seen = seen
@@ -344,12 +349,24 @@ class Daemon:
         addresses = http.addresses
         self.port = int(addresses[0][1]) if addresses else int(port)
         log.info("listening", url=f"http://{host}:{self.port}/metrics")
+        extra = [self._watch_inventory, self._dispatch, self._monthly]
+        if self.cfg.gb28181.enabled:
+            from camwatch.gb28181 import start_service
+
+            try:
+                gb = await start_service(self.cfg.gb28181, self.engine)
+            except OSError as exc:
+                await http.cleanup()
+                self.close()
+                raise CamwatchError(f"cannot listen for GB/T 28181 on "
+                                    f"{self.cfg.gb28181.listen}: {exc.strerror or exc} "
+                                    f"(choose another gb28181.listen)") from None
+            extra.append(gb.run)
         try:
             await self.snapshot_inventory()
             if self.on_ready is not None:
                 self.on_ready(self)
-            await self.engine.run(extra=[self._watch_inventory, self._dispatch, self._monthly],
-                                  publish=self.publish_rates)
+            await self.engine.run(extra=extra, publish=self.publish_rates)
         finally:
             await http.cleanup()
             self.close()

@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -44,6 +44,9 @@ from camwatch.scheduler import MAIN, Schedule, Scheduler, plan_schedule
 from camwatch.store.base import Store
 from camwatch.store.writer import StoreWriter
 from camwatch.sweep import make_target, resolve_credentials
+
+if TYPE_CHECKING:
+    from camwatch.gb28181.service import GbService
 
 log = structlog.get_logger(__name__)
 
@@ -167,6 +170,7 @@ class Engine:
         self.evaluator = Evaluator(cfg, self.book, self.writer, self.health,
                                    saved_alerts=store.get_meta(META_KEY), clock=clock)
         self.inventory = inventory
+        self.gb: GbService | None = None  # the GB/T 28181 upper platform, when enabled
         self._first_apply = True
         self.apply(self.plan(cfg, inventory))
 
