@@ -307,6 +307,7 @@ class ReportConfig(_Model):
         return v
 
 
+from camwatch.repairs.config import RepairsConfig  # noqa: E402  (it subclasses _Model)
 from camwatch.rules.alert_config import AlertsConfig  # noqa: E402  (it subclasses _Model)
 
 
@@ -321,6 +322,7 @@ class Config(_Model):
     http: HttpConfig = HttpConfig()
     report: ReportConfig = ReportConfig()
     alerts: AlertsConfig = AlertsConfig()
+    repairs: RepairsConfig = RepairsConfig()
 
     # Where it was loaded from, for messages and relative paths. Not a YAML key.
     source: str = Field(default="<memory>", exclude=True)
@@ -337,6 +339,7 @@ class Config(_Model):
             (f"$.alerts.receivers.{n}", r) for n, r in self.alerts.receivers.items()]
         if self.http.auth is not None:
             refs.append(("$.http.auth", self.http.auth))
+        refs.append(("$.repairs", self.repairs))
         for where, model in refs:
             for kind in ("url", "secret", "password", "token"):
                 env = getattr(model, f"{kind}_env", None)
@@ -500,6 +503,11 @@ def parse_config(data: Any, source: str = "<memory>", base_dir: Path | None = No
 
 def _cross_checks(cfg: Config) -> list[Problem]:
     out = []
+    known = set(cfg.alerts.receivers)
+    for where, r in cfg.repairs.receiver_names():  # ticket routes use the alerts' receivers
+        if r not in known:
+            out.append(Problem(cfg.source, where, f"unknown receiver {r!r}; expected one of "
+                               f"alerts.receivers ({', '.join(sorted(known)) or 'none defined'})"))
     if cfg.inventory.default_credentials not in cfg.credentials and cfg.credentials:
         out.append(Problem(cfg.source, "$.inventory.default_credentials",
                            f"expected one of the credentials ({', '.join(cfg.credentials)}), "
