@@ -128,6 +128,7 @@ class Daemon:
             if cfg.alerts.enabled and cfg.alerts.receivers else None
         dispatcher = self.dispatcher
         self.engine.evaluator.on_enqueued = dispatcher.notify if dispatcher else lambda: None
+        self.engine.repairs.on_enqueued = self.engine.evaluator.on_enqueued
         self._dispatch_changed.set()
 
     async def _dispatch(self) -> None:

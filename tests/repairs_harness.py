@@ -15,7 +15,7 @@ from camwatch.config import Config, parse_config
 from camwatch.inventory import Channel
 from camwatch.model import Source, Verdict
 from camwatch.probes.result import ProbeResult, Reason
-from camwatch.repairs.desk import RepairDesk
+from camwatch.repairs.desk import RepairDesk, active_exemptions
 from camwatch.repairs.model import TicketEvent
 from camwatch.rules.alerts import alert_inputs
 from camwatch.store.sqlite import SqliteStore
@@ -96,7 +96,7 @@ class County:
             self.book.judge(cid, Verdict.of(result, Source.DESCRIBE), now)
         states, trans = self.book.take_writes()
         self.writer.call(lambda s: s.write_batch(states, trans))
-        exempt = {e.channel_id for e in self.store.exemptions(now, now + 1e-3)}
+        exempt = active_exemptions(self.store, now)
         self.events += await self.desk.step(now, self.book.states, self.book.offline, exempt)
 
     def act(self, no: int, action: str, by: str = "张三", note: str = "") -> None:

@@ -56,6 +56,11 @@ class Step:
     items: list[tuple[str, str, dict[str, object]]]
 
 
+def active_exemptions(store: Store, now: float) -> set[str]:
+    """Channels an exemption (报备) covers at ``now``: their tickets are suspended."""
+    return {e.channel_id for e in store.exemptions(now, now + 1e-3)}
+
+
 class RepairDesk:
     def __init__(self, cfg: Config, writer: StoreWriter, open_tickets: Iterable[Ticket],
                  last_no: int) -> None:
