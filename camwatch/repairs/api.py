@@ -48,11 +48,23 @@ class _Api:
         self.desk = desk
         self.store = store
         self.clock = clock
-        token = desk.rcfg.token()
-        self.token = token.reveal().encode() if token is not None else None
-        if token is not None:
-            register_secret(token.reveal())
-        self.http_auth = desk.cfg.http.auth is not None
+        self._for: object = None
+        self._token: bytes | None = None
+
+    @property
+    def token(self) -> bytes | None:
+        """``repairs.token``, resolved again after a reload changed the section."""
+        if self._for is not self.desk.rcfg:
+            secret = self.desk.rcfg.token()
+            if secret is not None:
+                register_secret(secret.reveal())
+            self._token = secret.reveal().encode() if secret is not None else None
+            self._for = self.desk.rcfg
+        return self._token
+
+    @property
+    def http_auth(self) -> bool:
+        return self.desk.cfg.http.auth is not None
 
 
 API: web.AppKey[_Api] = web.AppKey("repairs-api", _Api)
@@ -150,11 +162,15 @@ async def show_ticket(request: web.Request) -> web.Response:
 
 
 def _allowed(api: _Api, request: web.Request) -> bool:
-    if api.token is not None:
+    try:
+        token = api.token
+    except (LookupError, OSError):
+        return False  # the reference cannot be resolved: nobody gets in
+    if token is not None:
         given = request.headers.get("X-Camwatch-Token", "").encode()
         if not given and not api.http_auth:
             given = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
-        return hmac.compare_digest(given, api.token)
+        return hmac.compare_digest(given, token)
     if api.http_auth:
         return True  # the middleware let it through: authenticated
     try:
