@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from camwatch.sim.model import Fault
 from tests.conftest import ROOT
@@ -162,3 +163,10 @@ def _lifecycle(proc: Proc, fleet: FleetThread, cfg: Path, receiver: Receiver) ->
     rows = {r["key"]: r for r in json.loads(body)["operators"]}
     assert code == 200 and rows["移动"]["closed"] == 1 and rows["移动"]["opened"] == 2
     assert get(f"{base}/api/tickets/assessment?month=2026-13")[0] == 400
+    # /metrics: the other ticket still open and overdue (repair deadline far off: not overdue)
+    code, metrics = get(f"{base}/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(metrics)}
+    assert code == 200 and "camwatch_repair_tickets_open" in families
+    assert 'camwatch_repair_tickets_open{state="dispatched"} 1' in metrics
+    assert 'camwatch_repair_tickets_open{state="rework"} 0' in metrics
+    assert "camwatch_repair_tickets_opened_total 2" in metrics

@@ -46,6 +46,9 @@ Exposition produced (gauges unless noted):
   ``camwatch_event_loop_lag_seconds`` histogram (a sample every 0.25 s: what a stall of the
   daemon's loop looks like), ``camwatch_loop_lag_max_seconds`` (the largest since start),
   ``camwatch_build_info{version}``.
+- with ``repairs.enabled``: ``camwatch_repair_tickets_open{state}``,
+  ``camwatch_repair_tickets_overdue{operator,county,township}``,
+  ``camwatch_repair_tickets_opened_total`` (:mod:`camwatch.repairs.metrics`).
 """
 
 from __future__ import annotations
@@ -428,6 +431,9 @@ class MetricsRenderer:
         )
         for name, kind, value, text in singles:
             add(f"{_head(name, kind, text, openmetrics)}{name} {_num(value)}\n")
+        if eng.cfg.repairs.enabled:  # repair tickets (camwatch/repairs/metrics.py)
+            from camwatch.repairs.metrics import exposition as repairs_exposition
+            add(repairs_exposition(eng.repairs, eng.clock(), openmetrics, _head, _esc))
         add(_head("camwatch_build_info", "gauge", "camwatch's version.", openmetrics))
         add(f'camwatch_build_info{{version="{_esc(__version__)}"}} 1\n')
         return "".join(out)
