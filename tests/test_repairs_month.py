@@ -26,9 +26,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from camwatch.config import TargetsConfig
 from camwatch.probes.result import Reason
 from camwatch.repairs.assess import assessment
 from camwatch.repairs.model import TicketState
+from camwatch.reports.compute import ReportSettings, compute_bulletin
+from camwatch.reports.html import render_html
+from camwatch.reports.period import Period, zone
+from camwatch.reports.tables import all_tables
 from tests.repairs_harness import NOV_1, County, D, H, M, channel
 
 A, B, C, DD, E, F = (f"41162800001321000{i:02d}" for i in range(1, 7))
@@ -126,7 +131,16 @@ def test_a_simulated_month(tmp_path: Path) -> None:
                     ("ticket-5", "escalated"), ("ticket-5", "escalated")]
 
     got = assessment(c.store.tickets(since=NOV_1 - 30 * D, until=DEC_1), NOV_1, DEC_1, c.t)
+    bulletin = compute_bulletin(c.store, CHANNELS, Period.month("2026-11", zone("Asia/Shanghai")),
+                                ReportSettings(targets=TargetsConfig(min_channels=1)), now=DEC_1)
     c.close()
+    # the same figures as the bulletin's sheets (hours) and HTML sections
+    tables = {t.key: t for t in all_tables(bulletin)}
+    assert tables["assessment_operators"].rows[0] == [
+        1, "移动", 3, 3, 0, 1.0, 1.0, 21.0, 34.0, 1.0, 1.0, 1]
+    assert [r[1] for r in tables["assessment_townships"].rows] == ["鹿邑县 城关镇",
+                                                                  "鹿邑县 王集乡"]
+    assert "八、运维考核（运营商）" in render_html(bulletin)
     ops_rows = {r["key"]: r for r in got["operators"]}
     assert ops_rows["移动"] == {
         "key": "移动", "opened": 3, "closed": 3, "still_open": 0,
