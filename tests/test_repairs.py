@@ -296,3 +296,27 @@ def test_failed_write_changes_nothing_and_is_repeated(county: County) -> None:
     (t,) = county.store.tickets()
     assert t.no == 1 and t.opened == T0 + 2 * H + 10 * M
     assert len(county.outbox("ops")) == 1
+
+
+def test_metrics_and_the_grafana_panel(county: County) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from camwatch.repairs.metrics import exposition
+    from camwatch.sinks.metrics import _esc, _head
+
+    county.down[F] = Reason.TIMEOUT
+    county.run_until(T0 + 3 * D)  # opened at 2 h, repair deadline (48 h, class 3) passed
+    text = exposition(county.desk, county.t, False, _head, _esc)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    (overdue,) = families["camwatch_repair_tickets_overdue"].samples
+    assert overdue.labels == {"operator": "联通", "county": "鹿邑县", "township": "王集乡"}
+    assert overdue.value == 1
+    states = {s.labels["state"]: s.value for s in families["camwatch_repair_tickets_open"].samples}
+    assert states == {"pending": 0, "dispatched": 1, "acknowledged": 0, "fixed": 0,
+                      "rework": 0, "suspended": 0}
+    import json
+
+    from tests.conftest import ROOT
+    doc = json.loads((ROOT / "deploy/grafana/dashboards/camwatch-operators.json").read_text())
+    exprs = [t["expr"] for p in doc["panels"] for t in p.get("targets", [])]
+    assert any("camwatch_repair_tickets_overdue{" in e for e in exprs)
