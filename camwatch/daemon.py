@@ -321,6 +321,7 @@ class Daemon:
             raise
         addresses = http.addresses
         self.port = int(addresses[0][1]) if addresses else int(port)
+        self.engine.repairs.listening(f"{host}:{self.port}")  # ticket links
         log.info("listening", url=f"http://{host}:{self.port}/metrics")
         await self.snapshot_inventory()
         stopping = False

@@ -73,6 +73,7 @@ class RepairDesk:
         self._lock = asyncio.Lock()
         self.on_enqueued: Callable[[], None] = lambda: None
         self.opened_total = 0
+        self._listening = ""  # the address finally bound (--listen, port 0), when known
         self.configure(cfg)
 
     @classmethod
@@ -89,10 +90,15 @@ class RepairDesk:
         self.tz = local_zone(cfg.report.timezone)
         base = self.rcfg.link_base.rstrip("/")
         if not base:
-            host, _, port = cfg.http.listen.rpartition(":")
+            host, _, port = (self._listening or cfg.http.listen).rpartition(":")
             host = "127.0.0.1" if host in ("0.0.0.0", "[::]", "::") else host
             base = f"{'https' if cfg.http.tls_cert else 'http'}://{host}:{port}"
         self.link_base = base
+
+    def listening(self, address: str) -> None:
+        """The daemon's address as bound (``host:port``): the links' default base."""
+        self._listening = address
+        self.configure(self.cfg)
 
     def swap(self, channels: Mapping[str, Channel],
              groups: Mapping[tuple[str, str], list[Channel]]) -> None:

@@ -58,8 +58,15 @@ def payload(t: Ticket, ev: TicketEvent, link: str, tz: tzinfo, timezone: str
     head = _HEADS.get(ev.kind, ev.kind)
     resp_due = format_time(t.response_due(now), tz)
     repair_due = format_time(t.repair_due(now), tz)
-    summary = (f"【维修工单 #{t.no} {head}】{place(t)} {point_text(t)} 离线"
-               f"（{reason_zh(t.reason)}），请于 {resp_due} 前响应、{repair_due} 前修复")
+    if t.state == TicketState.CLOSED and t.repaired is not None:
+        summary = (f"【维修工单 #{t.no} {head}】{place(t)} {point_text(t)} 已恢复在线"
+                   f"（原因：{reason_zh(t.reason)}），"
+                   f"修复用时 {format_duration(t.net(t.repaired))}")
+    elif t.state == TicketState.CANCELLED:
+        summary = f"【维修工单 #{t.no} {head}】{place(t)} {point_text(t)} 已移出台账"
+    else:
+        summary = (f"【维修工单 #{t.no} {head}】{place(t)} {point_text(t)} 离线"
+                   f"（{reason_zh(t.reason)}），请于 {resp_due} 前响应、{repair_due} 前修复")
     notes = [f"工单状态：{STATE_ZH.get(t.state, t.state)}",
              f"运营商：{t.operator or '-'}",
              f"点位类型：{CLASS_NAMES.get(t.klass, '-') if t.klass is not None else '-'}",
