@@ -320,3 +320,41 @@ def test_metrics_and_the_grafana_panel(county: County) -> None:
     doc = json.loads((ROOT / "deploy/grafana/dashboards/camwatch-operators.json").read_text())
     exprs = [t["expr"] for p in doc["panels"] for t in p.get("targets", [])]
     assert any("camwatch_repair_tickets_overdue{" in e for e in exprs)
+
+
+# --- the desk skips tickets with nothing to do: never one that had something ------------------
+
+@pytest.mark.parametrize("state", [S.DISPATCHED, S.ACKNOWLEDGED, S.REWORK, S.FIXED, S.PENDING,
+                                   S.SUSPENDED])
+@pytest.mark.parametrize("acked", [None, T0 + H])
+@pytest.mark.parametrize("flags", [(False, False, False), (True, True, True),
+                                   (False, True, False)])
+@pytest.mark.parametrize("now", [T0 + H, T0 + 2 * H, T0 + 22 * H, T0 + 24 * H, T0 + 30 * H])
+@pytest.mark.parametrize("point", ["offline", "online", "exempt", "gone"])
+def test_waiting_tickets_really_have_nothing_to_do(state: str, acked: float | None,
+                                                   flags: tuple[bool, bool, bool], now: float,
+                                                   point: str) -> None:
+    t = ticket(state, acked=acked, fixed=T0 + H / 2 if state == S.FIXED else None,
+               escalated_response=flags[0], reminded=flags[1], escalated_repair=flags[2],
+               pauses=[[T0, None]] if state == S.SUSPENDED else [])
+    views: dict[str, PointView | None] = {
+        "offline": offline(), "online": online(T0), "gone": None,
+        "exempt": PointView(State.OFFLINE, T0, "timeout", exempt=True)}
+    down = point == "offline"
+    if machine.waiting(t, down, now, 2 * H):
+        draft = t.copy()
+        evs = machine.observe(draft, {"c1": views[point]}, now, V)
+        evs += machine.due_events(draft, now, 2 * H)
+        assert evs == [] and draft == t
+
+
+def test_many_due_at_once_open_over_several_steps(county: County,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from camwatch.repairs import desk
+    monkeypatch.setattr(desk, "MAX_OPEN_PER_STEP", 2)
+    for cid in (A, C, F):  # three places: three tickets
+        county.down[cid] = Reason.TIMEOUT
+    county.run_until(T0 + 5 * M + 2 * H)
+    assert [t.channels for t in county.store.tickets()] == [[A], [C]]
+    county.run_until(T0 + 10 * M + 2 * H)
+    assert [t.channels for t in county.store.tickets()] == [[A], [C], [F]]

@@ -43,6 +43,7 @@ from camwatch.store.writer import StoreWriter
 
 log = structlog.get_logger(__name__)
 _LEVELS = ("township", "village", "host")
+MAX_OPEN_PER_STEP = 500
 _LEVEL_ZH = {"township": "乡镇", "village": "村", "host": "主机"}
 
 
@@ -54,6 +55,7 @@ class Step:
     tickets: dict[int, Ticket]
     events: list[TicketEvent]
     items: list[tuple[str, str, dict[str, object]]]
+    next_no: int = 0  # the number of the next ticket this step opens
 
 
 def active_exemptions(store: Store, now: float) -> set[str]:
@@ -171,9 +173,18 @@ class RepairDesk:
     def draft(self, now: float, states: Mapping[str, ChannelState], offline: Iterable[str],
               exempt: set[str]) -> Step:
         """The step at ``now`` as a draft (pure: nothing in the desk changes)."""
-        step = Step({}, [], [])
+        step = Step({}, [], [], self.next_no)
         rcfg = self.rcfg
+        channels = self.channels
         for no, live in self.tickets.items():
+            down = True
+            for c in live.channels:
+                st = states.get(c)
+                if c not in channels or st is None or st.state == State.ONLINE or c in exempt:
+                    down = False
+                    break
+            if machine.waiting(live, down, now, rcfg.remind_before):
+                continue
             t = live.copy()
             points = {c: self._view(c, states, exempt) for c in t.channels}
             evs = machine.observe(t, points, now, rcfg.verify_for)
@@ -231,8 +242,9 @@ class RepairDesk:
             return st is not None and st.state == State.OFFLINE and st.since is not None \
                 and cid not in exempt and cid not in covered
 
+        offline_ids = [cid for cid in offline if cid not in covered]  # most are, in a crisis
         due: list[str] = []
-        for cid in sorted(offline):
+        for cid in offline_ids:
             ch = self.channels.get(cid)
             if ch is None or not down(cid):
                 continue
@@ -242,6 +254,10 @@ class RepairDesk:
                 due.append(cid)
         if not due:
             return
+        due.sort()  # tickets numbered in channel order
+        # a bounded number per step: opening one costs ~0.2 ms on the loop (its message
+        # included), so thousands at once would stall it; the rest open at the next step
+        del due[MAX_OPEN_PER_STEP:]
         # a channel of a group whose ticket is open joins that ticket
         open_groups = {t.group: t for t in [*self.tickets.values(), *step.tickets.values()]
                        if t.group and t.is_open}
@@ -262,13 +278,17 @@ class RepairDesk:
         # mass outages: one ticket for the group, coarse levels first
         rule = self.cfg.alerts.rules.mass_outage
         remaining = set(rest)
-        if rule.enabled:
+        if rule.enabled and rest:
+            # offline channels per group, to look only at the groups that may qualify
+            offline_in: Counter[tuple[str, str]] = Counter(
+                g for cid in offline_ids for g in self._groups_of.get(cid, ()))
             for level in (lv for lv in _LEVELS if lv in rule.levels):
                 keys = sorted({key for cid in remaining for lv, key in self._groups_of.get(cid, [])
                                if lv == level})
                 for key in keys:
                     members = self.groups[(level, key)]
-                    if len(members) < rule.min_channels:
+                    if len(members) < rule.min_channels or \
+                            offline_in[(level, key)] < rule.share * len(members):
                         continue
                     gone = [c for c in members if down(c.id)]
                     if len(gone) < rule.share * len(members) or \
@@ -305,9 +325,9 @@ class RepairDesk:
             name = f"{name}（{_LEVEL_ZH[level]}）"
         else:
             name = members[0].name or members[0].id
-        t = Ticket(no=self.next_no + len([1 for x in step.tickets.values()
-                                          if x.no >= self.next_no]),
-                   state=TicketState.PENDING, channels=[c.id for c in members], opened=now,
+        step.next_no += 1
+        t = Ticket(no=step.next_no - 1, state=TicketState.PENDING,
+                   channels=[c.id for c in members], opened=now,
                    fault_since=since, response_s=response_s, repair_s=repair_s, reason=reason,
                    group=group, name=name, county=common("county") or most("county"),
                    township=common("township") or most("township"), village=common("village"),

@@ -157,6 +157,26 @@ def due_events(t: Ticket, now: float, remind_before: float) -> list[TicketEvent]
     return out
 
 
+#: States in which a ticket whose points are all down and whose deadlines are not due has
+#: nothing to do (see :func:`waiting`).
+_WAITING = frozenset({S.DISPATCHED, S.ACKNOWLEDGED, S.REWORK})
+
+
+def waiting(t: Ticket, down: bool, now: float, remind_before: float) -> bool:
+    """True when :func:`observe` and :func:`due_events` cannot change ``t`` at ``now``:
+    ``down`` says every point is still in the ledger, not exempted and not online (the
+    caller's check). Most open tickets, most of the time: the desk skips their drafts (at
+    5,000 open tickets, copying and observing each took ~100 ms a step)."""
+    if not down or t.state not in _WAITING:
+        return False
+    if t.acked is None and not t.escalated_response and now >= t.response_due(now):
+        return False
+    repair_due = t.repair_due(now)
+    if not t.reminded and now >= repair_due - remind_before:
+        return False
+    return t.escalated_repair or now < repair_due
+
+
 def _dur(seconds: float) -> str:
     from camwatch.rules.alerts import format_duration
 
