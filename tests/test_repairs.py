@@ -358,3 +358,23 @@ def test_many_due_at_once_open_over_several_steps(county: County,
     assert [t.channels for t in county.store.tickets()] == [[A], [C]]
     county.run_until(T0 + 10 * M + 2 * H)
     assert [t.channels for t in county.store.tickets()] == [[A], [C], [F]]
+
+
+def test_action_on_a_ticket_closed_while_it_waited_says_so(county: County) -> None:
+    import asyncio
+
+    county.down[F] = Reason.TIMEOUT
+    county.run_until(T0 + 3 * H)
+    desk = county.desk
+
+    async def go() -> None:
+        async with desk._lock:  # a step holds the desk and closes the ticket meanwhile
+            task = asyncio.create_task(desk.act(1, "ack", "张三", "", county.t))
+            await asyncio.sleep(0)  # (a yield: the action is now waiting for the lock)
+            desk.tickets.pop(1)
+        with pytest.raises(TicketError, match="closed or cancelled just now"):
+            await task
+        with pytest.raises(KeyError):
+            await desk.act(1, "ack", "张三", "", county.t)
+
+    asyncio.run(go())

@@ -36,7 +36,7 @@ from camwatch.localtime import local_zone
 from camwatch.model import ChannelState, State
 from camwatch.repairs import machine
 from camwatch.repairs.machine import PointView
-from camwatch.repairs.model import Ticket, TicketEvent, TicketState
+from camwatch.repairs.model import Ticket, TicketError, TicketEvent, TicketState
 from camwatch.repairs.notify import NOTIFIED, labels, payload
 from camwatch.store.base import Store
 from camwatch.store.writer import StoreWriter
@@ -138,8 +138,14 @@ class RepairDesk:
         """A maintainer's action on ticket ``no``; raises ``KeyError`` for a ticket that is
         not open (the caller looks it up in the store), ``TicketError`` for one whose state
         does not allow it."""
+        if no not in self.tickets:
+            raise KeyError(no)
         async with self._lock:
-            t = self.tickets[no].copy()
+            live = self.tickets.get(no)
+            if live is None:  # closed by the step that held the lock
+                raise TicketError(f"ticket {no} was closed or cancelled just now; see its "
+                                  f"history")
+            t = live.copy()
             step = Step({no: t}, machine.act(t, action, by, note, now), [])
             await self._write(step, now)
             return t, step.events
