@@ -342,7 +342,8 @@ class Engine:
             return
         now = self.clock()
         exempt = await asyncio.to_thread(active_exemptions, self.store, now)
-        await self.repairs.step(now, self.book.states, self.book.offline, exempt)
+        events = await self.repairs.step(now, self.book.states, self.book.offline, exempt)
+        await self.repairs.refresh_assessment(self.store, now, bool(events))
 
     async def _evaluations(self, publish: Callable[[Sequence[RateRow]], Coroutine[Any, Any, None]]
                            | None) -> None:

@@ -311,6 +311,17 @@ def test_metrics_and_the_grafana_panel(county: County) -> None:
     (overdue,) = families["camwatch_repair_tickets_overdue"].samples
     assert overdue.labels == {"operator": "联通", "county": "鹿邑县", "township": "王集乡"}
     assert overdue.value == 1
+    assert "camwatch_repair_assessment_tickets{" not in text  # not assessed yet
+    import asyncio
+    asyncio.run(county.desk.refresh_assessment(county.store, county.t, True))
+    text = exposition(county.desk, county.t, False, _head, _esc)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    tickets = {s.labels["kind"]: s.value
+               for s in families["camwatch_repair_assessment_tickets"].samples}
+    assert tickets == {"opened": 1, "closed": 0, "still_open": 1, "repeats": 0}
+    within = {(s.labels["operator"], s.labels["deadline"]): s.value
+              for s in families["camwatch_repair_assessment_within_ratio"].samples}
+    assert within == {("联通", "response"): 0.0, ("联通", "repair"): 0.0}  # both overdue
     states = {s.labels["state"]: s.value for s in families["camwatch_repair_tickets_open"].samples}
     assert states == {"pending": 0, "dispatched": 1, "acknowledged": 0, "fixed": 0,
                       "rework": 0, "suspended": 0}

@@ -101,6 +101,12 @@ def test_a_running_month_ends_now() -> None:
     assert (r["opened"], r["still_open"], r["response_due"]) == (1, 1, 1)
 
 
+def test_a_running_month_includes_what_happened_at_now() -> None:
+    now = START + 10 * H
+    r = row([tk(1, START, acked=START + H, repaired=START + 9 * H, closed=now)], now=now)
+    assert (r["closed"], r["still_open"], r["repair_median_s"]) == (1, 0, 9 * H)
+
+
 def test_ranking() -> None:
     good = tk(1, START, op="移动", acked=START + H, repaired=START + 10 * H,
               closed=START + 11 * H)

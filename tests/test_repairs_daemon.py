@@ -162,7 +162,8 @@ def _lifecycle(proc: Proc, fleet: FleetThread, cfg: Path, receiver: Receiver) ->
     assert listed.returncode == 0 and "核实结案" in listed.stdout and "已派单" in listed.stdout
     code, doc = post(f"{base}/api/tickets/{no}/done", b'{"by": "x"}', TOKEN)
     assert code == 409 and "核实结案" in doc["error"]
-    code, body = get(f"{base}/api/tickets/assessment")
+    month = one["opened_iso"][:7]  # (the month it opened in: a test may straddle midnight)
+    code, body = get(f"{base}/api/tickets/assessment?month={month}")
     rows = {r["key"]: r for r in json.loads(body)["operators"]}
     assert code == 200 and rows["移动"]["closed"] == 1 and rows["移动"]["opened"] == 2
     assert get(f"{base}/api/tickets/assessment?month=2026-13")[0] == 400
@@ -173,3 +174,10 @@ def _lifecycle(proc: Proc, fleet: FleetThread, cfg: Path, receiver: Receiver) ->
     assert 'camwatch_repair_tickets_open{state="dispatched"} 1' in metrics
     assert 'camwatch_repair_tickets_open{state="rework"} 0' in metrics
     assert "camwatch_repair_tickets_opened_total 2" in metrics
+    # this month's assessment so far, refreshed after the closing step
+    poll("the assessment in /metrics", lambda: 'camwatch_repair_assessment_tickets{operator='
+         '"移动",kind="closed"} 1' in get(f"{base}/metrics")[1])
+    metrics = get(f"{base}/metrics")[1]
+    assert 'camwatch_repair_assessment_rank{operator="移动"} 1' in metrics
+    assert 'camwatch_repair_assessment_within_ratio{operator="移动",deadline="repair"} 1.0' \
+        in metrics

@@ -32,7 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from camwatch.log import register_secret
-from camwatch.repairs.assess import REPEAT_WINDOW_S, assessment
+from camwatch.repairs.assess import month_assessment
 from camwatch.repairs.desk import RepairDesk
 from camwatch.repairs.model import ACTIONS, STATE_ZH, Ticket, TicketError, TicketEvent
 from camwatch.reports.period import parse_month, zone
@@ -234,11 +234,7 @@ async def assessment_view(request: web.Request) -> web.Response:
         year, month = parse_month(text)
     except ValueError as exc:
         return _error(400, f"query parameter 'month': {exc}", parameter="month")
-    start = dt.datetime(year, month, 1, tzinfo=tz).timestamp()
-    end = dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=tz).timestamp()
-    tickets = await asyncio.to_thread(api.store.tickets, since=start - REPEAT_WINDOW_S,
-                                      until=end)
-    return _json({"month": f"{year:04d}-{month:02d}", **assessment(tickets, start, end, now)})
+    return _json(await asyncio.to_thread(month_assessment, api.store, year, month, tz, now))
 
 
 # --- camwatch ticket ----------------------------------------------------------------------------

@@ -26,13 +26,17 @@ running ends at ``now``):
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from camwatch.repairs.model import Ticket, TicketState
+
+if TYPE_CHECKING:
+    from camwatch.store.base import Store
 
 REPEAT_WINDOW_S = 30 * 86400.0
 
@@ -118,7 +122,7 @@ def assess_by(tickets: Iterable[Ticket], key: Callable[[Ticket], str], start: fl
               end: float, now: float) -> list[AssessRow]:
     """One row per ``key(ticket)``, ranked. ``tickets`` should include those opened within 30
     days before ``start`` (for the repeats)."""
-    end = min(end, now)
+    end = min(end, math.nextafter(now, math.inf))  # a running month includes ``now`` itself
     live = [t for t in tickets if t.state != TicketState.CANCELLED]
     groups: dict[str, list[Ticket]] = {}
     for t in live:
@@ -138,3 +142,17 @@ def assessment(tickets: Iterable[Ticket], start: float, end: float, now: float
         "townships": [r.as_dict() for r in assess_by(
             ts, lambda t: f"{t.county} {t.township}".strip() or "-", start, end, now)],
     }
+
+
+def month_bounds(year: int, month: int, tz: dt.tzinfo) -> tuple[float, float]:
+    start = dt.datetime(year, month, 1, tzinfo=tz).timestamp()
+    end = dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=tz).timestamp()
+    return start, end
+
+
+def month_assessment(store: Store, year: int, month: int, tz: dt.tzinfo, now: float
+                     ) -> dict[str, Any]:
+    """The assessment of a month from the store's tickets (reads only)."""
+    start, end = month_bounds(year, month, tz)
+    tickets = store.tickets(since=start - REPEAT_WINDOW_S, until=end)
+    return {"month": f"{year:04d}-{month:02d}", **assessment(tickets, start, end, now)}

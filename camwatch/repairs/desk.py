@@ -24,9 +24,12 @@ offline by the book (one transition), so it opens one ticket and closes it only 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -35,6 +38,7 @@ from camwatch.inventory import Channel
 from camwatch.localtime import local_zone
 from camwatch.model import ChannelState, State
 from camwatch.repairs import machine
+from camwatch.repairs.assess import month_assessment
 from camwatch.repairs.machine import PointView
 from camwatch.repairs.model import Ticket, TicketError, TicketEvent, TicketState
 from camwatch.repairs.notify import NOTIFIED, labels, payload
@@ -44,6 +48,7 @@ from camwatch.store.writer import StoreWriter
 log = structlog.get_logger(__name__)
 _LEVELS = ("township", "village", "host")
 MAX_OPEN_PER_STEP = 500
+ASSESS_EVERY_S = 300.0
 _LEVEL_ZH = {"township": "乡镇", "village": "村", "host": "主机"}
 
 
@@ -76,6 +81,9 @@ class RepairDesk:
         self.on_enqueued: Callable[[], None] = lambda: None
         self.opened_total = 0
         self._listening = ""  # the address finally bound (--listen, port 0), when known
+        # this month's assessment so far, for the metrics (refresh_assessment)
+        self.assessment: dict[str, Any] | None = None
+        self.assessed_at = -math.inf
         self.configure(cfg)
 
     @classmethod
@@ -132,6 +140,16 @@ class RepairDesk:
             draft = self.draft(now, states, offline, set(exempt))
             await self._write(draft, now)
             return draft.events
+
+    async def refresh_assessment(self, store: Store, now: float, changed: bool) -> None:
+        """This month's assessment so far (read from the store in a thread), after a step
+        that changed tickets or every ``ASSESS_EVERY_S``: what the metrics show."""
+        if not changed and now - self.assessed_at < ASSESS_EVERY_S:
+            return
+        local = dt.datetime.fromtimestamp(now, self.tz)
+        self.assessment = await asyncio.to_thread(month_assessment, store, local.year,
+                                                  local.month, self.tz, now)
+        self.assessed_at = now
 
     async def act(self, no: int, action: str, by: str, note: str, now: float
                   ) -> tuple[Ticket, list[TicketEvent]]:

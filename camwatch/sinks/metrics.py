@@ -51,7 +51,8 @@ Exposition produced (gauges unless noted):
   ``camwatch_build_info{version}``.
 - with ``repairs.enabled``: ``camwatch_repair_tickets_open{state}``,
   ``camwatch_repair_tickets_overdue{operator,county,township}``,
-  ``camwatch_repair_tickets_opened_total`` (:mod:`camwatch.repairs.metrics`).
+  ``camwatch_repair_tickets_opened_total``, ``camwatch_repair_assessment_*{operator,...}``
+  (:mod:`camwatch.repairs.metrics`).
 """
 
 from __future__ import annotations
