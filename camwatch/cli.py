@@ -355,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "channels (refused otherwise)")
     rl.set_defaults(func=cmd_reload)
 
+    from camwatch.repairs import api as repairs_api
+
+    tk = _command(sub, "ticket", "repair tickets (维修工单) of the running daemon: list, show, "
+                                 "ack, done, note")
+    repairs_api.add_arguments(tk, DEFAULT_LISTEN)
+    tk.set_defaults(func=repairs_api.cmd_ticket)
+
     from camwatch import demo
     from camwatch.sim import cli as sim_cli
 

@@ -333,6 +333,7 @@ class ReportConfig(_Model):
 
 
 from camwatch.gb28181.config import GbConfig  # noqa: E402
+from camwatch.repairs.config import RepairsConfig  # noqa: E402  (it subclasses _Model)
 from camwatch.rules.alert_config import AlertsConfig  # noqa: E402  (it subclasses _Model)
 
 
@@ -348,6 +349,7 @@ class Config(_Model):
     report: ReportConfig = ReportConfig()
     alerts: AlertsConfig = AlertsConfig()
     gb28181: GbConfig = GbConfig()
+    repairs: RepairsConfig = RepairsConfig()
 
     # Where it was loaded from, for messages and relative paths. Not a YAML key.
     source: str = Field(default="<memory>", exclude=True)
@@ -371,6 +373,7 @@ class Config(_Model):
                 read_secret(env, file)
             except LookupError as exc:
                 out.append(f"{where}: {exc}")
+        refs.append(("$.repairs", self.repairs))
         for where, model in refs:
             for kind in ("url", "secret", "password", "token", "dsn"):
                 env = getattr(model, f"{kind}_env", None)
@@ -534,6 +537,11 @@ def parse_config(data: Any, source: str = "<memory>", base_dir: Path | None = No
 
 def _cross_checks(cfg: Config) -> list[Problem]:
     out = []
+    known = set(cfg.alerts.receivers)
+    for where, r in cfg.repairs.receiver_names():  # ticket routes use the alerts' receivers
+        if r not in known:
+            out.append(Problem(cfg.source, where, f"unknown receiver {r!r}; expected one of "
+                               f"alerts.receivers ({', '.join(sorted(known)) or 'none defined'})"))
     if cfg.inventory.default_credentials not in cfg.credentials and cfg.credentials:
         out.append(Problem(cfg.source, "$.inventory.default_credentials",
                            f"expected one of the credentials ({', '.join(cfg.credentials)}), "

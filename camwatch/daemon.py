@@ -131,6 +131,7 @@ class Daemon:
             if cfg.alerts.enabled and cfg.alerts.receivers else None
         dispatcher = self.dispatcher
         self.engine.evaluator.on_enqueued = dispatcher.notify if dispatcher else lambda: None
+        self.engine.repairs.on_enqueued = self.engine.evaluator.on_enqueued
         self._dispatch_changed.set()
 
     async def _dispatch(self) -> None:
@@ -348,6 +349,7 @@ class Daemon:
             raise
         addresses = http.addresses
         self.port = int(addresses[0][1]) if addresses else int(port)
+        self.engine.repairs.listening(f"{host}:{self.port}")  # ticket links
         log.info("listening", url=f"http://{host}:{self.port}/metrics")
         extra = [self._watch_inventory, self._dispatch, self._monthly]
         if self.cfg.gb28181.enabled:

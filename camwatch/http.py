@@ -449,6 +449,8 @@ def make_app(engine: Engine, reloader: Reloader | None = None) -> web.Applicatio
     app.router.add_get("/api/platforms", platforms)
     app.router.add_get("/api/reconciliation", reconciliation)
     app.router.add_post("/api/reload", reload)
+    from camwatch.repairs.api import add_routes as add_ticket_routes
+    add_ticket_routes(app, engine.repairs, engine.store, engine.clock)  # /api/tickets
     return app
 
 
