@@ -19,7 +19,7 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -31,7 +31,22 @@ from camwatch.model import Source, State, Verdict, Why
 from camwatch.probes.result import ProbeResult
 
 if TYPE_CHECKING:
-    from camwatch.engine import Engine
+    from camwatch.book import ChannelBook
+    from camwatch.config import Config
+    from camwatch.evaluator import Evaluator
+    from camwatch.inventory import Inventory
+
+
+class Engine(Protocol):
+    """What the service needs of :class:`camwatch.engine.Engine` (which holds the service:
+    a protocol here, not an import, keeps the two from importing each other)."""
+
+    book: ChannelBook
+    evaluator: Evaluator
+    cfg: Config
+    inventory: Inventory
+    stopping: asyncio.Event
+    gb: GbService | None
 
 log = structlog.get_logger(__name__)
 

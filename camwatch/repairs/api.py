@@ -273,7 +273,7 @@ def cmd_ticket(args: argparse.Namespace) -> int:
     import urllib.error
     import urllib.request
 
-    from camwatch.cli import daemon_address, status_error
+    from camwatch.client import daemon_address, status_error
     from camwatch.config import load_config
 
     url, headers = daemon_address(args)

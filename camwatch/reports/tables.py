@@ -355,6 +355,42 @@ def data_quality_table(b: Bulletin) -> Table:
     return Table("data_quality", "数据质量", cols, rows)
 
 
+_ASSESSMENT_NOTE = ("工单自派单起计时，报备挂起时间不计；修复以 camwatch 核实恢复在线的时刻为准；"
+         "按时修复率含本期超时未修复的工单；重复故障：同一点位 30 天内再次派单")
+
+
+def _assessment_columns(what: str) -> tuple[Column, ...]:
+    return (Column("排名", "int", 6), Column(what, "text", 16), Column("派单", "int", 7),
+            Column("核实结案", "int", 9), Column("未结案", "int", 8),
+            Column("响应中位数(小时)", "hours", 12), Column("响应P90(小时)", "hours", 12),
+            Column("修复中位数(小时)", "hours", 12), Column("修复P90(小时)", "hours", 12),
+            Column("按时响应率", "pct", 10), Column("按时修复率", "pct", 10),
+            Column("重复故障", "int", 8))
+
+
+def _assessment_hours(v: Any) -> Cell:
+    return None if v is None else float(v) / 3600.0
+
+
+def _assessment_rows(rows: list[dict[str, Any]]) -> list[list[Cell]]:
+    return [[r["rank"], r["key"], r["opened"], r["closed"], r["still_open"],
+             _assessment_hours(r["response_median_s"]), _assessment_hours(r["response_p90_s"]),
+             _assessment_hours(r["repair_median_s"]), _assessment_hours(r["repair_p90_s"]),
+             r["response_within"], r["repair_within"], r["repeats"]] for r in rows]
+
+
+def assessment_tables(doc: dict[str, Any] | None) -> list[Table]:
+    """The assessment (考核评价) as tables: one per operator, one per township, ranked, from
+    :func:`camwatch.repairs.assess.assessment`. Only when the period has tickets: a county
+    without the repair desk gets the bulletin it had."""
+    if not doc:
+        return []
+    return [Table("assessment_operators", "运维考核（运营商）", _assessment_columns("运营商"),
+                  _assessment_rows(doc["operators"]), _ASSESSMENT_NOTE),
+            Table("assessment_townships", "运维考核（乡镇）", _assessment_columns("乡镇"),
+                  _assessment_rows(doc["townships"]), _ASSESSMENT_NOTE)]
+
+
 def method_table(b: Bulletin) -> Table:
     cols = (Column("项目", "text", 34, True), Column("说明", "text", 90, True))
     return Table("method", "统计方法", cols, [[label, value] for _, label, value in b.method()])
@@ -363,8 +399,6 @@ def method_table(b: Bulletin) -> Table:
 def all_tables(b: Bulletin, *, outage_events: bool = True) -> list[Table]:
     """Every table, in report order. ``outage_events=False``: the outages summarised per
     channel (:func:`outage_summary_table`, the XLSX) instead of one row per outage."""
-    from camwatch.repairs.report import assessment_tables
-
     outages = outage_table(b) if outage_events else outage_summary_table(b)
     return [summary_table(b), township_table(b), village_table(b), operator_table(b),
             long_offline_table(b), mass_event_table(b), outages, repaired_table(b),
