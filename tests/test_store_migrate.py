@@ -72,6 +72,16 @@ def county(path: Path, channels: int = 1500, transitions: int = 12_000) -> None:
         store.add_exemption(ids[i], T0 + i * 86400, T0 + (i + 3) * 86400, "道路施工", T0)
     store.commit_outbox([], T0, {"alerts": {"fp1": {"starts_at": T0, "status": "firing"}},
                                  "last_sweep": T0 + 5.5, "float_edge": 1e-300})
+    from camwatch.repairs.model import Ticket, TicketEvent
+
+    for no in range(1, 4):  # repair tickets and their history
+        t = Ticket(no=no, state="核实结案" if no == 1 else "已派单", channels=ids[no:no + 2],
+                   opened=T0 + no, fault_since=T0, response_s=7200.0, repair_s=86400.0,
+                   reason="timeout", name=f"点位{no}", closed=T0 + 9000.0 if no == 1 else None)
+        store.commit_tickets([t], [TicketEvent(no, T0 + no, "opened", "", "待派单"),
+                                   TicketEvent(no, T0 + no, "dispatched", "待派单", "已派单",
+                                               note="联通维护群", data={"to": ["ops"]})],
+                             [("ops", f"ticket-{no}", {"no": no})], T0 + no)
     store.close()
 
 
@@ -86,7 +96,7 @@ def _rows(db: Any, table: str, columns: list[str], pg: bool) -> list[tuple[Any, 
 
 NUMERIC = {"id", "ts", "since", "last_probe", "last_ok", "fails", "oks", "latency_ms",
            "clock_drift_s", "flapping", "class", "online", "connected", "created", "attempts",
-           "next_attempt", "delivered", "start", "end"}
+           "next_attempt", "delivered", "start", "end", "no", "opened", "final"}
 
 
 def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
@@ -111,7 +121,8 @@ def test_a_countys_history_is_copied_without_loss(tmp_path: Path, pg_dsn: str,
     tables = [r[0] for r in lite.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
     assert {"channel_state", "transitions", "rate_snapshots", "inventory_snapshots",
-            "alert_outbox", "exemptions", "meta"} <= set(tables)
+            "alert_outbox", "exemptions", "meta", "repair_tickets", "repair_events"} \
+        <= set(tables)
     with psycopg.connect(pg_dsn) as db:
         for table in tables:
             columns = [r[1] for r in lite.execute(f'PRAGMA table_info("{table}")')]
@@ -141,8 +152,9 @@ def test_a_countys_history_is_copied_without_loss(tmp_path: Path, pg_dsn: str,
     last = max(t.id or 0 for t in old.transitions())
     new.write_batch([], [Transition("x", 2 * T0, "online", "offline", "timeout")])
     assert max(t.id or 0 for t in new.transitions()) == last + 1
-    assert new.enqueue("mqtt", "fpN", {}, 2 * T0) == 31
+    assert new.enqueue("mqtt", "fpN", {}, 2 * T0) == 30 + 3 + 1  # the alerts', the tickets'
     assert new.add_exemption("x", T0, T0 + 1, "r", T0) == 21
+    assert [e.id for e in new.ticket_events(3)] == [5, 6] and new.last_ticket_no() == 3
     old.close()
     new.close()
 
@@ -177,10 +189,10 @@ def test_a_table_postgresql_lacks_is_named(tmp_path: Path, pg_dsn: str) -> None:
     src = tmp_path / "camwatch.db"
     county(src, channels=20, transitions=50)
     db = sqlite3.connect(src)
-    db.execute("CREATE TABLE repair_tickets (id INTEGER PRIMARY KEY, channel_id TEXT)")
+    db.execute("CREATE TABLE later_feature (id INTEGER PRIMARY KEY, channel_id TEXT)")
     db.commit()
     db.close()
-    with pytest.raises(StoreError, match=r"table repair_tickets of .* no such table; this "
+    with pytest.raises(StoreError, match=r"table later_feature of .* no such table; this "
                                          r"camwatch's PostgreSQL schema is behind"):
         mig.migrate(src, Secret(pg_dsn))
 
