@@ -307,6 +307,7 @@ class ReportConfig(_Model):
         return v
 
 
+from camwatch.quality.config import QualityConfig  # noqa: E402  (it subclasses _Model)
 from camwatch.rules.alert_config import AlertsConfig  # noqa: E402  (it subclasses _Model)
 
 
@@ -321,6 +322,7 @@ class Config(_Model):
     http: HttpConfig = HttpConfig()
     report: ReportConfig = ReportConfig()
     alerts: AlertsConfig = AlertsConfig()
+    quality: QualityConfig = QualityConfig()
 
     # Where it was loaded from, for messages and relative paths. Not a YAML key.
     source: str = Field(default="<memory>", exclude=True)
