@@ -76,6 +76,10 @@ class _KeyframeProbe(_rtsp._Probe):
                 self.frames.append(kf)
                 self.arrived.append(time.monotonic())
 
+        # what came before PLAY's reply first (GStreamer sends the first keyframe then)
+        early, conn.early = conn.early or [], None
+        for packet in early:
+            on_rtp(packet)
         conn.on_rtp = on_rtp
         self.mark("keyframe")
         await conn.until(lambda: len(self.frames) >= 1)

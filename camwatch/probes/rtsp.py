@@ -66,6 +66,7 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_PORT: Final = 554
 MAX_REDIRECTS: Final = 3
+EARLY_RTP_MAX: Final = 512  # RTP packets kept for a payload consumer not yet attached
 # RTP/AVP static payload types a camera may use without an rtpmap line (RFC 3551, table 4/5).
 _STATIC_PT: Final = {0: "PCMU", 8: "PCMA", 9: "G722", 14: "MPA", 26: "JPEG", 32: "MPV", 33: "MP2T"}
 
@@ -128,11 +129,12 @@ class ResponseParser:
     """
 
     __slots__ = ("_buf", "_frame_ch", "_frame_len", "_keep", "_need", "_payload", "_pending",
-                 "_scan", "_skip", "max_body_bytes", "max_header_bytes")
+                 "_scan", "_skip", "keeps_payload", "max_body_bytes", "max_header_bytes")
 
     def __init__(self, max_header_bytes: int = 64 * 1024, max_body_bytes: int = 64 * 1024,
                  keep_payload: bool = False) -> None:
         self._keep = keep_payload  # interleaved payloads are returned, not skipped
+        self.keeps_payload = keep_payload
         self._payload = bytearray()
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
@@ -486,6 +488,8 @@ class _Conn(asyncio.Protocol):
         # given each RTP payload of the video channel (the keyframe fetch); what it raises
         # ends the connection as a parse error would
         self.on_rtp: Callable[[bytes], None] | None = None
+        # payloads kept before on_rtp is set (cameras send RTP before PLAY's reply), bounded
+        self.early: list[bytes] | None = [] if parser.keeps_payload else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses: cast, don't assert.
@@ -507,7 +511,10 @@ class _Conn(asyncio.Protocol):
                 self.replies.append(ev)
             elif type(ev) is Interleaved and ev.channel == self.rtp_channel:
                 self.rtp_seen = True
-                if self.on_rtp is not None:
+                if self.on_rtp is None:
+                    if self.early is not None and len(self.early) < EARLY_RTP_MAX:
+                        self.early.append(ev.payload)
+                else:
                     try:
                         self.on_rtp(ev.payload)
                     except Exception as exc:
