@@ -359,6 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim_cli.add_arguments(sm)
     sm.set_defaults(func=lambda a: int(_run_async(sim_cli.run(a))))
 
+    from camwatch.quality import cli as quality_cli
+
+    dg = _command(sub, "diagnose", "sample channels' pictures now and print the quality "
+                                   "verdicts (视频质量诊断)")
+    quality_cli.add_arguments(dg)
+    dg.set_defaults(func=quality_cli.cmd_diagnose)
+
     from camwatch.reports import cli as report_cli
 
     rp = _command(sub, "report", "write the monthly bulletin (月度通报) from the store")

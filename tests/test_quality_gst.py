@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import json
 import os
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -27,6 +29,8 @@ from camwatch.quality.checks import Check
 from camwatch.quality.decode import DecodePool
 from camwatch.quality.sample import SampleSettings, sample
 from tests import quality_images as qi
+from tests.conftest import ROOT
+from tests.fleet_thread import Row, write_site
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
@@ -126,3 +130,46 @@ async def test_fault_table(server: int) -> None:
     finally:
         pool.close()
     assert got == TABLE
+
+
+async def _camwatch(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "camwatch", *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    async with asyncio.timeout(120):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_diagnose_cli(server: int, tmp_path: Path) -> None:
+    base = f"rtsp://127.0.0.1:{server}"
+    cfg = write_site(tmp_path, [Row(f"{base}/ok"), Row(f"{base}/blur"), Row(f"{base}/nothing")],
+                     "quality: {timeout: 30s}\n")
+    rc, out, err = await _camwatch("diagnose", "-c", str(cfg), "--json",
+                                   "--thumbnails", str(tmp_path / "thumbs"))
+    assert rc == 0, err
+    doc = json.loads(out)
+    ids = [f"4116280000132100{i:04d}" for i in range(3)]
+    by_id = {c["id"]: c for c in doc["channels"]}
+    assert set(by_id) == set(ids)  # connected channels only
+    ok, blur, missing = (by_id[i] for i in ids)
+    assert {k: ok[k] for k in ("quality", "faults", "width", "height", "codec")} == \
+        {"quality": "ok", "faults": [], "width": 800, "height": 450, "codec": "H264"}
+    assert ok["latency_ms"] > 0 and set(ok["scores"]) >= {"blur", "noise", "frozen"}
+    assert blur["quality"] == "degraded"
+    assert [f["check"] for f in blur["faults"]] == ["blur"]
+    assert blur["faults"][0]["score"] < 0.02
+    assert (missing["quality"], missing["reason"]) == ("unknown", "not_found")
+    assert doc["summary"] == {"sampled": 3, "ok": 1, "degraded": 1, "unknown": 1}
+    assert (tmp_path / "thumbs" / f"{ids[0]}.jpg").read_bytes()[:2] == b"\xff\xd8"
+    assert not (tmp_path / "thumbs" / f"{ids[2]}.jpg").exists()
+
+    rc, out, err = await _camwatch("diagnose", "-c", str(cfg), "--channel", ids[1])
+    assert rc == 0, err
+    assert "清晰度异常 blur" in out and ids[1] in out and ids[0] not in out
+    assert "1 sampled: 0 ok, 1 degraded, 0 unknown" in out
+
+    rc, out, err = await _camwatch("diagnose", "-c", str(cfg), "--channel", ids[1] + "9")
+    assert rc == 1
+    assert f"--channel {ids[1]}9: not in the inventory (did you mean" in err
