@@ -122,8 +122,10 @@ def test_thresholds_and_switches_come_from_config() -> None:
 def test_config_refuses_nonsense() -> None:
     with pytest.raises(ValueError, match="too_dark"):
         QualityConfig(thresholds={"too_dark": 220})
-    with pytest.raises(ValueError, match="below 60s"):
-        QualityConfig(interval="10s")
+    with pytest.raises(ValueError, match="interval 5s is below 10s"):
+        QualityConfig(interval="5s")
+    with pytest.raises(ValueError, match=r"overrides\[0\].interval 1s is below"):
+        QualityConfig(overrides=[{"class": 1, "interval": "1s"}])
     with pytest.raises(ValueError):
         QualityConfig(checks={"sharpness": False})  # no such check
 

@@ -17,8 +17,11 @@ import json
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
@@ -173,3 +176,74 @@ async def test_diagnose_cli(server: int, tmp_path: Path) -> None:
     rc, out, err = await _camwatch("diagnose", "-c", str(cfg), "--channel", ids[1] + "9")
     assert rc == 1
     assert f"--channel {ids[1]}9: not in the inventory (did you mean" in err
+
+
+def test_daemon_samples_pictures_beside_the_online_state(frames: Path, tmp_path: Path) -> None:
+    """``camwatch run`` with quality on: a blue screen is online and degraded (在线 but not
+    完好), a refused camera offline and never sampled; the API, the snapshot and the metrics
+    say so; SIGTERM stops it within 10 s even with a sample in flight."""
+    import signal
+    import socket
+
+    from tests.test_daemon import Proc, get, poll
+
+    peer = subprocess.Popen([SYSTEM_PYTHON, str(PEER), str(frames)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    try:
+        assert peer.stdout is not None
+        port = int(peer.stdout.readline())
+        with socket.socket() as s:  # a port nothing listens on: refused
+            s.bind(("127.0.0.1", 0))
+            dead = s.getsockname()[1]
+        base = f"rtsp://127.0.0.1:{port}"
+        cfg = write_site(tmp_path, [Row(f"{base}/ok"), Row(f"{base}/blue"),
+                                    Row(f"rtsp://127.0.0.1:{dead}/x")],
+                         "probing: {level: tcp, interval: 2s, timeout: 1s, onvif: false}\n"
+                         "states: {fail_threshold: 1}\nstore: {path: state.db}\n"
+                         "quality: {enabled: true, interval: 10s, timeout: 30s}\n")
+        ok_id, blue_id, dead_id = (f"4116280000132100{i:04d}" for i in range(3))
+        proc = Proc(cfg)
+        try:
+            def sampled() -> dict[str, Any] | None:
+                _code, body = get(f"{proc.base}/api/channels?limit=10")
+                chans = {c["id"]: c for c in json.loads(body)["channels"]}
+                done = all(chans[c]["quality"]["quality"] != "unknown" for c in (ok_id, blue_id))
+                return chans if done and chans[dead_id]["state"] == "offline" else None
+
+            chans = poll("both live channels sampled", sampled, 90.0)
+            ok, blue, dead_ch = chans[ok_id], chans[blue_id], chans[dead_id]
+            assert (ok["state"], ok["quality"]["quality"]) == ("online", "ok")
+            assert ok["quality"]["codec"] == "H264" and ok["quality"]["width"] == 800
+            # a degraded picture is an online camera: the online state is the probes' alone
+            assert (blue["state"], blue["quality"]["quality"]) == ("online", "degraded")
+            assert {f["check"] for f in blue["quality"]["faults"]} == {"signal_lost", "too_dark"}
+            assert (dead_ch["state"], dead_ch["quality"]) == ("offline", {"quality": "unknown"})
+
+            with urllib.request.urlopen(f"{proc.base}{ok['quality']['snapshot']}",
+                                        timeout=5) as r:  # loopback only
+                assert r.headers["Content-Type"] == "image/jpeg"
+                assert r.headers["X-Camwatch-Quality"] == "ok"
+                jpg = r.read()
+            assert jpg[:2] == b"\xff\xd8" and 2_000 < len(jpg) < 100_000
+            code, body = get(f"{proc.base}/api/channels/{dead_id}/snapshot.jpg")
+            assert code == 404 and "no picture" in body
+            code, body = get(f"{proc.base}/api/channels/nope/snapshot.jpg")
+            assert code == 404
+
+            code, metrics = get(f"{proc.base}/metrics")
+            assert f'camwatch_channel_quality_ok{{channel="{ok_id}"}} 1' in metrics
+            assert f'camwatch_channel_quality_ok{{channel="{blue_id}"}} 0' in metrics
+            assert (f'camwatch_channel_quality_score{{channel="{blue_id}",check="signal_lost"}}'
+                    " 1.0") in metrics
+            assert f'camwatch_channel_quality_ok{{channel="{dead_id}"}}' not in metrics
+            assert 'camwatch_channels_quality{quality="degraded"} 1' in metrics
+        finally:
+            t0 = time.monotonic()
+            proc.p.send_signal(signal.SIGTERM)
+            proc.p.wait(timeout=20)
+            assert time.monotonic() - t0 < 10.0
+            assert proc.p.returncode == 0, proc.stderr_path.read_text("utf-8")[-2000:]
+    finally:
+        assert peer.stdin is not None
+        peer.stdin.close()
+        peer.wait(timeout=10)

@@ -11,6 +11,7 @@ from camwatch.configbase import Duration, PositiveInt, _Model
 from camwatch.quality.checks import Check, Thresholds
 
 _DEFAULT = Thresholds()
+MIN_INTERVAL_S = 10.0
 
 
 class QualityThresholds(_Model):
@@ -58,6 +59,9 @@ class QualityConfig(_Model):
     second_frame: bool = Field(default=True,
                                description="wait for a second keyframe (the frozen check)")
     width: Annotated[int, Field(ge=64, le=1920)] = 640
+    thumbnail_budget: PositiveInt = Field(
+        default=64 * 1024 * 1024,
+        description="bytes of thumbnail JPEGs kept in memory in all (oldest fault-free first)")
     thumbnail_quality: Annotated[int, Field(ge=2, le=31)] = Field(
         default=8, description="JPEG qscale of the kept thumbnail (2 best .. 31 smallest)")
     checks: dict[Check, bool] = Field(default_factory=dict,
@@ -66,7 +70,10 @@ class QualityConfig(_Model):
 
     @model_validator(mode="after")
     def _sane(self) -> QualityConfig:
-        if self.interval < 60.0:
-            raise ValueError(f"interval {self.interval:g}s is below 60s: sampling decodes "
-                             "a picture, it is not a liveness probe")
+        for where, value in [("interval", self.interval),
+                             *((f"overrides[{i}].interval", o.interval)
+                               for i, o in enumerate(self.overrides))]:
+            if value < MIN_INTERVAL_S:
+                raise ValueError(f"{where} {value:g}s is below {MIN_INTERVAL_S:g}s: sampling "
+                                 "decodes a picture, it is not a liveness probe")
         return self

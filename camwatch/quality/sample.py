@@ -13,11 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from camwatch.model import Quality, Source
 from camwatch.probes import ProbeSettings, Target
 from camwatch.probes.keyframe import fetch_keyframes
 from camwatch.probes.rtp import Keyframe
-from camwatch.quality.checks import Diagnosis, Fault, Grey, Thresholds, diagnose, thumbnail
+from camwatch.quality.checks import Diagnosis, Fault, Grey, Rgb, Thresholds, diagnose, thumbnail
 from camwatch.quality.config import QualityConfig
 from camwatch.quality.decode import DecodeError, DecodePool, decode, jpeg
 
@@ -91,8 +93,17 @@ def _process(frames: list[Keyframe], s: SampleSettings, reference: Grey | None
     # ``previous`` is the later picture here; frozen() is symmetric
     d = diagnose(first.frame, s.thresholds, previous=previous, reference=reference,
                  enabled=s.enabled)
-    return d, first.width, first.height, jpeg(first.frame.rgb, s.jpeg_qscale), \
+    return d, first.width, first.height, jpeg(_half(first.frame.rgb), s.jpeg_qscale), \
         thumbnail(first.frame.grey)
+
+
+def _half(rgb: Rgb) -> Rgb:
+    """Half the size by 2×2 means: the kept thumbnail is 320 px wide (~10 KB as JPEG)."""
+    h, w = rgb.shape[0] // 2, rgb.shape[1] // 2
+    if h < 8 or w < 8:
+        return rgb
+    out: Rgb = rgb[:2 * h, :2 * w].reshape(h, 2, w, 2, 3).mean(axis=(1, 3)).astype(np.uint8)
+    return out
 
 
 async def sample(target: Target, probe: ProbeSettings, s: SampleSettings, pool: DecodePool,

@@ -46,6 +46,9 @@ Exposition produced (gauges unless noted):
   ``camwatch_event_loop_lag_seconds`` histogram (a sample every 0.25 s: what a stall of the
   daemon's loop looks like), ``camwatch_loop_lag_max_seconds`` (the largest since start),
   ``camwatch_build_info{version}``.
+- the picture's quality (:meth:`camwatch.quality.book.QualityBook.exposition`):
+  ``camwatch_channel_quality_ok{channel}``, ``camwatch_channel_quality_score{channel,check}``
+  (faults only), ``camwatch_channels_quality{quality}``, ``camwatch_quality_samples_total``.
 """
 
 from __future__ import annotations
@@ -344,6 +347,7 @@ class MetricsRenderer:
                 strict=True):
             parts.append(_head(name, "gauge", text, openmetrics).encode())
             parts.extend(lines.values())
+        parts.append(eng.quality.exposition(self._ids, openmetrics))  # docs/quality.md
         parts.append(self._render_small(openmetrics).encode())
         parts.append(encoder(REGISTRY))
         return parts, content_type
