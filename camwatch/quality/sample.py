@@ -102,7 +102,10 @@ def _half(rgb: Rgb) -> Rgb:
     h, w = rgb.shape[0] // 2, rgb.shape[1] // 2
     if h < 8 or w < 8:
         return rgb
-    out: Rgb = rgb[:2 * h, :2 * w].reshape(h, 2, w, 2, 3).mean(axis=(1, 3)).astype(np.uint8)
+    a = rgb[:2 * h, :2 * w].astype(np.uint16)
+    # four strided adds: numpy's mean over a reshaped axis pair took 10 ms here, this 1 ms
+    out: Rgb = ((a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2] + 2) >> 2
+                ).astype(np.uint8)
     return out
 
 
