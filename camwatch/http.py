@@ -208,7 +208,14 @@ async def snapshot(request: web.Request) -> web.Response:
 
 async def rates(request: web.Request) -> web.Response:
     eng = request.app[ENGINE]
-    return web.json_response({"rates": [r.as_json() for r in eng.rates]}, dumps=_dumps)
+    rows = [r.as_json() for r in eng.rates]
+    inputs = eng.evaluator.inputs
+    if eng.cfg.quality.enabled and inputs is not None:  # 完好率 beside 在线率 (docs/quality.md)
+        from camwatch.quality.rates import intact_rates, merge_json
+
+        merge_json(rows, intact_rates(inputs.index, eng.book.state_of, eng.quality.quality_of,
+                                      eng.evaluator.targets))
+    return web.json_response({"rates": rows}, dumps=_dumps)
 
 
 async def status(request: web.Request) -> web.Response:

@@ -4,14 +4,18 @@ lines; and the sampler's cadence rule."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from camwatch.config import TargetsConfig
 from camwatch.inventory import Channel
 from camwatch.model import Quality
 from camwatch.quality.book import QualityBook
 from camwatch.quality.checks import Fault
 from camwatch.quality.config import QualityConfig
+from camwatch.quality.rates import intact_rates, intact_state, merge_json
 from camwatch.quality.sample import QualityVerdict
 from camwatch.quality.sampler import interval_for
+from camwatch.rules.rates import RateIndex, Targets
 
 
 def verdict(cid: str, q: Quality, jpeg: bytes | None = None, ts: float = 1.0,
@@ -90,3 +94,40 @@ def test_interval_overrides() -> None:
     assert interval_for(q, Channel(id="a", klass=1)) == 1800.0
     assert interval_for(q, Channel(id="b", klass=2, project="智慧小区")) == 7200.0
     assert interval_for(q, Channel(id="c", klass=3)) == 3600.0
+
+
+# (online state, quality) -> the state counted in the intact rate
+INTACT = [
+    ("online", Quality.OK, "online"),
+    ("online", Quality.DEGRADED, "offline"),
+    ("online", Quality.UNKNOWN, "unknown"),  # not sampled yet: left out
+    ("offline", Quality.OK, "offline"),  # a good picture an hour ago does not make it intact
+    ("offline", Quality.UNKNOWN, "offline"),
+    ("unknown", Quality.OK, "unknown"),
+    ("unknown", Quality.DEGRADED, "unknown"),
+]
+
+
+@pytest.mark.parametrize(("state", "quality", "counted"), INTACT)
+def test_intact_state(state: str, quality: Quality, counted: str) -> None:
+    assert intact_state(state, quality) == counted
+
+
+def test_intact_rates_roll_up_like_online_rates() -> None:
+    chans = [Channel(id=f"c{i}", klass=1, county="鹿邑县", township="城关镇" if i < 4 else "玄武镇",
+                     connected=True) for i in range(6)]
+    states = {"c0": "online", "c1": "online", "c2": "online", "c3": "offline", "c4": "online",
+              "c5": "unknown"}
+    quality = {"c0": Quality.OK, "c1": Quality.DEGRADED, "c2": Quality.UNKNOWN,
+               "c4": Quality.OK}
+    rows = intact_rates(RateIndex(chans), states.__getitem__,
+                        lambda c: quality.get(c, Quality.UNKNOWN), Targets(TargetsConfig()))
+    by = {(r.scope, r.klass): r for r in rows}
+    site = by[((), 1)]
+    assert (site.online, site.connected) == (2, 4)  # c0, c4 of c0, c1, c3, c4
+    assert site.target == 0.98 and site.meets_target is False
+    town = by[((("county", "鹿邑县"), ("township", "城关镇")), 1)]
+    assert (town.online, town.connected) == (1, 3)
+    api = [r.as_json() for r in rows]
+    merge_json(api, rows)
+    assert api[0]["intact"] == 2 and api[0]["intact_rate"] == 0.5

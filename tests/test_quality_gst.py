@@ -237,6 +237,15 @@ def test_daemon_samples_pictures_beside_the_online_state(frames: Path, tmp_path:
                     " 1.0") in metrics
             assert f'camwatch_channel_quality_ok{{channel="{dead_id}"}}' not in metrics
             assert 'camwatch_channels_quality{quality="degraded"} 1' in metrics
+
+            # 完好率 beside 在线率: the blue screen is online but not intact
+            code, body = get(f"{proc.base}/api/rates")
+            site1 = next(r for r in json.loads(body)["rates"]
+                         if r["scope"] == {} and r["class"] == 1)
+            assert (site1["online"], site1["connected"]) == (2, 3)
+            assert (site1["intact"], site1["intact_judged"]) == (1, 3)
+            assert site1["intact_rate"] == round(1 / 3, 6)
+            assert site1["intact_meets_target"] is False
         finally:
             t0 = time.monotonic()
             proc.p.send_signal(signal.SIGTERM)
