@@ -35,7 +35,7 @@ from camwatch.http import serve
 from camwatch.inventory import Channel, Inventory
 from camwatch.model import Verdict
 from camwatch.probes import ProbeResult, Reason
-from camwatch.sinks.metrics import MetricsRenderer
+from camwatch.sinks.metrics import MetricsRenderer, join_parts
 from camwatch.store import open_store
 
 CLIENT = """
@@ -179,11 +179,11 @@ def main() -> None:
             t0 = time.perf_counter()
             parts, _ = renderer.snapshot()
             t1 = time.perf_counter()
-            body = b"".join(parts)
+            body = join_parts(parts)
             joins.append(time.perf_counter() - t1)
             snaps.append(t1 - t0)
         print(f"snapshot() on the loop: {ms(snaps)}")
-        print(f"join (in a worker thread when served, GIL released): {ms(joins)}")
+        print(f"join, timestamps formatted (in a worker thread when served): {ms(joins)}")
         om = []
         for _ in range(5):
             t0 = time.perf_counter()

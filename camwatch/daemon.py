@@ -34,7 +34,7 @@ from typing import Any
 import structlog
 
 from camwatch.config import Config, load_config
-from camwatch.engine import Engine, no_full_collection
+from camwatch.engine import Engine, no_full_collection, release_free_memory
 from camwatch.errors import CamwatchError, InputError, short_error
 from camwatch.http import serve
 from camwatch.inventory import Inventory, load_inventory
@@ -200,7 +200,9 @@ class Daemon:
         """Validate and plan in a thread, then swap; a bad reload keeps the old config."""
         async with self._reload_lock:
             with no_full_collection():
-                return await self._reload(confirm_drop)
+                ok = await self._reload(confirm_drop)
+            await asyncio.to_thread(release_free_memory)  # what the old inventory held
+            return ok
 
     async def _reload(self, confirm_drop: bool) -> bool:
         eng = self.engine
@@ -306,6 +308,27 @@ class Daemon:
             sys.setswitchinterval(switch)
 
     async def _run(self, loop: asyncio.AbstractEventLoop) -> int:
+        stopping = False
+
+        def stop(*_: Any) -> None:
+            nonlocal stopping
+            if not stopping:
+                stopping = True
+                log.info("stopping")
+                self.engine.stop()
+
+        # before anything answers: a SIGHUP sent as soon as the API answers (a deploy script,
+        # systemd's ExecReload) must reload, not kill the daemon with the default action
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+        loop.add_signal_handler(signal.SIGHUP, self._sighup)
+        try:
+            return await self._serve_and_run()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+
+    async def _serve_and_run(self) -> int:
         host, _, port = self.listen.rpartition(":")
         try:
             http = await serve(self.engine, host.strip("[]"), int(port),
@@ -321,27 +344,13 @@ class Daemon:
         addresses = http.addresses
         self.port = int(addresses[0][1]) if addresses else int(port)
         log.info("listening", url=f"http://{host}:{self.port}/metrics")
-        await self.snapshot_inventory()
-        stopping = False
-
-        def stop(*_: Any) -> None:
-            nonlocal stopping
-            if not stopping:
-                stopping = True
-                log.info("stopping")
-                self.engine.stop()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop)
-        loop.add_signal_handler(signal.SIGHUP, self._sighup)
-        if self.on_ready is not None:
-            self.on_ready(self)
         try:
+            await self.snapshot_inventory()
+            if self.on_ready is not None:
+                self.on_ready(self)
             await self.engine.run(extra=[self._watch_inventory, self._dispatch, self._monthly],
                                   publish=self.publish_rates)
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
             await http.cleanup()
             self.close()
         return 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import gc
 import time
@@ -81,6 +82,27 @@ def _tune_gc(full: bool = True) -> None:
         gc.set_threshold(max(t0, GC_THRESHOLD0), t1, t2)
 
 
+def _c_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # glibc only; musl and others have none
+    except (AttributeError, OSError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM = _c_malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the kernel. What a 100,000-channel sweep or a
+    reload frees (transition details, the old inventory's tables) otherwise stays in the
+    process as free heap: 25 MB of RSS at 100,000 channels, for about 2 ms (ctypes releases
+    the GIL for the call)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 def _write_batch(states: list[ChannelState], transitions: list[Transition],
                  store: Store) -> None:
     store.write_batch(states, transitions)
@@ -99,6 +121,18 @@ def no_full_collection() -> Iterator[None]:
     finally:
         a, b, _ = gc.get_threshold()
         gc.set_threshold(a, b, t2)
+
+
+def _keep_unchanged(new: list[Channel], running: Mapping[str, Channel]) -> None:
+    """Put the running :class:`Channel` object in place of each reloaded one equal to it (the
+    URL's password included), so that a reload keeps one copy of an unchanged inventory: the
+    new copies die at once, in the order they were made, instead of living beside the old ones
+    until the swap and leaving the heap fragmented (the 100,000-channel daemon grew by ~160 MB
+    per reload). Also lets the metrics keep an unchanged channel's lines (same object)."""
+    for i, c in enumerate(new):
+        o = running.get(c.id)
+        if o is not None and o is not c and o == c and o.url_password == c.url_password:
+            new[i] = o
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +193,14 @@ class Engine:
         """Everything an inventory needs, built without touching the running pipeline: safe
         (and meant) to run in a worker thread."""
         creds = resolve_credentials(cfg, inventory.channels)
+        _keep_unchanged(inventory.channels, self.book.channels)
         channels = {c.id: c for c in inventory.channels if c.connected}
-        targets = {cid: make_target(c, creds) for cid, c in channels.items()}
+        sched = self.scheduler.schedule
+        old_targets = sched.targets if sched is not None else {}
+        targets = {}
+        for cid, c in channels.items():
+            t = make_target(c, creds)
+            targets[cid] = t if (o := old_targets.get(cid)) is None or o != t else o
         schedule = plan_schedule(cfg, channels, targets, self.clock(), self.scheduler.schedule)
         return Plan(cfg, inventory, channels, schedule, plan_evaluation(cfg, channels))
 
@@ -261,6 +301,9 @@ class Engine:
                     self.book.restore_writes(states, trans)
             if stopping:
                 return
+            if full:  # the full flush's copies are gone, and a reload's old inventory
+                del states, trans
+                await asyncio.to_thread(release_free_memory)
             # the last flush waits for the probes in flight to be judged
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):

@@ -36,7 +36,7 @@ from camwatch.engine import Engine
 from camwatch.log import Throttle, client_error_text, is_client_protocol_error, register_secret
 from camwatch.model import CLASS_NAMES, State, Why
 from camwatch.reports.period import zone
-from camwatch.sinks.metrics import MetricsRenderer
+from camwatch.sinks.metrics import MetricsRenderer, Part, join_parts
 
 log = structlog.get_logger(__name__)
 
@@ -339,8 +339,8 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-def _join(parts: list[bytes], gz: bool) -> tuple[bytes, bool]:
-    body = b"".join(parts)
+def _join(parts: list[Part], gz: bool) -> tuple[bytes, bool]:
+    body = join_parts(parts)
     if gz and len(body) >= GZIP_MIN_BYTES:
         return gzip.compress(body, 1), True
     return body, False

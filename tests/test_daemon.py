@@ -47,11 +47,12 @@ def get(url: str) -> tuple[int, str]:
 
 
 class Proc:
-    def __init__(self, cfg: Path) -> None:
+    def __init__(self, cfg: Path, wrap: list[str] | None = None) -> None:
+        """``wrap``: a command the daemon's command line is appended to (e.g. ``unshare``)."""
         self.stderr_path = cfg.parent / "stderr.log"
         self.stderr = open(self.stderr_path, "wb")  # noqa: SIM115
         self.p = subprocess.Popen(
-            [sys.executable, "-m", "camwatch", "run", "-c", str(cfg), "--listen",
+            [*(wrap or []), sys.executable, "-m", "camwatch", "run", "-c", str(cfg), "--listen",
              "127.0.0.1:0", *(["--allow-root"] if os.geteuid() == 0 else [])],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.stderr,
             env={**os.environ, "PYTHONPATH": str(ROOT)})

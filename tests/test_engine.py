@@ -378,3 +378,88 @@ async def test_uplink_check_tells_a_real_outage_from_our_own(tmp_path: Path) -> 
         gateway.close()
         for s in site.servers:
             s.close()
+
+
+async def test_a_backlog_of_due_probes_is_launched_in_bursts(tmp_path: Path) -> None:
+    """500 channels due at once (start-up, a reload's new channels, a loop that fell behind):
+    the scheduler launches at most ``LAUNCH_BURST`` probes per step of the event loop, so other
+    work (a scrape, the writer, the HTTP API) runs between bursts. Counted in probe tasks
+    created between two turns of a ticker task, not in time."""
+    from camwatch.scheduler import LAUNCH_BURST
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # answers nothing: every probe stays in flight until its timeout
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    chs = [Channel(id=f"41162800001321{n:06d}", klass=1, project="雪亮工程", county="鹿邑县",
+                   township="城关镇", installed=True, connected=True,
+                   rtsp_url=f"rtsp://127.0.0.1:{port}/ch{n}", host=f"dev{n}",
+                   credentials="default") for n in range(500)]
+    clock = FakeClock()
+    cfg = config(tmp_path)
+    eng = Engine(cfg, inventory(chs), open_store(cfg.store.path), clock=clock)
+    clock.t += INTERVAL  # every channel due
+    jumps: list[int] = []
+    try:
+        def probes() -> int:  # the scheduler's tasks, named lane:channel
+            return sum(1 for t in asyncio.all_tasks() if t.get_name().startswith("main:"))
+
+        async def ticker() -> None:
+            before = probes()
+            while len(jumps) < 10_000:
+                await asyncio.sleep(0)
+                now = probes()
+                jumps.append(now - before)
+                before = now
+                if eng.scheduler.stats.in_flight >= len(chs):
+                    return
+
+        tick = asyncio.ensure_future(ticker())
+        run = asyncio.ensure_future(eng.scheduler.run(eng.stopping))
+        await asyncio.wait_for(tick, 30)
+        eng.stop()
+        await asyncio.wait_for(run, 30)
+    finally:
+        server.close()
+        eng.close()
+    assert eng.scheduler.stats.in_flight == 0 and max(jumps) > 0
+    assert max(jumps) <= LAUNCH_BURST + 8, max(jumps)
+
+
+async def test_a_reload_keeps_one_copy_of_unchanged_channels(tmp_path: Path,
+                                                             one_device: Site) -> None:
+    """A reload of an unchanged inventory keeps the running Channel and Target objects (one
+    copy in memory, and the metrics keep their lines); a changed row, or a changed password
+    in the URL, gets the new object."""
+    import dataclasses
+
+    from camwatch.secrets import Secret
+    from camwatch.sinks.metrics import MetricsRenderer
+
+    clock = FakeClock()
+    eng = make_engine(tmp_path, one_device, clock)
+    metrics = MetricsRenderer(eng)
+    await rounds(eng, clock, 1)
+    before = dict(eng.book.channels)
+    targets = dict(eng.scheduler.schedule.targets)  # type: ignore[union-attr]
+    up = dict(metrics._up)
+    a, b, c, d = one_device.channels
+    reloaded = [dataclasses.replace(a), dataclasses.replace(b, name="改名"),
+                dataclasses.replace(c, url_username="admin", url_password=Secret("new-pw")),
+                dataclasses.replace(d)]
+    assert reloaded[0] == a and reloaded[0] is not a
+    eng.reload(eng.cfg, inventory(reloaded))
+    after = eng.book.channels
+    assert after[a.id] is before[a.id] and after[d.id] is before[d.id]
+    assert after[b.id] is not before[b.id] and after[b.id].name == "改名"
+    assert after[c.id] is not before[c.id]
+    new_targets = eng.scheduler.schedule.targets  # type: ignore[union-attr]
+    assert new_targets[a.id] is targets[a.id]
+    assert new_targets[c.id] is not targets[c.id] and new_targets[c.id].password == Secret("new-pw")
+    await metrics.ready()
+    assert metrics._up[a.id] is up[a.id]
+    assert metrics._up[b.id] is not up[b.id] and "改名".encode() in metrics._up[b.id]
+    body = metrics.render()[0].decode()
+    assert body.count("camwatch_channel_up{") == 4
+    eng.close()

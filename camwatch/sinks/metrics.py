@@ -8,11 +8,14 @@ here *pre-rendered* as bytes and re-rendered only when that channel changes: the
 microseconds). The aggregate gauges are counters moved by the same hook. A scrape then only
 collects the cached bytes (10-25 ms on the loop at 100,000 channels), which the HTTP handler
 joins (40-70 ms) and gzips (60-120 ms; 34 MB → 1.8 MB) in a worker thread, as both release
-the GIL, then writes in 1 MiB chunks. The renderer this replaced spent ~270 ms per scrape on the
-loop at the same size (figures from ``bench/bench_metrics.py`` on a loaded 2-core machine). A
-config or inventory reload swaps the book's channels; the next scrape rebuilds the caches once
-(O(n), ~0.6-1.2 s at 100,000 channels) in a worker thread (:meth:`MetricsRenderer.ready`) and
-re-renders the channels judged meanwhile.
+the GIL, then writes in 1 MiB chunks. The two timestamp families (last probe, state since)
+change at every verdict and are the same short line for every channel: they are not cached
+but formatted in that worker thread from the book's states (about 0.4 µs a line), which keeps
+~30 MB of per-channel bytes out of the daemon at 100,000 channels. The renderer this replaced
+spent ~270 ms per scrape on the loop at the same size (figures from ``bench/bench_metrics.py``
+on a loaded 2-core machine). A config or inventory reload swaps the book's channels; the next
+scrape rebuilds the caches once (O(n), ~0.6-1.2 s at 100,000 channels) in a worker thread
+(:meth:`MetricsRenderer.ready`) and re-renders the channels judged meanwhile.
 
 prometheus-client still renders the process/Python collectors of the default registry and
 chooses the format from the ``Accept`` header (OpenMetrics 1.0 or text 0.0.4; the per-channel
@@ -54,6 +57,7 @@ Exposition produced (gauges unless noted):
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
@@ -109,10 +113,37 @@ def _num(v: float) -> str:
 
 
 AggKey = tuple[str, str, str, str]  # class, project, county, township
+Part = bytes | Callable[[], bytes]  # a piece of the exposition, or what formats it
+
+
+def join_parts(parts: Iterable[Part]) -> bytes:
+    """The exposition from :meth:`MetricsRenderer.snapshot`'s parts, formatting the lazy
+    ones here (meant for a worker thread)."""
+    return b"".join(p if isinstance(p, bytes) else p() for p in parts)
+
+
+def _idl(cid: str) -> bytes:
+    return f'channel="{_esc(cid)}"'.encode()
+
+
+def _timestamps(family: bytes, channels: Iterable[str],
+                state: Callable[[str], ChannelState | None]) -> bytes:
+    """One timestamp family's lines (``_LAST`` or ``_SINCE``) from the channels' states as
+    they are now: each state's fields are read whole (safe beside the loop, under the GIL),
+    and a scrape taken while verdicts land may mix a few older and newer values, as any
+    scrape of a running process does."""
+    field = "last_probe" if family is _LAST else "since"
+    out = []
+    for cid in channels:
+        st = state(cid)
+        ts = None if st is None else getattr(st, field)
+        if ts is not None:
+            out.append(b'%schannel="%s"} %.3f\n' % (family, _esc(cid).encode(), ts))
+    return b"".join(out)
 
 # the per-channel caches, swapped as a whole after a rebuild
-_CACHES = ("_channels", "_tails", "_ids", "_up", "_last", "_since", "_reason", "_drift",
-           "_info", "_key", "_counted", "_agg", "_agg_labels")
+_CACHES = ("_channels", "_tails", "_up", "_reason", "_drift", "_info", "_key", "_counted",
+           "_agg", "_agg_labels")
 
 _UP = b"camwatch_channel_up{"
 _LAST = b"camwatch_channel_last_probe_timestamp_seconds{"
@@ -156,10 +187,7 @@ class MetricsRenderer:
         # kept: 100,000 of them would cost 26 MB
         self._channels: Mapping[str, Channel] = {}
         self._tails: dict[tuple[object, ...], str] = {}
-        self._ids: dict[str, bytes] = {}
         self._up: dict[str, bytes] = {}
-        self._last: dict[str, bytes] = {}
-        self._since: dict[str, bytes] = {}
         self._reason: dict[str, bytes] = {}
         self._drift: dict[str, bytes] = {}
         self._info: dict[str, bytes] = {}
@@ -191,7 +219,7 @@ class MetricsRenderer:
                 self._replay.add(cid)
             return  # the next render rebuilds everything
         st = self.engine.book.state(cid)
-        if st is None or cid not in self._ids:
+        if st is None or cid not in self._key:
             return
         self._render_channel(cid, st)
         if verdict:
@@ -202,13 +230,12 @@ class MetricsRenderer:
         if self._round_start is None:
             self._round_start = now
         self._round_verdicts += 1
-        if self._round_verdicts >= len(self._ids):
+        if self._round_verdicts >= len(self._key):
             self.sweep_duration_s = now - self._round_start
             self._round_start = now
             self._round_verdicts = 0
 
     def _render_channel(self, cid: str, st: ChannelState) -> None:
-        idl = self._ids[cid]
         idx = state_index(st.state)
         old = self._counted.get(cid)
         if old != idx:
@@ -223,21 +250,16 @@ class MetricsRenderer:
             else:
                 full = channel_labels(self._channels[cid], self._tails).encode()
                 self._up[cid] = b"%s%s} %s\n" % (_UP, full, b"1" if idx == 0 else b"0")
-        if st.last_probe is not None:
-            self._last[cid] = b"%s%s} %.3f\n" % (_LAST, idl, st.last_probe)
-        if st.since is not None:
-            self._since[cid] = b"%s%s} %.3f\n" % (_SINCE, idl, st.since)
-        else:
-            self._since.pop(cid, None)
         if idx == 1:  # the reason follows the latest failure, without a transition
             reason = _esc(st.reason or "").encode()
-            self._reason[cid] = b'%s%s,reason="%s"} 1\n' % (_REASON, idl, reason)
+            self._reason[cid] = b'%s%s,reason="%s"} 1\n' % (_REASON, _idl(cid), reason)
         elif old == 1:
             self._reason.pop(cid, None)
         if st.clock_drift_s is not None:
-            self._drift[cid] = b"%s%s} %.3f\n" % (_DRIFT, idl, st.clock_drift_s)
+            self._drift[cid] = b"%s%s} %.3f\n" % (_DRIFT, _idl(cid), st.clock_drift_s)
         dev = st.info.get("device") if st.info else None
         if dev:
+            idl = _idl(cid)
             extra = _labels(vendor=dev.get("manufacturer"), model=dev.get("model"),
                             firmware=dev.get("firmware")).encode()
             self._info[cid] = b"%s%s,%s} 1\n" % (_INFO, idl, extra)
@@ -251,12 +273,20 @@ class MetricsRenderer:
         self._round_verdicts, self._round_start = 0, None
 
     def _fill(self, channels: Mapping[str, Channel],
-              state: Callable[[str], ChannelState | None]) -> None:
-        for d in (self._up, self._last, self._since, self._reason, self._drift, self._info):
+              state: Callable[[str], ChannelState | None],
+              previous: MetricsRenderer | None = None) -> None:
+        """Build every cache for ``channels``. With ``previous`` (the caches of the inventory
+        before a reload, not touched while this runs), a channel whose object the reload kept
+        (unchanged in the file: see :meth:`Engine.plan`) and whose state did not change keeps
+        its ``channel_up`` line: a reload of 100,000 unchanged channels re-encodes none of them,
+        and does not hold 26 MB of new lines beside the old ones."""
+        for d in (self._up, self._reason, self._drift, self._info):
             d.clear()
+        prev_channels = previous._channels if previous is not None else {}
+        prev_up = previous._up if previous is not None else {}
+        prev_counted = previous._counted if previous is not None else {}
         self._channels = channels
         self._tails = {}
-        self._ids = {cid: f'channel="{_esc(cid)}"'.encode() for cid in channels}
         keys: dict[AggKey, AggKey] = {}
         self._key = {}
         for cid, ch in channels.items():
@@ -266,13 +296,19 @@ class MetricsRenderer:
         self._agg_labels = {k: _labels(**{"class": k[0]}, project=k[1], county=k[2],
                                        township=k[3]) for k in self._agg}
         self._counted = {}
-        for cid in channels:
+        for cid, ch in channels.items():
             st = state(cid)
             if st is None:
                 self._counted[cid] = 2
                 self._agg[self._key[cid]][2] += 1
-            else:
-                self._render_channel(cid, st)
+                continue
+            if prev_channels.get(cid) is ch and (line := prev_up.get(cid)) is not None:
+                idx = state_index(st.state)
+                if prev_counted.get(cid) == idx:  # the same label set and value: kept
+                    self._up[cid] = line
+                    self._counted[cid] = idx
+                    self._agg[self._key[cid]][idx] += 1
+            self._render_channel(cid, st)
 
     async def ready(self) -> None:
         """After an inventory swap, rebuild the caches in a worker thread (about a second of
@@ -289,7 +325,7 @@ class MetricsRenderer:
                 setattr(shadow, name, {})
             self._replay = set()
             self._rebuilding = asyncio.ensure_future(
-                asyncio.to_thread(shadow._fill, book.channels, book.state))
+                asyncio.to_thread(shadow._fill, book.channels, book.state, self))
             try:
                 await asyncio.shield(self._rebuilding)
             finally:
@@ -303,7 +339,7 @@ class MetricsRenderer:
             self._round_verdicts, self._round_start = 0, None
             for cid in replay or ():
                 st = book.state(cid)
-                if st is not None and cid in self._ids:
+                if st is not None and cid in self._key:
                     self._render_channel(cid, st)
 
     # --- the outbox depth (the only figure that lives in the store) --------------------------
@@ -331,32 +367,38 @@ class MetricsRenderer:
 
     # --- the scrape -------------------------------------------------------------------------
 
-    def snapshot(self, accept: str | None = None) -> tuple[list[bytes], str]:
-        """The exposition as a list of cached byte strings (to be joined, in order) in the
-        format the ``Accept`` header asks for, and its content type. Cheap: O(channels) reference
-        copies (10-25 ms at 100,000), plus a rebuild after a reload."""
+    def snapshot(self, accept: str | None = None) -> tuple[list[Part], str]:
+        """The exposition as a list of parts to be joined in order (see :func:`join_parts`):
+        cached byte strings, and for the two timestamp families a function that formats them
+        from the book's states. In the format the ``Accept`` header asks for, with its content
+        type. Cheap on the loop: O(channels) reference copies (10-25 ms at 100,000), plus a
+        rebuild after a reload; the formatting is left to whoever joins (a worker thread)."""
         encoder, content_type = choose_encoder(accept or "")
         openmetrics = content_type.startswith("application/openmetrics-text")
         eng = self.engine
         if self._generation != eng.book.generation:
             self.rebuild()
-        parts: list[bytes] = []
-        for (name, text), lines in zip(
-                _CHANNEL_FAMILIES,
-                (self._up, self._last, self._since, self._reason, self._drift, self._info),
-                strict=True):
+        # the channels of this generation: a reload swaps the mapping, never mutates it
+        channels, state = self._channels, eng.book.state
+        parts: list[Part] = []
+        families: tuple[dict[str, bytes] | bytes, ...] = (
+            self._up, _LAST, _SINCE, self._reason, self._drift, self._info)
+        for (name, text), lines in zip(_CHANNEL_FAMILIES, families, strict=True):
             parts.append(_head(name, "gauge", text, openmetrics).encode())
-            parts.extend(lines.values())
-        parts.append(eng.quality.exposition(self._ids, openmetrics))  # docs/quality.md
+            if isinstance(lines, bytes):
+                parts.append(functools.partial(_timestamps, lines, channels, state))
+            else:
+                parts.extend(lines.values())
+        parts.append(eng.quality.exposition(channels, openmetrics))  # docs/quality.md
         parts.append(self._render_small(openmetrics).encode())
         parts.append(encoder(REGISTRY))
         return parts, content_type
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
-        """:meth:`snapshot`, joined. The HTTP handler joins in a worker thread instead:
-        ``bytes.join`` of tens of MB releases the GIL while it copies."""
+        """:meth:`snapshot`, joined on the calling thread. The HTTP handler joins in a worker
+        thread instead: ``bytes.join`` of tens of MB releases the GIL while it copies."""
         parts, content_type = self.snapshot(accept)
-        return b"".join(parts), content_type
+        return join_parts(parts), content_type
 
     def _render_small(self, openmetrics: bool) -> str:
         eng = self.engine
