@@ -3,6 +3,8 @@ lines; and the sampler's cadence rule."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,8 @@ from camwatch.quality.checks import Fault
 from camwatch.quality.config import QualityConfig
 from camwatch.quality.rates import intact_rates, intact_state, merge_json
 from camwatch.quality.sample import QualityVerdict
-from camwatch.quality.sampler import interval_for
+from camwatch.quality.sampler import interval_for, period_of
+from camwatch.reports.period import zone
 from camwatch.rules.rates import RateIndex, Targets
 
 
@@ -131,3 +134,32 @@ def test_intact_rates_roll_up_like_online_rates() -> None:
     api = [r.as_json() for r in rows]
     merge_json(api, rows)
     assert api[0]["intact"] == 2 and api[0]["intact_rate"] == 0.5
+
+
+def test_blur_baseline_per_channel_day_and_night() -> None:
+    b = QualityBook()
+    for score in (0.3, 0.3, 0.3):
+        v = verdict("a", Quality.OK)
+        v.scores["blur"] = score
+        b.record(v, "day")
+    assert b.blur_baseline("a", "day") == pytest.approx(0.3)
+    assert b.blur_baseline("a", "night") is None  # night has its own
+    blurred = verdict("a", Quality.DEGRADED)  # a blur fault never enters the baseline
+    b.record(blurred, "day")
+    assert b.blur_baseline("a", "day") == pytest.approx(0.3)
+    dark = verdict("a", Quality.DEGRADED)
+    dark.faults = (Fault("too_dark", 10.0),)
+    dark.scores["blur"] = 0.01
+    b.record(dark, "day")
+    assert b.blur_baseline("a", "day") == pytest.approx(0.3)
+    b.swap(["b"])
+    assert b.blur_baseline("a", "day") is None
+
+
+def test_day_and_night() -> None:
+    tz = zone("Asia/Shanghai")
+    at = dt.datetime(2026, 11, 30, 8, 0, tzinfo=tz).timestamp()
+    assert period_of(at, tz) == "day"
+    assert period_of(at - 3600.0, tz) == "day"  # 07:00 is day
+    assert period_of(at - 3601.0, tz) == "night"  # 06:59:59 night
+    assert period_of(at + 11 * 3600.0, tz) == "night"  # 19:00

@@ -148,3 +148,39 @@ def test_tiny_and_empty_pictures_do_not_crash() -> None:
 def test_fault_names_in_chinese() -> None:
     assert set(C.CHECK_ZH) == set(Check)
     assert C.CHECK_ZH[Check.NOISE] == "雪花干扰"
+
+
+def test_blur_against_the_channel_baseline() -> None:
+    slight = Frame.of(qi.gaussian_blur(NATURAL, 0.7))  # above the floor, far below its usual
+    assert C.blur(slight.grey) > Thresholds().blur
+    assert diagnose(slight).ok  # no baseline yet: only the absolute floor
+    usual = C.blur(C.to_grey(NATURAL))
+    d = diagnose(slight, blur_baseline=usual)
+    assert d.fault_names == {Check.BLUR}
+    assert diagnose(Frame.of(NATURAL), blur_baseline=usual).ok
+    # a channel whose view is soft anyway (baseline low) is not flagged for being itself
+    assert diagnose(slight, blur_baseline=C.blur(slight.grey) * 1.1).ok
+
+
+# (baseline before, new sharp score) -> baseline after: the mean of the first three, then a
+# moving average giving each new sample a quarter
+BASELINES = [
+    (None, 0.4, (0.4, 1)),
+    ((0.4, 1), 0.2, (0.3, 2)),
+    ((0.3, 2), 0.6, (0.4, 3)),
+    ((0.4, 3), 0.8, (0.5, 4)),
+    ((0.5, 4), 0.1, (0.4, 5)),
+]
+
+
+@pytest.mark.parametrize(("before", "score", "after"), BASELINES)
+def test_update_baseline(before: tuple[float, int] | None, score: float,
+                         after: tuple[float, int]) -> None:
+    value, n = C.update_baseline(before, score)
+    assert (round(value, 6), n) == after
+
+
+def test_baseline_counts_from_three_samples() -> None:
+    assert C.baseline_value(None) is None
+    assert C.baseline_value((0.3, 2)) is None
+    assert C.baseline_value((0.3, 3)) == 0.3

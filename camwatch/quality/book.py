@@ -29,12 +29,15 @@ import numpy as np
 import numpy.typing as npt
 
 from camwatch.model import Quality
-from camwatch.quality.checks import Fault, Grey
+from camwatch.quality.checks import Check, Fault, Grey, baseline_value, update_baseline
 from camwatch.quality.sample import QualityVerdict
 
 __all__ = ["QualityBook", "QualityRecord"]
 
 U8 = npt.NDArray[np.uint8]
+# faults after which a picture's blur score says nothing of the lens: not a baseline sample
+_NO_BASELINE = frozenset({Check.SIGNAL_LOST, Check.TOO_DARK, Check.TOO_BRIGHT, Check.NOISE,
+                          Check.BLUR, Check.OCCLUDED})
 
 
 @dataclass(slots=True)
@@ -67,6 +70,8 @@ class QualityBook:
         self.thumbnail_budget = thumbnail_budget
         self._records: dict[str, QualityRecord] = {}
         self._refs: dict[str, U8] = {}
+        # blur baselines by (channel, "day" | "night"): (moving average, samples)
+        self._blur: dict[tuple[str, str], tuple[float, int]] = {}
         # the kept JPEGs, oldest first, fault-free channels apart from degraded ones
         self._jpeg_ok: OrderedDict[str, bytes] = OrderedDict()
         self._jpeg_bad: OrderedDict[str, bytes] = OrderedDict()
@@ -100,6 +105,9 @@ class QualityBook:
             out["snapshot"] = f"/api/channels/{cid}/snapshot.jpg"
         return out
 
+    def blur_baseline(self, cid: str, period: str) -> float | None:
+        return baseline_value(self._blur.get((cid, period)))
+
     def counts(self, channels: Iterable[str]) -> Counter[str]:
         return Counter(self.quality_of(cid).value for cid in channels)
 
@@ -122,8 +130,12 @@ class QualityBook:
             self._lines.pop(cid, None)
             self._refs.pop(cid, None)
             self._drop_jpeg(cid)
+        for key in [k for k in self._blur if k[0] not in keep]:
+            del self._blur[key]
 
-    def record(self, v: QualityVerdict) -> None:
+    def record(self, v: QualityVerdict, period: str | None = None) -> None:
+        """Take a sample's verdict; ``period`` (day / night) feeds the channel's blur
+        baseline with a sharp picture's score."""
         if self._channels and v.channel_id not in self._channels:
             return  # removed by a reload while it was sampled
         cid = v.channel_id
@@ -134,6 +146,10 @@ class QualityBook:
             self._refs[cid] = np.clip(np.rint(v.thumb), 0, 255).astype(np.uint8)
         if v.jpeg is not None:
             self._keep_jpeg(cid, v.jpeg, v.quality is Quality.DEGRADED)
+        score = v.scores.get(Check.BLUR)
+        if period is not None and score is not None and v.quality is not Quality.UNKNOWN \
+                and not {f.check for f in v.faults} & _NO_BASELINE:
+            self._blur[(cid, period)] = update_baseline(self._blur.get((cid, period)), score)
         self._render(cid)
 
     def forget_reference(self, cid: str) -> None:

@@ -19,7 +19,10 @@ Where the defaults come from (``docs/quality.md`` explains how to tune them):
   Pattern Recognition 46(5), 2013), divided by the picture's variance so that the score does
   not depend on contrast or exposure. No paper gives an absolute floor for CCTV; 0.02 was
   calibrated: natural textured pictures measure 0.1–0.6 after H.264, the same pictures through
-  a Gaussian blur of σ ≥ 3 px (at 640 px) measure under 0.01.
+  a Gaussian blur of σ ≥ 3 px (at 640 px) measure under 0.01. A scene's own sharpness varies
+  more than that floor allows (a foggy valley, a wall close by), so each channel also has a
+  baseline, day and night apart (:func:`update_baseline`: the mean of its first three sharp
+  pictures, then a moving average); under ``blur_relative`` (0.4) of it is a fault too.
 - ``noise``: Immerkær's fast noise estimate ("Fast noise variance estimation", CVIU 64(2),
   1996: σ = √(π/2) / (6(W−2)(H−2)) · Σ|I ∗ N|), over the pixels whose Sobel gradient is not in
   the top 10 % (Tai & Yang, "A fast method for image noise estimation using Laplacian operator
@@ -126,6 +129,8 @@ class Thresholds:
     too_bright: float = 215.0  # mean luma above
     low_contrast: float = 0.06  # RMS contrast below
     blur: float = 0.02  # var(Laplacian) / var(luma) below
+    # blur also when under this share of the channel's own baseline (see blur_baseline)
+    blur_relative: float = 0.4
     frozen: float = 3.0  # p99 |a - b| of thumbnail cells below
     color_cast: float = 1.5  # K = D / M above
     noise: float = 12.0  # Immerkær σ above
@@ -135,6 +140,28 @@ class Thresholds:
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
+
+
+#: Samples a channel needs (per day or night) before its blur baseline counts.
+BASELINE_MIN_SAMPLES = 3
+BASELINE_WEIGHT = 0.25  # of each new sample in the baseline's moving average
+
+
+def update_baseline(base: tuple[float, int] | None, score: float) -> tuple[float, int]:
+    """A channel's blur baseline, (moving average, samples), after one more sharp picture:
+    the mean of the first ``BASELINE_MIN_SAMPLES``, then an exponential moving average (a
+    slow focus drift moves it; a sudden blur is a fault and never enters it)."""
+    if base is None:
+        return score, 1
+    value, n = base
+    if n < BASELINE_MIN_SAMPLES:
+        return (value * n + score) / (n + 1), n + 1
+    return value + BASELINE_WEIGHT * (score - value), n + 1
+
+
+def baseline_value(base: tuple[float, int] | None) -> float | None:
+    """The baseline to judge against, once it has enough samples."""
+    return base[0] if base is not None and base[1] >= BASELINE_MIN_SAMPLES else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,10 +408,13 @@ def is_fault(check: str, score: float, thresholds: Thresholds) -> bool:
 
 def diagnose(frame: Frame, thresholds: Thresholds | None = None, *,
              previous: Frame | None = None, reference: Grey | None = None,
-             enabled: Mapping[str, bool] | None = None) -> Diagnosis:
+             enabled: Mapping[str, bool] | None = None,
+             blur_baseline: float | None = None) -> Diagnosis:
     """Run every check on ``frame`` (``frozen`` only with a ``previous`` picture,
     ``scene_changed`` only with a ``reference`` thumbnail); checks turned off in ``enabled``
-    are skipped. Pure."""
+    are skipped. ``blur`` is judged against its absolute floor and, given the channel's
+    ``blur_baseline`` (its usual sharpness at this time of day), against
+    ``blur_relative`` × that baseline too. Pure."""
     th = thresholds or Thresholds()
     on = enabled or {}
     grey, rgb = frame.grey, frame.rgb
@@ -404,7 +434,9 @@ def diagnose(frame: Frame, thresholds: Thresholds | None = None, *,
     if reference is not None:
         measures[Check.SCENE_CHANGED] = lambda: scene_changed(thumbnail(grey), reference)
     scores = {name: round(fn(), 4) for name, fn in measures.items() if on.get(name, True)}
-    failing = [c for c in CHECKS if c in scores and is_fault(c, scores[c], th)]
+    failing = [c for c in CHECKS if c in scores and (
+        is_fault(c, scores[c], th) or (c == Check.BLUR and blur_baseline is not None
+                                       and scores[c] < th.blur_relative * blur_baseline))]
     hidden: set[str] = set()
     for c in failing:
         hidden |= _HIDES.get(c, frozenset())

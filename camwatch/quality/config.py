@@ -22,6 +22,7 @@ class QualityThresholds(_Model):
     too_bright: Annotated[float, Field(ge=0, le=255)] = _DEFAULT.too_bright
     low_contrast: Annotated[float, Field(ge=0, le=1)] = _DEFAULT.low_contrast
     blur: Annotated[float, Field(ge=0)] = _DEFAULT.blur
+    blur_relative: Annotated[float, Field(ge=0, le=1)] = _DEFAULT.blur_relative
     frozen: Annotated[float, Field(ge=0, le=255)] = _DEFAULT.frozen
     color_cast: Annotated[float, Field(gt=0)] = _DEFAULT.color_cast
     noise: Annotated[float, Field(gt=0)] = _DEFAULT.noise

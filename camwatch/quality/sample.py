@@ -80,8 +80,8 @@ class QualityVerdict:
         return out
 
 
-def _process(frames: list[Keyframe], s: SampleSettings, reference: Grey | None
-             ) -> tuple[Diagnosis, int, int, bytes, Grey]:
+def _process(frames: list[Keyframe], s: SampleSettings, reference: Grey | None,
+             blur_baseline: float | None = None) -> tuple[Diagnosis, int, int, bytes, Grey]:
     """Runs in a pool thread: decode, scale, check, thumbnail."""
     first = decode(frames[0], s.width)
     previous = None
@@ -92,7 +92,7 @@ def _process(frames: list[Keyframe], s: SampleSettings, reference: Grey | None
             previous = None  # the first picture still stands; only the freeze check is lost
     # ``previous`` is the later picture here; frozen() is symmetric
     d = diagnose(first.frame, s.thresholds, previous=previous, reference=reference,
-                 enabled=s.enabled)
+                 enabled=s.enabled, blur_baseline=blur_baseline)
     return d, first.width, first.height, jpeg(_half(first.frame.rgb), s.jpeg_qscale), \
         thumbnail(first.frame.grey)
 
@@ -110,7 +110,8 @@ def _half(rgb: Rgb) -> Rgb:
 
 
 async def sample(target: Target, probe: ProbeSettings, s: SampleSettings, pool: DecodePool,
-                 *, reference: Grey | None = None, now: float | None = None) -> QualityVerdict:
+                 *, reference: Grey | None = None, blur_baseline: float | None = None,
+                 now: float | None = None) -> QualityVerdict:
     ts = time.time() if now is None else now
     t0 = time.perf_counter()
     fetched = await fetch_keyframes(target, probe, count=2 if s.second_frame else 1,
@@ -122,7 +123,8 @@ async def sample(target: Target, probe: ProbeSettings, s: SampleSettings, pool: 
                               codec=fetched.codec, latency_ms=r.latency_s * 1000.0)
     frames = fetched.keyframes
     try:
-        d, w, h, jpg, thumb = await pool.run(lambda: _process(frames, s, reference))
+        d, w, h, jpg, thumb = await pool.run(
+            lambda: _process(frames, s, reference, blur_baseline))
     except DecodeError as exc:
         return QualityVerdict(target.channel_id, Quality.UNKNOWN, ts, reason=DECODE,
                               detail=str(exc)[:200], codec=fetched.codec,

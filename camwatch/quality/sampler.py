@@ -16,6 +16,7 @@ keyframe, longer than a shutdown may take.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import heapq
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from camwatch.probes import ProbeSettings, Target
 from camwatch.quality.config import QualityConfig
 from camwatch.quality.decode import DecodePool
 from camwatch.quality.sample import QualityVerdict, SampleSettings, sample
+from camwatch.reports.period import zone
 from camwatch.scheduler import first_due
 
 if TYPE_CHECKING:
@@ -36,10 +38,16 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["NO_RTSP_URL", "QualitySampler", "interval_for"]
+__all__ = ["NO_RTSP_URL", "QualitySampler", "interval_for", "period_of"]
 
 NO_RTSP_URL = "no_rtsp_url"
 IDLE_S = 5.0  # how often a disabled or empty lane looks at its config again
+
+
+def period_of(ts: float, tz: dt.tzinfo) -> str:
+    """``day`` (07:00-19:00 local time) or ``night``: a camera's sharpness differs between
+    its colour day picture and its infrared night one, so each has its own blur baseline."""
+    return "day" if 7 <= dt.datetime.fromtimestamp(ts, tz).hour < 19 else "night"
 
 
 def interval_for(q: QualityConfig, ch: Channel) -> float:
@@ -129,6 +137,7 @@ class QualitySampler:
     async def _one(self, ch: Channel, q: QualityConfig, now: float, sem: asyncio.Semaphore
                    ) -> None:
         self.in_flight += 1
+        period = period_of(now, zone(self.engine.cfg.report.timezone))
         try:
             sched = self.engine.scheduler.schedule
             target: Target | None = sched.targets.get(ch.id) if sched is not None else None
@@ -139,13 +148,15 @@ class QualitySampler:
                 host = self._hosts.setdefault(ch.host, asyncio.Semaphore(1))
                 async with host:
                     assert self._pool is not None
+                    book = self.engine.quality
                     v = await sample(target, ProbeSettings(timeout_s=q.timeout,
                                                            user_agent=self.engine.cfg.probing
                                                            .user_agent),
                                      SampleSettings.of(q), self._pool,
-                                     reference=self.engine.quality.reference(ch.id),
+                                     reference=book.reference(ch.id),
+                                     blur_baseline=book.blur_baseline(ch.id, period),
                                      now=self.clock())
-            self.engine.quality.record(v)
+            self.engine.quality.record(v, period)
             if v.quality is Quality.DEGRADED:
                 log.info("picture degraded", channel=ch.id, county=ch.county,
                          township=ch.township, faults=[f.check for f in v.faults])
