@@ -5,7 +5,8 @@ sensor noise; 25 fps, a keyframe every 2 s, 4 Mbit/s at 1080p and 2 Mbit/s at 72
 once with PyAV's libx264 / libx265) is served in real time by a small RTSP server in a child
 process (its CPU not counted). This process then takes ``--n`` samples as the daemon does:
 the keyframe fetch (two keyframes, one GOP apart), decoding both, the checks and the thumbnail
-JPEG. Printed, per sample: this process's CPU time (``time.process_time``: user + system, all
+JPEG; ``--one-frame``: one keyframe, as with ``quality.second_frame: false``). Printed, per
+sample: this process's CPU time (``time.process_time``: user + system, all
 threads) for the fetch and for the picture work apart, their sum, the wall time, and what
 10,000 channels sampled hourly would cost in cores (sum x 10,000 / 3,600 s).
 """
@@ -111,14 +112,14 @@ def serve(conn: Connection, streams: dict[str, tuple[str, list[bytes]]]) -> None
     asyncio.run(main())
 
 
-async def bench(port: int, name: str, n: int) -> dict[str, float]:
+async def bench(port: int, name: str, n: int, count: int = 2) -> dict[str, float]:
     target = Target("bench", "127.0.0.1", f"rtsp://127.0.0.1:{port}/{name}")
     settings = SampleSettings()
     fetch_cpu, work_cpu, wall = [], [], []
     ref = None
     for _ in range(n):
         w0, c0 = time.perf_counter(), time.process_time()
-        f = await fetch_keyframes(target, ProbeSettings(timeout_s=10), count=2)
+        f = await fetch_keyframes(target, ProbeSettings(timeout_s=10), count=count)
         c1 = time.process_time()
         assert f.result.ok, f.result.detail
         d, _, _, _, thumb = _process(f.keyframes, settings, ref)
@@ -149,6 +150,8 @@ async def bench(port: int, name: str, n: int) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10)
+    ap.add_argument("--one-frame", action="store_true",
+                    help="as with quality.second_frame: false (one keyframe, no freeze check)")
     args = ap.parse_args()
     streams: dict[str, tuple[str, list[bytes]]] = {}
     for size, (w, h, rate) in SIZES.items():
@@ -162,7 +165,7 @@ def main() -> int:
           f"{'total CPU':>10} {'wall':>6} {'10k/h cores':>12}   picture CPU of one keyframe:"
           f" decode+scale / checks / jpeg")
     for name in streams:
-        r = asyncio.run(bench(port, name, args.n))
+        r = asyncio.run(bench(port, name, args.n, 1 if args.one_frame else 2))
         total = r["fetch_ms"] + r["work_ms"]
         print(f"{name:<12} {r['kf_kb']:>7.0f}KB {r['fetch_ms']:>8.1f}ms {r['work_ms']:>10.1f}ms "
               f"{total:>8.1f}ms {r['wall_s']:>5.2f}s {total * 10_000 / 3600 / 1000:>12.3f}   "
