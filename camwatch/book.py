@@ -50,6 +50,17 @@ HOST_BACKOFF_MAX_S = 600.0
 Listener = Callable[[str, str, bool], None]
 
 
+@dataclass(frozen=True, slots=True)
+class SwapPlan:
+    """An inventory swap worked out ahead (:meth:`ChannelBook.plan_swap`)."""
+
+    generation: int  # the book's generation it was made against
+    channels: dict[str, Channel]
+    hosts: Counter[str]  # channels per host
+    gone: list[str]
+    new: list[str]
+
+
 @dataclass(slots=True)
 class HostHealth:
     channels: int = 0
@@ -118,26 +129,38 @@ class ChannelBook:
 
     # --- the inventory -------------------------------------------------------------------------
 
-    def swap(self, channels: Mapping[str, Channel]) -> list[str]:
+    def plan_swap(self, channels: Mapping[str, Channel]) -> SwapPlan:
+        """What :meth:`swap` to ``channels`` will change, worked out in O(channels) without
+        changing anything: safe in a worker thread while verdicts land (only a swap changes
+        which channels the book holds, and swaps do not overlap)."""
+        chans = dict(channels)
+        states = self._states
+        return SwapPlan(self.generation, chans, Counter(c.host for c in chans.values()),
+                        [cid for cid in states if cid not in chans],
+                        [cid for cid in chans if cid not in states])
+
+    def swap(self, channels: Mapping[str, Channel], plan: SwapPlan | None = None) -> list[str]:
         """Take a new set of connected channels in one step; unchanged channels keep their
-        state, host health and flap history. Returns the ids that left the book."""
-        self._channels = dict(channels)
-        hosts: Counter[str] = Counter(c.host for c in self._channels.values())
-        self._hosts = {h: self._hosts.get(h) or HostHealth() for h in hosts}
-        for h, n in hosts.items():
+        state, host health and flap history. With a :meth:`plan_swap` made for this book's
+        current generation, the step costs O(changes + hosts), not O(channels). Returns the
+        ids that left the book."""
+        if plan is None or plan.generation != self.generation:
+            plan = self.plan_swap(channels)
+        self._channels = plan.channels
+        old_hosts = self._hosts
+        self._hosts = {h: old_hosts.get(h) or HostHealth() for h in plan.hosts}
+        for h, n in plan.hosts.items():
             self._hosts[h].channels = n
-        gone = [cid for cid in self._states if cid not in self._channels]
-        for cid in gone:  # no longer connected / in the inventory: not ours to judge
+        for cid in plan.gone:  # no longer connected / in the inventory: not ours to judge
             del self._states[cid]
             self._flaps.pop(cid, None)
             self._seen.pop(cid, None)
             self._dirty.pop(cid, None)
             self.offline.discard(cid)
-        for cid in self._channels:
-            if cid not in self._states:
-                self._states[cid] = ChannelState(cid)
+        for cid in plan.new:
+            self._states[cid] = ChannelState(cid)
         self.generation += 1
-        return gone
+        return plan.gone
 
     # --- verdicts ------------------------------------------------------------------------------
 

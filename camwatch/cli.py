@@ -374,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex = _command(sub, "exempt", "exempt channels for a period (报备): add, list, remove")
     report_cli.add_exempt_arguments(ex)
     ex.set_defaults(func=report_cli.cmd_exempt)
+
+    from camwatch.store import cli as store_cli
+
+    sg = _command(sub, "store", "the store's own commands: migrate SQLite to PostgreSQL")
+    store_cli.add_arguments(sg)
     return p
 
 

@@ -153,10 +153,31 @@ class TargetsConfig(_Model):
 
 
 class StoreConfig(_Model):
-    backend: Literal["sqlite"] = "sqlite"
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
     path: Path = Path("camwatch.db")
+    # postgresql: the DSN (postgresql://user:password@host/db) holds a password, so it is
+    # given by reference only, like every secret (docs/scale-out.md)
+    dsn_env: str | None = None
+    dsn_file: Path | None = None
 
-    _abs = field_validator("path")(_resolve_path)
+    _abs = field_validator("path", "dsn_file")(_resolve_path)
+
+    @model_validator(mode="after")
+    def _dsn_for_postgresql(self) -> StoreConfig:
+        given = [k for k in ("dsn_env", "dsn_file") if getattr(self, k)]
+        if self.backend == "postgresql" and len(given) != 1:
+            raise ValueError("backend postgresql expects exactly one of dsn_env or dsn_file, "
+                             f"got {' and '.join(given) or 'neither'}")
+        if self.backend == "sqlite" and given:
+            raise ValueError(f"{given[0]} is for backend postgresql; backend sqlite uses path")
+        return self
+
+    def dsn(self) -> Secret:
+        """The PostgreSQL DSN, read now (``LookupError`` naming the reference if it cannot)."""
+        value = read_secret(self.dsn_env, self.dsn_file)
+        if not value:
+            raise LookupError(f"store.{'dsn_env' if self.dsn_env else 'dsn_file'}: empty DSN")
+        return value
 
 
 class HttpAuth(_Model):
@@ -339,8 +360,10 @@ class Config(_Model):
             (f"$.alerts.receivers.{n}", r) for n, r in self.alerts.receivers.items()]
         if self.http.auth is not None:
             refs.append(("$.http.auth", self.http.auth))
+        if self.store.backend == "postgresql":
+            refs.append(("$.store", self.store))
         for where, model in refs:
-            for kind in ("url", "secret", "password", "token"):
+            for kind in ("url", "secret", "password", "token", "dsn"):
                 env = getattr(model, f"{kind}_env", None)
                 file = getattr(model, f"{kind}_file", None)
                 if env or file:

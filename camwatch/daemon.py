@@ -41,8 +41,7 @@ from camwatch.inventory import Inventory, load_inventory
 from camwatch.reports.period import zone
 from camwatch.reports.rows import iter_inventory_rows
 from camwatch.sinks.dispatch import Dispatcher
-from camwatch.store import open_store
-from camwatch.store.lock import StoreLock
+from camwatch.store import open_configured, store_lock
 from camwatch.store.writer import StoreWriter
 
 log = structlog.get_logger(__name__)
@@ -98,12 +97,13 @@ class Daemon:
         cfg, inv = load_all(config_path)
         self.cfg = cfg
         self.listen = listen or cfg.http.listen
-        self.lock = StoreLock(cfg.store.path)
+        self.lock = store_lock(cfg.store)
         self.lock.acquire(f"listening on {self.listen}")
         try:
-            self.store = open_store(cfg.store.path)  # reads
-            self.writer = StoreWriter(open_store(cfg.store.path))
+            self.store = open_configured(cfg.store)  # reads
+            self.writer = StoreWriter(open_configured(cfg.store))
             self.engine = Engine(cfg, inv, self.store, self.writer)
+            self.engine.health.watch("store lock", lambda: self.lock.problem)
         except BaseException:
             self.lock.release()
             raise
@@ -234,7 +234,7 @@ class Daemon:
                 "send SIGHUP again to confirm", dropped=dropped, channels=before,
                 max_drop=cfg.inventory.max_drop)
         self._confirm_drop = None
-        gone = eng.apply(plan)
+        gone = await eng.apply_sliced(plan)
         self.cfg = cfg
         self._wire_alerts(cfg)
         self._inventory_seen = seen

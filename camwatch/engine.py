@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from camwatch.book import ChannelBook
+from camwatch.book import ChannelBook, SwapPlan
 from camwatch.config import Config
 from camwatch.evaluator import EvalInputs, Evaluator, plan_evaluation
 from camwatch.health import SelfHealth
@@ -144,6 +144,7 @@ class Plan:
     channels: Mapping[str, Channel]
     schedule: Schedule
     evaluation: EvalInputs
+    book: SwapPlan
 
 
 class Engine:
@@ -202,16 +203,25 @@ class Engine:
             t = make_target(c, creds)
             targets[cid] = t if (o := old_targets.get(cid)) is None or o != t else o
         schedule = plan_schedule(cfg, channels, targets, self.clock(), self.scheduler.schedule)
-        return Plan(cfg, inventory, channels, schedule, plan_evaluation(cfg, channels))
+        return Plan(cfg, inventory, channels, schedule, plan_evaluation(cfg, channels),
+                    self.book.plan_swap(channels))
 
     def reload(self, cfg: Config, inventory: Inventory) -> list[str]:
         """:meth:`plan` and :meth:`apply` in one call, on the calling thread (tests, and
         callers without a loop to keep responsive; the daemon plans in a worker thread)."""
         return self.apply(self.plan(cfg, inventory))
 
-    def apply(self, plan: Plan) -> list[str]:
+    async def apply_sliced(self, plan: Plan) -> list[str]:
+        """:meth:`apply`, with the one O(channels) part left on the loop (counting the
+        channels' states into the new rate cells) done first in slices between which probes go
+        on; the swap itself is then O(changes). Returns the ids that left."""
+        counts = await self.evaluator.count_for(plan.evaluation)
+        return self.apply(plan, counts)
+
+    def apply(self, plan: Plan, counts: list[list[int]] | None = None) -> list[str]:
         """Swap in a planned config and inventory, in one step on the loop; unchanged
-        channels keep their state. Returns the ids that left."""
+        channels keep their state. ``counts``: the new rate cells' counts from
+        :meth:`Evaluator.count_for`, made just before. Returns the ids that left."""
         cfg = plan.cfg
         if cfg is not self.cfg:
             self.cfg = cfg
@@ -222,11 +232,11 @@ class Engine:
             self.scheduler.configure(cfg)
             self.evaluator.configure(cfg)
         self.inventory = plan.inventory
-        gone = self.book.swap(plan.channels)
+        gone = self.book.swap(plan.channels, plan.book)
         self.quality.swap(plan.channels)
         self.quality.thumbnail_budget = cfg.quality.thumbnail_budget
         self.scheduler.swap(plan.schedule)
-        self.evaluator.swap(plan.evaluation)
+        self.evaluator.swap(plan.evaluation, counts)
         if gone:
             self.writer.submit(lambda s: s.delete_states(gone))  # retried at the next swap
         _tune_gc(full=self._first_apply)

@@ -117,12 +117,16 @@ class Scheduler:
     def swap(self, schedule: Schedule) -> None:
         """Take a schedule built by :func:`plan_schedule` against the current one."""
         self.schedule = schedule
-        if schedule.new_entries:
-            if self._heap:
-                self._heap.extend(schedule.new_entries)
-                heapq.heapify(self._heap)
+        new = schedule.new_entries
+        if new:
+            if not self._heap:
+                self._heap = sorted(new)
+            elif len(new) * 8 < len(self._heap):  # a few added: O(k log n), not O(n)
+                for entry in new:
+                    heapq.heappush(self._heap, entry)
             else:
-                self._heap = sorted(schedule.new_entries)
+                self._heap.extend(new)
+                heapq.heapify(self._heap)
         self._wake.set()
 
     def wake(self) -> None:

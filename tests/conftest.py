@@ -34,3 +34,29 @@ def need_binary(name: str) -> str:
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.chdir(tmp_path)
     yield tmp_path
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[object]:
+    """A PostgreSQL cluster of the tests' own (tests/peers/postgres.py), one per session (per
+    xdist worker); skipped without the binaries, required in CI."""
+    from tests.peers.postgres import PgServer, binaries
+
+    bindir = binaries()
+    need(bindir is not None, "PostgreSQL's initdb and pg_ctl (Debian package postgresql)")
+    assert bindir is not None
+    server = PgServer(bindir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_dsn(pg_server: object) -> Iterator[str]:
+    """The DSN of a new, empty database on :func:`pg_server`, dropped after the test."""
+    from tests.peers.postgres import PgServer
+
+    assert isinstance(pg_server, PgServer)
+    with pg_server.database() as dsn:
+        yield dsn

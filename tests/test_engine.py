@@ -463,3 +463,45 @@ async def test_a_reload_keeps_one_copy_of_unchanged_channels(tmp_path: Path,
     body = metrics.render()[0].decode()
     assert body.count("camwatch_channel_up{") == 4
     eng.close()
+
+
+async def test_a_reload_counted_in_slices_matches_a_full_count(tmp_path: Path) -> None:
+    """The new inventory's rate cells are counted in slices while verdicts keep landing: a
+    channel judged after its slice was counted, or before, or twice, ends up counted in the
+    state it is in at the swap, as a count done in one step at the swap would have it."""
+    from camwatch.model import Verdict
+    from camwatch.probes.result import ProbeResult, Reason
+
+    chs = [Channel(id=f"c{i:03d}", klass=1 + i % 3, project="雪亮工程", county="鹿邑县",
+                   township=f"镇{i % 4}", installed=True, connected=True,
+                   rtsp_url="rtsp://127.0.0.1:9/", host=f"h{i}") for i in range(60)]
+    clock = FakeClock()
+    cfg = config(tmp_path, fail_threshold=1)
+    eng = Engine(cfg, inventory(chs[:50]), open_store(cfg.store.path), clock=clock)
+    ok, bad = ProbeResult.success("describe"), ProbeResult.failure("describe", Reason.REFUSED)
+    for i, c in enumerate(chs[:50]):
+        eng.book.judge(c.id, Verdict.of(bad if i % 5 == 0 else ok), clock.t)
+    plan = eng.plan(cfg, inventory(chs[5:]))  # 5 leave, 10 arrive
+    flips = [chs[i].id for i in (6, 7, 12, 30, 31, 49, 8, 6)]  # early, late, one twice
+
+    async def verdicts() -> None:
+        for k, cid in enumerate(flips):
+            await asyncio.sleep(0)
+            st = eng.book.state(cid)
+            assert st is not None
+            clock.t += 1
+            eng.book.judge(cid, Verdict.of(ok if st.state == "offline" else bad), clock.t)
+            assert k < len(flips)
+
+    flipper = asyncio.ensure_future(verdicts())
+    counts = await eng.evaluator.count_for(plan.evaluation, slice_size=7)
+    assert not flipper.done()  # some verdicts land after the swap, counted the usual way
+    eng.apply(plan, counts)
+    await flipper
+    await eng.evaluate()
+    index = plan.evaluation.index
+    assert eng.rates == index.rows(index.count(eng.book.state_of), eng.evaluator.targets)
+    site = [r for r in eng.rates if r.scope == () and r.klass is None and r.project is None]
+    assert [r.unknown for r in site] == [10]  # the arrivals
+    assert {eng.book.state_of(c.id) for c in chs[5:50]} == {"online", "offline"}
+    eng.close()

@@ -7,25 +7,58 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from camwatch.errors import StoreError
-from camwatch.store import ChannelState, RateSnapshot, Transition, open_store
+from camwatch.secrets import Secret
+from camwatch.store import ChannelState, RateSnapshot, Store, Transition, open_store
 from camwatch.store.sqlite import SCHEMA_VERSION
 
+# The store's contract tests run against both backends: SQLite in tmp_path, and a real
+# PostgreSQL (a new database per test on the tests' own cluster, tests/peers/postgres.py).
+BACKENDS = ["sqlite", "postgresql"]
 
-def test_roundtrip_and_private_file(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "camwatch.db"
-    store = open_store(path)
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def target(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the store lives: a file path for SQLite, a DSN for PostgreSQL."""
+    if backend == "postgresql":
+        return str(request.getfixturevalue("pg_dsn"))
+    return str(tmp_path / "state" / "camwatch.db")
+
+
+@pytest.fixture
+def new_store(backend: str, target: str) -> Callable[[], Store]:
+    """Opens the test's store (again: each call is a new connection to the same store)."""
+    def make() -> Store:
+        if backend == "postgresql":
+            from camwatch.store.postgres import PostgresStore
+
+            return PostgresStore(Secret(target))
+        return open_store(target)
+    return make
+
+
+def test_roundtrip_and_private_file(backend: str, target: str,
+                                    new_store: Callable[[], Store]) -> None:
+    store = new_store()
     store.write_batch(
         [ChannelState("a", "offline", "refused", since=10.0, fails=3, info={"v": "海康"})],
         [Transition("a", 10.0, "online", "offline", "refused", {"detail": "x"})])
     store.close()
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    store = open_store(path)
+    if backend == "sqlite":
+        path = Path(target)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    store = new_store()
     st = store.load_states()["a"]
     assert (st.state, st.reason, st.fails, st.info) == ("offline", "refused", 3, {"v": "海康"})
     (t,) = list(store.transitions())
@@ -34,8 +67,8 @@ def test_roundtrip_and_private_file(tmp_path: Path) -> None:
     store.close()
 
 
-def test_transitions_window_and_state_at_start(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "s.db")
+def test_transitions_window_and_state_at_start(new_store: Callable[[], Store]) -> None:
+    store = new_store()
     store.write_batch([], [Transition("a", 1.0, "unknown", "online"),
                            Transition("a", 5.0, "online", "offline", "timeout"),
                            Transition("b", 2.0, "unknown", "offline", "refused"),
@@ -47,10 +80,10 @@ def test_transitions_window_and_state_at_start(tmp_path: Path) -> None:
     assert "a" not in store.last_transition_before(1.0)
 
 
-def test_transitions_without_detail(tmp_path: Path) -> None:
+def test_transitions_without_detail(new_store: Callable[[], Store]) -> None:
     """What bulk readers use: the same transitions, in the same order, without decoding
     ``detail``; as objects or as plain (channel_id, ts, from, to, reason) rows."""
-    store = open_store(tmp_path / "s.db")
+    store = new_store()
     store.write_batch([], [Transition("a", 1.0, "unknown", "online"),
                            Transition("a", 5.0, "online", "offline", "timeout", {"x": 1}),
                            Transition("b", 5.0, "unknown", "offline", "refused"),
@@ -71,8 +104,8 @@ def test_transitions_without_detail(tmp_path: Path) -> None:
     assert store.last_transition_before(6.0)["a"].detail == {"x": 1}
 
 
-def test_inventory_snapshot_streamed(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "s.db")
+def test_inventory_snapshot_streamed(new_store: Callable[[], Store]) -> None:
+    store = new_store()
     store.save_inventory_snapshot("2026-11", [{"id": "b", "township": "城关镇"}, {"id": "a"}])
     rows = store.iter_inventory_snapshot("2026-11")
     assert next(rows) == {"id": "a"}
@@ -81,8 +114,8 @@ def test_inventory_snapshot_streamed(tmp_path: Path) -> None:
     assert list(store.iter_inventory_snapshot("2026-11")) == store.inventory_snapshot("2026-11")
 
 
-def test_outbox_in_order_with_retries(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "s.db")
+def test_outbox_in_order_with_retries(new_store: Callable[[], Store]) -> None:
+    store = new_store()
     ids = [store.enqueue("wecom", f"fp{i}", {"n": i}, now=100.0) for i in range(3)]
     store.enqueue("mqtt", "fpX", {"n": 9}, now=100.0)
     assert [i.payload["n"] for i in store.due("wecom", 100.0)] == [0, 1, 2]
@@ -96,8 +129,8 @@ def test_outbox_in_order_with_retries(tmp_path: Path) -> None:
     assert store.outbox_depth("wecom") == 2 and store.outbox_depth() == 3
 
 
-def test_snapshots_and_meta(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "s.db")
+def test_snapshots_and_meta(new_store: Callable[[], Store]) -> None:
+    store = new_store()
     store.save_inventory_snapshot("2026-11", [{"id": "b", "installed": True},
                                               {"id": "a", "installed": False}])
     store.save_inventory_snapshot("2026-11", [{"id": "a", "installed": True}])  # replaces
@@ -111,20 +144,31 @@ def test_snapshots_and_meta(tmp_path: Path) -> None:
     assert store.get_meta("alerts") == {"x": [1, 2]} and store.get_meta("nope") is None
 
 
-def test_newer_schema_refused(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    open_store(path).close()
-    db = sqlite3.connect(path)
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    db.close()
+def test_newer_schema_refused(backend: str, target: str,
+                              new_store: Callable[[], Store]) -> None:
+    new_store().close()
+    if backend == "postgresql":
+        import psycopg
+
+        with psycopg.connect(target, autocommit=True) as pg:
+            pg.execute("UPDATE camwatch_schema SET version = version + 1")
+    else:
+        db = sqlite3.connect(target)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        db.close()
     with pytest.raises(StoreError, match="newer than this camwatch understands"):
-        open_store(path)
+        new_store()
 
 
 WRITER = """
 import sys
+from camwatch.secrets import Secret
 from camwatch.store import open_store, Transition, ChannelState
-store = open_store(sys.argv[1])
+if sys.argv[1] == "postgresql":
+    from camwatch.store.postgres import PostgresStore
+    store = PostgresStore(Secret(sys.stdin.readline().strip()))  # the DSN: not in argv
+else:
+    store = open_store(sys.argv[2])
 for n in range(100000):
     store.write_batch([ChannelState(f"c{n % 50}", "offline")],
                       [Transition(f"c{n % 50}", float(n), "online", "offline", "timeout")])
@@ -132,11 +176,15 @@ for n in range(100000):
 """
 
 
-def test_kill_9_loses_no_committed_transition(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE,
-                            text=True, cwd=Path(__file__).resolve().parent.parent)
-    assert proc.stdout is not None
+def test_kill_9_loses_no_committed_transition(backend: str, target: str,
+                                              new_store: Callable[[], Store]) -> None:
+    where = target if backend == "sqlite" else "-"  # a DSN goes through stdin, not argv
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, backend, where],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert proc.stdout is not None and proc.stdin is not None
+    proc.stdin.write(target + "\n")
+    proc.stdin.close()
     acknowledged = -1
     deadline = time.monotonic() + 60
     while acknowledged < 200 and time.monotonic() < deadline:
@@ -147,7 +195,7 @@ def test_kill_9_loses_no_committed_transition(tmp_path: Path) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert acknowledged >= 200, "writer did not get going"
-    store = open_store(path)
+    store = new_store()
     stored = {int(t.ts) for t in store.transitions()}
     assert set(range(acknowledged + 1)) <= stored
 

@@ -20,7 +20,7 @@ from camwatch.reports.pdf import PdfError, require_chromium
 from camwatch.reports.period import Period, day_start, local_text, zone
 from camwatch.reports.rows import channels_from_rows
 from camwatch.rules.rates import format_rate
-from camwatch.store import Store, open_store
+from camwatch.store import Store, open_configured, open_store
 from camwatch.textui import Progress, table
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
@@ -95,6 +95,8 @@ def _settings(cfg: Config, args: argparse.Namespace) -> ReportSettings:
 
 
 def _open_existing(cfg: Config) -> Store:
+    if cfg.store.backend != "sqlite":
+        return open_configured(cfg.store)
     path = Path(cfg.store.path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no store here (store.path); the daemon creates it")
@@ -333,7 +335,7 @@ def cmd_exempt(args: argparse.Namespace) -> int:
         if not reason:
             sys.stderr.write("camwatch exempt add: expected a --reason, got nothing\n")
             return EXIT_USAGE
-        store = open_store(cfg.store.path)
+        store = open_configured(cfg.store)
         try:
             if not args.force:
                 unknown = _unknown_channels(cfg, store, args.channel)

@@ -8,7 +8,7 @@ channels not connected (未联网上云) are never counted. The Prometheus recor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import add
 
@@ -197,10 +197,20 @@ class RateIndex:
 
     def count(self, state_of: Callable[[str], str]) -> list[list[int]]:
         """Per cell: [online, offline, unknown]."""
-        per_cell = [[0, 0, 0] for _ in self._cell_keys]
+        per_cell = self.zero()
         for cid, n in self._cell_of.items():
             per_cell[n][state_index(state_of(cid))] += 1
         return per_cell
+
+    def zero(self) -> list[list[int]]:
+        return [[0, 0, 0] for _ in self._cell_keys]
+
+    def slices(self, size: int) -> Iterator[list[tuple[str, int]]]:
+        """The (channel, cell) pairs in slices of ``size``, for a count spread over turns of
+        the event loop (see :meth:`camwatch.evaluator.Evaluator.count_for`)."""
+        items = list(self._cell_of.items())
+        for i in range(0, len(items), size):
+            yield items[i:i + size]
 
     def compute(self, state_of: Callable[[str], str], targets: Targets) -> list[RateRow]:
         return self.rows(self.count(state_of), targets)

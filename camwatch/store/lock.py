@@ -17,6 +17,7 @@ class StoreLock:
     def __init__(self, store_path: str | Path) -> None:
         self.path = Path(f"{store_path}.lock")
         self._fd: int | None = None
+        self.problem: str | None = None  # a flock cannot be lost while the process lives
 
     def acquire(self, holder: str) -> None:
         """Take the lock or raise :class:`StoreError` naming who holds it."""
