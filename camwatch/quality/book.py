@@ -78,7 +78,7 @@ class QualityBook:
         self._jpeg_bytes = 0
         self._lines: dict[str, bytes] = {}  # pre-rendered metric lines per channel
         self.samples_total: Counter[str] = Counter()  # by quality
-        self._channels: frozenset[str] = frozenset()
+        self._channels: Collection[str] | None = None  # the inventory's (not copied)
 
     # --- read API ---------------------------------------------------------------------------
 
@@ -121,9 +121,10 @@ class QualityBook:
 
     # --- verdicts ---------------------------------------------------------------------------
 
-    def swap(self, channels: Iterable[str]) -> None:
-        """A new inventory: forget the channels that left."""
-        keep = frozenset(channels)
+    def swap(self, channels: Collection[str]) -> None:
+        """A new inventory: forget the channels that left. O(sampled channels), nothing when
+        sampling is off: a reload's swap is O(changes) and this must not undo that."""
+        keep = channels
         self._channels = keep
         for cid in [c for c in self._records if c not in keep]:
             del self._records[cid]
@@ -136,7 +137,7 @@ class QualityBook:
     def record(self, v: QualityVerdict, period: str | None = None) -> None:
         """Take a sample's verdict; ``period`` (day / night) feeds the channel's blur
         baseline with a sharp picture's score."""
-        if self._channels and v.channel_id not in self._channels:
+        if self._channels is not None and v.channel_id not in self._channels:
             return  # removed by a reload while it was sampled
         cid = v.channel_id
         self.samples_total[v.quality.value] += 1
