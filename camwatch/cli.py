@@ -231,6 +231,13 @@ STATUS_CLASS_HEADERS = ["类型 class", "在线", "联网", "在线率", "目标
 STATUS_TOWN_HEADERS = ["最差乡镇 worst townships", "在线", "联网", "在线率"]
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from camwatch.quality import cli as quality_cli
+
+    cfg, inv = _load(args.config)
+    return quality_cli.cmd_diagnose(args, cfg, inv, _run_async)
+
+
 def _run_async(coro: Any) -> Any:
     try:
         import uvloop
@@ -341,6 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "control API")
     sim_cli.add_arguments(sm)
     sm.set_defaults(func=lambda a: int(_run_async(sim_cli.run(a))))
+
+    from camwatch.quality import cli as quality_cli
+
+    dg = _command(sub, "diagnose", "sample channels' pictures now and print the quality "
+                                   "verdicts (视频质量诊断)")
+    quality_cli.add_arguments(dg)
+    dg.set_defaults(func=cmd_diagnose)
 
     from camwatch.reports import cli as report_cli
 

@@ -333,6 +333,7 @@ class ReportConfig(_Model):
 
 
 from camwatch.gb28181.config import GbConfig  # noqa: E402
+from camwatch.quality.config import QualityConfig  # noqa: E402  (it subclasses _Model)
 from camwatch.repairs.config import RepairsConfig  # noqa: E402  (it subclasses _Model)
 from camwatch.rules.alert_config import AlertsConfig  # noqa: E402  (it subclasses _Model)
 
@@ -350,6 +351,7 @@ class Config(_Model):
     alerts: AlertsConfig = AlertsConfig()
     gb28181: GbConfig = GbConfig()
     repairs: RepairsConfig = RepairsConfig()
+    quality: QualityConfig = QualityConfig()
 
     # Where it was loaded from, for messages and relative paths. Not a YAML key.
     source: str = Field(default="<memory>", exclude=True)

@@ -38,6 +38,8 @@ from camwatch.health import SelfHealth
 from camwatch.inventory import Channel, Inventory
 from camwatch.model import ChannelState, Source, State, Transition, Verdict, Why
 from camwatch.probes import Level, ProbeResult
+from camwatch.quality.book import QualityBook
+from camwatch.quality.sampler import QualitySampler
 from camwatch.repairs.desk import RepairDesk, active_exemptions
 from camwatch.rules.alerts import META_KEY, Alert
 from camwatch.rules.rates import RateRow
@@ -166,6 +168,9 @@ class Engine:
         self.health.watch("store", lambda: self.writer.problem)
         self.book = ChannelBook(cfg.states, cfg.probing.interval, states=store.load_states(),
                                 primary=LEVEL_SOURCE[cfg.probing.level])
+        # the picture's quality, beside the online state and never mixed into it
+        self.quality = QualityBook(cfg.quality.thumbnail_budget)
+        self.sampler = QualitySampler(self, clock)
         self.scheduler = Scheduler(cfg, admit=self._admit, deliver=self._deliver,
                                    on_delay=self.health.probe_delay, clock=clock)
         self.evaluator = Evaluator(cfg, self.book, self.writer, self.health,
@@ -235,6 +240,8 @@ class Engine:
             self.repairs.configure(cfg)
         self.inventory = plan.inventory
         gone = self.book.swap(plan.channels, plan.book)
+        self.quality.swap(plan.channels)
+        self.quality.thumbnail_budget = cfg.quality.thumbnail_budget
         self.scheduler.swap(plan.schedule)
         self.evaluator.swap(plan.evaluation, counts)
         self.repairs.swap(plan.channels, plan.evaluation.alerts.groups)
@@ -409,6 +416,7 @@ class Engine:
             tg.create_task(self.health.watch_loop(self.stopping), name="loop-lag")
             tg.create_task(self._uplink(), name="uplink-check")
             tg.create_task(self._evaluations(publish), name="evaluator")
+            tg.create_task(self.sampler.run(), name="quality-sampler")
             for factory in extra:
                 tg.create_task(factory(), name=getattr(factory, "__name__", "extra"))
             await self.scheduler.run(self.stopping)

@@ -94,6 +94,7 @@ def channel_json(eng: Engine, cid: str, tz: dt.tzinfo | None = None) -> dict[str
         "township": ch.township or None, "village": ch.village or None,
         "operator": ch.operator or None, "host": ch.host,
         "device": (st.info.get("device") if st and st.info else None),
+        "quality": eng.quality.json(cid),
     }
 
 
@@ -186,9 +187,35 @@ async def channels(request: web.Request) -> web.Response:
                               "channels": out}, dumps=_dumps)
 
 
+async def snapshot(request: web.Request) -> web.Response:
+    """``/api/channels/{id}/snapshot.jpg``: the last picture sampled (docs/quality.md)."""
+    eng = request.app[ENGINE]
+    cid = request.match_info["id"]
+    if cid not in eng.channels:
+        return _json_error(404, f"no connected channel {cid[:40]!r}")
+    data = eng.quality.jpeg(cid)
+    if data is None:
+        return _json_error(404, f"no picture of channel {cid} kept (not sampled yet, sampling "
+                                "off, or evicted by quality.thumbnail_budget)")
+    rec = eng.quality.get(cid)
+    headers = {"Cache-Control": "no-store"}
+    if rec is not None:
+        headers["X-Camwatch-Quality"] = rec.quality.value
+        headers["Last-Modified"] = dt.datetime.fromtimestamp(rec.ts, dt.UTC).strftime(
+            "%a, %d %b %Y %H:%M:%S GMT")
+    return web.Response(body=data, content_type="image/jpeg", headers=headers)
+
+
 async def rates(request: web.Request) -> web.Response:
     eng = request.app[ENGINE]
-    return web.json_response({"rates": [r.as_json() for r in eng.rates]}, dumps=_dumps)
+    rows = [r.as_json() for r in eng.rates]
+    inputs = eng.evaluator.inputs
+    if eng.cfg.quality.enabled and inputs is not None:  # 完好率 beside 在线率 (docs/quality.md)
+        from camwatch.quality.rates import intact_rates, merge_json
+
+        merge_json(rows, intact_rates(inputs.index, eng.book.state_of, eng.quality.quality_of,
+                                      eng.evaluator.targets))
+    return web.json_response({"rates": rows}, dumps=_dumps)
 
 
 async def status(request: web.Request) -> web.Response:
@@ -444,6 +471,7 @@ def make_app(engine: Engine, reloader: Reloader | None = None) -> web.Applicatio
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/channels", channels)
+    app.router.add_get("/api/channels/{id}/snapshot.jpg", snapshot)
     app.router.add_get("/api/rates", rates)
     app.router.add_get("/api/status", status)
     app.router.add_get("/api/platforms", platforms)

@@ -29,6 +29,16 @@ class State(enum.StrEnum):
     UNKNOWN = "unknown"  # never judged, or camwatch could not judge (left out of rates)
 
 
+class Quality(enum.StrEnum):
+    """A channel's picture, beside its :class:`State` (video quality diagnosis, 视频质量诊断).
+    Separate on purpose: a degraded picture is an online camera (在线率) that is not intact
+    (完好率); a picture that could not be sampled is ``unknown``, never a reason for offline."""
+
+    OK = "ok"
+    DEGRADED = "degraded"
+    UNKNOWN = "unknown"
+
+
 class Why(enum.StrEnum):
     """Why a channel is offline or unknown: every probe :class:`~camwatch.probes.Reason`,
     plus what the book concludes beyond one probe."""

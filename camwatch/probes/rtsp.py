@@ -35,6 +35,7 @@ import os
 import re
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final, cast
 from urllib.parse import SplitResult, urlsplit
@@ -65,6 +66,7 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_PORT: Final = 554
 MAX_REDIRECTS: Final = 3
+EARLY_RTP_MAX: Final = 512  # RTP packets kept for a payload consumer not yet attached
 # RTP/AVP static payload types a camera may use without an rtpmap line (RFC 3551, table 4/5).
 _STATIC_PT: Final = {0: "PCMU", 8: "PCMA", 9: "G722", 14: "MPA", 26: "JPEG", 32: "MPV", 33: "MP2T"}
 
@@ -100,10 +102,12 @@ class Response:
 
 @dataclass(frozen=True, slots=True)
 class Interleaved:
-    """A complete ``$``-framed interleaved packet (RFC 2326 §10.12); the payload is skipped."""
+    """A complete ``$``-framed interleaved packet (RFC 2326 §10.12); the payload is skipped
+    unless the parser keeps payloads (the keyframe fetch of :mod:`camwatch.probes.keyframe`)."""
 
     channel: int
     length: int
+    payload: bytes = b""
 
 
 def _garbage(buf: bytes | bytearray) -> str:
@@ -124,10 +128,14 @@ class ResponseParser:
     cannot make us buffer more than about ``max_header_bytes + max_body_bytes + 64 KiB``.
     """
 
-    __slots__ = ("_buf", "_frame_ch", "_frame_len", "_need", "_pending", "_scan", "_skip",
-                 "max_body_bytes", "max_header_bytes")
+    __slots__ = ("_buf", "_frame_ch", "_frame_len", "_keep", "_need", "_payload", "_pending",
+                 "_scan", "_skip", "keeps_payload", "max_body_bytes", "max_header_bytes")
 
-    def __init__(self, max_header_bytes: int = 64 * 1024, max_body_bytes: int = 64 * 1024) -> None:
+    def __init__(self, max_header_bytes: int = 64 * 1024, max_body_bytes: int = 64 * 1024,
+                 keep_payload: bool = False) -> None:
+        self._keep = keep_payload  # interleaved payloads are returned, not skipped
+        self.keeps_payload = keep_payload
+        self._payload = bytearray()
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
         self._buf = bytearray()
@@ -145,10 +153,15 @@ class ResponseParser:
         while buf:
             if self._skip:
                 n = min(self._skip, len(buf))
+                if self._keep:
+                    self._payload += buf[:n]
                 del buf[:n]
                 self._skip -= n
                 if not self._skip:
-                    out.append(Interleaved(self._frame_ch, self._frame_len))
+                    payload = b""
+                    if self._keep:
+                        payload, self._payload = bytes(self._payload), bytearray()
+                    out.append(Interleaved(self._frame_ch, self._frame_len, payload))
                 continue
             if self._pending is not None:
                 if len(buf) < self._need:
@@ -289,6 +302,7 @@ class SdpMedia:
     type: str  # video, audio, application ...
     codec: str  # H264, H265, PCMA ... or "unknown"
     control: str | None  # the a=control value as written (relative, absolute or "*")
+    fmtp: str = ""  # the a=fmtp parameters of its payload type (sprop-parameter-sets ...)
 
 
 def parse_sdp(body: bytes) -> tuple[str | None, list[SdpMedia]]:
@@ -306,6 +320,7 @@ def parse_sdp(body: bytes) -> tuple[str | None, list[SdpMedia]]:
     pt = -1
     codec = ""
     control: str | None = None
+    fmtp = ""
     in_media = False
     for line in text.splitlines():
         if len(line) < 2 or line[1] != "=":
@@ -313,7 +328,7 @@ def parse_sdp(body: bytes) -> tuple[str | None, list[SdpMedia]]:
         key, value = line[0], line[2:].strip()
         if key == "m":
             if in_media:
-                media.append(SdpMedia(mtype, codec or "unknown", control))
+                media.append(SdpMedia(mtype, codec or "unknown", control, fmtp))
             fields = value.split()
             in_media = True
             mtype = fields[0].lower() if fields else ""
@@ -321,6 +336,7 @@ def parse_sdp(body: bytes) -> tuple[str | None, list[SdpMedia]]:
             pt = int(fmt) if fmt.isascii() and fmt.isdigit() and len(fmt) <= 3 else -1
             codec = _STATIC_PT.get(pt, "")
             control = None
+            fmtp = ""
         elif key == "a":
             name, _, arg = value.partition(":")
             if name == "control":
@@ -332,8 +348,12 @@ def parse_sdp(body: bytes) -> tuple[str | None, list[SdpMedia]]:
                 num, _, enc = arg.strip().partition(" ")
                 if num.isascii() and num.isdigit() and len(num) <= 3 and int(num) == pt and enc:
                     codec = enc.split("/", 1)[0].strip().upper() or codec
+            elif name == "fmtp" and in_media:
+                num, _, params = arg.strip().partition(" ")
+                if num.isascii() and num.isdigit() and len(num) <= 3 and int(num) == pt:
+                    fmtp = params.strip()[:4096]
     if in_media:
-        media.append(SdpMedia(mtype, codec or "unknown", control))
+        media.append(SdpMedia(mtype, codec or "unknown", control, fmtp))
     return session_control, media
 
 
@@ -465,6 +485,11 @@ class _Conn(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.rtp_channel = -1
         self.rtp_seen = False
+        # given each RTP payload of the video channel (the keyframe fetch); what it raises
+        # ends the connection as a parse error would
+        self.on_rtp: Callable[[bytes], None] | None = None
+        # payloads kept before on_rtp is set (cameras send RTP before PLAY's reply), bounded
+        self.early: list[bytes] | None = [] if parser.keeps_payload else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses: cast, don't assert.
@@ -486,6 +511,18 @@ class _Conn(asyncio.Protocol):
                 self.replies.append(ev)
             elif type(ev) is Interleaved and ev.channel == self.rtp_channel:
                 self.rtp_seen = True
+                if self.on_rtp is None:
+                    if self.early is not None and len(self.early) < EARLY_RTP_MAX:
+                        self.early.append(ev.payload)
+                else:
+                    try:
+                        self.on_rtp(ev.payload)
+                    except Exception as exc:
+                        self.error = exc
+                        if self.transport is not None:
+                            self.transport.abort()
+                        self._wake()
+                        return
         if events:
             self._wake()
 
@@ -530,7 +567,11 @@ class _Conn(asyncio.Protocol):
             await self._wait()
 
     async def first_rtp(self) -> None:
-        while not self.rtp_seen:
+        await self.until(lambda: self.rtp_seen)
+
+    async def until(self, done: Callable[[], bool]) -> None:
+        """Wait until ``done()`` holds after some input (or raise the connection's error)."""
+        while not done():
             if self.error is not None:
                 raise self.error
             await self._wait()
@@ -580,6 +621,10 @@ class _Probe:
         self.url = target.rtsp_url or ""
         self.orig_host = ""
         self.head_extra = f"User-Agent: {settings.user_agent}\r\n"
+        # Instead of waiting for the first RTP packet after PLAY, hand the connection and the
+        # video track to this (the keyframe fetch, camwatch.probes.keyframe).
+        self.collect: Callable[[_Conn, SdpMedia], Awaitable[None]] | None = None
+        self.video: SdpMedia | None = None
 
     # -- bookkeeping --------------------------------------------------------------------------
 
@@ -614,7 +659,8 @@ class _Probe:
             raise _Fail(Reason.PROTOCOL, f"not an rtsp:// URL: {_no_userinfo(url)}")
         port = parts.port or DEFAULT_PORT
         s = self.settings
-        conn = _Conn(self.loop, ResponseParser(s.max_header_bytes, s.max_sdp_bytes))
+        conn = _Conn(self.loop, ResponseParser(s.max_header_bytes, s.max_sdp_bytes,
+                                               keep_payload=self.collect is not None))
         self.conn = conn  # set first: a cancelled connect still has nothing to leak
         await self.loop.create_connection(lambda: conn, host, port)
 
@@ -723,6 +769,7 @@ class _Probe:
         if video is None:
             kinds = ", ".join(m.type for m in media) or "no media at all"
             raise _Fail(Reason.NO_MEDIA, f"SDP has no video track ({kinds})", info)
+        self.video = video
         if self.stream:
             await self.play(resolve_control(base, video.control),
                             resolve_control(base, session_control))
@@ -746,7 +793,10 @@ class _Probe:
         resp = await self.request("PLAY", aggregate_url, "Range: npt=0.000-\r\n")
         self.expect_ok("PLAY", resp)
         self.mark("first_packet")
-        await conn.first_rtp()
+        if self.collect is not None and self.video is not None:
+            await self.collect(conn, self.video)
+        else:
+            await conn.first_rtp()
         self.mark("_teardown")
         # Best effort, no wait for the reply: the camera frees the session on close anyway.
         self.cseq += 1

@@ -56,6 +56,9 @@ Exposition produced (gauges unless noted):
   ``camwatch_repair_tickets_overdue{operator,county,township}``,
   ``camwatch_repair_tickets_opened_total``, ``camwatch_repair_assessment_*{operator,...}``
   (:mod:`camwatch.repairs.metrics`).
+- the picture's quality (:meth:`camwatch.quality.book.QualityBook.exposition`):
+  ``camwatch_channel_quality_ok{channel}``, ``camwatch_channel_quality_score{channel,check}``
+  (faults only), ``camwatch_channels_quality{quality}``, ``camwatch_quality_samples_total``.
 """
 
 from __future__ import annotations
@@ -393,6 +396,7 @@ class MetricsRenderer:
                 parts.append(functools.partial(_timestamps, lines, channels, state))
             else:
                 parts.extend(lines.values())
+        parts.append(eng.quality.exposition(channels, openmetrics))  # docs/quality.md
         parts.append(self._render_small(openmetrics).encode())
         parts.append(encoder(REGISTRY))
         return parts, content_type

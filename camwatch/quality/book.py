@@ -1,0 +1,233 @@
+"""Each channel's quality state (ok / degraded / unknown), beside the channel book's online
+state and never mixed into it.
+
+The decision (issue #13): a degraded picture is a camera that is *online* (it answered and sent
+a decodable picture) but not *intact*; a picture that could not be sampled is quality
+``unknown``, never a reason for ``offline``: the online state stays the main probe lane's
+alone. So 在线率 is unchanged by this module and 完好率 = online ∧ quality ok over connected.
+
+Pure and synchronous like :class:`~camwatch.book.ChannelBook`: verdicts in
+(:meth:`QualityBook.record`), read by the metrics and the HTTP API. Memory, bounded:
+
+- per sampled channel a small record (scores, faults) and its pre-rendered metric lines;
+- the reference thumbnail of ``scene_changed``: the first fault-free sample's 64×36 grey
+  thumbnail, as uint8 (2.3 KB a channel);
+- the last thumbnail JPEGs (320 px wide, ~10 KB), within ``thumbnail_budget`` bytes in all:
+  past it the oldest of a fault-free channel goes first, then the oldest of any.
+
+Nothing here is persisted: after a restart every channel is ``unknown`` until sampled again,
+and the scene reference is taken afresh.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from camwatch.model import Quality
+from camwatch.quality.checks import Check, Fault, Grey, baseline_value, update_baseline
+from camwatch.quality.sample import QualityVerdict
+
+__all__ = ["QualityBook", "QualityRecord"]
+
+U8 = npt.NDArray[np.uint8]
+# faults after which a picture's blur score says nothing of the lens: not a baseline sample
+_NO_BASELINE = frozenset({Check.SIGNAL_LOST, Check.TOO_DARK, Check.TOO_BRIGHT, Check.NOISE,
+                          Check.BLUR, Check.OCCLUDED})
+
+
+@dataclass(slots=True)
+class QualityRecord:
+    quality: Quality
+    ts: float
+    faults: tuple[Fault, ...] = ()
+    scores: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None
+    detail: str = ""
+    width: int | None = None
+    height: int | None = None
+    codec: str | None = None
+    latency_ms: float = 0.0
+
+    def json(self) -> dict[str, object]:
+        return {"quality": self.quality.value, "ts": self.ts,
+                "faults": [{"check": f.check, "score": f.score} for f in self.faults],
+                "reason": self.reason, "detail": self.detail or None, "width": self.width,
+                "height": self.height, "codec": self.codec,
+                "latency_ms": round(self.latency_ms, 1)}
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class QualityBook:
+    def __init__(self, thumbnail_budget: int = 64 * 1024 * 1024) -> None:
+        self.thumbnail_budget = thumbnail_budget
+        self._records: dict[str, QualityRecord] = {}
+        self._refs: dict[str, U8] = {}
+        # blur baselines by (channel, "day" | "night"): (moving average, samples)
+        self._blur: dict[tuple[str, str], tuple[float, int]] = {}
+        # the kept JPEGs, oldest first, fault-free channels apart from degraded ones
+        self._jpeg_ok: OrderedDict[str, bytes] = OrderedDict()
+        self._jpeg_bad: OrderedDict[str, bytes] = OrderedDict()
+        self._jpeg_bytes = 0
+        self._lines: dict[str, bytes] = {}  # pre-rendered metric lines per channel
+        self.samples_total: Counter[str] = Counter()  # by quality
+        self._channels: Collection[str] | None = None  # the inventory's (not copied)
+
+    # --- read API ---------------------------------------------------------------------------
+
+    def get(self, cid: str) -> QualityRecord | None:
+        return self._records.get(cid)
+
+    def quality_of(self, cid: str) -> Quality:
+        r = self._records.get(cid)
+        return r.quality if r is not None else Quality.UNKNOWN
+
+    def jpeg(self, cid: str) -> bytes | None:
+        return self._jpeg_bad.get(cid) or self._jpeg_ok.get(cid)
+
+    def reference(self, cid: str) -> Grey | None:
+        ref = self._refs.get(cid)
+        return ref.astype(np.float32) if ref is not None else None
+
+    def json(self, cid: str) -> dict[str, object]:
+        """The channel's quality in the API (``/api/channels``): ``{"quality": "unknown"}``
+        until sampled; with a snapshot URL when a thumbnail is kept."""
+        r = self._records.get(cid)
+        out: dict[str, object] = r.json() if r is not None else {"quality": "unknown"}
+        if self.jpeg(cid) is not None:
+            out["snapshot"] = f"/api/channels/{cid}/snapshot.jpg"
+        return out
+
+    def blur_baseline(self, cid: str, period: str) -> float | None:
+        return baseline_value(self._blur.get((cid, period)))
+
+    def counts(self, channels: Iterable[str]) -> Counter[str]:
+        return Counter(self.quality_of(cid).value for cid in channels)
+
+    @property
+    def records(self) -> Mapping[str, QualityRecord]:
+        return self._records
+
+    @property
+    def jpeg_bytes(self) -> int:
+        return self._jpeg_bytes
+
+    # --- verdicts ---------------------------------------------------------------------------
+
+    def swap(self, channels: Collection[str]) -> None:
+        """A new inventory: forget the channels that left. O(sampled channels), nothing when
+        sampling is off: a reload's swap is O(changes) and this must not undo that."""
+        keep = channels
+        self._channels = keep
+        for cid in [c for c in self._records if c not in keep]:
+            del self._records[cid]
+            self._lines.pop(cid, None)
+            self._refs.pop(cid, None)
+            self._drop_jpeg(cid)
+        for key in [k for k in self._blur if k[0] not in keep]:
+            del self._blur[key]
+
+    def record(self, v: QualityVerdict, period: str | None = None) -> None:
+        """Take a sample's verdict; ``period`` (day / night) feeds the channel's blur
+        baseline with a sharp picture's score."""
+        if self._channels is not None and v.channel_id not in self._channels:
+            return  # removed by a reload while it was sampled
+        cid = v.channel_id
+        self.samples_total[v.quality.value] += 1
+        self._records[cid] = QualityRecord(v.quality, v.ts, v.faults, dict(v.scores), v.reason,
+                                           v.detail, v.width, v.height, v.codec, v.latency_ms)
+        if v.quality is Quality.OK and v.thumb is not None and cid not in self._refs:
+            self._refs[cid] = np.clip(np.rint(v.thumb), 0, 255).astype(np.uint8)
+        if v.jpeg is not None:
+            self._keep_jpeg(cid, v.jpeg, v.quality is Quality.DEGRADED)
+        score = v.scores.get(Check.BLUR)
+        if period is not None and score is not None and v.quality is not Quality.UNKNOWN \
+                and not {f.check for f in v.faults} & _NO_BASELINE:
+            self._blur[(cid, period)] = update_baseline(self._blur.get((cid, period)), score)
+        self._render(cid)
+
+    def forget_reference(self, cid: str) -> None:
+        """Take the next fault-free picture as the scene reference (a camera moved on
+        purpose)."""
+        self._refs.pop(cid, None)
+
+    def _drop_jpeg(self, cid: str) -> None:
+        for d in (self._jpeg_ok, self._jpeg_bad):
+            old = d.pop(cid, None)
+            if old is not None:
+                self._jpeg_bytes -= len(old)
+
+    def _keep_jpeg(self, cid: str, data: bytes, degraded: bool) -> None:
+        self._drop_jpeg(cid)
+        if len(data) > self.thumbnail_budget:
+            return
+        (self._jpeg_bad if degraded else self._jpeg_ok)[cid] = data
+        self._jpeg_bytes += len(data)
+        while self._jpeg_bytes > self.thumbnail_budget:
+            victims = self._jpeg_ok if self._jpeg_ok else self._jpeg_bad
+            _, old = victims.popitem(last=False)
+            self._jpeg_bytes -= len(old)
+
+    # --- metrics ----------------------------------------------------------------------------
+
+    def _render(self, cid: str) -> None:
+        r = self._records[cid]
+        ch = f'channel="{_esc(cid)}"'
+        if r.quality is Quality.UNKNOWN:
+            self._lines[cid] = b""
+            return
+        lines = [f"camwatch_channel_quality_ok{{{ch}}} {1 if r.quality is Quality.OK else 0}\n"]
+        for f in r.faults:
+            lines.append(f'camwatch_channel_quality_score{{{ch},check="{f.check}"}} '
+                         f"{f.score!r}\n")
+        self._lines[cid] = "".join(lines).encode()
+
+    def exposition(self, channels: Collection[str], openmetrics: bool = False) -> bytes:
+        """The quality metrics (text format; the same lines in OpenMetrics):
+
+        - ``camwatch_channel_quality_ok{channel}`` 1/0, absent while unknown;
+        - ``camwatch_channel_quality_score{channel,check}``: the score of each check at fault
+          of a degraded channel (only the faults: a healthy fleet exports none of these);
+        - ``camwatch_channels_quality{quality}``: channels by quality state;
+        - ``camwatch_quality_samples_total{quality}`` counter.
+
+        O(sampled channels), on the loop (the book changes there): nothing when sampling is
+        off, a few ms per 10,000 sampled channels.
+        """
+        ok_lines = [b"# HELP camwatch_channel_quality_ok 1 when the last picture sampled had no "
+                    b"fault, 0 when degraded; absent while unknown.\n"
+                    b"# TYPE camwatch_channel_quality_ok gauge\n"]
+        score_lines = [b"# HELP camwatch_channel_quality_score Score of each check at fault "
+                       b"of a degraded channel (docs/quality.md).\n"
+                       b"# TYPE camwatch_channel_quality_score gauge\n"]
+        counts: Counter[str] = Counter()
+        for cid, block in self._lines.items():
+            if cid not in channels:
+                continue
+            counts[self._records[cid].quality.value] += 1
+            if not block:
+                continue
+            first, _, rest = block.partition(b"\n")
+            ok_lines.append(first + b"\n")
+            if rest:
+                score_lines.append(rest)
+        counts[Quality.UNKNOWN.value] = len(channels) - counts[Quality.OK.value] \
+            - counts[Quality.DEGRADED.value]
+        tail = ["# HELP camwatch_channels_quality Connected channels by picture quality "
+                "state.\n# TYPE camwatch_channels_quality gauge\n"]
+        tail += [f'camwatch_channels_quality{{quality="{q.value}"}} {counts.get(q.value, 0)}\n'
+                 for q in Quality]
+        family = "camwatch_quality_samples" if openmetrics else "camwatch_quality_samples_total"
+        tail.append(f"# HELP {family} Pictures sampled, by outcome.\n"
+                    f"# TYPE {family} counter\n")
+        tail += [f'camwatch_quality_samples_total{{quality="{q.value}"}} '
+                 f"{self.samples_total.get(q.value, 0)}\n" for q in Quality]
+        return b"".join(ok_lines) + b"".join(score_lines) + "".join(tail).encode()
+

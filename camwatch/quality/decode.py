@@ -1,0 +1,116 @@
+"""Keyframes into pictures: PyAV (FFmpeg's decoders, in-process) to a downscaled RGB array,
+and the thumbnail JPEG. No ffmpeg subprocess: a process per channel sample would cost more
+than the decode itself.
+
+Everything here is synchronous and CPU-bound; :class:`DecodePool` runs it in a bounded pool of
+threads off the event loop (PyAV releases the GIL while FFmpeg decodes and scales, numpy while
+it works on whole arrays), with a queue bound so that a slow pool makes the sampler wait
+rather than pile work up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import fractions
+import threading
+from collections.abc import Callable
+from typing import TypeVar, cast
+
+import av
+import av.error
+import numpy as np
+from av.video.codeccontext import VideoCodecContext
+
+from camwatch.errors import CamwatchError
+from camwatch.probes.rtp import Keyframe
+from camwatch.quality.checks import Frame, Rgb
+
+__all__ = ["DecodeError", "DecodePool", "Picture", "decode", "jpeg"]
+
+T = TypeVar("T")
+_DECODERS = {"H264": "h264", "H265": "hevc"}
+MAX_PIXELS = 8192 * 8192  # a claimed picture size beyond this is refused before scaling
+
+
+class DecodeError(CamwatchError):
+    """The keyframe did not decode to a picture (corrupt, truncated, unsupported)."""
+
+
+class Picture:
+    """A decoded keyframe: its real size, and the downscaled frame the checks look at."""
+
+    __slots__ = ("frame", "height", "width")
+
+    def __init__(self, frame: Frame, width: int, height: int) -> None:
+        self.frame = frame
+        self.width = width
+        self.height = height
+
+
+def decode(kf: Keyframe, width: int = 640) -> Picture:
+    """Decode one Annex B keyframe and scale it to ``width`` pixels wide (aspect kept, even
+    height). Errors are strict (``err_detect=explode``): a corrupt keyframe is a
+    :class:`DecodeError`, not a concealed picture the checks would misjudge."""
+    name = _DECODERS.get(kf.codec)
+    if name is None:
+        raise DecodeError(f"no decoder for {kf.codec}")
+    ctx = cast(VideoCodecContext, av.CodecContext.create(name, "r"))
+    ctx.options = {"err_detect": "explode"}
+    ctx.thread_count = 1  # one picture: threads would only add latency; the pool parallelises
+    try:
+        frames = list(ctx.decode(av.Packet(kf.data)))
+        frames += list(ctx.decode(None))  # flush: the decoder may hold the picture back
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise DecodeError(f"{kf.codec} keyframe does not decode: {exc}") from None
+    if not frames:
+        raise DecodeError(f"{kf.codec} keyframe of {len(kf.data)} bytes gave no picture")
+    vf = frames[0]
+    w, h = vf.width, vf.height
+    if w <= 0 or h <= 0 or w * h > MAX_PIXELS:
+        raise DecodeError(f"implausible picture size {w}x{h}")
+    out_w = min(width, w) // 2 * 2 or 2
+    out_h = max(2, round(h * out_w / w / 2) * 2)
+    # AREA: the right filter to shrink by 2-3x, and the fastest of swscale's here (2.7 ms
+    # from 1080p against 12 ms bicubic)
+    rgb = cast(Rgb, vf.reformat(width=out_w, height=out_h, format="rgb24",
+                                interpolation="AREA").to_ndarray())
+    return Picture(Frame.of(np.ascontiguousarray(rgb)), w, h)
+
+
+def jpeg(rgb: Rgb, qscale: int = 8) -> bytes:
+    """A JPEG of an RGB picture (FFmpeg's MJPEG encoder; ``qscale`` 2 best .. 31 smallest)."""
+    h, w = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
+    if h == 0 or w == 0:
+        raise DecodeError("no picture to encode")
+    ctx = cast(VideoCodecContext, av.CodecContext.create("mjpeg", "w"))
+    ctx.width, ctx.height = w, h
+    ctx.pix_fmt = "yuvj420p"
+    ctx.time_base = fractions.Fraction(1, 1)
+    ctx.qmin = ctx.qmax = qscale
+    vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:h, :w]), format="rgb24")
+    vf = vf.reformat(format="yuvj420p")
+    vf.pts = 0
+    packets = list(ctx.encode(vf)) + list(ctx.encode(None))
+    return b"".join(bytes(p) for p in packets)
+
+
+class DecodePool:
+    """At most ``workers`` decodes at once in threads, at most ``workers`` more waiting."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="camwatch-decode")
+        self._slots = threading.BoundedSemaphore(2 * workers)
+        self._sem: asyncio.Semaphore | None = None
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(2 * self.workers)
+        async with self._sem:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, fn)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,137 @@
+"""The H.264/H.265 depacketiser, sans IO: real bitstreams (PyAV's libx264 and libx265) through
+a test-side packetiser (``tests/rtp_packetize.py``), and broken packet streams."""
+
+from __future__ import annotations
+
+import base64
+import struct
+
+import numpy as np
+import pytest
+
+from camwatch.probes.rtp import KeyframeAssembler, RtpError, sprop_parameter_sets
+from camwatch.quality.decode import DecodeError, decode
+from tests import quality_images as qi
+from tests.rtp_packetize import Packetizer, encode, nal_units
+
+SCENE = [qi.scene(320, 180, shift=i * 2) for i in range(6)]
+
+
+@pytest.fixture(scope="module", params=["H264", "H265"])
+def stream(request: pytest.FixtureRequest) -> tuple[str, list[bytes]]:
+    codec = str(request.param)
+    aus = encode(SCENE, codec)
+    pk = Packetizer(codec)
+    packets: list[bytes] = []
+    for i, au in enumerate(aus):
+        packets += pk.access_unit(au, 3000 * i)
+    return codec, packets
+
+
+def test_keyframes_come_out_and_decode(stream: tuple[str, list[bytes]]) -> None:
+    codec, packets = stream
+    asm = KeyframeAssembler(codec, 10_000_000)
+    kfs = [kf for p in packets if (kf := asm.feed(p)) is not None]
+    assert len(kfs) == 2  # frames 0 and 4 are keyframes
+    assert kfs[0].rtp_timestamp == 0 and kfs[1].rtp_timestamp == 3000 * 4
+    pic = decode(kfs[0], 320)
+    assert (pic.width, pic.height) == (320, 180)
+    # the decoded picture is the scene (H.264/H.265 at ultrafast: within a few levels)
+    err = np.abs(pic.frame.rgb.astype(int) - SCENE[0].astype(int)).mean()
+    assert err < 12, err
+
+
+def test_parameter_sets_from_sdp_only(stream: tuple[str, list[bytes]]) -> None:
+    codec, packets = stream
+    # take the parameter sets out of the stream (an aggregation packet each time) ...
+    agg = 24 if codec == "H264" else 48
+    kinds = [(p[12] & 0x1F) if codec == "H264" else (p[12] >> 1) & 0x3F for p in packets]
+    params = [p for p, k in zip(packets, kinds, strict=True) if k == agg]
+    # renumbered, as a camera that never sends them in-band numbers its packets
+    stripped = [p[:2] + struct.pack("!H", seq) + p[4:] for seq, p in
+                enumerate(p for p, k in zip(packets, kinds, strict=True) if k != agg)]
+    asm = KeyframeAssembler(codec, 10_000_000)
+    assert all(asm.feed(p) is None for p in stripped)  # no parameter sets: no keyframe
+    # ... and give them as the SDP's sprop attributes
+    nals: list[bytes] = []
+    payload = params[0][12:]
+    i = 1 if codec == "H264" else 2
+    while i < len(payload):
+        (n,) = struct.unpack("!H", payload[i:i + 2])
+        nals.append(payload[i + 2:i + 2 + n])
+        i += 2 + n
+    b64 = [base64.b64encode(n).decode() for n in nals]
+    fmtp = (f"packetization-mode=1;sprop-parameter-sets={','.join(b64)}" if codec == "H264"
+            else f"sprop-vps={b64[0]};sprop-sps={b64[1]};sprop-pps={b64[2]}")
+    asm = KeyframeAssembler(codec, 10_000_000, sprop_parameter_sets(codec, fmtp))
+    kfs = [kf for p in stripped if (kf := asm.feed(p)) is not None]
+    assert len(kfs) == 2
+    decode(kfs[0])
+
+
+def test_lost_fragment_drops_the_keyframe(stream: tuple[str, list[bytes]]) -> None:
+    codec, packets = stream
+    asm = KeyframeAssembler(codec, 10_000_000)
+    first_frag = next(i for i, p in enumerate(packets)
+                      if ((p[12] & 0x1F) == 28 if codec == "H264" else (p[12] >> 1) == 49))
+    kfs = [kf for i, p in enumerate(packets)
+           if i != first_frag + 1 and (kf := asm.feed(p)) is not None]
+    assert len(kfs) == 1 and kfs[0].rtp_timestamp == 3000 * 4  # only the intact one
+
+
+def test_byte_bound_and_endless_fragment() -> None:
+    asm = KeyframeAssembler("H264", 5000)
+    head = bytes([0x7C, 0x85])  # FU-A, start, IDR
+    mid = bytes([0x7C, 0x05])
+    pkt = lambda seq, payload: struct.pack("!BBHII", 0x80, 96, seq, 1, 1) + payload  # noqa: E731
+    asm.feed(pkt(0, head + b"\x00" * 1000))
+    with pytest.raises(RtpError, match="fragment that never ends within 5000 bytes"):
+        for seq in range(1, 100):
+            asm.feed(pkt(seq, mid + b"\x00" * 1000))
+    asm = KeyframeAssembler("H264", 5000)
+    with pytest.raises(RtpError, match="no keyframe within 5000 bytes"):
+        for seq in range(100):
+            asm.feed(pkt(seq, bytes([0x41]) + b"\x00" * 1000))  # P slices only
+
+
+@pytest.mark.parametrize("packet", [
+    b"", b"\x80\x60", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\x00",  # short, TLS
+    bytes([0x90, 96]) + b"\x00" * 10 + b"\x00\x00\xff\xff",  # extension beyond the packet
+    bytes([0xA0, 96]) + b"\x00" * 10 + b"\xff",  # padding longer than the packet
+])
+def test_garbage_is_an_error(packet: bytes) -> None:
+    with pytest.raises(RtpError):
+        KeyframeAssembler("H264", 10_000).feed(packet)
+
+
+@pytest.mark.parametrize("payload", [
+    bytes([0x18, 0x00, 0xFF, 0x67]),  # STAP-A whose length runs past the packet
+    bytes([0x18]), bytes([0x1C]), bytes([0x1C, 0x05]),  # truncated aggregation / fragments
+    bytes([0x19, 0x00]), bytes([0x1A]), bytes([0x1D, 0x85]),  # STAP-B, MTAP, FU-B: skipped
+])
+def test_odd_payloads_are_survived(payload: bytes) -> None:
+    asm = KeyframeAssembler("H264", 10_000)
+    assert asm.feed(struct.pack("!BBHII", 0x80, 0xE0, 1, 1, 1) + payload) is None
+
+
+def test_unsupported_codec_and_bad_sprop() -> None:
+    with pytest.raises(RtpError, match="expected H264 or H265"):
+        KeyframeAssembler("MJPEG", 10)
+    assert sprop_parameter_sets("H264", "sprop-parameter-sets=!!!,Z0IAHg") == \
+        [base64.b64decode("Z0IAHg==")]
+
+
+def test_corrupt_h264_keyframe_is_a_decode_error() -> None:
+    aus = encode(SCENE[:1], "H264")
+    nals = nal_units(aus[0])
+    idr = next(n for n in nals if n[0] & 0x1F == 5)
+    bad = bytearray(idr)
+    for i in range(len(bad) // 3, len(bad) // 3 + 300):
+        bad[i] ^= 0x5A
+    from camwatch.probes.rtp import Keyframe
+    params = [n for n in nals if n[0] & 0x1F in (7, 8)]
+    data = b"".join(b"\x00\x00\x00\x01" + n for n in [*params, bytes(bad)])
+    with pytest.raises(DecodeError, match="does not decode"):
+        decode(Keyframe("H264", data, 0, len(data)))
+    with pytest.raises(DecodeError):
+        decode(Keyframe("H264", b"\x00\x00\x00\x01\x65" + b"\x00" * 50, 0, 55))
