@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from camwatch import yamlsafe
+from camwatch.cluster.config import ClusterConfig
 from camwatch.configbase import (
     Duration,
     Fraction,
@@ -342,6 +343,7 @@ class Config(_Model):
     http: HttpConfig = HttpConfig()
     report: ReportConfig = ReportConfig()
     alerts: AlertsConfig = AlertsConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     # Where it was loaded from, for messages and relative paths. Not a YAML key.
     source: str = Field(default="<memory>", exclude=True)
@@ -527,6 +529,10 @@ def _cross_checks(cfg: Config) -> list[Problem]:
         out.append(Problem(cfg.source, "$.inventory.default_credentials",
                            f"expected one of the credentials ({', '.join(cfg.credentials)}), "
                            f"got {cfg.inventory.default_credentials!r}"))
+    if cfg.cluster.enabled and cfg.store.backend != "postgresql":
+        out.append(Problem(cfg.source, "$.cluster.enabled",
+                           f"expected store.backend postgresql (instances share their shards "
+                           f"through one PostgreSQL), got {cfg.store.backend!r}"))
     return out
 
 
