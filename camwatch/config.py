@@ -533,6 +533,11 @@ def _cross_checks(cfg: Config) -> list[Problem]:
         out.append(Problem(cfg.source, "$.cluster.enabled",
                            f"expected store.backend postgresql (instances share their shards "
                            f"through one PostgreSQL), got {cfg.store.backend!r}"))
+    if cfg.cluster.enabled and cfg.alerts.enabled:
+        out.append(Problem(cfg.source, "$.alerts.enabled",
+                           "expected false with cluster.enabled: an instance's alert state and "
+                           "outbox are not kept per shard yet (docs/scale-out.md); alert on the "
+                           "cluster's rates from Prometheus"))
     return out
 
 

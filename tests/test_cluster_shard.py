@@ -115,9 +115,10 @@ def test_filter_inventory_takes_the_owned_shards_only() -> None:
 PG = {"backend": "postgresql", "dsn_env": "CAMWATCH_DSN"}
 
 
-def cfg(cluster: dict[str, Any], store: dict[str, Any] | None = None) -> Any:
+def cfg(cluster: dict[str, Any], store: dict[str, Any] | None = None,
+        alerts: bool = False) -> Any:
     return parse_config({"inventory": {"path": "inv.csv"}, "store": store or PG,
-                         "cluster": cluster})
+                         "cluster": cluster, "alerts": {"enabled": alerts}})
 
 
 def test_cluster_defaults() -> None:
@@ -155,6 +156,14 @@ def test_cluster_config_errors(cluster: dict[str, Any], store: dict[str, Any] | 
         cfg(cluster, store)
     text = str(err.value)
     assert where in text and message in text, text
+
+
+def test_cluster_refuses_alerts_until_they_are_kept_per_shard() -> None:
+    with pytest.raises(ConfigError) as err:
+        cfg({"enabled": True}, alerts=True)
+    assert "$.alerts.enabled: expected false with cluster.enabled: an instance's alert " \
+           "state and outbox are not kept per shard yet" in str(err.value)
+    assert cfg({"enabled": False}, alerts=True).alerts.enabled
 
 
 def test_disabled_cluster_is_fine_on_sqlite() -> None:

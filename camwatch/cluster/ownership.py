@@ -42,13 +42,16 @@ import structlog
 from camwatch.cluster.config import ClusterConfig
 from camwatch.errors import StoreError, short_error
 from camwatch.secrets import Secret
-from camwatch.store.postgres import APPLICATION_ID, connect, describe_dsn
+from camwatch.store.postgres import APPLICATION_ID, PostgresStore, connect, describe_dsn
 
 __all__ = ["SHARD_LOCK_BASE", "ClusterView", "ShardOwnership", "default_instance", "view"]
 
 log = structlog.get_logger(__name__)
 
 SHARD_LOCK_BASE = 1  # shard s is the advisory lock (APPLICATION_ID, SHARD_LOCK_BASE + s)
+# one instance at a time does what is the city's, not a shard's (the month's inventory
+# snapshot of the whole file): whoever holds (APPLICATION_ID, LOCK_COORDINATOR)
+LOCK_COORDINATOR = -2
 KEEP_TAKEOVERS = 200  # rows of cluster_takeovers kept (the newest)
 
 SCHEMA = (
@@ -101,6 +104,7 @@ class ShardOwnership:
         self.owned: frozenset[int] = frozenset()
         self.takeovers = 0
         self.claims = 0
+        self.coordinator = False
         self.lost = 0  # sessions lost (with every shard they held)
         self.problem: str | None = None  # for /healthz: why this instance may own nothing
         self._db: psycopg.Connection[Any] | None = None
@@ -119,6 +123,10 @@ class ShardOwnership:
     def start(self) -> frozenset[int]:
         """Connect, refuse a second instance of the same name, claim. A
         :class:`StoreError` when PostgreSQL cannot be reached or the name is taken."""
+        # the store's schema first (made or checked, as the daemon's store does): the
+        # cluster's tables then join a camwatch schema instead of making an empty database
+        # look like another program's to the store
+        PostgresStore(self.dsn).close()
         with self._lock:
             self._db = self._connect()
             try:
@@ -127,6 +135,12 @@ class ShardOwnership:
                 self._close()
                 raise
             return self._claim_and_beat()
+
+    def acquire(self, holder: str) -> None:
+        """As the daemon's store lock (:class:`camwatch.store.Lock`): :meth:`start`, the
+        holder (``listening on ADDRESS``) shown to the others."""
+        self.listen = holder.removeprefix("listening on ")
+        self.start()
 
     def tick(self) -> frozenset[int]:
         """Check the session (a lost one lost every shard with it), claim free shards up to the
@@ -145,6 +159,7 @@ class ShardOwnership:
                           shards=sorted(self.owned), instance=self.instance)
                 self.lost += 1
             self.owned = frozenset()
+            self.coordinator = False
             self._close()
             try:
                 self._db = self._connect()
@@ -169,6 +184,7 @@ class ShardOwnership:
             if self.owned:
                 log.info("shards released", shards=sorted(self.owned), instance=self.instance)
             self.owned = frozenset()
+            self.coordinator = False
             self._close()
 
     # --- inside ------------------------------------------------------------------------------
@@ -205,6 +221,10 @@ class ShardOwnership:
         assert db is not None
         try:
             owned = set(self.owned)
+            if not self.coordinator:
+                row = db.execute("SELECT pg_try_advisory_lock(%s, %s)",
+                                 (APPLICATION_ID, LOCK_COORDINATOR)).fetchone()
+                self.coordinator = bool(row and row[0])
             others = self._listed_elsewhere(db)
             for shard in _order(self.instance, self.cfg.shards):
                 if len(owned) >= self.limit:

@@ -470,6 +470,8 @@ class MetricsRenderer:
         )
         for name, kind, value, text in singles:
             add(f"{_head(name, kind, text, openmetrics)}{name} {_num(value)}\n")
+        for extra in eng.extra_metrics:
+            add(extra(openmetrics))
         add(_head("camwatch_build_info", "gauge", "camwatch's version.", openmetrics))
         add(f'camwatch_build_info{{version="{_esc(__version__)}"}} 1\n')
         return "".join(out)
