@@ -9,7 +9,11 @@ is a chain per channel (no gap, no duplicate)."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,7 @@ import psycopg
 from camwatch.cluster.shard import split
 from camwatch.inventory import load_inventory
 from camwatch.sim.model import Fault
+from tests.conftest import ROOT
 from tests.fleet_thread import FleetThread, Row, write_site
 from tests.test_daemon import Proc, get, poll
 
@@ -161,6 +166,17 @@ def test_three_instances_share_shards_and_take_over(tmp_path: Path, pg_dsn: str)
             assert view["unowned"] == []
             rows = {i["instance"]: i for i in view["instances"]}
             assert rows["cw-a"]["alive"] is False and rows["cw-c"]["takeovers"] == len(a_shards)
+            shown = subprocess.run(
+                [sys.executable, "-m", "camwatch", "status", "--cluster", "--url", c.base],
+                capture_output=True, text=True, timeout=30, cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)})
+            assert shown.returncode == 0, shown.stderr
+            assert f"this instance: cw-c  owns shards {', '.join(map(str, a_shards))}" \
+                in shown.stdout
+            assert f"shards owned: {SHARDS}/{SHARDS}\n" in shown.stdout
+            assert re.search(r"cw-a +NO ", shown.stdout) and re.search(r"cw-c +yes ", shown.stdout)
+            for s in a_shards:
+                assert re.search(rf"\s{s}\s+cw-a\s+cw-c\s*$", shown.stdout, re.M), shown.stdout
 
             # a graceful stop releases at once; cw-c is full (max 2), so cw-b's shards stay
             # unowned, and the view says so
@@ -169,6 +185,10 @@ def test_three_instances_share_shards_and_take_over(tmp_path: Path, pg_dsn: str)
             assert b.p.wait(30) == 0
             poll("cw-b's shards unowned",
                  lambda: api(c, "/api/cluster")["cluster"]["unowned"] == b_shards)
+            metrics = get(c.base + "/metrics")[1]
+            for s in b_shards:  # what CamwatchShardUnowned sees: no instance says 1
+                assert f'camwatch_cluster_shard_owner{{shard="{s}",instance="cw-c"}} 0\n' \
+                    in metrics
         finally:
             for p in procs:
                 if p.p.poll() is None:
