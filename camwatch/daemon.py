@@ -231,8 +231,9 @@ class Daemon:
         if keys:
             return self._refuse("reload refused: these settings need a restart, keeping the "
                                 "running config", keys=keys)
-        if self.cluster is not None:
-            inv = await asyncio.to_thread(self.cluster.mine, inv)
+        cut = await asyncio.to_thread(self.cluster.part, inv) if self.cluster else None
+        if cut is not None:
+            inv = cut.part  # this instance's shards of it
         try:
             plan = await asyncio.to_thread(eng.plan, cfg, inv)
         except Exception as exc:
@@ -249,6 +250,8 @@ class Daemon:
                 "send SIGHUP again to confirm", dropped=dropped, channels=before,
                 max_drop=cfg.inventory.max_drop)
         self._confirm_drop = None
+        if self.cluster is not None and cut is not None:
+            self.cluster.adopt(cut)
         gone = await eng.apply_sliced(plan)
         self.cfg = cfg
         self._wire_alerts(cfg)

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,12 @@ def test_three_instances_share_shards_and_take_over(tmp_path: Path, pg_dsn: str)
             assert re.search(r"cw-a +NO ", shown.stdout) and re.search(r"cw-c +yes ", shown.stdout)
             for s in a_shards:
                 assert re.search(rf"\s{s}\s+cw-a\s+cw-c\s*$", shown.stdout, re.M), shown.stdout
+
+            # a reload reads the whole file again and keeps to the shards owned
+            req = urllib.request.Request(c.base + "/api/reload", method="POST")
+            with urllib.request.urlopen(req, timeout=30) as resp:  # loopback only
+                assert json.loads(resp.read()) == {"ok": True, "channels": len(a_channels)}
+            assert set(judged(c)) == set(a_channels)
 
             # a graceful stop releases at once; cw-c is full (max 2), so cw-b's shards stay
             # unowned, and the view says so

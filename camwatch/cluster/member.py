@@ -18,6 +18,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -52,6 +53,16 @@ def cluster_member(cfg: Config, listen: str) -> ClusterMember | None:
     return ClusterMember(cfg, dsn, listen)
 
 
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """The part of an inventory for some shards (:meth:`ClusterMember.part`)."""
+
+    part: Inventory
+    whole: Inventory
+    owned: frozenset[int]
+    ids: frozenset[str]  # every channel of the whole
+
+
 class ClusterMember:
     """The cluster side of one daemon. Its :attr:`ownership` is the daemon's store lock
     (``acquire``, ``release``, ``problem``): in a cluster the shards are what one instance
@@ -73,15 +84,23 @@ class ClusterMember:
 
     # --- the inventory ------------------------------------------------------------------------
 
-    def mine(self, inventory: Inventory) -> Inventory:
-        """The part of the whole inventory this instance probes now (the whole is kept for
-        the month's snapshot and for :meth:`forget`). O(channels): call it off the loop."""
-        self.full = inventory
-        self._full_ids = frozenset(c.id for c in inventory.channels)
+    def part(self, inventory: Inventory) -> Cut:
+        """The part of the whole inventory this instance probes now, without adopting it
+        (a reload may still be refused). O(channels): call it off the loop."""
         owned = self.ownership.owned
-        part = filter_inventory(inventory, self.cfg.shard_by, self.cfg.shards, owned)
-        self.applied = owned
-        return part
+        return Cut(filter_inventory(inventory, self.cfg.shard_by, self.cfg.shards, owned),
+                   inventory, owned, frozenset(c.id for c in inventory.channels))
+
+    def adopt(self, cut: Cut) -> None:
+        """The engine is about to get ``cut.part``: keep the whole (for the month's snapshot
+        and :meth:`forget`) and the shards it was cut for."""
+        self.full, self.applied, self._full_ids = cut.whole, cut.owned, cut.ids
+
+    def mine(self, inventory: Inventory) -> Inventory:
+        """:meth:`part` and :meth:`adopt` at once (the daemon's start)."""
+        cut = self.part(inventory)
+        self.adopt(cut)
+        return cut.part
 
     def forget(self, gone: list[str]) -> list[str]:
         """Of the channels that left the engine, those that left the inventory file: a
@@ -106,7 +125,8 @@ class ClusterMember:
             return
         before = self.applied
         t0 = time.monotonic()
-        part = await asyncio.to_thread(self.mine, self.full)
+        cut = await asyncio.to_thread(self.part, self.full)
+        part = cut.part
         held = engine.channels
         added = [c.id for c in part.channels if c.connected and c.id not in held]
         if added:
@@ -114,6 +134,7 @@ class ClusterMember:
             stored = await asyncio.to_thread(engine.store.load_states)
             engine.book.seed({cid: stored[cid] for cid in added if cid in stored})
         plan = await asyncio.to_thread(engine.plan, engine.cfg, part)
+        self.adopt(cut)
         gone = await engine.apply_sliced(plan)
         self.changes += 1
         log.info("shards changed", instance=self.instance, shards=sorted(self.applied),
