@@ -8,8 +8,8 @@ engine owning all shards but ``--taken`` of them, then applies the takeover of t
 daemon does (:meth:`ClusterMember.reshard`: the committed states read, seeded into the book,
 the filtered inventory planned in a worker thread and swapped in slices). Prints the wall time
 of the reshard, the channels added, and the longest the event loop was held meanwhile (a
-ticker task every 5 ms); checks that every added channel starts from its committed state.
-No probing: the engine is not run, only reshaped.
+ticker task every 5 ms; the GIL switch interval the daemon sets); checks that every added
+channel starts from its committed state. No probing: the engine is not run, only reshaped.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from camwatch.cluster.member import ClusterMember
 from camwatch.cluster.shard import split
 from camwatch.config import parse_config
-from camwatch.engine import Engine
+from camwatch.daemon import GIL_SWITCH_S
+from camwatch.engine import Engine, no_full_collection
 from camwatch.inventory import Channel, Inventory
 from camwatch.secrets import Secret
 from camwatch.store.base import ChannelState
@@ -62,7 +63,8 @@ async def takeover(engine: Engine, member: ClusterMember, all_shards: frozenset[
     await asyncio.sleep(0.05)
     member.ownership.owned = all_shards  # what tick() returns after the claims
     t0 = time.perf_counter()
-    await member.reshard(engine)
+    with no_full_collection():  # as ClusterMember.run does
+        await member.reshard(engine)
     wall = time.perf_counter() - t0
     done = True
     await tick
@@ -107,6 +109,7 @@ def main() -> int:
             writer = StoreWriter(PostgresStore(Secret(dsn)))
             engine = Engine(cfg, member.mine(inv), store, writer, forget=member.forget)
             before = len(engine.channels)
+            sys.setswitchinterval(GIL_SWITCH_S)  # as the daemon runs
             wall, worst = asyncio.run(takeover(engine, member, frozenset(range(args.shards))))
             added = len(engine.channels) - before
             stored = store.load_states()

@@ -26,8 +26,10 @@ from aiohttp import web
 
 from camwatch.cluster.shard import filter_inventory
 from camwatch.config import Config
+from camwatch.engine import no_full_collection, release_free_memory
 from camwatch.errors import StoreError
 from camwatch.inventory import Inventory
+from camwatch.model import ChannelState
 from camwatch.secrets import Secret
 
 if TYPE_CHECKING:
@@ -117,7 +119,12 @@ class ClusterMember:
             owned = await asyncio.to_thread(self.ownership.tick)
             if owned != self.applied:
                 async with lock:
-                    await self.reshard(engine)
+                    # as a reload: no full collection of the heap while the new part is
+                    # built (it would hold the loop for tenths of a second at 100,000
+                    # channels), the old part's memory given back afterwards
+                    with no_full_collection():
+                        await self.reshard(engine)
+                    await asyncio.to_thread(release_free_memory)
 
     async def reshard(self, engine: Engine) -> None:
         """Give ``engine`` the channels of the shards owned now."""
@@ -125,22 +132,33 @@ class ClusterMember:
             return
         before = self.applied
         t0 = time.monotonic()
-        cut = await asyncio.to_thread(self.part, self.full)
+        cut, seed = await asyncio.to_thread(self._cut_and_seed, engine, self.full)
+        engine.book.seed(seed)  # O(channels added), on the loop: the book is the loop's
         part = cut.part
-        held = engine.channels
-        added = [c.id for c in part.channels if c.connected and c.id not in held]
-        if added:
-            # what the previous owner committed; read on the reads connection, off the loop
-            stored = await asyncio.to_thread(engine.store.load_states)
-            engine.book.seed({cid: stored[cid] for cid in added if cid in stored})
         plan = await asyncio.to_thread(engine.plan, engine.cfg, part)
         self.adopt(cut)
         gone = await engine.apply_sliced(plan)
         self.changes += 1
         log.info("shards changed", instance=self.instance, shards=sorted(self.applied),
                  claimed=sorted(self.applied - before), lost=sorted(before - self.applied),
-                 channels=len(engine.channels), added=len(added), removed=len(gone),
+                 channels=len(engine.channels), seeded=len(seed), removed=len(gone),
                  took_s=round(time.monotonic() - t0, 3))
+
+    def _cut_and_seed(self, engine: Engine,
+                      whole: Inventory) -> tuple[Cut, dict[str, ChannelState]]:
+        """In a worker thread: the new part, and the committed states of the channels it adds
+        (read on the reads connection). Reading the engine's channels here is safe: swaps
+        happen under the daemon's reload lock, which the caller holds."""
+        cut = self.part(whole)
+        held = engine.channels
+        added = [c.id for c in cut.part.channels if c.connected and c.id not in held]
+        if not added:
+            return cut, {}
+        paged = getattr(engine.store, "load_states_of", None)  # PostgresStore's
+        if paged is not None:
+            return cut, dict(paged(added))
+        stored = engine.store.load_states()
+        return cut, {cid: stored[cid] for cid in added if cid in stored}
 
     # --- what the daemon serves --------------------------------------------------------------
 
