@@ -5,6 +5,7 @@ taken over by the next tick of another, recorded as a takeover."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import psycopg
@@ -14,6 +15,7 @@ from camwatch.cluster.config import ClusterConfig
 from camwatch.cluster.ownership import ShardOwnership, _order, view
 from camwatch.errors import StoreError
 from camwatch.secrets import Secret
+from camwatch.store.postgres import PgStoreLock
 
 
 class Clock:
@@ -127,6 +129,28 @@ def test_a_second_instance_of_the_same_name_is_refused(pg_dsn: str) -> None:
             owner(pg_dsn, "same").start()
     finally:
         a.release()
+
+
+def test_a_daemon_outside_the_cluster_and_the_cluster_keep_each_other_out(pg_dsn: str) -> None:
+    a = owner(pg_dsn, "a")
+    try:
+        a.start()
+        alone = PgStoreLock(Secret(pg_dsn))
+        with pytest.raises(StoreError, match=re.escape(
+                "another camwatch is running on this store (camwatch cluster a)")):
+            alone.acquire("listening on 127.0.0.1:9780")
+        b = owner(pg_dsn, "b")
+        assert b.start() == frozenset()  # a second member is welcome (nothing left to own)
+        b.release()
+    finally:
+        a.release()
+    alone.acquire("listening on 127.0.0.1:9780")
+    try:
+        with pytest.raises(StoreError, match=re.escape(
+                "a camwatch outside the cluster (cluster.enabled false) runs on this store")):
+            owner(pg_dsn, "c").start()
+    finally:
+        alone.release()
 
 
 def test_unreachable_server_is_a_problem_not_an_exception(pg_dsn: str) -> None:

@@ -16,7 +16,8 @@ pid, address, last heartbeat, takeovers), for ``/api/cluster`` and ``camwatch st
 and kept in ``cluster_takeovers``. These tables are the cluster's, not the store's schema:
 created here if missing, never copied by ``store migrate`` (heartbeats are live, not
 history). The lock keys (``APPLICATION_ID``, n) are shared with the store: n = 0 the
-one-daemon lock (not taken in a cluster: the shards are the unit), -1 migrations, 1 + shard a
+one-daemon lock (taken *shared* by the instances of a cluster, so that a camwatch outside it,
+which takes it exclusively, and the cluster keep each other out), -1 migrations, 1 + shard a
 shard.
 
 Not a fence: the instance that lost its session learns it at its next check (the same period
@@ -42,7 +43,13 @@ import structlog
 from camwatch.cluster.config import ClusterConfig
 from camwatch.errors import StoreError, short_error
 from camwatch.secrets import Secret
-from camwatch.store.postgres import APPLICATION_ID, PostgresStore, connect, describe_dsn
+from camwatch.store.postgres import (
+    APPLICATION_ID,
+    LOCK_STORE,
+    PostgresStore,
+    connect,
+    describe_dsn,
+)
 
 __all__ = ["SHARD_LOCK_BASE", "ClusterView", "ShardOwnership", "default_instance", "view"]
 
@@ -194,10 +201,22 @@ class ShardOwnership:
         try:
             for sql in SCHEMA:
                 db.execute(sql)
+            # the store's one-daemon lock, shared: instances of a cluster hold it together,
+            # and a camwatch outside the cluster (which takes it exclusively) is refused
+            # while any of them runs, and keeps them out while it runs
+            row = db.execute("SELECT pg_try_advisory_lock_shared(%s, %s)",
+                             (APPLICATION_ID, LOCK_STORE)).fetchone()
+            if row is None or not row[0]:
+                raise StoreError(
+                    f"{self.where}: a camwatch outside the cluster (cluster.enabled false) "
+                    f"runs on this store; stop it, or give the cluster its own database")
         except psycopg.Error as exc:
             db.close()
             raise StoreError(f"{self.where}: cannot set up the cluster tables: "
                              f"{short_error(exc)}") from None
+        except BaseException:
+            db.close()
+            raise
         return db
 
     def _close(self) -> None:
