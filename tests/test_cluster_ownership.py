@@ -107,6 +107,26 @@ def test_a_dead_instances_shards_are_taken_over_at_the_next_tick(pg_dsn: str) ->
         b.release()
 
 
+def test_a_dead_instances_row_is_kept_an_hour_then_deleted(pg_dsn: str) -> None:
+    clock = Clock()
+    a, b = owner(pg_dsn, "a", clock), owner(pg_dsn, "b", clock)
+    try:
+        a.start()
+        b.start()
+        with psycopg.connect(pg_dsn, autocommit=True) as db:
+            db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE application_name = 'camwatch cluster a'")
+        clock.now += 3599
+        b.tick()
+        assert [i["instance"] for i in cluster_view(pg_dsn).instances] == ["a", "b"]
+        clock.now += 2
+        b.tick()
+        assert [i["instance"] for i in cluster_view(pg_dsn).instances] == ["b"]
+    finally:
+        a.release()
+        b.release()
+
+
 def test_the_lost_session_is_noticed_and_shards_claimed_again(pg_dsn: str) -> None:
     a = owner(pg_dsn, "a")
     try:

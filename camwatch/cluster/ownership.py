@@ -60,6 +60,9 @@ SHARD_LOCK_BASE = 1  # shard s is the advisory lock (APPLICATION_ID, SHARD_LOCK_
 # snapshot of the whole file): whoever holds (APPLICATION_ID, LOCK_COORDINATOR)
 LOCK_COORDINATOR = -2
 KEEP_TAKEOVERS = 200  # rows of cluster_takeovers kept (the newest)
+# a dead instance's row (its session gone) is shown this long, then deleted: with the
+# default names (host:pid) every restart is a new instance
+KEEP_DEAD_S = 3600.0
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS cluster_instances (
@@ -278,6 +281,10 @@ class ShardOwnership:
                 "EXCLUDED.takeovers, started = EXCLUDED.started",
                 (self.instance, os.getpid(), self.listen, sorted(self.owned), self.started,
                  self.clock(), self.takeovers))
+            db.execute(
+                "DELETE FROM cluster_instances c WHERE c.heartbeat < %s AND NOT EXISTS "
+                "(SELECT 1 FROM pg_stat_activity a WHERE a.pid = c.backend_pid)",
+                (self.clock() - KEEP_DEAD_S,))
         except psycopg.Error as exc:
             # what was claimed is still held if the session lives; the next tick finds out
             self.problem = f"cluster: claiming shards failed: {short_error(exc)}"
