@@ -255,6 +255,14 @@ def format_status(doc: dict[str, Any]) -> str:
     reasons = doc.get("offline_reasons") or {}
     if reasons:
         lines += ["", table(REASON_HEADERS, reason_rows(dict(list(reasons.items())[:8])))]
+    gb = doc.get("gb28181")
+    if gb:  # camwatch as a GB/T 28181 upper platform (docs/gb28181.md)
+        lines += ["", f"GB/T 28181: {gb['platforms']} platforms ({gb['up']} up), "
+                      f"{gb['catalog_channels']} channels in catalogs",
+                  f"上云率 declared {format_rate(gb['declared_rate'])}  measured "
+                  f"{format_rate(gb['measured_rate'])}  台账核对: {gb['missing']} 已上云 rows "
+                  f"in no catalog, {gb['not_in_ledger']} catalog channels not in the ledger"
+                  + ("" if gb["complete"] else " (a catalog is partial)")]
     return "\n".join(lines) + "\n"
 
 
@@ -356,6 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="accept a reload that drops more than inventory.max_drop of the "
                          "channels (refused otherwise)")
     rl.set_defaults(func=cmd_reload)
+
+    from camwatch.repairs import api as repairs_api
+
+    tk = _command(sub, "ticket", "repair tickets (维修工单) of the running daemon: list, show, "
+                                 "ack, done, note")
+    repairs_api.add_arguments(tk, DEFAULT_LISTEN)
+    tk.set_defaults(func=repairs_api.cmd_ticket)
 
     from camwatch import demo
     from camwatch.sim import cli as sim_cli

@@ -51,6 +51,10 @@ class InventoryConfig(_Model):
     columns: dict[str, str] = Field(default_factory=dict, description="field -> header")
     id_format: Literal["gbt28181", "any"] = "gbt28181"
     on_error: Literal["reject", "skip"] = "reject"
+    address_required: bool = Field(
+        default=True, description="a connected (已上云) row needs an RTSP or ONVIF address; "
+        "false when some channels are reached only through a GB/T 28181 platform (gb28181): "
+        "those are judged by the platform alone")
     default_credentials: str = "default"
     max_rows: PositiveInt = 1_000_000
     max_drop: Fraction = Field(
@@ -329,6 +333,8 @@ class ReportConfig(_Model):
         return v
 
 
+from camwatch.gb28181.config import GbConfig  # noqa: E402
+from camwatch.repairs.config import RepairsConfig  # noqa: E402  (it subclasses _Model)
 from camwatch.rules.alert_config import AlertsConfig  # noqa: E402  (it subclasses _Model)
 
 
@@ -343,6 +349,8 @@ class Config(_Model):
     http: HttpConfig = HttpConfig()
     report: ReportConfig = ReportConfig()
     alerts: AlertsConfig = AlertsConfig()
+    gb28181: GbConfig = GbConfig()
+    repairs: RepairsConfig = RepairsConfig()
     cluster: ClusterConfig = ClusterConfig()
 
     # Where it was loaded from, for messages and relative paths. Not a YAML key.
@@ -362,6 +370,12 @@ class Config(_Model):
             refs.append(("$.http.auth", self.http.auth))
         if self.store.backend == "postgresql":
             refs.append(("$.store", self.store))
+        for where, env, file in self.gb28181.secret_refs():
+            try:
+                read_secret(env, file)
+            except LookupError as exc:
+                out.append(f"{where}: {exc}")
+        refs.append(("$.repairs", self.repairs))
         for where, model in refs:
             for kind in ("url", "secret", "password", "token", "dsn"):
                 env = getattr(model, f"{kind}_env", None)
@@ -525,6 +539,11 @@ def parse_config(data: Any, source: str = "<memory>", base_dir: Path | None = No
 
 def _cross_checks(cfg: Config) -> list[Problem]:
     out = []
+    known = set(cfg.alerts.receivers)
+    for where, r in cfg.repairs.receiver_names():  # ticket routes use the alerts' receivers
+        if r not in known:
+            out.append(Problem(cfg.source, where, f"unknown receiver {r!r}; expected one of "
+                               f"alerts.receivers ({', '.join(sorted(known)) or 'none defined'})"))
     if cfg.inventory.default_credentials not in cfg.credentials and cfg.credentials:
         out.append(Problem(cfg.source, "$.inventory.default_credentials",
                            f"expected one of the credentials ({', '.join(cfg.credentials)}), "
@@ -533,6 +552,11 @@ def _cross_checks(cfg: Config) -> list[Problem]:
         out.append(Problem(cfg.source, "$.cluster.enabled",
                            f"expected store.backend postgresql (instances share their shards "
                            f"through one PostgreSQL), got {cfg.store.backend!r}"))
+    for section in ("gb28181", "repairs"):  # each instance would run its own, unsharded
+        if cfg.cluster.enabled and getattr(cfg, section).enabled:
+            out.append(Problem(cfg.source, f"$.{section}.enabled",
+                               f"expected false with cluster.enabled: {section} is not built "
+                               f"for a cluster of instances yet (docs/scale-out.md)"))
     if cfg.cluster.enabled and cfg.alerts.enabled:
         out.append(Problem(cfg.source, "$.alerts.enabled",
                            "expected false with cluster.enabled: an instance's alert state and "

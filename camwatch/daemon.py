@@ -74,6 +74,9 @@ def restart_keys(old: Config, new: Config) -> list[str]:
             keys.append(f"http.{key}")
     if _auth_fingerprint(old) != _auth_fingerprint(new):
         keys.append("http.auth (or the token/password file it names)")
+    for key in ("enabled", "listen", "transport", "allow_public"):
+        if getattr(old.gb28181, key) != getattr(new.gb28181, key):
+            keys.append(f"gb28181.{key}")
     return keys
 
 
@@ -137,6 +140,7 @@ class Daemon:
             if cfg.alerts.enabled and cfg.alerts.receivers else None
         dispatcher = self.dispatcher
         self.engine.evaluator.on_enqueued = dispatcher.notify if dispatcher else lambda: None
+        self.engine.repairs.on_enqueued = self.engine.evaluator.on_enqueued
         self._dispatch_changed.set()
 
     async def _dispatch(self) -> None:
@@ -253,6 +257,8 @@ class Daemon:
         if self.cluster is not None and cut is not None:
             self.cluster.adopt(cut)
         gone = await eng.apply_sliced(plan)
+        if eng.gb is not None:
+            eng.gb.configure(cfg.gb28181)
         self.cfg = cfg
         self._wire_alerts(cfg)
         self._inventory_seen = seen
@@ -362,14 +368,27 @@ class Daemon:
             raise
         addresses = http.addresses
         self.port = int(addresses[0][1]) if addresses else int(port)
+        self.engine.repairs.listening(f"{host}:{self.port}")  # ticket links
         log.info("listening", url=f"http://{host}:{self.port}/metrics")
+        extra = [self._watch_inventory, self._dispatch, self._monthly]
+        if self.cluster is not None:
+            extra.append(self._follow_shards)
+        if self.cfg.gb28181.enabled:
+            from camwatch.gb28181 import start_service
+
+            try:
+                gb = await start_service(self.cfg.gb28181, self.engine)
+            except OSError as exc:
+                await http.cleanup()
+                self.close()
+                raise CamwatchError(f"cannot listen for GB/T 28181 on "
+                                    f"{self.cfg.gb28181.listen}: {exc.strerror or exc} "
+                                    f"(choose another gb28181.listen)") from None
+            extra.append(gb.run)
         try:
             await self.snapshot_inventory()
             if self.on_ready is not None:
                 self.on_ready(self)
-            extra = [self._watch_inventory, self._dispatch, self._monthly]
-            if self.cluster is not None:
-                extra.append(self._follow_shards)
             await self.engine.run(extra=extra, publish=self.publish_rates)
         finally:
             await http.cleanup()

@@ -141,10 +141,14 @@ def fleet_config(args: argparse.Namespace) -> tuple[FleetConfig, str]:
 
 
 def _tune_config(path: Path, interval: str) -> None:
-    """The generated config, with the demo's shorter interval."""
+    """The generated config, with the demo's shorter interval (and the repair desk on)."""
+    from camwatch.configbase import parse_duration
+    from camwatch.repairs.demo import demo_config
+
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     doc.setdefault("probing", {})["interval"] = interval
     doc["probing"]["timeout"] = "3s"
+    demo_config(doc, parse_duration(interval))
     path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
 
 
@@ -170,7 +174,11 @@ async def run(args: argparse.Namespace) -> int:
     listen = listen_address(args)
     check_listen(HttpConfig(), listen, "camwatch demo --listen")  # the demo has no auth
     fleet_cfg, victim = fleet_config(args)
-    async with Fleet.start(fleet_cfg) as fleet:
+    from camwatch.repairs import demo as repairs_demo
+
+    watched: set[str] = set()  # the story's ticket, whose messages the demo prints
+    async with Fleet.start(fleet_cfg) as fleet, \
+            repairs_demo.maintainers_group(lambda s: print(s, flush=True), watched):
         assert fleet.files is not None
         config = fleet.files.config
         _tune_config(config, args.interval)
@@ -201,10 +209,17 @@ Ctrl-C or SIGTERM stops the demo; SIGHUP re-reads {config.name} and the inventor
                 daemon.engine.stop()
 
         timer = asyncio.create_task(stop_later(), name="demo-timer")
+        # a repair ticket's life: opened, dispatched, rejected at verification, closed
+        victim_code = fleet.township_code(victim) or ""
+        cid = repairs_demo.pick_channel(fleet, victim_code)
+        ticket = asyncio.create_task(
+            repairs_demo.story(daemon, fleet, cid, lambda s: print(s, flush=True), watched)
+            if cid else asyncio.sleep(0), name="demo-ticket")
         try:
             rc = await daemon.run()
         finally:
             status.cancel()
             timer.cancel()
+            ticket.cancel()
         print("camwatch demo: stopped", file=sys.stderr)
         return rc

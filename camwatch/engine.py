@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -38,12 +38,16 @@ from camwatch.health import SelfHealth
 from camwatch.inventory import Channel, Inventory
 from camwatch.model import ChannelState, Source, State, Transition, Verdict, Why
 from camwatch.probes import Level, ProbeResult
+from camwatch.repairs.desk import RepairDesk, active_exemptions
 from camwatch.rules.alerts import META_KEY, Alert
 from camwatch.rules.rates import RateRow
 from camwatch.scheduler import MAIN, Schedule, Scheduler, plan_schedule
 from camwatch.store.base import Store
 from camwatch.store.writer import StoreWriter
 from camwatch.sweep import make_target, resolve_credentials
+
+if TYPE_CHECKING:
+    from camwatch.gb28181.service import GbService
 
 log = structlog.get_logger(__name__)
 
@@ -172,7 +176,9 @@ class Engine:
                                    on_delay=self.health.probe_delay, clock=clock)
         self.evaluator = Evaluator(cfg, self.book, self.writer, self.health,
                                    saved_alerts=store.get_meta(META_KEY), clock=clock)
+        self.repairs = RepairDesk.from_store(cfg, store, self.writer)  # 维修工单
         self.inventory = inventory
+        self.gb: GbService | None = None  # the GB/T 28181 upper platform, when enabled
         self._first_apply = True
         self.apply(self.plan(cfg, inventory))
 
@@ -232,10 +238,12 @@ class Engine:
             self.health.configure(cfg.probing.interval, cfg.probing.uplink_check)
             self.scheduler.configure(cfg)
             self.evaluator.configure(cfg)
+            self.repairs.configure(cfg)
         self.inventory = plan.inventory
         gone = self.book.swap(plan.channels, plan.book)
         self.scheduler.swap(plan.schedule)
         self.evaluator.swap(plan.evaluation, counts)
+        self.repairs.swap(plan.channels, plan.evaluation.alerts.groups)
         if forgotten := (self.forget(gone) if gone else gone):
             self.writer.submit(lambda s: s.delete_states(forgotten))  # retried at the next swap
         _tune_gc(full=self._first_apply)
@@ -347,6 +355,16 @@ class Engine:
     async def evaluate(self) -> list[Alert]:
         return await self.evaluator.evaluate()
 
+    async def repair_step(self) -> None:
+        """Open, move on and dispatch repair tickets (``repairs.enabled``); raises when the
+        store could not take the step (it is repeated at the next one)."""
+        if not self.cfg.repairs.enabled:
+            return
+        now = self.clock()
+        exempt = await asyncio.to_thread(active_exemptions, self.store, now)
+        events = await self.repairs.step(now, self.book.states, self.book.offline, exempt)
+        await self.repairs.refresh_assessment(self.store, now, bool(events))
+
     async def _evaluations(self, publish: Callable[[Sequence[RateRow]], Coroutine[Any, Any, None]]
                            | None) -> None:
         every = max(1.0, min(15.0, self.cfg.probing.interval / 4))
@@ -356,6 +374,11 @@ class Engine:
             except Exception as exc:  # the store refused it: repeated at the next one
                 log.error("evaluation not committed; it will be repeated", error=repr(exc))
                 continue
+            try:
+                await self.repair_step()
+            except Exception as exc:  # the same: nothing changed, repeated at the next one
+                log.error("repair tickets not committed; repeated at the next evaluation",
+                          error=repr(exc))
             if publish is not None:
                 # best effort, and never holds up a shutdown
                 job = asyncio.ensure_future(publish(self.evaluator.rates))

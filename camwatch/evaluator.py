@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -29,7 +29,14 @@ from camwatch.config import Config
 from camwatch.health import SelfHealth
 from camwatch.inventory import Channel
 from camwatch.model import STATE_INDEX, state_index
-from camwatch.rules.alerts import META_KEY, Alert, AlertEvaluator, AlertInputs, alert_inputs
+from camwatch.rules.alerts import (
+    META_KEY,
+    Alert,
+    AlertEvaluator,
+    AlertInputs,
+    alert_inputs,
+    set_platform,
+)
 from camwatch.rules.rates import RateIndex, RateRow, Targets
 from camwatch.store.base import RateSnapshot
 from camwatch.store.writer import StoreWriter
@@ -70,6 +77,8 @@ class Evaluator:
         self._last_snapshot = 0.0
         self.on_enqueued: Callable[[], None] = lambda: None
         self.alerts: AlertEvaluator | None = None
+        # GB/T 28181: platform id -> (name, the channels it lists), kept across swaps
+        self._platforms: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.configure(cfg, saved_alerts)
         book.subscribe(self._moved)
 
@@ -88,6 +97,8 @@ class Evaluator:
     def swap(self, inputs: EvalInputs, per_cell: list[list[int]] | None = None) -> None:
         """Take a new inventory's inputs (after the book swapped to it), with its per-cell
         counts from :meth:`count_for` when the caller made them beforehand."""
+        for pid, (name, cids) in self._platforms.items():
+            set_platform(inputs.alerts, pid, name, cids)
         self.inputs = inputs
         self._per_cell = per_cell if per_cell is not None else \
             inputs.index.count(self.book.state_of)
@@ -122,6 +133,14 @@ class Evaluator:
                 per_cell[cell][state_index(before)] -= 1
                 per_cell[cell][state_index(after)] += 1
         return per_cell
+
+    def set_platform(self, pid: str, name: str, cids: Iterable[str]) -> None:
+        """The channels a lower platform (GB/T 28181) lists, for mass outages by platform;
+        kept across inventory swaps."""
+        members = tuple(cids)
+        self._platforms[pid] = (name, members)
+        if self.inputs is not None:
+            set_platform(self.inputs.alerts, pid, name, members)
 
     def _moved(self, cid: str, before: str, main: bool) -> None:
         """Book listener: move the channel's count from its old state to its new one."""

@@ -211,7 +211,25 @@ async def status(request: web.Request) -> web.Response:
                                                          key=lambda kv: -kv[1])),
         "problems": eng.problems(), "sweep_lag_s": eng.health.sweep_lag(),
         "rates": [r.as_json() for r in eng.rates if len(r.scope) <= 2],
+        **({"gb28181": eng.gb.summary()} if eng.gb is not None else {}),
     }, dumps=_dumps)
+
+
+async def platforms(request: web.Request) -> web.Response:
+    """``/api/platforms``: the GB/T 28181 lower platforms registered with camwatch."""
+    eng = request.app[ENGINE]
+    if eng.gb is None:
+        return web.json_response({"enabled": False, "platforms": []}, dumps=_dumps)
+    tz = _zone(eng)
+    return web.json_response(eng.gb.platforms_json(lambda ts: _iso(ts, tz)), dumps=_dumps)
+
+
+async def reconciliation(request: web.Request) -> web.Response:
+    """``/api/reconciliation``: the ledger against the GB/T 28181 catalogs (台账核对)."""
+    eng = request.app[ENGINE]
+    if eng.gb is None:
+        return web.json_response({"enabled": False}, dumps=_dumps)
+    return web.json_response(eng.gb.reconciliation(), dumps=_dumps)
 
 
 def _dumps(obj: Any) -> str:
@@ -432,7 +450,11 @@ def make_app(engine: Engine, reloader: Reloader | None = None,
     app.router.add_get("/api/channels", channels)
     app.router.add_get("/api/rates", rates)
     app.router.add_get("/api/status", status)
+    app.router.add_get("/api/platforms", platforms)
+    app.router.add_get("/api/reconciliation", reconciliation)
     app.router.add_post("/api/reload", reload)
+    from camwatch.repairs.api import add_routes as add_ticket_routes
+    add_ticket_routes(app, engine.repairs, engine.store, engine.clock)  # /api/tickets
     for path, handler in routes:  # more GET endpoints (the cluster's)
         app.router.add_get(path, handler)
     return app

@@ -650,7 +650,7 @@ def _parse_row(get: Any, err: Any, warn: Any, cfg: InventoryConfig,
     if get("credentials") and creds and cred not in creds:
         err("credentials", f"expected one of the configured credentials "
                            f"({', '.join(sorted(creds))}), got {cred!r}")
-    if connected and not (get("rtsp_url") or get("onvif_url")):
+    if connected and cfg.address_required and not (get("rtsp_url") or get("onvif_url")):
         err("rtsp_url", "a connected channel needs an RTSP or ONVIF address to be probed")
     host = get("host") or _host_of(rtsp or onvif or "")
     i = sys.intern  # a county's 100,000 rows repeat a few hundred area names

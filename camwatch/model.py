@@ -49,6 +49,11 @@ class Why(enum.StrEnum):
     HOST_DOWN = "host_down"  # the NVR/uplink in front of the channel is down
     FLAPPING = "flapping"  # held offline while its verdicts keep changing
     PROBER_UNHEALTHY = "prober_unhealthy"  # unknown: camwatch's own trouble
+    # a GB/T 28181 lower platform's word (camwatch.gb28181)
+    GB_OFF = "gb_off"  # the platform lists the channel OFF
+    VIDEO_LOST = "video_lost"  # catalog event VLOST
+    GB_DEFECT = "gb_defect"  # catalog event DEFECT
+    PLATFORM_DOWN = "platform_down"  # the platform it is reached through stopped keepalives
 
 
 #: The Chinese name of every reason, wherever a person reads one.
@@ -67,6 +72,10 @@ REASON_ZH: dict[str, str] = {
     Why.HOST_DOWN: "上级设备离线",
     Why.FLAPPING: "频繁上下线",
     Why.PROBER_UNHEALTHY: "监测端异常",
+    Why.GB_OFF: "平台报告离线",
+    Why.VIDEO_LOST: "视频丢失",
+    Why.GB_DEFECT: "设备故障",
+    Why.PLATFORM_DOWN: "下级平台离线",
 }
 
 #: Probe reasons that say nothing about the camera: camwatch itself is in trouble (a bug, or
@@ -128,6 +137,8 @@ class Verdict:
     result: ProbeResult | None = None
     source: Source = Source.DESCRIBE
     detail: str = ""
+    # the source already applied its own hysteresis (a platform's OFF): offline at once
+    firm: bool = False
 
     @classmethod
     def of(cls, result: ProbeResult, source: Source = Source.DESCRIBE,

@@ -70,8 +70,11 @@ def plan_schedule(cfg: Config, channels: Mapping[str, Channel], targets: Mapping
     entries: list[Entry] = []
     old_channels = old.channels if old is not None else {}
     seq = 0
-    for cid in channels:
-        if cid not in old_channels:
+    for cid, ch in channels.items():
+        if not (ch.rtsp_url or ch.onvif_url):
+            continue  # reached only through a GB/T 28181 platform: nothing to probe
+        old_ch = old_channels.get(cid)
+        if old_ch is None or not (old_ch.rtsp_url or old_ch.onvif_url):
             seq += 1
             entries.append((first_due(cid, now, interval), -seq, MAIN, cid))
     groups: dict[str, list[str]] = {}
@@ -160,8 +163,8 @@ class Scheduler:
                 ch = sched.channels.get(group[0]) if group else None
             else:
                 ch = sched.channels.get(key)
-            if ch is None:
-                continue  # removed by a reload
+            if ch is None or (lane == MAIN and not (ch.rtsp_url or ch.onvif_url)):
+                continue  # removed by a reload, or no longer has an address to probe
             interval = self.interval_for(ch) if lane == MAIN else \
                 self.cfg.probing.onvif_interval
             nxt = due + interval

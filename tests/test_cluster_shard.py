@@ -166,5 +166,16 @@ def test_cluster_refuses_alerts_until_they_are_kept_per_shard() -> None:
     assert cfg({"enabled": False}, alerts=True).alerts.enabled
 
 
+@pytest.mark.parametrize(("section", "body"), [
+    ("gb28181", {"enabled": True, "allow_unknown": True}), ("repairs", {"enabled": True})])
+def test_cluster_refuses_what_is_not_built_for_it(section: str, body: dict[str, Any]) -> None:
+    data = {"inventory": {"path": "inv.csv"}, "store": PG, "alerts": {"enabled": False},
+            "cluster": {"enabled": True}, section: body}
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    assert f"$.{section}.enabled: expected false with cluster.enabled: {section} is not " \
+           f"built for a cluster of instances yet" in str(err.value)
+
+
 def test_disabled_cluster_is_fine_on_sqlite() -> None:
     assert not cfg({"enabled": False, "shards": 4}, {"backend": "sqlite"}).cluster.enabled

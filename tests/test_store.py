@@ -129,6 +129,36 @@ def test_outbox_in_order_with_retries(new_store: Callable[[], Store]) -> None:
     assert store.outbox_depth("wecom") == 2 and store.outbox_depth() == 3
 
 
+def test_tickets_events_and_their_outbox_items_in_one_commit(
+        new_store: Callable[[], Store]) -> None:
+    from camwatch.repairs.model import Ticket, TicketEvent
+
+    store = new_store()
+    t = Ticket(no=1, state="已派单", channels=["c1", "c2"], opened=100.0, fault_since=90.0,
+               response_s=7200.0, repair_s=86400.0, reason="timeout", name="点位一",
+               township="城关镇", operator="联通", klass=1)
+    store.commit_tickets([t], [TicketEvent(1, 100.0, "opened", "", "待派单"),
+                               TicketEvent(1, 100.0, "dispatched", "待派单", "已派单",
+                                           note="联通维护群")],
+                         [("ops", "ticket-1", {"no": 1})], now=100.0)
+    t.state, t.acked, t.acked_by = "已响应", 160.0, "张三"
+    store.commit_tickets([t], [TicketEvent(1, 160.0, "acknowledged", "已派单", "已响应",
+                                           by="张三")], [], now=160.0)
+    (back,) = store.tickets(open_only=True)
+    assert (back.no, back.state, back.acked_by, back.channels) == (1, "已响应", "张三",
+                                                                   ["c1", "c2"])
+    assert store.ticket(1) == back and store.ticket(2) is None
+    assert [(e.kind, e.to_state, e.by) for e in store.ticket_events(1)] == [
+        ("opened", "待派单", "camwatch"), ("dispatched", "已派单", "camwatch"),
+        ("acknowledged", "已响应", "张三")]
+    assert [i.payload for i in store.due("ops", 200.0)] == [{"no": 1}]
+    assert store.last_ticket_no() == 1
+    t.state, t.closed = "核实结案", 500.0
+    store.commit_tickets([t], [], [], now=500.0)
+    assert store.tickets(open_only=True) == [] and store.tickets(since=400.0) == [t]
+    assert store.tickets(since=600.0) == []
+
+
 def test_snapshots_and_meta(new_store: Callable[[], Store]) -> None:
     store = new_store()
     store.save_inventory_snapshot("2026-11", [{"id": "b", "installed": True},

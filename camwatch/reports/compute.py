@@ -235,6 +235,8 @@ class Bulletin:
     counted_ms: int = 0
     counted_channels: int = 0
     previous_monitored_ms: int = 0  # 0: no data for the previous period (上期 / 环比 "-")
+    # repair tickets' assessment (camwatch.repairs.assess.assessment); None without tickets
+    assessment: dict[str, Any] | None = None
 
     @property
     def tz(self) -> dt.tzinfo:
@@ -567,6 +569,8 @@ def _compute(store: Store, channels: Sequence[Channel], period: Period,
         for x in exemptions if x.end > period.start
     ]
     step(4, 4)
+    from camwatch.repairs.assess import REPEAT_WINDOW_S, assessment
+    tickets = store.tickets(since=period.start - REPEAT_WINDOW_S, until=period.end)
     return Bulletin(
         site=site, period=period, previous_period=prev, end=end, generated=generated,
         settings=settings, inventory_source=inventory_source,
@@ -579,6 +583,7 @@ def _compute(store: Store, channels: Sequence[Channel], period: Period,
         counted_ms=counted_ms,
         counted_channels=sum(1 for w in counted.values() if w < end),
         previous_monitored_ms=prev_site.tw.connected if prev_site is not None else 0,
+        assessment=assessment(tickets, period.start, period.end, end) if tickets else None,
     )
 
 

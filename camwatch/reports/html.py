@@ -323,6 +323,10 @@ def render_html(bulletin: Bulletin, max_rows: int = 2000,
         if len(table.rows) > BODY_ROWS:
             rest = f"全部见{annex(heading[2:] + '清单', table)}。"
         body.append(_table(table, heading, max_rows=BODY_ROWS, rest=rest, wide=True))
+    from camwatch.repairs.report import assessment_tables
+
+    for n, table in zip(("八", "九"), assessment_tables(b.assessment), strict=False):
+        body.append(_table(table, f"{n}、{table.title}", wide=True))
     annex("数据质量", data_quality_table(b))
     annex("统计方法与设置", method_table(b))
     for heading, table, _ in annexes:

@@ -363,7 +363,10 @@ def method_table(b: Bulletin) -> Table:
 def all_tables(b: Bulletin, *, outage_events: bool = True) -> list[Table]:
     """Every table, in report order. ``outage_events=False``: the outages summarised per
     channel (:func:`outage_summary_table`, the XLSX) instead of one row per outage."""
+    from camwatch.repairs.report import assessment_tables
+
     outages = outage_table(b) if outage_events else outage_summary_table(b)
     return [summary_table(b), township_table(b), village_table(b), operator_table(b),
             long_offline_table(b), mass_event_table(b), outages, repaired_table(b),
-            exemption_table(b), data_quality_table(b), method_table(b)]
+            exemption_table(b), *assessment_tables(b.assessment), data_quality_table(b),
+            method_table(b)]

@@ -113,7 +113,8 @@ class MassOutageRule(_Model):
     window: Duration = Field(
         default=300.0,
         description="'together': went offline within this window (covers a sweep's spread)")
-    levels: tuple[Literal["township", "village", "host"], ...] = ("township", "village", "host")
+    levels: tuple[Literal["township", "village", "host", "platform"], ...] = (
+        "township", "village", "host", "platform")  # platform: a GB/T 28181 lower platform
     severity: Severity = "critical"
 
 

@@ -52,7 +52,7 @@ log = structlog.get_logger(__name__)
 
 META_KEY = "alerts.evaluator.v1"
 
-_LEVEL_NAMES = {"township": "乡镇", "village": "村", "host": "主机"}
+_LEVEL_NAMES = {"township": "乡镇", "village": "村", "host": "主机", "platform": "下级平台"}
 
 Status = Literal["bad", "between", "good", "nodata"]
 
@@ -145,6 +145,31 @@ class AlertInputs:
     channels: Mapping[str, Channel]  # connected channels
     groups: dict[tuple[str, str], list[Channel]]  # (level, key) -> members, for mass_outage
     levels: tuple[str, ...]  # the mass_outage levels the groups were built for
+    # GB/T 28181: channel id -> the lower platform it is reached through, and platform names
+    # (changed in place by set_platform: catalogs change without an inventory reload)
+    platforms: dict[str, str] = field(default_factory=dict)
+    platform_names: dict[str, str] = field(default_factory=dict)
+
+    def key_of(self, ch: Channel, level: str) -> str:
+        if level == "platform":
+            return self.platforms.get(ch.id, "")
+        return _group_key(ch, level)
+
+
+def set_platform(inputs: AlertInputs, pid: str, name: str, cids: Iterable[str]) -> None:
+    """Group (in place) the channels a lower platform lists, for mass outages by platform;
+    O(that platform's channels), so one platform's new catalog does not regroup them all."""
+    if "platform" not in inputs.levels:
+        return
+    for ch in inputs.groups.pop(("platform", pid), []):
+        if inputs.platforms.get(ch.id) == pid:
+            del inputs.platforms[ch.id]
+    members = [c for cid in cids if (c := inputs.channels.get(cid)) is not None]
+    if members:
+        inputs.groups[("platform", pid)] = members
+    for c in members:
+        inputs.platforms[c.id] = pid
+    inputs.platform_names[pid] = name
 
 
 def alert_inputs(channels: Mapping[str, Channel], levels: Sequence[str]) -> AlertInputs:
@@ -557,7 +582,7 @@ class AlertEvaluator:
         levels = set(rule.levels)
         touched = {(lv, key) for t in new_transitions if t.to_state == State.OFFLINE
                    and (ch := inputs.channels.get(t.channel_id)) is not None
-                   for lv in inputs.levels if lv in levels and (key := _group_key(ch, lv))}
+                   for lv in inputs.levels if lv in levels and (key := inputs.key_of(ch, lv))}
 
         def offline_ids(members: Iterable[Channel]) -> list[Channel]:
             return [c for c in members
@@ -578,8 +603,11 @@ class AlertEvaluator:
             if not good:
                 covered.update(c.id for c in members)
             out[fp] = _Obs("good" if good else "bad", e["labels"],
-                           _mass_builder(lvl, gkey, members, down, states))
-        order = {lvl: i for i, lvl in enumerate(("township", "village", "host"))}
+                           _mass_builder(lvl, gkey, members, down, states,
+                                         inputs.platform_names))
+        # a platform first: when it stops its keepalives, that is the cause, wherever its
+        # channels are
+        order = {lvl: i for i, lvl in enumerate(("platform", "township", "village", "host"))}
         for level, key in sorted(touched, key=lambda gk: (order[gk[0]], gk[1])):
             fp = fingerprint("mass_outage", [level, key])
             if fp in out:
@@ -595,10 +623,11 @@ class AlertEvaluator:
                 continue  # a bigger group (or a firing outage) already explains it
             covered.update(c.id for c in members)
             labels = {**_common_labels(members), "level": level, "group": key}
-            if level == "host":
-                labels["host"] = key
+            if level in ("host", "platform"):
+                labels[level] = key
             out[fp] = _Obs("bad", labels,
-                           _mass_builder(level, key, members, offline_ids(members), states))
+                           _mass_builder(level, key, members, offline_ids(members), states,
+                                         inputs.platform_names))
         return out, covered
 
     # --- rule: prober_unhealthy --------------------------------------------------------------
@@ -662,6 +691,8 @@ def _drift_builder(ch: Channel, drift: float, threshold: float
 
 
 def _group_key(ch: Channel, level: str) -> str:
+    if level == "platform":
+        return ""  # from the catalogs, not the inventory (AlertInputs.key_of)
     if level == "township":
         return f"{ch.county}/{ch.township}" if ch.township else ""
     if level == "village":
@@ -684,6 +715,8 @@ def _likely_cause(level: str, reasons: Counter[str]) -> str:
         return "设备密码被修改或账户被锁定"
     if top == "refused":
         return "设备服务异常（端口拒绝连接）"
+    if level == "platform" or top == "platform_down":
+        return "下级平台离线（心跳超时或注销），或其与本平台间链路中断"
     if level == "host":
         return "NVR/主机故障、断电或其上联中断"
     if level == "village":
@@ -692,7 +725,8 @@ def _likely_cause(level: str, reasons: Counter[str]) -> str:
 
 
 def _mass_builder(level: str, key: str, members: Sequence[Channel], down: Sequence[Channel],
-                  states: Mapping[str, ChannelState]
+                  states: Mapping[str, ChannelState],
+                  platform_names: Mapping[str, str] | None = None,
                   ) -> Callable[[], tuple[dict[str, Any], dict[str, Any]]]:
     def build() -> tuple[dict[str, Any], dict[str, Any]]:
         common = _common_labels(members)
@@ -700,6 +734,9 @@ def _mass_builder(level: str, key: str, members: Sequence[Channel], down: Sequen
             (states[c.id].reason or "unknown") for c in down if c.id in states)
         place = " ".join(common[k] for k in ("county", "township", "village") if k in common)
         group = f"主机 {key}" + (f"（{place}）" if place else "") if level == "host" else place
+        if level == "platform":
+            name = (platform_names or {}).get(key, "")
+            group = f"下级平台 {name}（{key}）" if name else f"下级平台 {key}"
         cause = _likely_cause(level, reasons)
         fields = {"group": group or key, "kind": _LEVEL_NAMES.get(level, level),
                   "cause": cause, "down": len(down), "total": len(members),

@@ -14,6 +14,8 @@ Rules (the domain notes' definitions of online, offline and unknown):
   *flapping*: it is held offline with reason ``flapping`` (one transition, not a storm) until
   its verdicts have changed at most half as often for a whole window.
 - the reason of an offline channel follows its latest failure without a new transition.
+- a ``firm`` failure (a source that applied its own hysteresis, such as a GB/T 28181
+  platform's OFF) takes the channel offline at once.
 """
 
 from __future__ import annotations
@@ -123,6 +125,6 @@ def apply(st: ChannelState, v: Verdict, now: float, policy: StatesConfig,
     if st.state == OFFLINE:
         st.reason = v.reason  # follow the latest cause (timeout -> auth ...) quietly
         return None
-    if st.fails >= policy.fail_threshold:
+    if st.fails >= policy.fail_threshold or v.firm:
         return _move(st, OFFLINE, v.reason, now, v)
     return None

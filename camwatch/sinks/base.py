@@ -40,6 +40,7 @@ ALERT_TITLES = {
     "clock_drift": "点位时钟偏差",
     "mass_outage": "批量离线",
     "prober_unhealthy": "探测服务异常",
+    "repair_ticket": "维修工单",  # camwatch.repairs
 }
 SEVERITY_NAMES = {"info": "提示", "warning": "警告", "critical": "严重"}
 MAX_BODY = 64 * 1024  # what we read of a receiver's answer

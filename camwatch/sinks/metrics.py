@@ -49,6 +49,13 @@ Exposition produced (gauges unless noted):
   ``camwatch_event_loop_lag_seconds`` histogram (a sample every 0.25 s: what a stall of the
   daemon's loop looks like), ``camwatch_loop_lag_max_seconds`` (the largest since start),
   ``camwatch_build_info{version}``.
+- ``camwatch_gb_*`` when the GB/T 28181 upper platform is enabled: ``camwatch_gb_platform_up
+  {platform}``, ``camwatch_gb_keepalive_age_seconds{platform}``, catalog sizes and counters
+  (:meth:`camwatch.gb28181.service.GbService.metrics_text`).
+- with ``repairs.enabled``: ``camwatch_repair_tickets_open{state}``,
+  ``camwatch_repair_tickets_overdue{operator,county,township}``,
+  ``camwatch_repair_tickets_opened_total``, ``camwatch_repair_assessment_*{operator,...}``
+  (:mod:`camwatch.repairs.metrics`).
 """
 
 from __future__ import annotations
@@ -470,6 +477,11 @@ class MetricsRenderer:
         )
         for name, kind, value, text in singles:
             add(f"{_head(name, kind, text, openmetrics)}{name} {_num(value)}\n")
+        if eng.gb is not None:  # GB/T 28181 platforms (camwatch.gb28181.service)
+            add(eng.gb.metrics_text(lambda n, k, t: _head(n, k, t, openmetrics)))
+        if eng.cfg.repairs.enabled:  # repair tickets (camwatch/repairs/metrics.py)
+            from camwatch.repairs.metrics import exposition as repairs_exposition
+            add(repairs_exposition(eng.repairs, eng.clock(), openmetrics, _head, _esc))
         for extra in eng.extra_metrics:
             add(extra(openmetrics))
         add(_head("camwatch_build_info", "gauge", "camwatch's version.", openmetrics))

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from camwatch.model import ChannelState, Transition, TransitionRow
+from camwatch.repairs.model import Ticket, TicketEvent
 
-__all__ = ["ChannelState", "Exemption", "OutboxItem", "RateSnapshot", "Store", "Transition",
-           "TransitionRow"]
+__all__ = ["ChannelState", "Exemption", "OutboxItem", "RateSnapshot", "Store", "Ticket",
+           "TicketEvent", "Transition", "TransitionRow"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +99,18 @@ class Store(Protocol):
     # small key/value state (alert engine state, last sweep time, ...)
     def get_meta(self, key: str) -> Any: ...
     def set_meta(self, key: str, value: Any) -> None: ...
+
+    # --- repair tickets (维修工单, camwatch.repairs) ----------------------------------------------
+    # A ticket is a JSON document (Ticket.as_dict) with a few columns to query by; every change
+    # is an event. commit_tickets writes tickets, their events and their outbox items in one
+    # transaction, like commit_outbox for alerts.
+    def commit_tickets(self, tickets: Iterable[Ticket], events: Iterable[TicketEvent],
+                       items: Iterable[tuple[str, str, dict[str, Any]]], now: float) -> None: ...
+    def tickets(self, *, open_only: bool = False, since: float | None = None,
+                until: float | None = None) -> list[Ticket]:
+        """Tickets by number: ``open_only`` the open ones; ``since``/``until`` those opened
+        before ``until`` that were open at some time at or after ``since``."""
+        ...
+    def ticket(self, no: int) -> Ticket | None: ...
+    def ticket_events(self, no: int) -> list[TicketEvent]: ...
+    def last_ticket_no(self) -> int: ...

@@ -33,6 +33,8 @@ from camwatch.store.base import (
     Exemption,
     OutboxItem,
     RateSnapshot,
+    Ticket,
+    TicketEvent,
     Transition,
     TransitionRow,
 )
@@ -111,6 +113,29 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX exemptions_channel ON exemptions (channel_id, start);
     CREATE INDEX exemptions_end ON exemptions (end);
+    """,
+    # 3: repair tickets (维修工单): the ticket as JSON with columns to query by, and its events
+    """
+    CREATE TABLE repair_tickets (
+        no INTEGER PRIMARY KEY,
+        state TEXT NOT NULL,
+        opened REAL NOT NULL,
+        final REAL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX repair_tickets_open ON repair_tickets (final, opened);
+    CREATE TABLE repair_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        no INTEGER NOT NULL,
+        ts REAL NOT NULL,
+        kind TEXT NOT NULL,
+        from_state TEXT NOT NULL,
+        to_state TEXT NOT NULL,
+        by TEXT NOT NULL,
+        note TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX repair_events_no ON repair_events (no, id);
     """,
 )
 
@@ -453,6 +478,65 @@ class SqliteStore:
             self._db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                              "value = excluded.value",
                              (key, json.dumps(value, ensure_ascii=False)))
+
+    # --- repair tickets (camwatch.repairs) ------------------------------------------------------
+
+    def commit_tickets(self, tickets: Iterable[Ticket], events: Iterable[TicketEvent],
+                       items: Iterable[tuple[str, str, dict[str, Any]]], now: float) -> None:
+        """Tickets (upserted), their events and their outbox items in one transaction: a
+        ticket never says 已派单 without its message in the outbox, nor the other way round."""
+        rows = [(t.no, t.state, t.opened, t.final_ts,
+                 json.dumps(t.as_dict(), ensure_ascii=False)) for t in tickets]
+        evs = [(e.no, e.ts, e.kind, e.from_state, e.to_state, e.by, e.note,
+                json.dumps(e.data, ensure_ascii=False)) for e in events]
+        out = [(r, fp, now, json.dumps(p, ensure_ascii=False), now) for r, fp, p in items]
+        if not rows and not evs and not out:
+            return
+        with self._tx():
+            self._db.executemany(
+                "INSERT INTO repair_tickets VALUES (?,?,?,?,?) ON CONFLICT(no) DO UPDATE SET "
+                "state=excluded.state, final=excluded.final, data=excluded.data", rows)
+            self._db.executemany(
+                "INSERT INTO repair_events (no, ts, kind, from_state, to_state, by, note, data) "
+                "VALUES (?,?,?,?,?,?,?,?)", evs)
+            self._db.executemany(
+                "INSERT INTO alert_outbox (receiver, fingerprint, created, payload, "
+                "next_attempt) VALUES (?,?,?,?,?)", out)
+
+    def tickets(self, *, open_only: bool = False, since: float | None = None,
+                until: float | None = None) -> list[Ticket]:
+        sql = "SELECT data FROM repair_tickets WHERE 1=1"
+        args: list[Any] = []
+        if open_only:
+            sql += " AND final IS NULL"
+        if since is not None:
+            sql += " AND (final IS NULL OR final >= ?)"
+            args.append(since)
+        if until is not None:
+            sql += " AND opened < ?"
+            args.append(until)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY no", args).fetchall()
+        return [Ticket.from_dict(json.loads(r[0])) for r in rows]
+
+    def ticket(self, no: int) -> Ticket | None:
+        with self._lock:
+            row = self._db.execute("SELECT data FROM repair_tickets WHERE no = ?",
+                                   (no,)).fetchone()
+        return Ticket.from_dict(json.loads(row[0])) if row else None
+
+    def ticket_events(self, no: int) -> list[TicketEvent]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, no, ts, kind, from_state, to_state, by, note, data "
+                "FROM repair_events WHERE no = ? ORDER BY id", (no,)).fetchall()
+        return [TicketEvent(r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]),
+                            id=r[0]) for r in rows]
+
+    def last_ticket_no(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT MAX(no) FROM repair_tickets").fetchone()
+        return int(row[0] or 0)
 
 
 class _Tx:

@@ -460,6 +460,13 @@ def operators() -> dict[str, Any]:
                                            "operator": "运营商", "Value #A": "在线率",
                                            "Value #B": "已判定"}}}],
                   overrides=[column("已判定", {"id": "unit", "value": "none"})]),
+            panel("bargauge", "超时未修复工单",
+                  "所选区县、乡镇内各运营商已超过修复时限、尚未核实结案的维修工单数"
+                  "（camwatch_repair_tickets_overdue，需启用 repairs；挂起的工单不计）。"
+                  "月度考核见 /api/tickets/assessment 与月度通报。",
+                  "none", [q(f"sum by (operator) (camwatch_repair_tickets_overdue{cto})",
+                             "{{operator}}", instant=True)],
+                  w=24, h=6),
         ])
 
 

@@ -1,0 +1,15 @@
+"""camwatch as a GB/T 28181 upper platform (上级平台): lower platforms and devices register
+with it, and their catalogs' channel status becomes verdicts (source ``gb28181``).
+
+- :mod:`~camwatch.gb28181.sip`: the small SIP message layer (parse, build; bounded).
+- :mod:`~camwatch.gb28181.digest`: MD5 Digest for REGISTER.
+- :mod:`~camwatch.gb28181.manscdp`: the XML bodies (GB18030/UTF-8, hostile XML refused).
+- :mod:`~camwatch.gb28181.peers`: what is known of each peer; catalogs assembled by SN.
+- :mod:`~camwatch.gb28181.server`: UDP/TCP listeners, registrations, queries, timers.
+- :mod:`~camwatch.gb28181.service`: the glue to the channel book, the API and the metrics.
+"""
+
+from camwatch.gb28181.config import GbConfig, GbPeer
+from camwatch.gb28181.service import GbService, start_service, verdict_of
+
+__all__ = ["GbConfig", "GbPeer", "GbService", "start_service", "verdict_of"]
