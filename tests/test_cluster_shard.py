@@ -167,7 +167,8 @@ def test_cluster_refuses_alerts_until_they_are_kept_per_shard() -> None:
 
 
 @pytest.mark.parametrize(("section", "body"), [
-    ("gb28181", {"enabled": True, "allow_unknown": True}), ("repairs", {"enabled": True})])
+    ("gb28181", {"enabled": True, "allow_unknown": True, "password_env": "GB_PW"}),
+    ("repairs", {"enabled": True})])
 def test_cluster_refuses_what_is_not_built_for_it(section: str, body: dict[str, Any]) -> None:
     data = {"inventory": {"path": "inv.csv"}, "store": PG, "alerts": {"enabled": False},
             "cluster": {"enabled": True}, section: body}
