@@ -139,6 +139,21 @@ class ChannelBook:
                         [cid for cid in states if cid not in chans],
                         [cid for cid in chans if cid not in states])
 
+    def seed(self, states: Mapping[str, ChannelState]) -> None:
+        """Committed states for channels a swap is about to add (a cluster's shard taken over
+        from another instance): the swap then keeps them, as it keeps an unchanged channel's,
+        instead of starting the channels unknown, so the next verdict continues the previous
+        owner's history (no spurious transition, ``since`` and the counters kept). Channels
+        the book holds already are left alone. Call it on the loop, before the swap's plan."""
+        for cid, st in states.items():
+            if cid in self._channels:
+                continue
+            self._states[cid] = st
+            if st.state == State.OFFLINE:
+                self.offline.add(cid)
+            else:
+                self.offline.discard(cid)
+
     def swap(self, channels: Mapping[str, Channel], plan: SwapPlan | None = None) -> list[str]:
         """Take a new set of connected channels in one step; unchanged channels keep their
         state, host health and flap history. With a :meth:`plan_swap` made for this book's

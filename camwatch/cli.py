@@ -133,14 +133,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     import urllib.request
 
     url, headers = daemon_address(args)
-    req = urllib.request.Request(url + "/api/status", headers=headers)
+    path = "/api/cluster" if getattr(args, "cluster", False) else "/api/status"
+    req = urllib.request.Request(url + path, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             doc = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         hint = " (check http.auth in the config given with -c)" if exc.code in (401, 403) \
-            else ""
-        sys.stderr.write(f"error: {url}/api/status answered HTTP {exc.code} {exc.reason}"
+            else " (this camwatch is not in a cluster: cluster.enabled is false)" \
+            if exc.code == 404 and path == "/api/cluster" else ""
+        sys.stderr.write(f"error: {url}{path} answered HTTP {exc.code} {exc.reason}"
                          f"{hint}\n")
         return EXIT_INPUT
     except (urllib.error.URLError, OSError, ValueError) as exc:
@@ -149,6 +151,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         json.dump(doc, sys.stdout, ensure_ascii=False, indent=1)
         sys.stdout.write("\n")
+        return EXIT_OK
+    if path == "/api/cluster":
+        from camwatch.cluster.status import format_cluster
+
+        sys.stdout.write(format_cluster(doc))
         return EXIT_OK
     sys.stdout.write(format_status(doc))
     return EXIT_OK
@@ -317,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--url", help=f"the daemon's base URL (default: from the config's "
                                   f"http.listen, else http://{DEFAULT_LISTEN})")
     st.add_argument("--json", action="store_true", help="print the raw /api/status JSON")
+    st.add_argument("--cluster", action="store_true",
+                    help="the cluster instead (/api/cluster): instances, shards and their "
+                         "owners, heartbeats, takeovers")
     st.set_defaults(func=cmd_status)
 
     rl = _command(sub, "reload", "make the running daemon re-read its config and inventory, "

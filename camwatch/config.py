@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from camwatch import yamlsafe
+from camwatch.cluster.config import ClusterConfig
 from camwatch.configbase import (
     Duration,
     Fraction,
@@ -352,6 +353,7 @@ class Config(_Model):
     gb28181: GbConfig = GbConfig()
     repairs: RepairsConfig = RepairsConfig()
     quality: QualityConfig = QualityConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     # Where it was loaded from, for messages and relative paths. Not a YAML key.
     source: str = Field(default="<memory>", exclude=True)
@@ -548,6 +550,20 @@ def _cross_checks(cfg: Config) -> list[Problem]:
         out.append(Problem(cfg.source, "$.inventory.default_credentials",
                            f"expected one of the credentials ({', '.join(cfg.credentials)}), "
                            f"got {cfg.inventory.default_credentials!r}"))
+    if cfg.cluster.enabled and cfg.store.backend != "postgresql":
+        out.append(Problem(cfg.source, "$.cluster.enabled",
+                           f"expected store.backend postgresql (instances share their shards "
+                           f"through one PostgreSQL), got {cfg.store.backend!r}"))
+    for section in ("gb28181", "repairs"):  # each instance would run its own, unsharded
+        if cfg.cluster.enabled and getattr(cfg, section).enabled:
+            out.append(Problem(cfg.source, f"$.{section}.enabled",
+                               f"expected false with cluster.enabled: {section} is not built "
+                               f"for a cluster of instances yet (docs/scale-out.md)"))
+    if cfg.cluster.enabled and cfg.alerts.enabled:
+        out.append(Problem(cfg.source, "$.alerts.enabled",
+                           "expected false with cluster.enabled: an instance's alert state and "
+                           "outbox are not kept per shard yet (docs/scale-out.md); alert on the "
+                           "cluster's rates from Prometheus"))
     return out
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import structlog
 
+from camwatch.cluster.member import cluster_member
 from camwatch.config import Config, load_config
 from camwatch.engine import Engine, no_full_collection, release_free_memory
 from camwatch.errors import CamwatchError, InputError, short_error
@@ -41,7 +42,7 @@ from camwatch.inventory import Inventory, load_inventory
 from camwatch.reports.period import zone
 from camwatch.reports.rows import iter_inventory_rows
 from camwatch.sinks.dispatch import Dispatcher
-from camwatch.store import open_configured, store_lock
+from camwatch.store import Lock, open_configured, store_lock
 from camwatch.store.writer import StoreWriter
 
 log = structlog.get_logger(__name__)
@@ -66,6 +67,8 @@ def restart_keys(old: Config, new: Config) -> list[str]:
     keys = []
     if old.store != new.store:
         keys.append("store")
+    if old.cluster != new.cluster:
+        keys.append("cluster")
     for key in ("listen", "tls_cert", "tls_key", "metrics_auth", "allow_unauthenticated"):
         if getattr(old.http, key) != getattr(new.http, key):
             keys.append(f"http.{key}")
@@ -100,12 +103,18 @@ class Daemon:
         cfg, inv = load_all(config_path)
         self.cfg = cfg
         self.listen = listen or cfg.http.listen
-        self.lock = store_lock(cfg.store)
+        # in a cluster the shards are the lock (docs/scale-out.md); the engine gets their part
+        self.cluster = cluster_member(cfg, self.listen)
+        self.lock: Lock = self.cluster.ownership if self.cluster else store_lock(cfg.store)
         self.lock.acquire(f"listening on {self.listen}")
         try:
             self.store = open_configured(cfg.store)  # reads
             self.writer = StoreWriter(open_configured(cfg.store))
-            self.engine = Engine(cfg, inv, self.store, self.writer)
+            self.engine = Engine(cfg, self.cluster.mine(inv) if self.cluster else inv,
+                                 self.store, self.writer,
+                                 forget=self.cluster.forget if self.cluster else None)
+            if self.cluster:
+                self.cluster.attach(self.engine)
             self.engine.health.watch("store lock", lambda: self.lock.problem)
         except BaseException:
             self.lock.release()
@@ -178,6 +187,10 @@ class Daemon:
         now = time.time() if now is None else now
         month = self._month(now)
         channels = self.engine.inventory.channels
+        if self.cluster is not None:  # the city's whole inventory, by one instance at a time
+            if not self.cluster.ownership.coordinator or self.cluster.full is None:
+                return False
+            channels = self.cluster.full.channels
         try:
             # rows made one at a time on the writer thread as SQLite takes them: 100,000
             # decoded rows held at once would cost about 230 MB
@@ -222,6 +235,9 @@ class Daemon:
         if keys:
             return self._refuse("reload refused: these settings need a restart, keeping the "
                                 "running config", keys=keys)
+        cut = await asyncio.to_thread(self.cluster.part, inv) if self.cluster else None
+        if cut is not None:
+            inv = cut.part  # this instance's shards of it
         try:
             plan = await asyncio.to_thread(eng.plan, cfg, inv)
         except Exception as exc:
@@ -238,6 +254,8 @@ class Daemon:
                 "send SIGHUP again to confirm", dropped=dropped, channels=before,
                 max_drop=cfg.inventory.max_drop)
         self._confirm_drop = None
+        if self.cluster is not None and cut is not None:
+            self.cluster.adopt(cut)
         gone = await eng.apply_sliced(plan)
         if eng.gb is not None:
             eng.gb.configure(cfg.gb28181)
@@ -338,7 +356,8 @@ class Daemon:
         host, _, port = self.listen.rpartition(":")
         try:
             http = await serve(self.engine, host.strip("[]"), int(port),
-                               reloader=self.reload_for_api)
+                               reloader=self.reload_for_api,
+                               routes=self.cluster.routes() if self.cluster else ())
         except OSError as exc:
             self.close()
             raise CamwatchError(f"cannot listen on {self.listen}: {exc.strerror or exc} "
@@ -352,6 +371,8 @@ class Daemon:
         self.engine.repairs.listening(f"{host}:{self.port}")  # ticket links
         log.info("listening", url=f"http://{host}:{self.port}/metrics")
         extra = [self._watch_inventory, self._dispatch, self._monthly]
+        if self.cluster is not None:
+            extra.append(self._follow_shards)
         if self.cfg.gb28181.enabled:
             from camwatch.gb28181 import start_service
 
@@ -373,6 +394,10 @@ class Daemon:
             await http.cleanup()
             self.close()
         return 0
+
+    async def _follow_shards(self) -> None:
+        assert self.cluster is not None
+        await self.cluster.run(self.engine, self._reload_lock, self.engine.wait)
 
     def close(self) -> None:
         self.engine.close()

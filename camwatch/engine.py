@@ -154,8 +154,14 @@ class Plan:
 class Engine:
     def __init__(self, cfg: Config, inventory: Inventory, store: Store,
                  writer: StoreWriter | None = None, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 forget: Callable[[list[str]], list[str]] | None = None) -> None:
         self.cfg = cfg
+        # of the channels that left the book, those whose stored states go (a cluster member
+        # keeps the states of channels that moved to another instance's shard)
+        self.forget: Callable[[list[str]], list[str]] = forget or (lambda gone: gone)
+        # more of /metrics (a cluster member's shards): each renders its families' lines
+        self.extra_metrics: list[Callable[[bool], str]] = []
         self.store = store  # reads; every write goes through the writer
         self.writer = writer if writer is not None else StoreWriter(store)
         self.writer.start()
@@ -245,8 +251,8 @@ class Engine:
         self.scheduler.swap(plan.schedule)
         self.evaluator.swap(plan.evaluation, counts)
         self.repairs.swap(plan.channels, plan.evaluation.alerts.groups)
-        if gone:
-            self.writer.submit(lambda s: s.delete_states(gone))  # retried at the next swap
+        if forgotten := (self.forget(gone) if gone else gone):
+            self.writer.submit(lambda s: s.delete_states(forgotten))  # retried at the next swap
         _tune_gc(full=self._first_apply)
         self._first_apply = False
         return gone

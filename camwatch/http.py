@@ -22,7 +22,7 @@ import json
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -458,7 +458,11 @@ async def reload(request: web.Request) -> web.Response:
     return web.json_response({"ok": ok, **detail}, status=200 if ok else 409, dumps=_dumps)
 
 
-def make_app(engine: Engine, reloader: Reloader | None = None) -> web.Application:
+Routes = Sequence[tuple[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]]
+
+
+def make_app(engine: Engine, reloader: Reloader | None = None,
+             routes: Routes = ()) -> web.Application:
     http_cfg = engine.cfg.http
     middlewares = [send_timeout_middleware(http_cfg.send_timeout)]
     if http_cfg.auth is not None:
@@ -479,6 +483,8 @@ def make_app(engine: Engine, reloader: Reloader | None = None) -> web.Applicatio
     app.router.add_post("/api/reload", reload)
     from camwatch.repairs.api import add_routes as add_ticket_routes
     add_ticket_routes(app, engine.repairs, engine.store, engine.clock)  # /api/tickets
+    for path, handler in routes:  # more GET endpoints (the cluster's)
+        app.router.add_get(path, handler)
     return app
 
 
@@ -600,7 +606,7 @@ class HttpServer:
 
 
 async def serve(engine: Engine, host: str, port: int,
-                reloader: Reloader | None = None) -> HttpServer:
+                reloader: Reloader | None = None, routes: Routes = ()) -> HttpServer:
     """Serve the app on ``host:port``, the address finally bound (``--listen`` or
     ``http.listen``): the exposure check runs here for it."""
     cfg = engine.cfg.http
@@ -612,7 +618,7 @@ async def serve(engine: Engine, host: str, port: int,
         tls.minimum_version = ssl.TLSVersion.TLSv1_2
         tls.load_cert_chain(cfg.tls_cert, cfg.tls_key)
     handler_args: dict[str, Any] = {"access_log": None, "keepalive_timeout": cfg.header_timeout}
-    runner = web.AppRunner(make_app(engine, reloader), shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+    runner = web.AppRunner(make_app(engine, reloader, routes), shutdown_timeout=SHUTDOWN_TIMEOUT_S,
                            **handler_args)
     await runner.setup()
     manager = runner.server

@@ -88,7 +88,8 @@ def test_every_alert_is_complete_and_has_a_runbook_section() -> None:
         assert ann["runbook_url"].split("#")[0].endswith("docs/runbook.md"), name
         assert anchor == name.lower() and anchor in sections, name
     assert names == {"CamwatchOnlineRateBelowTarget", "CamwatchDown", "CamwatchSweepLagging",
-                     "CamwatchProberUnhealthy", "CamwatchStoreWritesFailing"}
+                     "CamwatchProberUnhealthy", "CamwatchStoreWritesFailing",
+                     "CamwatchShardUnowned"}
 
 
 def test_every_alert_is_tested_on_both_sides_of_its_for_window() -> None:

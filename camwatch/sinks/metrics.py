@@ -486,6 +486,8 @@ class MetricsRenderer:
         if eng.cfg.repairs.enabled:  # repair tickets (camwatch/repairs/metrics.py)
             from camwatch.repairs.metrics import exposition as repairs_exposition
             add(repairs_exposition(eng.repairs, eng.clock(), openmetrics, _head, _esc))
+        for extra in eng.extra_metrics:
+            add(extra(openmetrics))
         add(_head("camwatch_build_info", "gauge", "camwatch's version.", openmetrics))
         add(f'camwatch_build_info{{version="{_esc(__version__)}"}} 1\n')
         return "".join(out)

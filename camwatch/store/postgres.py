@@ -323,6 +323,23 @@ class PostgresStore:
             for r in rows
         }
 
+    def load_states_of(self, channel_ids: Iterable[str],
+                       page: int = 2_000) -> dict[str, ChannelState]:
+        """The stored states of these channels only (a cluster's shard taken over), a page of
+        ids per query: one fetch of 100,000 rows converts them in C in one go, holding the GIL,
+        and so the event loop beside this thread, for ~150 ms
+        (bench/bench_cluster_takeover.py)."""
+        ids = list(channel_ids)
+        out: dict[str, ChannelState] = {}
+        for i in range(0, len(ids), page):
+            for r in self._read(
+                    "SELECT channel_id, state, reason, since, last_probe, last_ok, fails, oks, "
+                    "latency_ms, clock_drift_s, flapping, detail, info FROM channel_state "
+                    "WHERE channel_id = ANY(%s)", (ids[i:i + page],)):
+                out[r[0]] = ChannelState(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
+                                         r[9], bool(r[10]), r[11], json.loads(r[12]))
+        return out
+
     def write_batch(self, states: Iterable[ChannelState],
                     transitions: Iterable[Transition]) -> None:
         state_rows = [
