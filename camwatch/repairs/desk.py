@@ -216,7 +216,10 @@ class RepairDesk:
             down = True
             for c in live.channels:
                 st = states.get(c)
-                if c not in channels or st is None or st.state == State.ONLINE or c in exempt:
+                if c not in channels or st is None or c in exempt or (
+                        st.state == State.ONLINE
+                        and (quality is None or c not in quality.degraded)):
+                    # (online with a degraded picture is still down: nothing can close)
                     down = False
                     break
             if machine.waiting(live, down, now, rcfg.remind_before):
