@@ -269,3 +269,19 @@ def test_book_runs_of_one_quality() -> None:
     b.record(QualityVerdict("a", Quality.DEGRADED, 6.0))
     b.swap([])  # left the inventory
     assert b.degraded == set()
+
+
+def test_cli_show_names_a_quality_tickets_faults_and_snapshot() -> None:
+    from camwatch.repairs.api import format_ticket
+
+    base = {"no": 3, "state_zh": "已派单", "state": "dispatched", "county": "鹿邑县",
+            "township": "城关镇", "village": "东关村", "name": "东关路口", "channels": [A],
+            "operator": "移动", "opened_iso": "2026-11-02T12:00:00+08:00",
+            "fault_since_iso": "2026-11-02T11:00:00+08:00", "response_due_iso": None,
+            "repair_due_iso": None, "link": "http://127.0.0.1:9780/api/tickets/3"}
+    text = format_ticket({**base, "kind": "quality", "faults": ["signal_lost"],
+                          "snapshot": SNAP}, [])
+    assert "picture degraded since 2026-11-02 11:00" in text
+    assert "faults:    signal_lost" in text and f"snapshot:  {SNAP}" in text
+    online = format_ticket({**base, "kind": "online"}, [])
+    assert "offline since" in online and "snapshot" not in online

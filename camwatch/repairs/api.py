@@ -343,11 +343,16 @@ def format_ticket(t: dict[str, Any], events: list[dict[str, Any]]) -> str:
              f"  point:     {t['county']} {t['township']} {t['village']} {t['name']}",
              f"  channels:  {', '.join(t['channels'])}",
              f"  operator:  {t['operator'] or '-'}",
-             f"  opened:    {_when(t['opened_iso'])} (offline since "
+             f"  opened:    {_when(t['opened_iso'])} ("
+             f"{'picture degraded' if t.get('kind') == 'quality' else 'offline'} since "
              f"{_when(t['fault_since_iso'])})",
              f"  due:       response {_when(t['response_due_iso'])}, repair "
              f"{_when(t['repair_due_iso'])}",
-             f"  link:      {t['link']}", "  history:"]
+             f"  link:      {t['link']}"]
+    if t.get("kind") == "quality":  # a quality ticket (画面异常): its faults and thumbnail
+        lines.insert(4, f"  faults:    {', '.join(t.get('faults') or []) or '-'}")
+        lines.append(f"  snapshot:  {t.get('snapshot') or '-'}")
+    lines.append("  history:")
     for e in events:
         who = f" {e['by']}" if e["by"] != "camwatch" else ""
         lines.append(f"    {_when(e['ts_iso'])}  {e['kind']:<15}{who}  {e['note']}".rstrip())
