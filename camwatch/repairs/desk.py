@@ -356,6 +356,8 @@ class RepairDesk:
         its last picture is from before the outage)."""
         due = []
         for cid in quality.degraded:
+            if cid in covered:  # most, once their tickets are open
+                continue
             rec = quality.get(cid)
             st = states.get(cid)
             if rec is None or rec.quality is not Quality.DEGRADED or \
