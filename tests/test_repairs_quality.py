@@ -221,6 +221,18 @@ def test_quality_ticket_covers_the_channel_going_offline(county: County) -> None
     assert t.is_open
 
 
+def test_exempted_channel_opens_no_quality_ticket(county: County) -> None:
+    c = county
+    c.store.add_exemption(A, T0, T0 + 2 * H, "道路施工", T0)  # 报备 for two hours
+    for i in range(1, 12):
+        at(c, T0 + i * 10 * M, A, Quality.DEGRADED, "occluded")
+    c.run_until(T0 + 115 * M)
+    assert c.store.tickets() == []
+    c.run_until(T0 + 2 * H + 5 * M)  # the exemption over, still degraded: now it opens
+    (t,) = c.store.tickets()
+    assert t.kind == QUALITY_FAULT and t.faults == ["occluded"]
+
+
 def test_without_sampling_a_degraded_record_opens_nothing(tmp_path: Path) -> None:
     c = County(tmp_path / "cw.db", [channel(A, "城关镇", "东关村", "移动", 1)])
     book = QualityBook()  # a book the desk is not given (quality.enabled false)
