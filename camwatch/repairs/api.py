@@ -3,7 +3,8 @@ and ``camwatch ticket list|show|ack|done|note``, which talks to it.
 
 ========================================  =====================================================
 ``GET /api/tickets``                      ``?state=open|closed|cancelled|all|<state>``,
-                                          ``county``, ``township``, ``operator``, ``limit``
+                                          ``county``, ``township``, ``operator``, ``kind``
+                                          (``online|quality``), ``limit``
 ``GET /api/tickets/{no}``                 the ticket and its events (history)
 ``POST /api/tickets/{no}/ack|done|note``  JSON ``{"by": "张三", "note": "..."}``; 200 with the
                                           ticket, 404 unknown, 409 when its state does not
@@ -34,7 +35,15 @@ from aiohttp import web
 from camwatch.log import register_secret
 from camwatch.repairs.assess import month_assessment
 from camwatch.repairs.desk import RepairDesk
-from camwatch.repairs.model import ACTIONS, STATE_ZH, Ticket, TicketError, TicketEvent
+from camwatch.repairs.model import (
+    ACTIONS,
+    ONLINE_FAULT,
+    QUALITY_FAULT,
+    STATE_ZH,
+    Ticket,
+    TicketError,
+    TicketEvent,
+)
 from camwatch.reports.period import parse_month, zone
 from camwatch.store.base import Store
 
@@ -119,10 +128,15 @@ def _number(request: web.Request) -> int:
 async def list_tickets(request: web.Request) -> web.Response:
     api = request.app[API]
     q = request.query
-    unknown = [k for k in q if k not in ("state", "county", "township", "operator", "limit")]
+    unknown = [k for k in q
+               if k not in ("state", "county", "township", "operator", "kind", "limit")]
     if unknown:
         return _error(400, f"query parameter {unknown[0]!r}: expected one of state, county, "
-                           f"township, operator, limit", parameter=unknown[0])
+                           f"township, operator, kind, limit", parameter=unknown[0])
+    kinds = (ONLINE_FAULT, QUALITY_FAULT)
+    if q.get("kind", ONLINE_FAULT) not in kinds:
+        return _error(400, f"query parameter 'kind': expected one of {', '.join(kinds)}, got "
+                           f"{q['kind'][:40]!r}", parameter="kind", choices=list(kinds))
     state = q.get("state", "open")
     if state not in STATE_FILTERS:
         return _error(400, f"query parameter 'state': expected one of "
@@ -139,7 +153,7 @@ async def list_tickets(request: web.Request) -> web.Response:
         tickets = [t for t in tickets if t.state == "cancelled"]
     elif state not in ("open", "all"):
         tickets = [t for t in tickets if t.state == state]
-    for key in ("county", "township", "operator"):
+    for key in ("county", "township", "operator", "kind"):
         if key in q:
             tickets = [t for t in tickets if getattr(t, key) == q[key]]
     tickets.sort(key=lambda t: -t.no)
