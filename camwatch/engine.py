@@ -369,7 +369,8 @@ class Engine:
             return
         now = self.clock()
         exempt = await asyncio.to_thread(active_exemptions, self.store, now)
-        events = await self.repairs.step(now, self.book.states, self.book.offline, exempt)
+        events = await self.repairs.step(now, self.book.states, self.book.offline, exempt,
+                                         self.quality if self.cfg.quality.enabled else None)
         await self.repairs.refresh_assessment(self.store, now, bool(events))
 
     async def _evaluations(self, publish: Callable[[Sequence[RateRow]], Coroutine[Any, Any, None]]

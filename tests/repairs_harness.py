@@ -15,6 +15,7 @@ from camwatch.config import Config, parse_config
 from camwatch.inventory import Channel
 from camwatch.model import Source, Verdict
 from camwatch.probes.result import ProbeResult, Reason
+from camwatch.quality.book import QualityBook
 from camwatch.repairs.desk import RepairDesk, active_exemptions
 from camwatch.repairs.model import TicketEvent
 from camwatch.rules.alerts import alert_inputs
@@ -58,6 +59,7 @@ class County:
     t: float = NOV_1
     down: dict[str, Reason] = field(default_factory=dict)
     events: list[TicketEvent] = field(default_factory=list)
+    quality: QualityBook | None = None  # the pictures' book, when sampling is on
 
     def __post_init__(self) -> None:
         self.store = SqliteStore(self.path)
@@ -97,7 +99,8 @@ class County:
         states, trans = self.book.take_writes()
         self.writer.call(lambda s: s.write_batch(states, trans))
         exempt = active_exemptions(self.store, now)
-        self.events += await self.desk.step(now, self.book.states, self.book.offline, exempt)
+        self.events += await self.desk.step(now, self.book.states, self.book.offline, exempt,
+                                            self.quality)
 
     def act(self, no: int, action: str, by: str = "张三", note: str = "") -> None:
         async def go() -> None:

@@ -135,6 +135,10 @@ def _lifecycle(proc: Proc, fleet: FleetThread, cfg: Path, receiver: Receiver) ->
     assert code == 400 and "'by'" in doc["error"]
     assert post(f"{base}/api/tickets/9999/ack", b'{"by": "x"}', TOKEN)[0] == 404
     assert get(f"{base}/api/tickets?state=bogus")[0] == 400
+    # by kind (issue #18 with quality): these are online faults
+    assert len(json.loads(get(f"{base}/api/tickets?kind=online")[1])["tickets"]) == 2
+    assert json.loads(get(f"{base}/api/tickets?kind=quality")[1])["tickets"] == []
+    assert get(f"{base}/api/tickets?kind=bogus")[0] == 400
 
     out = ticket_cli(cfg, base, "ack", str(no), "--by", "张三")
     assert out.returncode == 0 and "已响应" in out.stdout, out.stderr

@@ -52,6 +52,11 @@ class QualityRecord:
     height: int | None = None
     codec: str | None = None
     latency_ms: float = 0.0
+    # the run of samples of this quality (a different quality starts a new one): when its
+    # first sample was taken and how many it has; the repair desk opens and verifies
+    # quality tickets by them (docs/repairs.md)
+    since: float = 0.0
+    streak: int = 1
 
     def json(self) -> dict[str, object]:
         return {"quality": self.quality.value, "ts": self.ts,
@@ -79,6 +84,8 @@ class QualityBook:
         self._lines: dict[str, bytes] = {}  # pre-rendered metric lines per channel
         self.samples_total: Counter[str] = Counter()  # by quality
         self._channels: Collection[str] | None = None  # the inventory's (not copied)
+        # channels whose last sample was degraded: what the repair desk looks at, O(faults)
+        self.degraded: set[str] = set()
 
     # --- read API ---------------------------------------------------------------------------
 
@@ -131,6 +138,7 @@ class QualityBook:
             self._lines.pop(cid, None)
             self._refs.pop(cid, None)
             self._drop_jpeg(cid)
+            self.degraded.discard(cid)
         for key in [k for k in self._blur if k[0] not in keep]:
             del self._blur[key]
 
@@ -141,8 +149,16 @@ class QualityBook:
             return  # removed by a reload while it was sampled
         cid = v.channel_id
         self.samples_total[v.quality.value] += 1
-        self._records[cid] = QualityRecord(v.quality, v.ts, v.faults, dict(v.scores), v.reason,
-                                           v.detail, v.width, v.height, v.codec, v.latency_ms)
+        prev = self._records.get(cid)
+        rec = QualityRecord(v.quality, v.ts, v.faults, dict(v.scores), v.reason, v.detail,
+                            v.width, v.height, v.codec, v.latency_ms, since=v.ts)
+        if prev is not None and prev.quality is v.quality:
+            rec.since, rec.streak = prev.since, prev.streak + 1
+        self._records[cid] = rec
+        if v.quality is Quality.DEGRADED:
+            self.degraded.add(cid)
+        else:
+            self.degraded.discard(cid)
         if v.quality is Quality.OK and v.thumb is not None and cid not in self._refs:
             self._refs[cid] = np.clip(np.rint(v.thumb), 0, 255).astype(np.uint8)
         if v.jpeg is not None:

@@ -3,7 +3,8 @@ and ``camwatch ticket list|show|ack|done|note``, which talks to it.
 
 ========================================  =====================================================
 ``GET /api/tickets``                      ``?state=open|closed|cancelled|all|<state>``,
-                                          ``county``, ``township``, ``operator``, ``limit``
+                                          ``county``, ``township``, ``operator``, ``kind``
+                                          (``online|quality``), ``limit``
 ``GET /api/tickets/{no}``                 the ticket and its events (history)
 ``POST /api/tickets/{no}/ack|done|note``  JSON ``{"by": "张三", "note": "..."}``; 200 with the
                                           ticket, 404 unknown, 409 when its state does not
@@ -34,7 +35,15 @@ from aiohttp import web
 from camwatch.log import register_secret
 from camwatch.repairs.assess import month_assessment
 from camwatch.repairs.desk import RepairDesk
-from camwatch.repairs.model import ACTIONS, STATE_ZH, Ticket, TicketError, TicketEvent
+from camwatch.repairs.model import (
+    ACTIONS,
+    ONLINE_FAULT,
+    QUALITY_FAULT,
+    STATE_ZH,
+    Ticket,
+    TicketError,
+    TicketEvent,
+)
 from camwatch.reports.period import parse_month, zone
 from camwatch.store.base import Store
 
@@ -119,10 +128,15 @@ def _number(request: web.Request) -> int:
 async def list_tickets(request: web.Request) -> web.Response:
     api = request.app[API]
     q = request.query
-    unknown = [k for k in q if k not in ("state", "county", "township", "operator", "limit")]
+    unknown = [k for k in q
+               if k not in ("state", "county", "township", "operator", "kind", "limit")]
     if unknown:
         return _error(400, f"query parameter {unknown[0]!r}: expected one of state, county, "
-                           f"township, operator, limit", parameter=unknown[0])
+                           f"township, operator, kind, limit", parameter=unknown[0])
+    kinds = (ONLINE_FAULT, QUALITY_FAULT)
+    if q.get("kind", ONLINE_FAULT) not in kinds:
+        return _error(400, f"query parameter 'kind': expected one of {', '.join(kinds)}, got "
+                           f"{q['kind'][:40]!r}", parameter="kind", choices=list(kinds))
     state = q.get("state", "open")
     if state not in STATE_FILTERS:
         return _error(400, f"query parameter 'state': expected one of "
@@ -139,7 +153,7 @@ async def list_tickets(request: web.Request) -> web.Response:
         tickets = [t for t in tickets if t.state == "cancelled"]
     elif state not in ("open", "all"):
         tickets = [t for t in tickets if t.state == state]
-    for key in ("county", "township", "operator"):
+    for key in ("county", "township", "operator", "kind"):
         if key in q:
             tickets = [t for t in tickets if getattr(t, key) == q[key]]
     tickets.sort(key=lambda t: -t.no)
@@ -343,11 +357,16 @@ def format_ticket(t: dict[str, Any], events: list[dict[str, Any]]) -> str:
              f"  point:     {t['county']} {t['township']} {t['village']} {t['name']}",
              f"  channels:  {', '.join(t['channels'])}",
              f"  operator:  {t['operator'] or '-'}",
-             f"  opened:    {_when(t['opened_iso'])} (offline since "
+             f"  opened:    {_when(t['opened_iso'])} ("
+             f"{'picture degraded' if t.get('kind') == 'quality' else 'offline'} since "
              f"{_when(t['fault_since_iso'])})",
              f"  due:       response {_when(t['response_due_iso'])}, repair "
              f"{_when(t['repair_due_iso'])}",
-             f"  link:      {t['link']}", "  history:"]
+             f"  link:      {t['link']}"]
+    if t.get("kind") == "quality":  # a quality ticket (画面异常): its faults and thumbnail
+        lines.insert(4, f"  faults:    {', '.join(t.get('faults') or []) or '-'}")
+        lines.append(f"  snapshot:  {t.get('snapshot') or '-'}")
+    lines.append("  history:")
     for e in events:
         who = f" {e['by']}" if e["by"] != "camwatch" else ""
         lines.append(f"    {_when(e['ts_iso'])}  {e['kind']:<15}{who}  {e['note']}".rstrip())

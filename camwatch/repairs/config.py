@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from camwatch.configbase import Duration, _Model, _resolve_path
+from camwatch.configbase import Duration, PositiveInt, _Model, _resolve_path
 from camwatch.rules.alert_config import Route
 from camwatch.secrets import Secret, read_secret
 
@@ -37,6 +37,10 @@ class RepairsConfig(_Model):
     open_after: Duration = Field(
         default=7200.0, description="a channel offline this long gets a ticket")
     open_after_by_class: dict[int, Duration] = Field(default_factory=dict)
+    quality_after: PositiveInt = Field(
+        default=2, le=1000,
+        description="an online channel whose picture was degraded at this many consecutive "
+                    "quality samples gets a quality ticket (with quality.enabled)")
     verify_for: Duration = Field(
         default=1800.0, description="online this long (continuously) before 核实结案")
     response: Duration = 7200.0  # default response deadline (from the ticket's opening)

@@ -19,11 +19,19 @@ offline, the group gets one ticket listing its offline channels, and a channel o
 going down later joins it. A channel is in at most one open ticket. A flapping channel is held
 offline by the book (one transition), so it opens one ticket and closes it only after
 ``verify_for`` of stable online: no loop.
+
+Quality tickets (with ``quality.enabled``): an online channel whose picture was ``degraded`` at
+``repairs.quality_after`` consecutive samples (the quality book's run) and that no open ticket
+covers gets a ticket of its own, its checks at fault as the reason and its snapshot URL
+attached. A channel already in a ticket of either kind gets no second one: that ticket covers
+whatever comes next, since closing it needs the channel online and its picture not degraded
+(:mod:`camwatch.repairs.machine`). Cost: O(degraded channels) a step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import math
 from collections import Counter
@@ -36,11 +44,12 @@ import structlog
 from camwatch.config import Config
 from camwatch.inventory import Channel
 from camwatch.localtime import local_zone
-from camwatch.model import ChannelState, State
+from camwatch.model import ChannelState, Quality, State
+from camwatch.quality.book import QualityBook
 from camwatch.repairs import machine
 from camwatch.repairs.assess import month_assessment
-from camwatch.repairs.machine import PointView
-from camwatch.repairs.model import Ticket, TicketError, TicketEvent, TicketState
+from camwatch.repairs.machine import PointView, faults_zh
+from camwatch.repairs.model import QUALITY_FAULT, Ticket, TicketError, TicketEvent, TicketState
 from camwatch.repairs.notify import NOTIFIED, labels, payload
 from camwatch.store.base import Store
 from camwatch.store.writer import StoreWriter
@@ -133,11 +142,14 @@ class RepairDesk:
     # --- a step ------------------------------------------------------------------------------
 
     async def step(self, now: float, states: Mapping[str, ChannelState],
-                   offline: Iterable[str], exempt: Iterable[str] = ()) -> list[TicketEvent]:
+                   offline: Iterable[str], exempt: Iterable[str] = (),
+                   quality: QualityBook | None = None) -> list[TicketEvent]:
         """Open, move on and dispatch tickets at ``now``; returns the events written. Raises
-        when the store could not take them (nothing changed then: the next step repeats)."""
+        when the store could not take them (nothing changed then: the next step repeats).
+        ``quality``: the pictures' book when sampling is on (quality tickets, and pictures
+        checked at verification)."""
         async with self._lock:
-            draft = self.draft(now, states, offline, set(exempt))
+            draft = self.draft(now, states, offline, set(exempt), quality)
             await self._write(draft, now)
             return draft.events
 
@@ -195,7 +207,7 @@ class RepairDesk:
             self.on_enqueued()
 
     def draft(self, now: float, states: Mapping[str, ChannelState], offline: Iterable[str],
-              exempt: set[str]) -> Step:
+              exempt: set[str], quality: QualityBook | None = None) -> Step:
         """The step at ``now`` as a draft (pure: nothing in the desk changes)."""
         step = Step({}, [], [], self.next_no)
         rcfg = self.rcfg
@@ -204,13 +216,16 @@ class RepairDesk:
             down = True
             for c in live.channels:
                 st = states.get(c)
-                if c not in channels or st is None or st.state == State.ONLINE or c in exempt:
+                if c not in channels or st is None or c in exempt or (
+                        st.state == State.ONLINE
+                        and (quality is None or c not in quality.degraded)):
+                    # (online with a degraded picture is still down: nothing can close)
                     down = False
                     break
             if machine.waiting(live, down, now, rcfg.remind_before):
                 continue
             t = live.copy()
-            points = {c: self._view(c, states, exempt) for c in t.channels}
+            points = {c: self._view(c, states, exempt, quality) for c in t.channels}
             evs = machine.observe(t, points, now, rcfg.verify_for)
             evs += machine.due_events(t, now, rcfg.remind_before)
             if t.state == TicketState.PENDING:
@@ -221,16 +236,24 @@ class RepairDesk:
         covered = {c for t in self.tickets.values() if t.no not in step.tickets for c in t.channels}
         covered |= {c for t in step.tickets.values() if t.is_open for c in t.channels}
         self._open(step, now, states, offline, exempt, covered)
+        if quality is not None:
+            self._open_quality(step, now, states, quality, exempt, covered)
         return step
 
-    def _view(self, cid: str, states: Mapping[str, ChannelState], exempt: set[str]
-              ) -> PointView | None:
+    def _view(self, cid: str, states: Mapping[str, ChannelState], exempt: set[str],
+              quality: QualityBook | None = None) -> PointView | None:
         if cid not in self.channels:
             return None
         st = states.get(cid)
-        if st is None:
-            return PointView(State.UNKNOWN, None, None, cid in exempt)
-        return PointView(st.state, st.since, st.reason, cid in exempt)
+        view = PointView(State.UNKNOWN, None, None, cid in exempt) if st is None else \
+            PointView(st.state, st.since, st.reason, cid in exempt)
+        if quality is None:
+            return view
+        rec = quality.get(cid)
+        if rec is None:  # not sampled (yet, or since a restart)
+            return dataclasses.replace(view, quality=Quality.UNKNOWN.value)
+        return dataclasses.replace(view, quality=rec.quality.value, quality_since=rec.since,
+                                   quality_ts=rec.ts, faults=tuple(f.check for f in rec.faults))
 
     def _emit(self, step: Step, t: Ticket, evs: Sequence[TicketEvent]) -> None:
         step.events += evs
@@ -326,8 +349,35 @@ class RepairDesk:
                 self._new(step, now, states, [self.channels[cid]], "")
                 covered.add(cid)
 
+    def _open_quality(self, step: Step, now: float, states: Mapping[str, ChannelState],
+                      quality: QualityBook, exempt: set[str], covered: set[str]) -> None:
+        """Quality tickets: one per online channel degraded at ``quality_after`` samples in a
+        row, not exempted and in no open ticket (an offline channel is the online path's:
+        its last picture is from before the outage)."""
+        due = []
+        for cid in quality.degraded:
+            if cid in covered:  # most, once their tickets are open
+                continue
+            rec = quality.get(cid)
+            st = states.get(cid)
+            if rec is None or rec.quality is not Quality.DEGRADED or \
+                    rec.streak < self.rcfg.quality_after or cid not in self.channels or \
+                    cid in covered or cid in exempt or st is None or st.state != State.ONLINE:
+                continue
+            due.append(cid)
+        for cid in sorted(due)[:MAX_OPEN_PER_STEP]:
+            rec = quality.get(cid)
+            assert rec is not None
+            faults = [f.check for f in rec.faults]
+            snapshot = f"{self.link_base}/api/channels/{cid}/snapshot.jpg" \
+                if quality.jpeg(cid) is not None else ""
+            self._new(step, now, states, [self.channels[cid]], "",
+                      quality=(faults, rec.since, rec.streak, snapshot))
+            covered.add(cid)
+
     def _new(self, step: Step, now: float, states: Mapping[str, ChannelState],
-             members: Sequence[Channel], group: str) -> None:
+             members: Sequence[Channel], group: str,
+             quality: tuple[list[str], float, int, str] | None = None) -> None:
         def common(attr: str) -> str:
             values = {getattr(c, attr) for c in members}
             return values.pop() if len(values) == 1 else ""
@@ -357,7 +407,12 @@ class RepairDesk:
                    township=common("township") or most("township"), village=common("village"),
                    operator=most("operator"), project=project, klass=klass, updated=now)
         step.tickets[t.no] = t
+        note = f"离线已超过 {self.rcfg.open_after_for(klass) / 3600:g} 小时，自动生成工单"
+        if quality is not None:
+            faults, since, streak, snapshot = quality
+            t.kind, t.faults, t.snapshot = QUALITY_FAULT, faults, snapshot
+            t.reason, t.fault_since = (faults[0] if faults else None), since
+            note = f"画面异常（{faults_zh(faults)}），连续 {streak} 次抽检，自动生成工单"
         opened = TicketEvent(t.no, now, "opened", "", TicketState.PENDING,
-                             note=f"离线已超过 {self.rcfg.open_after_for(klass) / 3600:g} 小时，"
-                                  f"自动生成工单", data={"channels": t.channels})
+                             note=note, data={"channels": t.channels})
         self._emit(step, t, [opened, *self._dispatch(t, now)])

@@ -16,15 +16,29 @@ Rules (docs/repairs.md):
 - Every point exempted (报备) at ``now`` suspends the ticket (挂起): the clock and the
   deadlines stop until the exemption ends.
 - A point that left the ledger leaves the ticket; the last one cancels it (撤销).
+- With quality sampling (``PointView.quality`` not None): a quality ticket also needs the
+  picture ``ok``, seen so by samples spanning ``verify_for`` (from the later of the online
+  run's and the ok run's start); an online-fault ticket also needs the picture not
+  ``degraded``. A degraded picture ``verify_for`` after a "fixed" claim sends either back to
+  处理中, like an offline point.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from camwatch.model import State, reason_zh
-from camwatch.repairs.model import FINAL, STATE_ZH, Ticket, TicketError, TicketEvent, TicketState
+from camwatch.model import Quality, State, reason_zh
+from camwatch.quality.checks import CHECK_ZH
+from camwatch.repairs.model import (
+    FINAL,
+    QUALITY_FAULT,
+    STATE_ZH,
+    Ticket,
+    TicketError,
+    TicketEvent,
+    TicketState,
+)
 
 S = TicketState
 
@@ -37,6 +51,46 @@ class PointView:
     since: float | None  # when that state began
     reason: str | None = None
     exempt: bool = False  # an exemption (报备) covers now
+    # the picture (camwatch.quality), None when sampling is off: the last sample's quality,
+    # the first and last sample of its run of that quality, the checks at fault
+    quality: str | None = None
+    quality_since: float | None = None
+    quality_ts: float | None = None
+    faults: tuple[str, ...] = ()
+
+
+def faults_zh(faults: Sequence[str]) -> str:
+    """``["signal_lost", "noise"]`` -> ``"信号缺失、雪花干扰"``."""
+    return "、".join(CHECK_ZH.get(f, f) for f in faults) or "-"
+
+
+def _good_since(t: Ticket, v: PointView, now: float, verify_for: float) -> float | None:
+    """When the point's verified-good run began, if it has lasted ``verify_for`` at ``now``;
+    None while it has not (or is not good at all)."""
+    if v.state != State.ONLINE or v.since is None:
+        return None
+    start = v.since
+    if v.quality is None:  # sampling off: online is all camwatch can see
+        return start if now - start >= verify_for else None
+    if v.quality == Quality.DEGRADED:
+        return None
+    if t.kind != QUALITY_FAULT:
+        return start if now - start >= verify_for else None
+    if v.quality != Quality.OK or v.quality_since is None or v.quality_ts is None:
+        return None
+    # the picture is sampled rarely (quality.interval): it counts as ok over the span of its
+    # ok samples within the online run, not up to now
+    start = max(start, v.quality_since)
+    return start if v.quality_ts - start >= verify_for else None
+
+
+def _bad(v: PointView) -> str | None:
+    """Why the point fails a verification (offline, or its picture degraded), or None."""
+    if v.state == State.OFFLINE:
+        return reason_zh(v.reason)
+    if v.quality == Quality.DEGRADED:
+        return f"画面异常：{faults_zh(v.faults)}"
+    return None
 
 
 def _event(t: Ticket, now: float, kind: str, to: str, by: str = "camwatch", note: str = "",
@@ -110,27 +164,29 @@ def observe(t: Ticket, points: Mapping[str, PointView | None], now: float,
         t.pauses.append([now, None])
         t.resume_state = t.state
         return [*events, _event(t, now, "suspended", S.SUSPENDED, note="已报备，暂停计时")]
-    online = all(v.state == State.ONLINE and v.since is not None for v in views)
-    if online:
-        run_start = max(v.since for v in views if v.since is not None)
-        if now - run_start >= verify_for:
-            t.repaired, t.closed = run_start, now
-            if t.state == S.FIXED:
-                return [*events, _event(t, now, "verified", S.CLOSED,
-                                        note=f"核实通过：点位已连续在线 {_dur(now - run_start)}",
-                                        repaired=run_start)]
-            return [*events, _event(t, now, "self_recovered", S.CLOSED,
-                                    note=f"点位已恢复并连续在线 {_dur(now - run_start)}，"
-                                         f"未收到维护方报告，核实结案", repaired=run_start)]
+    starts = [_good_since(t, v, now, verify_for) for v in views]
+    if starts and all(s is not None for s in starts):
+        run_start = max(s for s in starts if s is not None)
+        what = "画面正常、" if t.kind == QUALITY_FAULT else ""
+        t.repaired, t.closed = run_start, now
+        if t.state == S.FIXED:
+            return [*events, _event(t, now, "verified", S.CLOSED,
+                                    note=f"核实通过：点位已连续在线、{what}"
+                                         f"{_dur(now - run_start)}",
+                                    repaired=run_start)]
+        return [*events, _event(t, now, "self_recovered", S.CLOSED,
+                                note=f"点位已恢复并连续在线、{what}{_dur(now - run_start)}，"
+                                     f"未收到维护方报告，核实结案", repaired=run_start)]
     if t.state == S.FIXED and t.fixed is not None and now - t.fixed >= verify_for:
-        down = [(c, v) for c in t.channels if (v := points.get(c)) is not None
-                and v.state == State.OFFLINE]
+        down = [(c, why) for c in t.channels if (v := points.get(c)) is not None
+                and (why := _bad(v)) is not None]
         if down:
             t.rejections += 1
-            what = "、".join(f"{c}（{reason_zh(v.reason)}）" for c, v in down[:5])
+            what = "、".join(f"{c}（{why}）" for c, why in down[:5])
             more = f" 等 {len(down)} 路" if len(down) > 5 else ""
             events.append(_event(t, now, "rejected", S.REWORK,
-                                 note=f"核实未通过：报告已处理 {_dur(now - t.fixed)} 后点位仍离线："
+                                 note=f"核实未通过：报告已处理 {_dur(now - t.fixed)} 后点位仍"
+                                      f"{'异常' if t.kind == QUALITY_FAULT else '离线'}："
                                       f"{what}{more}",
                                  down=[c for c, _ in down]))
     return events

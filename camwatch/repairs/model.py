@@ -43,6 +43,11 @@ STATE_ZH: dict[str, str] = {
 
 FINAL = frozenset({TicketState.CLOSED, TicketState.CANCELLED})
 
+#: What a ticket is for: a channel (or a group) offline, or one channel's picture degraded
+#: (视频质量诊断, camwatch.quality). A channel is in at most one open ticket of either kind.
+ONLINE_FAULT = "online"
+QUALITY_FAULT = "quality"
+
 #: What a maintainer (CLI, API, a county's 运维 platform) may do to a ticket.
 ACTIONS = ("ack", "done", "note")
 
@@ -87,6 +92,9 @@ class Ticket:
     escalated_repair: bool = False
     receivers: list[str] = field(default_factory=list)
     updated: float = 0.0
+    kind: str = ONLINE_FAULT  # ONLINE_FAULT or QUALITY_FAULT
+    faults: list[str] = field(default_factory=list)  # a quality ticket's checks at fault
+    snapshot: str = ""  # a quality ticket's thumbnail: the channel's snapshot URL
 
     @property
     def is_open(self) -> bool:
@@ -135,7 +143,7 @@ class Ticket:
         every value: 0.5 ms a ticket, the bulk of opening 5,000 at once)."""
         d = {name: getattr(self, name) for name in _FIELDS}
         d.update(channels=list(self.channels), receivers=list(self.receivers),
-                 pauses=[list(p) for p in self.pauses])
+                 pauses=[list(p) for p in self.pauses], faults=list(self.faults))
         return d
 
     @classmethod
@@ -152,6 +160,7 @@ class Ticket:
         new.channels = list(self.channels)
         new.receivers = list(self.receivers)
         new.pauses = [list(p) for p in self.pauses]
+        new.faults = list(self.faults)
         return new
 
 

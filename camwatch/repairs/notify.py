@@ -14,7 +14,8 @@ from typing import Any
 
 from camwatch.localtime import format_time
 from camwatch.model import CLASS_NAMES, reason_zh
-from camwatch.repairs.model import STATE_ZH, Ticket, TicketEvent, TicketState
+from camwatch.repairs.machine import faults_zh
+from camwatch.repairs.model import QUALITY_FAULT, STATE_ZH, Ticket, TicketEvent, TicketState
 from camwatch.rules.alerts import format_duration
 
 NAME = "repair_ticket"
@@ -52,6 +53,13 @@ def point_text(t: Ticket) -> str:
     return f"点位「{t.name or cid}」({cid})"
 
 
+def fault_text(t: Ticket) -> str:
+    """The fault in Chinese: ``离线（超时）`` or ``画面异常（信号缺失、雪花干扰）``."""
+    if t.kind == QUALITY_FAULT:
+        return f"画面异常（{faults_zh(t.faults)}）"
+    return f"离线（{reason_zh(t.reason)}）"
+
+
 def payload(t: Ticket, ev: TicketEvent, link: str, tz: tzinfo, timezone: str
             ) -> dict[str, Any]:
     now = ev.ts
@@ -59,24 +67,29 @@ def payload(t: Ticket, ev: TicketEvent, link: str, tz: tzinfo, timezone: str
     resp_due = format_time(t.response_due(now), tz)
     repair_due = format_time(t.repair_due(now), tz)
     if t.state == TicketState.CLOSED and t.repaired is not None:
-        summary = (f"【维修工单 #{t.no} {head}】{place(t)} {point_text(t)} 已恢复在线"
-                   f"（原因：{reason_zh(t.reason)}），"
+        back = "画面已恢复正常" if t.kind == QUALITY_FAULT else "已恢复在线"
+        why = faults_zh(t.faults) if t.kind == QUALITY_FAULT else reason_zh(t.reason)
+        summary = (f"【维修工单 #{t.no} {head}】{place(t)} {point_text(t)} {back}"
+                   f"（原因：{why}），"
                    f"修复用时 {format_duration(t.net(t.repaired))}")
     elif t.state == TicketState.CANCELLED:
         summary = f"【维修工单 #{t.no} {head}】{place(t)} {point_text(t)} 已移出台账"
     else:
-        summary = (f"【维修工单 #{t.no} {head}】{place(t)} {point_text(t)} 离线"
-                   f"（{reason_zh(t.reason)}），请于 {resp_due} 前响应、{repair_due} 前修复")
+        summary = (f"【维修工单 #{t.no} {head}】{place(t)} {point_text(t)} {fault_text(t)}"
+                   f"，请于 {resp_due} 前响应、{repair_due} 前修复")
     notes = [f"工单状态：{STATE_ZH.get(t.state, t.state)}",
              f"运营商：{t.operator or '-'}",
              f"点位类型：{CLASS_NAMES.get(t.klass, '-') if t.klass is not None else '-'}",
-             f"离线时间：{format_time(t.fault_since, tz)}"
+             f"{'异常' if t.kind == QUALITY_FAULT else '离线'}时间："
+             f"{format_time(t.fault_since, tz)}"
              f"（已 {format_duration(now - t.fault_since)}）"]
     if ev.note:
         notes.insert(0, ev.note)
     if t.group:
         shown = "、".join(t.channels[:20])
         notes.append(f"涉及点位：{shown}{' 等' if len(t.channels) > 20 else ''}")
+    if t.snapshot:
+        notes.append(f"抽检截图：{t.snapshot}")
     notes.append(f"工单链接：{link}")
     escalation = ev.kind == "escalated"
     resolved = t.state in (TicketState.CLOSED, TicketState.CANCELLED)
