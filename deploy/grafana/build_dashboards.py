@@ -467,6 +467,29 @@ def operators() -> dict[str, Any]:
                   "none", [q(f"sum by (operator) (camwatch_repair_tickets_overdue{cto})",
                              "{{operator}}", instant=True)],
                   w=24, h=6),
+            panel("table", "本月运维考核（全县）",
+                  "本月各运营商的维修工单考核（需启用 repairs），全县口径，不随区县、乡镇选择变化："
+                  "排名、派单、核实结案、按时修复率、修复时长中位数（小时，以 camwatch 核实恢复"
+                  "在线为准，挂起不计）。定义见 docs/repairs.md；乡镇考核见月度通报。",
+                  "none",
+                  [q("camwatch_repair_assessment_rank", table=True, ref="A"),
+                   q('camwatch_repair_assessment_tickets{kind="opened"}', table=True, ref="B"),
+                   q('camwatch_repair_assessment_tickets{kind="closed"}', table=True, ref="C"),
+                   q('camwatch_repair_assessment_within_ratio{deadline="repair"}', table=True,
+                     ref="D"),
+                   q('camwatch_repair_assessment_seconds{what="repair",quantile="0.5"} / 3600',
+                     table=True, ref="E")],
+                  w=24, h=8, transformations=[
+                      {"id": "merge", "options": {}},
+                      {"id": "organize", "options": {
+                          "excludeByName": {"Time": True, "instance": True, "job": True,
+                                            "kind": True, "deadline": True, "what": True,
+                                            "quantile": True, "__name__": True},
+                          "renameByName": {"operator": "运营商", "Value #A": "排名",
+                                           "Value #B": "派单", "Value #C": "核实结案",
+                                           "Value #D": "按时修复率",
+                                           "Value #E": "修复中位数(小时)"}}}],
+                  overrides=[column("按时修复率", {"id": "unit", "value": "percentunit"})]),
         ])
 
 
