@@ -10,7 +10,7 @@ collects the cached bytes (10-25 ms on the loop at 100,000 channels), which the 
 joins (40-70 ms) and gzips (60-120 ms; 34 MB → 1.8 MB) in a worker thread, as both release
 the GIL, then writes in 1 MiB chunks. The two timestamp families (last probe, state since)
 change at every verdict and are the same short line for every channel: they are not cached
-but formatted in that worker thread from the book's states (about 0.4 µs a line), which keeps
+but formatted in that worker thread from the book's states (1.5-2 µs a line here), which keeps
 ~30 MB of per-channel bytes out of the daemon at 100,000 channels. The renderer this replaced
 spent ~270 ms per scrape on the loop at the same size (figures from ``bench/bench_metrics.py``
 on a loaded 2-core machine). A config or inventory reload swaps the book's channels; the next
