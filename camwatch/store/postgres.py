@@ -51,6 +51,24 @@ from camwatch.store.base import (
     Transition,
     TransitionRow,
 )
+from camwatch.store.rows import (
+    EVENT_COLUMNS,
+    OUTBOX_COLUMNS,
+    STATE_COLUMNS,
+    event_of,
+    event_row,
+    meta_rows,
+    outbox_item,
+    outbox_rows,
+    snapshot_of,
+    snapshot_row,
+    state_of,
+    state_row,
+    ticket_row,
+    to_json,
+    transition_of,
+    transition_row,
+)
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -314,14 +332,8 @@ class PostgresStore:
     # --- states and transitions ----------------------------------------------------------------
 
     def load_states(self) -> dict[str, ChannelState]:
-        rows = self._read(
-            "SELECT channel_id, state, reason, since, last_probe, last_ok, fails, oks, "
-            "latency_ms, clock_drift_s, flapping, detail, info FROM channel_state")
-        return {
-            r[0]: ChannelState(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
-                               bool(r[10]), r[11], json.loads(r[12]))
-            for r in rows
-        }
+        rows = self._read(f"SELECT {STATE_COLUMNS} FROM channel_state")
+        return {r[0]: state_of(r) for r in rows}
 
     def load_states_of(self, channel_ids: Iterable[str],
                        page: int = 2_000) -> dict[str, ChannelState]:
@@ -332,27 +344,15 @@ class PostgresStore:
         ids = list(channel_ids)
         out: dict[str, ChannelState] = {}
         for i in range(0, len(ids), page):
-            for r in self._read(
-                    "SELECT channel_id, state, reason, since, last_probe, last_ok, fails, oks, "
-                    "latency_ms, clock_drift_s, flapping, detail, info FROM channel_state "
-                    "WHERE channel_id = ANY(%s)", (ids[i:i + page],)):
-                out[r[0]] = ChannelState(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
-                                         r[9], bool(r[10]), r[11], json.loads(r[12]))
+            for r in self._read(f"SELECT {STATE_COLUMNS} FROM channel_state "
+                                "WHERE channel_id = ANY(%s)", (ids[i:i + page],)):
+                out[r[0]] = state_of(r)
         return out
 
     def write_batch(self, states: Iterable[ChannelState],
                     transitions: Iterable[Transition]) -> None:
-        state_rows = [
-            (s.channel_id, s.state, s.reason, s.since, s.last_probe, s.last_ok, s.fails, s.oks,
-             s.latency_ms, s.clock_drift_s, int(s.flapping), s.detail,
-             json.dumps(s.info, ensure_ascii=False))
-            for s in states
-        ]
-        trans_rows = [
-            (t.channel_id, t.ts, t.from_state, t.to_state, t.reason,
-             json.dumps(t.detail, ensure_ascii=False))
-            for t in transitions
-        ]
+        state_rows = [state_row(s) for s in states]
+        trans_rows = [transition_row(t) for t in transitions]
         if not state_rows and not trans_rows:
             return
 
@@ -381,8 +381,7 @@ class PostgresStore:
                              start, end):
             if wanted is not None and r[1] not in wanted:
                 continue
-            yield Transition(r[1], r[2], r[3], r[4], r[5],
-                             json.loads(r[6]) if with_detail else {}, id=r[0])
+            yield transition_of(r, with_detail)
 
     def transition_rows(self, start: float | None = None,
                         end: float | None = None) -> Iterator[TransitionRow]:
@@ -418,15 +417,12 @@ class PostgresStore:
             f"{'t.detail' if with_detail else 'NULL'} "
             "FROM transitions t JOIN (SELECT channel_id, MAX(id) AS id FROM transitions "
             "WHERE ts < %s GROUP BY channel_id) last ON t.id = last.id", (ts,))
-        return {r[1]: Transition(r[1], r[2], r[3], r[4], r[5],
-                                 json.loads(r[6]) if with_detail else {}, id=r[0])
-                for r in rows}
+        return {r[1]: transition_of(r, with_detail) for r in rows}
 
     # --- rate snapshots ----------------------------------------------------------------------
 
     def add_rate_snapshots(self, rows: Iterable[RateSnapshot]) -> None:
-        data = [(r.ts, json.dumps(r.scope, ensure_ascii=False, sort_keys=True), r.klass,
-                 r.project, r.online, r.connected) for r in rows]
+        data = [snapshot_row(r) for r in rows]
         if data:
             self._tx(lambda db: db.cursor().executemany(
                 "INSERT INTO rate_snapshots VALUES (%s,%s,%s,%s,%s,%s)", data))
@@ -435,7 +431,7 @@ class PostgresStore:
         rows = self._read(
             "SELECT ts, scope, class, project, online, connected FROM rate_snapshots "
             "WHERE ts >= %s AND ts < %s ORDER BY ts", (start, end))
-        return [RateSnapshot(r[0], json.loads(r[1]), r[2], r[3], r[4], r[5]) for r in rows]
+        return [snapshot_of(r) for r in rows]
 
     # --- inventory snapshots -----------------------------------------------------------------
 
@@ -513,8 +509,7 @@ class PostgresStore:
         row = self._tx(lambda db: db.execute(
             "INSERT INTO alert_outbox (receiver, fingerprint, created, payload, next_attempt) "
             "VALUES (%s,%s,%s,%s,%s) RETURNING id",
-            (receiver, fingerprint, now, json.dumps(payload, ensure_ascii=False),
-             now)).fetchone())
+            outbox_rows([(receiver, fingerprint, payload)], now)[0]).fetchone())
         return int(row[0]) if row else 0
 
     def commit_outbox(self, items: Iterable[tuple[str, str, dict[str, Any]]], now: float,
@@ -522,8 +517,7 @@ class PostgresStore:
         """Enqueue ``(receiver, fingerprint, payload)`` items and set ``meta`` keys in one
         transaction: the alert evaluator's state never says "sent" for an item that is not
         in the outbox, nor the other way round."""
-        rows = [(r, fp, now, json.dumps(p, ensure_ascii=False), now) for r, fp, p in items]
-        metas = [(k, json.dumps(v, ensure_ascii=False)) for k, v in meta.items()]
+        rows, metas = outbox_rows(items, now), meta_rows(meta)
 
         def body(db: psycopg.Connection[Any]) -> None:
             with db.cursor() as cur:
@@ -540,11 +534,9 @@ class PostgresStore:
     def commit_tickets(self, tickets: Iterable[Ticket], events: Iterable[TicketEvent],
                        items: Iterable[tuple[str, str, dict[str, Any]]], now: float) -> None:
         """Tickets (upserted), their events and their outbox items in one transaction."""
-        rows = [(t.no, t.state, t.opened, t.final_ts,
-                 json.dumps(t.as_dict(), ensure_ascii=False)) for t in tickets]
-        evs = [(e.no, e.ts, e.kind, e.from_state, e.to_state, e.by, e.note,
-                json.dumps(e.data, ensure_ascii=False)) for e in events]
-        out = [(r, fp, now, json.dumps(p, ensure_ascii=False), now) for r, fp, p in items]
+        rows = [ticket_row(t) for t in tickets]
+        evs = [event_row(e) for e in events]
+        out = outbox_rows(items, now)
         if not rows and not evs and not out:
             return
 
@@ -585,10 +577,9 @@ class PostgresStore:
         return Ticket.from_dict(json.loads(rows[0][0])) if rows else None
 
     def ticket_events(self, no: int) -> list[TicketEvent]:
-        rows = self._read("SELECT id, no, ts, kind, from_state, to_state, by, note, data "
-                          "FROM repair_events WHERE no = %s ORDER BY id", (no,))
-        return [TicketEvent(r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]),
-                            id=r[0]) for r in rows]
+        rows = self._read(f"SELECT {EVENT_COLUMNS} FROM repair_events WHERE no = %s "
+                          "ORDER BY id", (no,))
+        return [event_of(r) for r in rows]
 
     def last_ticket_no(self) -> int:
         rows = self._read("SELECT MAX(no) FROM repair_tickets")
@@ -598,14 +589,13 @@ class PostgresStore:
         """Undelivered items of ``receiver`` in creation order, stopping at the first one not
         yet due: delivery stays in order even while one item waits for its retry."""
         rows = self._read(
-            "SELECT id, receiver, fingerprint, created, payload, attempts, next_attempt, "
-            "last_error FROM alert_outbox WHERE receiver = %s AND delivered IS NULL "
-            "ORDER BY id LIMIT %s", (receiver, limit))
+            f"SELECT {OUTBOX_COLUMNS} FROM alert_outbox WHERE receiver = %s AND "
+            "delivered IS NULL ORDER BY id LIMIT %s", (receiver, limit))
         out = []
         for r in rows:
             if r[6] > now:
                 break
-            out.append(OutboxItem(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7]))
+            out.append(outbox_item(r))
         return out
 
     def mark_delivered(self, item_id: int, now: float) -> None:
@@ -633,7 +623,7 @@ class PostgresStore:
         return json.loads(rows[0][0]) if rows else None
 
     def set_meta(self, key: str, value: Any) -> None:
-        self._tx(lambda db: db.execute(_SET_META, (key, json.dumps(value, ensure_ascii=False))))
+        self._tx(lambda db: db.execute(_SET_META, (key, to_json(value))))
 
 
 _SET_META = ("INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET "

@@ -38,6 +38,24 @@ from camwatch.store.base import (
     Transition,
     TransitionRow,
 )
+from camwatch.store.rows import (
+    EVENT_COLUMNS,
+    OUTBOX_COLUMNS,
+    STATE_COLUMNS,
+    event_of,
+    event_row,
+    meta_rows,
+    outbox_item,
+    outbox_rows,
+    snapshot_of,
+    snapshot_row,
+    state_of,
+    state_row,
+    ticket_row,
+    to_json,
+    transition_of,
+    transition_row,
+)
 
 # Each entry moves the schema one version up; never edit a released entry, add a new one.
 MIGRATIONS: tuple[str, ...] = (
@@ -229,28 +247,13 @@ class SqliteStore:
     # --- states and transitions ----------------------------------------------------------------
 
     def load_states(self) -> dict[str, ChannelState]:
-        rows = self._db.execute(
-            "SELECT channel_id, state, reason, since, last_probe, last_ok, fails, oks, "
-            "latency_ms, clock_drift_s, flapping, detail, info FROM channel_state").fetchall()
-        return {
-            r[0]: ChannelState(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
-                               bool(r[10]), r[11], json.loads(r[12]))
-            for r in rows
-        }
+        rows = self._db.execute(f"SELECT {STATE_COLUMNS} FROM channel_state").fetchall()
+        return {r[0]: state_of(r) for r in rows}
 
     def write_batch(self, states: Iterable[ChannelState],
                     transitions: Iterable[Transition]) -> None:
-        state_rows = [
-            (s.channel_id, s.state, s.reason, s.since, s.last_probe, s.last_ok, s.fails, s.oks,
-             s.latency_ms, s.clock_drift_s, int(s.flapping), s.detail,
-             json.dumps(s.info, ensure_ascii=False))
-            for s in states
-        ]
-        trans_rows = [
-            (t.channel_id, t.ts, t.from_state, t.to_state, t.reason,
-             json.dumps(t.detail, ensure_ascii=False))
-            for t in transitions
-        ]
+        state_rows = [state_row(s) for s in states]
+        trans_rows = [transition_row(t) for t in transitions]
         if not state_rows and not trans_rows:
             return
         with self._tx():
@@ -284,8 +287,7 @@ class SqliteStore:
         for r in self._transitions_between(columns, start, end):
             if wanted is not None and r[1] not in wanted:
                 continue
-            yield Transition(r[1], r[2], r[3], r[4], r[5],
-                             json.loads(r[6]) if with_detail else {}, id=r[0])
+            yield transition_of(r, with_detail)
 
     def transition_rows(self, start: float | None = None,
                         end: float | None = None) -> Iterator[TransitionRow]:
@@ -315,15 +317,12 @@ class SqliteStore:
             f"{'t.detail' if with_detail else 'NULL'} "
             "FROM transitions t JOIN (SELECT channel_id, MAX(id) AS id FROM transitions "
             "WHERE ts < ? GROUP BY channel_id) last ON t.id = last.id", (ts,))
-        return {r[1]: Transition(r[1], r[2], r[3], r[4], r[5],
-                                 json.loads(r[6]) if with_detail else {}, id=r[0])
-                for r in rows}
+        return {r[1]: transition_of(r, with_detail) for r in rows}
 
     # --- rate snapshots ----------------------------------------------------------------------
 
     def add_rate_snapshots(self, rows: Iterable[RateSnapshot]) -> None:
-        data = [(r.ts, json.dumps(r.scope, ensure_ascii=False, sort_keys=True), r.klass,
-                 r.project, r.online, r.connected) for r in rows]
+        data = [snapshot_row(r) for r in rows]
         with self._tx():
             self._db.executemany("INSERT INTO rate_snapshots VALUES (?,?,?,?,?,?)", data)
 
@@ -331,7 +330,7 @@ class SqliteStore:
         rows = self._db.execute(
             "SELECT ts, scope, class, project, online, connected FROM rate_snapshots "
             "WHERE ts >= ? AND ts < ? ORDER BY ts", (start, end))
-        return [RateSnapshot(r[0], json.loads(r[1]), r[2], r[3], r[4], r[5]) for r in rows]
+        return [snapshot_of(r) for r in rows]
 
     # --- inventory snapshots -----------------------------------------------------------------
 
@@ -409,7 +408,7 @@ class SqliteStore:
             cur = self._db.execute(
                 "INSERT INTO alert_outbox (receiver, fingerprint, created, payload, "
                 "next_attempt) VALUES (?,?,?,?,?)",
-                (receiver, fingerprint, now, json.dumps(payload, ensure_ascii=False), now))
+                outbox_rows([(receiver, fingerprint, payload)], now)[0])
             return int(cur.lastrowid or 0)
 
     def commit_outbox(self, items: Iterable[tuple[str, str, dict[str, Any]]], now: float,
@@ -417,8 +416,7 @@ class SqliteStore:
         """Enqueue ``(receiver, fingerprint, payload)`` items and set ``meta`` keys in one
         transaction: the alert evaluator's state never says "sent" for an item that is not
         in the outbox, nor the other way round."""
-        rows = [(r, fp, now, json.dumps(p, ensure_ascii=False), now) for r, fp, p in items]
-        metas = [(k, json.dumps(v, ensure_ascii=False)) for k, v in meta.items()]
+        rows, metas = outbox_rows(items, now), meta_rows(meta)
         with self._tx():
             if rows:
                 self._db.executemany(
@@ -434,14 +432,13 @@ class SqliteStore:
         yet due: delivery stays in order even while one item waits for its retry."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, receiver, fingerprint, created, payload, attempts, next_attempt, "
-                "last_error FROM alert_outbox WHERE receiver = ? AND delivered IS NULL "
-                "ORDER BY id LIMIT ?", (receiver, limit)).fetchall()
+                f"SELECT {OUTBOX_COLUMNS} FROM alert_outbox WHERE receiver = ? AND "
+                "delivered IS NULL ORDER BY id LIMIT ?", (receiver, limit)).fetchall()
         out = []
         for r in rows:
             if r[6] > now:
                 break
-            out.append(OutboxItem(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7]))
+            out.append(outbox_item(r))
         return out
 
     def mark_delivered(self, item_id: int, now: float) -> None:
@@ -477,7 +474,7 @@ class SqliteStore:
         with self._tx():
             self._db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                              "value = excluded.value",
-                             (key, json.dumps(value, ensure_ascii=False)))
+                             (key, to_json(value)))
 
     # --- repair tickets (camwatch.repairs) ------------------------------------------------------
 
@@ -485,11 +482,9 @@ class SqliteStore:
                        items: Iterable[tuple[str, str, dict[str, Any]]], now: float) -> None:
         """Tickets (upserted), their events and their outbox items in one transaction: a
         ticket never says 已派单 without its message in the outbox, nor the other way round."""
-        rows = [(t.no, t.state, t.opened, t.final_ts,
-                 json.dumps(t.as_dict(), ensure_ascii=False)) for t in tickets]
-        evs = [(e.no, e.ts, e.kind, e.from_state, e.to_state, e.by, e.note,
-                json.dumps(e.data, ensure_ascii=False)) for e in events]
-        out = [(r, fp, now, json.dumps(p, ensure_ascii=False), now) for r, fp, p in items]
+        rows = [ticket_row(t) for t in tickets]
+        evs = [event_row(e) for e in events]
+        out = outbox_rows(items, now)
         if not rows and not evs and not out:
             return
         with self._tx():
@@ -528,10 +523,9 @@ class SqliteStore:
     def ticket_events(self, no: int) -> list[TicketEvent]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, no, ts, kind, from_state, to_state, by, note, data "
-                "FROM repair_events WHERE no = ? ORDER BY id", (no,)).fetchall()
-        return [TicketEvent(r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]),
-                            id=r[0]) for r in rows]
+                f"SELECT {EVENT_COLUMNS} FROM repair_events WHERE no = ? ORDER BY id",
+                (no,)).fetchall()
+        return [event_of(r) for r in rows]
 
     def last_ticket_no(self) -> int:
         with self._lock:

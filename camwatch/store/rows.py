@@ -1,0 +1,85 @@
+"""What the stores' rows hold, for both backends: the column lists and the conversions between
+rows and the domain objects. The SQL around them differs (placeholders, dialect); the rows do
+not, since `camwatch store migrate` copies one backend's rows into the other's tables
+column by column."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from camwatch.model import ChannelState, Transition
+from camwatch.repairs.model import Ticket, TicketEvent
+from camwatch.store.base import OutboxItem, RateSnapshot
+
+STATE_COLUMNS = ("channel_id, state, reason, since, last_probe, last_ok, fails, oks, "
+                 "latency_ms, clock_drift_s, flapping, detail, info")
+OUTBOX_COLUMNS = ("id, receiver, fingerprint, created, payload, attempts, next_attempt, "
+                  "last_error")
+EVENT_COLUMNS = "id, no, ts, kind, from_state, to_state, by, note, data"
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def state_row(s: ChannelState) -> tuple[Any, ...]:
+    return (s.channel_id, s.state, s.reason, s.since, s.last_probe, s.last_ok, s.fails, s.oks,
+            s.latency_ms, s.clock_drift_s, int(s.flapping), s.detail, to_json(s.info))
+
+
+def state_of(r: Sequence[Any]) -> ChannelState:
+    """A :data:`STATE_COLUMNS` row."""
+    return ChannelState(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
+                        bool(r[10]), r[11], json.loads(r[12]))
+
+
+def transition_row(t: Transition) -> tuple[Any, ...]:
+    return (t.channel_id, t.ts, t.from_state, t.to_state, t.reason, to_json(t.detail))
+
+
+def transition_of(r: Sequence[Any], with_detail: bool = True) -> Transition:
+    """An ``id, channel_id, ts, from_state, to_state, reason, detail`` row."""
+    return Transition(r[1], r[2], r[3], r[4], r[5], json.loads(r[6]) if with_detail else {},
+                      id=r[0])
+
+
+def snapshot_row(r: RateSnapshot) -> tuple[Any, ...]:
+    """A ``rate_snapshots`` row (``ts, scope, class, project, online, connected``)."""
+    return (r.ts, json.dumps(r.scope, ensure_ascii=False, sort_keys=True), r.klass, r.project,
+            r.online, r.connected)
+
+
+def snapshot_of(r: Sequence[Any]) -> RateSnapshot:
+    return RateSnapshot(r[0], json.loads(r[1]), r[2], r[3], r[4], r[5])
+
+
+def outbox_rows(items: Iterable[tuple[str, str, dict[str, Any]]],
+                now: float) -> list[tuple[Any, ...]]:
+    """``receiver, fingerprint, created, payload, next_attempt`` rows of new items."""
+    return [(r, fp, now, to_json(p), now) for r, fp, p in items]
+
+
+def outbox_item(r: Sequence[Any]) -> OutboxItem:
+    """An :data:`OUTBOX_COLUMNS` row."""
+    return OutboxItem(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7])
+
+
+def meta_rows(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [(k, to_json(v)) for k, v in meta.items()]
+
+
+def ticket_row(t: Ticket) -> tuple[Any, ...]:
+    """A ``repair_tickets`` row: the columns queried by, and the ticket as JSON."""
+    return (t.no, t.state, t.opened, t.final_ts, to_json(t.as_dict()))
+
+
+def event_row(e: TicketEvent) -> tuple[Any, ...]:
+    """A ``repair_events`` row without its id."""
+    return (e.no, e.ts, e.kind, e.from_state, e.to_state, e.by, e.note, to_json(e.data))
+
+
+def event_of(r: Sequence[Any]) -> TicketEvent:
+    """An :data:`EVENT_COLUMNS` row."""
+    return TicketEvent(r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), id=r[0])
