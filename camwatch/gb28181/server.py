@@ -395,19 +395,30 @@ class UpperPlatform:
             return None
         return peer
 
-    def _message(self, msg: SipMessage, source: tuple[str, int], transport: str,
-                 writer: asyncio.StreamWriter | None) -> None:
+    def _body_from_peer(self, msg: SipMessage, source: tuple[str, int], transport: str,
+                        writer: asyncio.StreamWriter | None
+                        ) -> tuple[Peer, manscdp.Document] | None:
+        """A registered peer's MESSAGE or NOTIFY body, answered 200 when it parses (400, and
+        None, when it does not; None too for a peer that is not registered)."""
         peer = self._from_peer(msg, source, transport, writer)
         if peer is None:
-            return
+            return None
         try:
             doc = manscdp.parse(msg.body)
         except ManscdpError as exc:
             self.counters["bad_body"] += 1
             log.info("gb28181 bad MANSCDP body", peer=peer.id, error=str(exc)[:120])
             self._reply(msg, 400, source, transport, writer)
-            return
+            return None
         self._reply(msg, 200, source, transport, writer)
+        return peer, doc
+
+    def _message(self, msg: SipMessage, source: tuple[str, int], transport: str,
+                 writer: asyncio.StreamWriter | None) -> None:
+        accepted = self._body_from_peer(msg, source, transport, writer)
+        if accepted is None:
+            return
+        peer, doc = accepted
         now = self.clock()
         peer.messages += 1
         cmd = doc.cmd.lower()
@@ -430,17 +441,10 @@ class UpperPlatform:
 
     def _notify(self, msg: SipMessage, source: tuple[str, int], transport: str,
                 writer: asyncio.StreamWriter | None) -> None:
-        peer = self._from_peer(msg, source, transport, writer)
-        if peer is None:
+        accepted = self._body_from_peer(msg, source, transport, writer)
+        if accepted is None:
             return
-        try:
-            doc = manscdp.parse(msg.body)
-        except ManscdpError as exc:
-            self.counters["bad_body"] += 1
-            log.info("gb28181 bad MANSCDP body", peer=peer.id, error=str(exc)[:120])
-            self._reply(msg, 400, source, transport, writer)
-            return
-        self._reply(msg, 200, source, transport, writer)
+        peer, doc = accepted
         if doc.cmd.lower() == "catalog":
             self._events(peer, doc.items, self.clock())
 
