@@ -1,7 +1,9 @@
 """``camwatch demo``: the embedded default. A simulated county (2,000 channels by default, a
 few faults, one township losing its uplink for a while) on loopback, and the daemon watching
-it with the SQLite store and no broker. Prints where to look and a status line as it goes;
-Ctrl-C stops both."""
+it with the SQLite store and no broker; with GB/T 28181 lower platforms (the county's own
+and two operator clouds with 300 channels reached only through them, one cloud going silent
+for a while: :mod:`camwatch.gb28181.demo`). Prints where to look and a status line as it
+goes; Ctrl-C stops both."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from camwatch.sim.scenario import Scenario, TimedEvent
 
 DEFAULT_FIRST_HOST = InventorySpec().first_host  # 127.1.0.1
 DEFAULT_PORT = 9780  # the daemon's, as http.listen's default
+DEFAULT_SIP_PORT = 5060  # gb28181.listen's default
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,6 +54,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds until one township loses its uplink (default 120)")
     p.add_argument("--outage-for", type=float, default=300.0,
                    help="how long the outage lasts, seconds (default 300)")
+    p.add_argument("--gb-channels", type=int, default=300,
+                   help="channels reached only through the two simulated operator clouds "
+                        "(GB/T 28181 lower platforms; default 300, 0: no platforms)")
+    p.add_argument("--platform-down-at", type=float, default=200.0,
+                   help="seconds until one operator cloud stops its keepalives (default 200)")
+    p.add_argument("--platform-down-for", type=float, default=300.0,
+                   help="how long it stays silent, seconds (default 300)")
     p.add_argument("--duration", type=float, default=None,
                    help="stop by itself after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--seed", type=int, default=1,
@@ -89,6 +99,27 @@ def _free(host: str, port: int) -> bool:
         return True
 
 
+def _free_sip(port: int) -> bool:
+    """Whether UDP and TCP ``127.0.0.1:port`` are both free now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return _free("127.0.0.1", port)
+
+
+def sip_listen() -> str:
+    """``gb28181.listen`` for the demo: 127.0.0.1:5060 when free, else the next free port
+    (another demo, or a real SIP server, may hold 5060)."""
+    # below the ephemeral range (32768-): the simulated platforms' own sockets, bound to
+    # port 0 just before the daemon binds, must not be handed the port the daemon wants
+    for port in range(DEFAULT_SIP_PORT, DEFAULT_SIP_PORT + 1000):
+        if _free_sip(port):
+            return f"127.0.0.1:{port}"
+    raise CamwatchError("camwatch demo: found no free loopback port for GB/T 28181 (SIP)")
+
+
 def check_addresses(args: argparse.Namespace) -> None:
     """Refuse to start, with the flags to pass, when another demo or a leftover simulator
     holds the first device address or the daemon's port (rather than the bind error of
@@ -125,7 +156,14 @@ def check_addresses(args: argparse.Namespace) -> None:
 
 
 def fleet_config(args: argparse.Namespace) -> tuple[FleetConfig, str]:
-    spec = InventorySpec(connected=args.channels, seed=args.seed, first_host=args.first_host)
+    from camwatch.gb28181 import demo as gb_demo
+
+    if args.gb_channels < 0:
+        raise CamwatchError(f"camwatch demo: --gb-channels must be 0 or more, got "
+                            f"{args.gb_channels}")
+    spec = InventorySpec(connected=args.channels, seed=args.seed, first_host=args.first_host,
+                         gb_channels=args.gb_channels,
+                         gb_listen=sip_listen() if args.gb_channels else "127.0.0.1:5060")
     try:
         townships = plan_inventory(spec).county.townships
     except ValueError as exc:  # a --first-host too high for the fleet, or not an address
@@ -137,18 +175,22 @@ def fleet_config(args: argparse.Namespace) -> tuple[FleetConfig, str]:
                         events=(TimedEvent(at_s=args.outage_at, for_s=args.outage_for,
                                            fault=Fault.REFUSED, township=victim.code),))
     return FleetConfig(inventory=spec, scenario=scenario, out_dir=Path(args.dir),
-                       control="127.0.0.1:0"), victim.name
+                       control="127.0.0.1:0", gb_keepalive_s=gb_demo.KEEPALIVE_S,
+                       gb_down_at=args.platform_down_at,
+                       gb_down_for=args.platform_down_for), victim.name
 
 
 def _tune_config(path: Path, interval: str) -> None:
     """The generated config, with the demo's shorter interval (and the repair desk on)."""
     from camwatch.configbase import parse_duration
+    from camwatch.gb28181 import demo as gb_demo
     from camwatch.repairs.demo import demo_config
 
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     doc.setdefault("probing", {})["interval"] = interval
     doc["probing"]["timeout"] = "3s"
     demo_config(doc, parse_duration(interval))
+    gb_demo.demo_config(doc)
     path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
 
 
@@ -174,11 +216,15 @@ async def run(args: argparse.Namespace) -> int:
     listen = listen_address(args)
     check_listen(HttpConfig(), listen, "camwatch demo --listen")  # the demo has no auth
     fleet_cfg, victim = fleet_config(args)
+    from camwatch.gb28181 import demo as gb_demo
     from camwatch.repairs import demo as repairs_demo
+
+    def say(line: str) -> None:
+        print(line, flush=True)
 
     watched: set[str] = set()  # the story's ticket, whose messages the demo prints
     async with Fleet.start(fleet_cfg) as fleet, \
-            repairs_demo.maintainers_group(lambda s: print(s, flush=True), watched):
+            repairs_demo.maintainers_group(say, watched), gb_demo.duty_group(say):
         assert fleet.files is not None
         config = fleet.files.config
         _tune_config(config, args.interval)
@@ -187,6 +233,15 @@ async def run(args: argparse.Namespace) -> int:
             host = listen.rpartition(":")[0]
             base = f"http://{host}:{d.port}"
             month = time.strftime("%Y-%m")
+            gb_lines = gb_story = ""
+            if fleet.gb is not None and d.engine.gb is not None:
+                sip = f"{d.engine.gb.server.host}:{d.engine.gb.server.port}"
+                gb_lines = (f"  platforms  {base}/api/platforms   (GB/T 28181 on {sip}: "
+                            f"{', '.join(fleet.gb.names.values())})\n"
+                            f"  reconcile  {base}/api/reconciliation   (台账核对)\n")
+                down = fleet.plan.clouds[-1].name
+                gb_story = (f"\n{down} stops its keepalives {args.platform_down_at:g}s from "
+                            f"now for {args.platform_down_for:g}s.")
             print(f"""camwatch demo: {fleet.channel_count} simulated channels of {fleet.county.name}
   inventory  {fleet.files.inventory}
   config     {config}
@@ -196,7 +251,7 @@ async def run(args: argparse.Namespace) -> int:
   rates      {base}/api/rates
   simulator  {fleet.control_url}/api/devices   (devices from {args.first_host})
   report     camwatch report -c {config} --month {month} --format html -o report.html
-{victim} loses its uplink {args.outage_at:g}s from now for {args.outage_for:g}s.
+{gb_lines}{victim} loses its uplink {args.outage_at:g}s from now for {args.outage_for:g}s.{gb_story}
 Ctrl-C or SIGTERM stops the demo; SIGHUP re-reads {config.name} and the inventory.
 """, flush=True)
 
@@ -213,13 +268,15 @@ Ctrl-C or SIGTERM stops the demo; SIGHUP re-reads {config.name} and the inventor
         victim_code = fleet.township_code(victim) or ""
         cid = repairs_demo.pick_channel(fleet, victim_code)
         ticket = asyncio.create_task(
-            repairs_demo.story(daemon, fleet, cid, lambda s: print(s, flush=True), watched)
+            repairs_demo.story(daemon, fleet, cid, say, watched)
             if cid else asyncio.sleep(0), name="demo-ticket")
+        platforms = asyncio.create_task(gb_demo.story(daemon, fleet, say), name="demo-gb")
         try:
             rc = await daemon.run()
         finally:
             status.cancel()
             timer.cancel()
             ticket.cancel()
+            platforms.cancel()
         print("camwatch demo: stopped", file=sys.stderr)
         return rc

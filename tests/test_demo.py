@@ -1,8 +1,11 @@
 """``camwatch demo``, the README's main job, end to end: starts the simulated county and the
-daemon, sweeps, serves /metrics with channels, and stops cleanly on Ctrl-C (SIGINT)."""
+daemon, sweeps, serves /metrics with channels, and stops cleanly on Ctrl-C (SIGINT); its GB/T
+28181 lower platforms register, the ledger reconciliation shows the deliberate mismatches,
+and the cloud that stops its keepalives is one mass-outage alert naming it."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -12,8 +15,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from camwatch.sim.inventory_gen import InventorySpec, plan_inventory
 from tests.conftest import ROOT
-from tests.test_daemon import poll
+from tests.test_daemon import get, poll
 from tests.test_demo_cli import free_first_host
 
 
@@ -39,7 +43,8 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
                     n = r.read().decode().count("camwatch_channel_up{")
                 return n if n > 100 else 0  # most of the 150 judged
 
-            assert poll("per-channel series", channels_up, 60) <= 150
+            # the 150 cameras and the 300 channels of the operator clouds (--gb-channels)
+            assert poll("per-channel series", channels_up, 60) <= 450
             assert (tmp_path / "demo" / "inventory.csv").exists()
             proc.send_signal(signal.SIGINT)
             started = time.monotonic()
@@ -50,3 +55,78 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
                 proc.kill()
                 proc.wait()
     assert "simulated channels of 鹿邑县" in out_path.read_text("utf-8")
+
+
+def test_demo_platforms_reconciliation_and_one_outage_alert(tmp_path: Path) -> None:
+    """60 cameras (listed by the county platform) and 60 channels through two operator
+    clouds; the second cloud goes silent 5 s in for 45 s: the demo prints the three platforms,
+    the reconciliation with the planned mismatches, and exactly one mass-outage alert naming
+    the cloud (and its end), and its channels are offline as platform_down meanwhile."""
+    first = free_first_host()
+    plan = plan_inventory(InventorySpec(connected=60, seed=1, first_host=first, gb_channels=60))
+    rows = [(c, r) for c in plan.clouds for r in c.rows]
+    unlisted = sum(r.role == "unlisted" for _, r in rows)
+    stale = sum(r.role == "stale" for _, r in rows)
+    renamed = sum(r.role == "renamed" for _, r in rows)
+    extra = sum(len(c.extra) for c in plan.clouds)
+    assert min(unlisted, stale, renamed, extra) >= 1  # every kind of mismatch is there
+    silent = plan.clouds[-1]
+    its_channels = {r.channel_id for r in silent.rows if r.role in ("listed", "renamed")}
+    # hand count: installed = 60 cameras + the idle installed rows + 60 cloud rows;
+    # declared 已上云 = 60 + 60 - stale; measured (in a catalog) = 60 + 60 - unlisted
+    idle_installed = sum(r.installed for r in plan.idle)
+    installed = 60 + idle_installed + 60
+    out_path = tmp_path / "stdout.log"
+    with open(out_path, "wb") as out, open(tmp_path / "stderr.log", "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "camwatch", "demo", "--channels", "60", "--gb-channels",
+             "60", "--dir", str(tmp_path / "demo"), "--listen", "127.0.0.1:0", "--interval",
+             "5s", "--first-host", first, "--platform-down-at", "5", "--platform-down-for",
+             "45", "--outage-at", "600"],
+            cwd=ROOT, stdout=out, stderr=err, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+        def text() -> str:
+            assert proc.poll() is None, (tmp_path / "stderr.log").read_text("utf-8")
+            return out_path.read_text("utf-8")
+
+        try:
+            base = poll("the demo banner", lambda: (m := re.search(
+                r"platforms\s+(http://127\.0\.0\.1:\d+)/api/platforms", text())) and m.group(1),
+                60)
+            poll("the reconciliation", lambda: "台账核对：" in text(), 60)
+            for name in ("县级视频共享平台", "移动数字乡村云平台", "电信天翼云眼平台"):
+                assert f"下级平台 {name}" in text()
+            doc = json.loads(get(base + "/api/reconciliation")[1])
+            assert (doc["installed"], doc["declared_connected"], doc["measured_connected"]) == (
+                installed, 120 - stale, 120 - unlisted)
+            assert (doc["missing_count"], doc["not_in_ledger_count"], doc["names_differ_count"],
+                    doc["not_connected_in_ledger_count"]) == (unlisted, extra, renamed, stale)
+            assert {r["channel"] for r in doc["missing"]} == {
+                r.channel_id for _, r in rows if r.role == "unlisted"}
+            line = next(x for x in text().splitlines() if x.startswith("台账核对："))
+            assert (f"台账 {100 * (120 - stale) / installed:.2f}%  实测 "
+                    f"{100 * (120 - unlisted) / installed:.2f}%") in line
+
+            def down() -> set[str]:
+                code, body = get(base + "/api/channels?reason=platform_down&limit=1000")
+                ids = {c["id"] for c in json.loads(body)["channels"]} if code == 200 else set()
+                return ids if len(ids) >= len(its_channels) else set()
+
+            assert poll("the silent cloud's channels offline", down, 90) == its_channels
+            platforms = json.loads(get(base + "/api/platforms")[1])["platforms"]
+            assert [p["up"] for p in platforms] == [True, True, False]
+            poll("the alert resolved", lambda: "【已恢复】下级平台" in text(), 90)
+            lines = text().splitlines()
+            start = next(i for i, x in enumerate(lines) if "心跳超时" in x)
+            # from the platform going down: one outage alert and its end, nothing else (not
+            # its townships' or villages': the platform explains them)
+            alerts = [x for x in lines[start:] if "值班群收到" in x]
+            assert len(alerts) == 2 and "【已恢复】" in alerts[1], alerts
+            assert f"下级平台 {silent.name}（{silent.id}） 同时离线 {len(its_channels)}/" \
+                f"{len(its_channels)} 路" in alerts[0]
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

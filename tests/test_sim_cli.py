@@ -9,6 +9,7 @@ import json
 import os
 import resource
 import signal
+import subprocess
 import sys
 import time
 import urllib.request
@@ -100,3 +101,64 @@ async def test_simulate_runs_until_sigterm(tmp_path: Path) -> None:
             code = await proc.wait()
     assert code == 0, (await proc.stderr.read()).decode() if proc.stderr else code
     assert time.monotonic() - start < 10
+
+
+def test_simulate_platforms_register_with_a_daemon_started_later(tmp_path: Path) -> None:
+    """``camwatch simulate --gb-channels``: the written config makes camwatch their upper
+    platform; the platforms keep trying until ``camwatch run`` answers, then register, and
+    the cloud that goes silent takes exactly its channels offline as platform_down."""
+    import yaml
+
+    from camwatch.demo import sip_listen
+    from camwatch.sim.inventory_gen import InventorySpec, plan_inventory
+    from tests.test_daemon import Proc, get, poll
+
+    sip = sip_listen()  # below the ephemeral ports the platforms' own sockets get
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    sim_log = open(tmp_path / "sim.log", "wb")  # noqa: SIM115
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "camwatch.sim.cli", "--channels", "20", "--rtsp-port", "0",
+         "--onvif-port", "0", "--first-host", "127.95.0.1", "--out", str(out), "--seed", "4",
+         "--gb-channels", "30", "--gb-listen", sip, "--gb-keepalive", "1s", "--gb-down-at",
+         "12s"], stdout=sim_log, stderr=subprocess.STDOUT, env=env)
+    proc = None
+    try:
+        poll("the simulator's files", lambda: "Ctrl-C" in (tmp_path / "sim.log").read_text(
+            "utf-8"), 30)
+        cfg = out / "camwatch.yaml"
+        doc = yaml.safe_load(cfg.read_text("utf-8"))
+        assert doc["gb28181"]["listen"] == sip and doc["inventory"]["address_required"] is False
+        doc["gb28181"]["keepalive_timeout"] = "3s"
+        doc["probing"].update(interval="2s", timeout="1s")
+        cfg.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+        proc = Proc(cfg)  # after the platforms started: they were retrying meanwhile
+
+        def platforms() -> list[dict[str, object]]:
+            ps = json.loads(get(proc.base + "/api/platforms")[1])["platforms"]
+            return ps if len(ps) == 3 and all(p["catalog"]["at"] for p in ps) else []
+
+        ps = poll("three platforms with their catalogs", platforms, 30)
+        plan = plan_inventory(InventorySpec(connected=20, seed=4, first_host="127.95.0.1",
+                                            gb_channels=30))
+        assert [p["catalog"]["channels"] for p in ps] == [
+            20, *(len(c.catalog()) for c in plan.clouds)]
+        silent = plan.clouds[-1]
+        ids = {r.channel_id for r in silent.rows if r.role in ("listed", "renamed")}
+
+        def down() -> set[str]:
+            body = get(proc.base + "/api/channels?reason=platform_down")[1]
+            got = {c["id"] for c in json.loads(body)["channels"]}
+            return got if len(got) >= len(ids) else set()
+
+        assert poll("the silent cloud's channels platform_down", down, 40) == ids
+        secret = (out / "gb-password.txt").read_text("utf-8").strip()
+        assert len(secret) > 8 and secret not in proc.stderr_path.read_text("utf-8")
+    finally:
+        for p in (sim, proc.p if proc else None):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=15)
+        sim_log.close()
+        if proc is not None:
+            proc.stderr.close()

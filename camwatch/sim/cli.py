@@ -74,6 +74,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--format", choices=("csv", "xlsx"), default="csv", help="inventory format")
     g.add_argument("--control", default="127.0.0.1:0",
                    help="control endpoint HOST:PORT (default 127.0.0.1:0, a free port)")
+    gb = parser.add_argument_group("GB/T 28181 lower platforms (docs/gb28181.md)")
+    gb.add_argument("--gb-channels", type=int, default=0,
+                    help="channels reached only through two simulated operator clouds that "
+                         "register with camwatch over GB/T 28181, beside the county platform "
+                         "that lists the simulated cameras (default 0: no platforms)")
+    gb.add_argument("--gb-listen", default="127.0.0.1:5060", metavar="HOST:PORT",
+                    help="camwatch's gb28181.listen, where the platforms register (written to "
+                         "camwatch.yaml; default 127.0.0.1:5060)")
+    gb.add_argument("--gb-keepalive", type=_duration, default=60.0,
+                    help="keepalive period of the platforms (default 60s)")
+    gb.add_argument("--gb-down-at", type=_duration,
+                    help="when the last operator cloud stops its keepalives (e.g. 5m)")
+    gb.add_argument("--gb-down-for", type=_duration,
+                    help="how long it stays silent (default: until stopped)")
     s = parser.add_argument_group("scenario (flags override --scenario)")
     s.add_argument("--scenario", type=Path, help="scenario YAML (shares and timed events)")
     s.add_argument("--dead", type=_share, help="share of channels on refused devices")
@@ -99,14 +113,26 @@ def config_from_args(args: argparse.Namespace) -> FleetConfig:
     seed = args.seed if args.seed is not None else (scenario.seed or 0)
     if args.seed is not None:
         scenario = replace(scenario, seed=args.seed)
+    if args.gb_channels < 0:
+        raise ValueError(f"--gb-channels must be 0 or more, got {args.gb_channels}")
     spec = InventorySpec(
         connected=args.channels, installed=args.installed, planned=args.planned,
         county_code=args.county_code, county_name=args.county_name, townships=args.townships,
         nvr_share=args.nvr_share, nvr_channels=args.nvr_channels, addressing=args.addressing,
         first_host=args.first_host, rtsp_port=args.rtsp_port, onvif_port=args.onvif_port,
-        port_base=args.port_base, seed=seed)
+        port_base=args.port_base, seed=seed, gb_channels=args.gb_channels,
+        gb_listen=_gb_listen(args.gb_listen))
     return FleetConfig(inventory=spec, scenario=scenario, out_dir=args.out,
-                       inventory_format=args.format, control=args.control or None)
+                       inventory_format=args.format, control=args.control or None,
+                       gb_keepalive_s=args.gb_keepalive, gb_down_at=args.gb_down_at,
+                       gb_down_for=args.gb_down_for)
+
+
+def _gb_listen(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--gb-listen: expected HOST:PORT like 127.0.0.1:5060, got {text!r}")
+    return text
 
 
 def _summary(fleet: Fleet) -> str:
@@ -121,10 +147,21 @@ def _summary(fleet: Fleet) -> str:
         lines += [f"  inventory: {fleet.files.inventory} ({fleet.files.rows:,} rows)",
                   f"  config:    {fleet.files.config}",
                   f"  password:  {fleet.files.password}"]
+        if fleet.files.gb_password is not None:
+            lines.append(f"  gb pass:   {fleet.files.gb_password} (the platforms' registration)")
     counts = ", ".join(f"{k} {v:,}" for k, v in sorted(fleet.fault_counts().items()))
     lines.append(f"  faults:    {counts}")
     for ev in fleet.config.scenario.events:
         lines.append(f"  event:     {ev.describe()}")
+    if fleet.gb is not None:
+        spec, cfg = fleet.config.inventory, fleet.config
+        lines.append(f"  platforms: {', '.join(fleet.gb.names.values())} (GB/T 28181, "
+                     f"{spec.gb_channels:,} channels through the clouds) register with "
+                     f"camwatch at {spec.gb_listen}, keepalive every {cfg.gb_keepalive_s:g}s")
+        if cfg.gb_down_at is not None:
+            until = "" if cfg.gb_down_for is None else f" for {cfg.gb_down_for:g}s"
+            lines.append(f"  event:     at {cfg.gb_down_at:g}s {fleet.plan.clouds[-1].name} "
+                         f"stops its keepalives{until}")
     lines.append("  Ctrl-C or SIGTERM stops the fleet")
     return "\n".join(lines)
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -51,6 +51,9 @@ from camwatch.sim.scenario import (
     flap_down,
     next_flap_change,
 )
+
+if TYPE_CHECKING:
+    from camwatch.sim.gb_cloud import GbClouds
 
 log = structlog.get_logger(__name__)
 
@@ -155,6 +158,13 @@ class FleetConfig:
     auth_mix: tuple[tuple[RtspAuth, float], ...] = (
         (RtspAuth.DIGEST, 0.90), (RtspAuth.DIGEST_NO_QOP, 0.06), (RtspAuth.BASIC, 0.04))
     audio_share: float = 0.3
+    # GB/T 28181 lower platforms (when ``inventory.gb_channels``): keepalive period, the
+    # registration password (None: a random one, written to gb-password.txt), and when the
+    # last operator cloud goes silent (seconds after start) and for how long (None: for good)
+    gb_keepalive_s: float = 60.0
+    gb_password: str | None = None
+    gb_down_at: float | None = None
+    gb_down_for: float | None = None
 
 
 @dataclass(slots=True)
@@ -178,6 +188,8 @@ class Fleet:
         self.password = password
         self.devices: dict[str, SimDevice] = {}
         self.files: WrittenFiles | None = None
+        self.gb: GbClouds | None = None  # the lower platforms, when the inventory has clouds
+        self.gb_password = config.gb_password or secrets.token_urlsafe(12)
         self.control_url: str | None = None
         self.started_s = 0.0
         self._rtsp_factory = rtsp_factory
@@ -217,6 +229,7 @@ class Fleet:
                     password=config.password or secrets.token_urlsafe(12))
         control: Any = None
         timeline: asyncio.Task[None] | None = None
+        stack = contextlib.AsyncExitStack()
         try:
             fleet._t0 = fleet._clock.now()
             fleet._apply_time_holds(0.0)
@@ -227,7 +240,8 @@ class Fleet:
             if config.out_dir is not None:
                 fleet.files = await asyncio.to_thread(
                     write_all, plan, config.out_dir, fleet.password,
-                    fmt=config.inventory_format, username=config.username)
+                    fmt=config.inventory_format, username=config.username,
+                    gb_password=fleet.gb_password)
             if config.control is not None:
                 from camwatch.sim.control import start_control
 
@@ -235,11 +249,14 @@ class Fleet:
                 control = await start_control(fleet, host or "127.0.0.1", int(port or 0))
                 fleet.control_url = control.url
             timeline = asyncio.create_task(fleet._run_timeline(), name="sim-timeline")
+            if plan.clouds:
+                await stack.enter_async_context(fleet._gb_clouds())
             fleet.started_s = time.perf_counter() - t_start
             log.info("fleet_started", devices=devices, channels=channels,
                      seconds=round(fleet.started_s, 2), control=fleet.control_url)
             yield fleet
         finally:
+            await stack.aclose()
             if timeline is not None:
                 timeline.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -299,6 +316,47 @@ class Fleet:
         if ev.channel not in self._index.channels:
             raise ValueError(f"{where}: no channel {ev.channel!r} in the fleet")
         return [self._channel_target(ev.channel, ev.fault)]
+
+    # -- GB/T 28181 lower platforms ----------------------------------------------------------
+
+    def gb_status(self, channel_id: str) -> str:
+        """What the county platform's catalog says of a simulated camera now: OFF when its
+        device refuses or hangs (the platform has lost it), else ON (a wrong password or a
+        missing stream is no concern of the platform's)."""
+        dev, ch = self._index.channels[channel_id]
+        return "OFF" if dev.effective_fault(ch.path) in (Fault.REFUSED, Fault.HANG) else "ON"
+
+    @contextlib.asynccontextmanager
+    async def _gb_clouds(self) -> AsyncIterator[GbClouds]:
+        from camwatch.sim.gb_cloud import GbClouds
+        from camwatch.sim.inventory_gen import iter_rows
+
+        names = await asyncio.to_thread(
+            lambda: {row[0]: row[1] for row in iter_rows(self.plan) if row[15]})
+        clouds = GbClouds(self.plan, self.config.inventory.gb_listen,
+                          self.gb_password, keepalive_s=self.config.gb_keepalive_s,
+                          status_of=self.gb_status, names=names)
+        async with clouds.running():
+            self.gb = clouds
+            drop = asyncio.create_task(self._gb_drop(clouds), name="sim-gb-drop")
+            try:
+                yield clouds
+            finally:
+                drop.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await drop
+
+    async def _gb_drop(self, clouds: GbClouds) -> None:
+        """The last operator cloud goes silent at ``gb_down_at`` (for ``gb_down_for``)."""
+        at, length = self.config.gb_down_at, self.config.gb_down_for
+        if at is None or not self.plan.clouds:
+            return
+        pid = self.plan.clouds[-1].id
+        await self._clock.sleep_until(self._t0 + at)
+        clouds.set_silent(pid, True)
+        if length is not None:
+            await self._clock.sleep_until(self._t0 + at + length)
+            clouds.set_silent(pid, False)
 
     # -- lookups ---------------------------------------------------------------------------
 

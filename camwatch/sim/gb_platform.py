@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from camwatch.gb28181 import sip
@@ -49,6 +49,10 @@ class SimPlatform:
     status: str = "OK"
     device_time: str = ""
     subscribed: bool = False
+    # the status its catalog gives a channel now (a platform that sees its cameras); None:
+    # the channel's own ``status``
+    status_of: Callable[[str], str] | None = None
+    mute: bool = False  # gone silent: answers nothing camwatch sends (a platform that is down)
     _udp: asyncio.DatagramTransport | None = None
     _reader: asyncio.StreamReader | None = None
     _writer: asyncio.StreamWriter | None = None
@@ -189,7 +193,8 @@ class SimPlatform:
 
     def catalog_bodies(self, sn: int) -> list[bytes]:
         entries = [(nid, name, "ON", self.id) for nid, name in self.nodes] + \
-            [(c.id, c.name or c.id, c.status, c.parent or self.id) for c in self.channels]
+            [(c.id, c.name or c.id, self.status_of(c.id) if self.status_of else c.status,
+              c.parent or self.id) for c in self.channels]
         total = len(entries)
         out = []
         for i in range(0, max(total, 1), self.per_message):
@@ -230,6 +235,8 @@ class SimPlatform:
     # --- what camwatch sends ---------------------------------------------------------------
 
     def _received(self, msg: SipMessage) -> None:
+        if self.mute and msg.is_request:
+            return
         if not msg.is_request:
             fut = self._pending.pop(f"{msg.call_id} {msg.get('cseq')}", None)
             if fut is not None and not fut.done() and msg.status >= 200:

@@ -33,6 +33,7 @@ HEADERS: tuple[str, ...] = (
     "所属主机", "经度", "纬度", "凭据",
 )
 CREDENTIAL_REF = "default"
+GB_PASSWORD_FILE = "gb-password.txt"
 ONVIF_PATH = "/onvif/device_service"
 OPERATORS = ("移动", "联通", "电信")
 OPERATOR_WEIGHTS = (0.45, 0.25, 0.30)
@@ -126,6 +127,10 @@ class InventorySpec:
     onvif_port: int = 8080
     port_base: int = 20000  # "ports": device i listens on 127.0.0.1:port_base+2i (RTSP), +1 (ONVIF)
     seed: int = 0
+    # GB/T 28181: channels reached only through operator clouds (lower platforms) that
+    # register with camwatch (camwatch.sim.gb_cloud); 0: none. Not counted in ``connected``.
+    gb_channels: int = 0
+    gb_listen: str = "127.0.0.1:5060"  # where the written config has camwatch listen for them
 
     def counts(self) -> tuple[int, int, int]:
         """(planned, installed, connected), checked to be consistent."""
@@ -178,12 +183,51 @@ class IdleRow:
     installed: bool
 
 
+CloudRole = Literal["listed", "renamed", "unlisted", "stale"]
+
+
+@dataclass(frozen=True, slots=True)
+class CloudRow:
+    """A channel of an operator cloud that is in the ledger. ``role`` is how ledger and
+    catalog relate, deliberately mismatched for the reconciliation (台账核对): ``listed``
+    (已上云, in the catalog under the ledger's name), ``renamed`` (in the catalog under
+    another name), ``unlisted`` (已上云 in the ledger, in no catalog), ``stale`` (in the
+    catalog, the ledger says 未上云)."""
+
+    channel_id: str
+    name: str
+    township: int
+    village: int
+    klass: int
+    project: str
+    role: CloudRole
+    catalog_name: str  # what the cloud's catalog calls it (differs when ``renamed``)
+
+
+@dataclass(slots=True)
+class CloudPlan:
+    """A simulated lower platform (type 200): an operator's cloud that cascades its cameras to
+    camwatch over GB/T 28181. ``extra``: catalog channels the ledger lacks (id, name)."""
+
+    id: str
+    name: str
+    operator: str
+    rows: list[CloudRow] = field(default_factory=list)
+    extra: list[tuple[str, str]] = field(default_factory=list)
+
+    def catalog(self) -> list[tuple[str, str]]:
+        """(id, name) of every channel its catalog lists."""
+        out = [(r.channel_id, r.catalog_name) for r in self.rows if r.role != "unlisted"]
+        return out + self.extra
+
+
 @dataclass(slots=True)
 class InventoryPlan:
     spec: InventorySpec
     county: County
     devices: list[DevicePlan] = field(default_factory=list)
     idle: list[IdleRow] = field(default_factory=list)
+    clouds: list[CloudPlan] = field(default_factory=list)
 
     @property
     def channel_count(self) -> int:
@@ -346,7 +390,57 @@ def plan_inventory(spec: InventorySpec) -> InventoryPlan:
         plan.idle.append(IdleRow(_gb_id(spec.county_code, ti, klass, project, type_code, serial),
                                  ti, vi, project, klass, operator,
                                  installed=i < installed - connected))
+    if spec.gb_channels > 0:
+        _plan_clouds(plan, serial)
     return plan
+
+
+COUNTY_PLATFORM_NAME = "县级视频共享平台"  # cascades the cameras that are probed over RTSP too
+CLOUDS = (("移动", "移动数字乡村云平台", 0.6), ("电信", "电信天翼云眼平台", 0.4))
+
+
+def platform_id(county_code: str, n: int) -> str:
+    """A lower platform's 20-digit id: centre 8, industry 00, type 200, network 0, serial."""
+    return f"{county_code}00002000{n:06d}"
+
+
+def _plan_clouds(plan: InventoryPlan, serial: int) -> None:
+    """Operator clouds with ``spec.gb_channels`` ledger channels among them, each with a few
+    of every mismatch kind (own random stream: the rest of the plan is as without them)."""
+    spec, county = plan.spec, plan.county
+    rng = random.Random(f"camwatch-sim-clouds:{spec.seed}")
+    total = spec.gb_channels
+    for k, (operator, name, share) in enumerate(CLOUDS):
+        n = round(total * share) if k < len(CLOUDS) - 1 else total - sum(
+            len(c.rows) for c in plan.clouds)
+        cloud = CloudPlan(platform_id(spec.county_code, k + 2), name, operator)
+        odd: tuple[tuple[CloudRole, int], ...] = (
+            ("unlisted", max(2, n // 30)), ("renamed", max(1, n // 40)),
+            ("stale", max(1, n // 90)))
+        roles = [r for r, m in odd for _ in range(m)]
+        roles += ["listed"] * max(0, n - len(roles))
+        rng.shuffle(roles)
+        # a cloud serves the countryside: townships, not 街道
+        towns = [i for i, t in enumerate(county.townships) if t.kind != "街道"] or [0]
+        for role in roles[:n]:
+            ti = rng.choice(towns)
+            t = county.townships[ti]
+            vi = rng.randrange(len(t.villages))
+            klass = rng.choices((2, 3), (0.2, 0.8))[0]
+            serial += 1
+            cid = _gb_id(spec.county_code, ti, klass, "数字乡村", "132", serial)
+            place = f"{t.villages[vi].name}{rng.choice(_VILLAGE_SPOTS)}"
+            # the ledger names a point with its township; a platform often does not
+            listed_as = place if role == "renamed" else t.name + place
+            cloud.rows.append(CloudRow(cid, t.name + place, ti, vi, klass, "数字乡村", role,
+                                       listed_as))
+        for _ in range(max(1, n // 60)):
+            serial += 1
+            ti = rng.choice(towns)
+            t = county.townships[ti]
+            cloud.extra.append((_gb_id(spec.county_code, ti, 3, "数字乡村", "132", serial),
+                                f"{t.name}新装点位{serial % 1000:03d}"))
+        plan.clouds.append(cloud)
 
 
 def iter_rows(plan: InventoryPlan) -> Iterator[list[str]]:
@@ -400,6 +494,17 @@ def iter_rows(plan: InventoryPlan) -> Iterator[list[str]]:
         row += coords(r.township, r.village) if r.installed else ["", ""]
         row.append(CREDENTIAL_REF if r.installed else "")
         yield row
+    for cloud in plan.clouds:  # reached through the cloud only: no address, no host
+        for c in cloud.rows:
+            t = county.townships[c.township]
+            v = t.villages[c.village]
+            row = [c.channel_id, c.name, str(c.klass), c.project, county.name, county.code,
+                   t.name, t.code, v.name, v.code, cloud.operator]
+            row += dates(c.role != "stale")
+            row += ["", "", ""]
+            row += coords(c.township, c.village)
+            row.append("")
+            yield row
 
 
 def write_inventory(plan: InventoryPlan, path: Path, fmt: InventoryFormat = "csv") -> int:
@@ -438,9 +543,14 @@ def write_password(path: Path, password: str) -> None:
 
 
 def config_document(site_name: str, inventory_name: str, password_name: str,
-                    username: str = "admin") -> dict[str, object]:
-    """The camwatch config that reads the generated inventory (keys fixed by the loader)."""
-    return {
+                    username: str = "admin", clouds: list[CloudPlan] | None = None,
+                    gb_listen: str = "127.0.0.1:5060",
+                    gb_password_name: str = GB_PASSWORD_FILE,
+                    county_platform: str | None = None) -> dict[str, object]:
+    """The camwatch config that reads the generated inventory (keys fixed by the loader); with
+    ``clouds``, camwatch is their GB/T 28181 upper platform and their channels, which have no
+    address of their own, are judged by the platforms alone."""
+    doc: dict[str, object] = {
         "site": {"name": site_name},
         "inventory": {"path": inventory_name},
         "credentials": {"default": {"username": username, "password_file": password_name}},
@@ -449,6 +559,15 @@ def config_document(site_name: str, inventory_name: str, password_name: str,
         "store": {"path": "camwatch.db"},
         "http": {"listen": "127.0.0.1:9780"},
     }
+    if clouds:
+        doc["inventory"] = {"path": inventory_name, "address_required": False}
+        doc["gb28181"] = {"enabled": True, "listen": gb_listen, "transport": "both",
+                          "password_file": gb_password_name,
+                          "peers": {
+                              **({county_platform: {"name": COUNTY_PLATFORM_NAME}}
+                                 if county_platform else {}),
+                              **{c.id: {"name": c.name} for c in clouds}}}
+    return doc
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,19 +576,28 @@ class WrittenFiles:
     config: Path
     password: Path
     rows: int
+    gb_password: Path | None = None  # the lower platforms' registration password
 
 
 def write_all(plan: InventoryPlan, out_dir: Path, password: str, *,
-              fmt: InventoryFormat = "csv", username: str = "admin") -> WrittenFiles:
-    """Inventory, ``camwatch.yaml`` and ``sim-password.txt`` in ``out_dir``."""
+              fmt: InventoryFormat = "csv", username: str = "admin",
+              gb_password: str | None = None) -> WrittenFiles:
+    """Inventory, ``camwatch.yaml`` and ``sim-password.txt`` in ``out_dir`` (and, with operator
+    clouds, ``gb-password.txt``: what they register with)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     inv = out_dir / f"inventory.{fmt}"
     rows = write_inventory(plan, inv, fmt)
     pw = out_dir / "sim-password.txt"
     write_password(pw, password)
+    gb_pw = None
+    if plan.clouds:
+        gb_pw = out_dir / GB_PASSWORD_FILE
+        write_password(gb_pw, gb_password or password)
     cfg = out_dir / "camwatch.yaml"
-    doc = config_document(plan.county.name, inv.name, pw.name, username)
+    doc = config_document(plan.county.name, inv.name, pw.name, username, plan.clouds,
+                          plan.spec.gb_listen, county_platform=platform_id(
+                              plan.spec.county_code, 1) if plan.devices else None)
     cfg.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False,
                                   default_flow_style=None), encoding="utf-8")
-    return WrittenFiles(inv, cfg, pw, rows)
+    return WrittenFiles(inv, cfg, pw, rows, gb_pw)
 
