@@ -581,3 +581,32 @@ async def test_a_bug_in_handling_is_contained(world: World,
         assert w.gb.peers[PLATFORM].keepalives == 1
     finally:
         await sim.close()
+
+
+async def test_catalogs_kept_in_the_store_per_month(world: World) -> None:
+    """Every catalog is written (through the one store writer) as the platform's latest of
+    the month in report.timezone, ids and names, for the bulletin's reconciliation sheet."""
+    from camwatch.reports.period import zone
+
+    # 2027-01-31 23:30 in Shanghai is 15:30 UTC: the month is January there, not UTC's
+    world.clock.t = dt.datetime(2027, 1, 31, 15, 30, tzinfo=dt.UTC).timestamp()
+    sim = world.platform()
+    try:
+        await registered(world, sim)
+        store = world.engine.store
+        await until(lambda: bool(store.gb_catalogs("2027-01")), "the catalog in the store")
+        doc = store.gb_catalogs("2027-01")[PLATFORM]
+        assert doc["channels"] == {cid: f"摄像机{i}" for i, cid in enumerate(CHANNELS)}
+        assert (doc["name"], doc["partial"], doc["declared"], doc["at"]) == (
+            "移动云平台", False, len(CHANNELS) + len(NODES), world.clock.t)
+        assert store.gb_catalogs("2027-02") == {}
+        assert dt.datetime.fromtimestamp(world.clock.t, zone("Asia/Shanghai")).month == 1
+        # the next catalog, in February, is February's; January keeps its last one
+        world.clock.t += 3600
+        sim.channels = sim.channels[:2]
+        world.gb.server.query_catalog(world.gb.peers[PLATFORM])
+        await until(lambda: bool(store.gb_catalogs("2027-02")), "February's catalog")
+        assert list(store.gb_catalogs("2027-02")[PLATFORM]["channels"]) == CHANNELS[:2]
+        assert len(store.gb_catalogs("2027-01")[PLATFORM]["channels"]) == len(CHANNELS)
+    finally:
+        await sim.close()

@@ -114,6 +114,22 @@ def test_inventory_snapshot_streamed(new_store: Callable[[], Store]) -> None:
     assert list(store.iter_inventory_snapshot("2026-11")) == store.inventory_snapshot("2026-11")
 
 
+def test_gb_catalogs_latest_per_month_and_platform(new_store: Callable[[], Store]) -> None:
+    store = new_store()
+    a = {"name": "移动云", "partial": False, "declared": 2, "channels": {"c1": "东门", "c2": ""}}
+    store.save_gb_catalog("2026-11", "p1", 10.0, a)
+    store.save_gb_catalog("2026-11", "p2", 11.0, {**a, "channels": {}})
+    store.save_gb_catalog("2026-11", "p1", 12.0, {**a, "partial": True})  # replaces p1's
+    store.save_gb_catalog("2026-12", "p1", 13.0, a)
+    store.close()
+    store = new_store()  # what was committed, read by another connection
+    got = store.gb_catalogs("2026-11")
+    assert list(got) == ["p1", "p2"]
+    assert got["p1"] == {**a, "partial": True, "at": 12.0}
+    assert got["p2"]["channels"] == {} and store.gb_catalogs("2026-10") == {}
+    assert store.gb_catalogs("2026-12")["p1"]["at"] == 13.0
+
+
 def test_outbox_in_order_with_retries(new_store: Callable[[], Store]) -> None:
     store = new_store()
     ids = [store.enqueue("wecom", f"fp{i}", {"n": i}, now=100.0) for i in range(3)]

@@ -82,6 +82,10 @@ def county(path: Path, channels: int = 1500, transitions: int = 12_000) -> None:
                                    TicketEvent(no, T0 + no, "dispatched", "待派单", "已派单",
                                                note="联通维护群", data={"to": ["ops"]})],
                              [("ops", f"ticket-{no}", {"no": no})], T0 + no)
+    for month, n in (("2026-10", 3), ("2026-11", 5)):  # GB/T 28181 catalogs of two months
+        store.save_gb_catalog(month, "34020000002000000200", T0 + n, {
+            "name": "移动云平台", "partial": n == 3, "declared": n,
+            "channels": {f"3412000000132000{i:04d}": f"摄像机{i}" for i in range(n)}})
     store.close()
 
 
@@ -96,7 +100,7 @@ def _rows(db: Any, table: str, columns: list[str], pg: bool) -> list[tuple[Any, 
 
 NUMERIC = {"id", "ts", "since", "last_probe", "last_ok", "fails", "oks", "latency_ms",
            "clock_drift_s", "flapping", "class", "online", "connected", "created", "attempts",
-           "next_attempt", "delivered", "start", "end", "no", "opened", "final"}
+           "next_attempt", "delivered", "start", "end", "no", "opened", "final", "at"}
 
 
 def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
@@ -121,7 +125,8 @@ def test_a_countys_history_is_copied_without_loss(tmp_path: Path, pg_dsn: str,
     tables = [r[0] for r in lite.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
     assert {"channel_state", "transitions", "rate_snapshots", "inventory_snapshots",
-            "alert_outbox", "exemptions", "meta", "repair_tickets", "repair_events"} \
+            "alert_outbox", "exemptions", "meta", "repair_tickets", "repair_events",
+            "gb_catalogs"} \
         <= set(tables)
     with psycopg.connect(pg_dsn) as db:
         for table in tables:

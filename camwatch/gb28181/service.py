@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from camwatch.config import Config
     from camwatch.evaluator import Evaluator
     from camwatch.inventory import Inventory
+    from camwatch.store.writer import StoreWriter
 
 
 class Engine(Protocol):
@@ -47,6 +48,7 @@ class Engine(Protocol):
     inventory: Inventory
     stopping: asyncio.Event
     gb: GbService | None
+    writer: StoreWriter
 
 log = structlog.get_logger(__name__)
 
@@ -189,6 +191,21 @@ class GbService:
 
     def catalog(self, peer: Peer, partial: bool, now: float) -> None:
         self._groups_soon(peer)
+        self._keep_catalog(peer, now)
+
+    def _keep_catalog(self, peer: Peer, now: float) -> None:
+        """The platform's catalog as the month's latest in the store, for the bulletin's
+        reconciliation (台账核对), through the one store writer: ids and names only (about
+        50 bytes a channel). A failed write is counted by the writer; the next catalog (every
+        ``catalog_interval``) writes it again."""
+        from camwatch.reports.period import zone  # (camwatch.config imports this package)
+
+        month = dt.datetime.fromtimestamp(now, zone(self.engine.cfg.report.timezone)) \
+            .strftime("%Y-%m")
+        c = peer.catalog
+        data = {"name": peer.name, "partial": c.partial, "declared": c.declared,
+                "channels": {cid: it.name for cid, it in c.channels.items()}}
+        self.engine.writer.submit(lambda s: s.save_gb_catalog(month, peer.id, now, data))
 
     def channel_event(self, peer: Peer, item: Item, now: float) -> None:
         v = verdict_of(item.event, item.status, detail=f"platform {peer.id} event "

@@ -52,9 +52,12 @@ from camwatch.store.base import (
     TransitionRow,
 )
 from camwatch.store.rows import (
+    CATALOG_COLUMNS,
     EVENT_COLUMNS,
     OUTBOX_COLUMNS,
     STATE_COLUMNS,
+    catalog_of,
+    catalog_row,
     event_of,
     event_row,
     meta_rows,
@@ -171,6 +174,17 @@ MIGRATIONS: tuple[str, ...] = (
         data TEXT NOT NULL
     );
     CREATE INDEX repair_events_no ON repair_events (no, id);
+    """,
+    # 4: GB/T 28181 catalogs (camwatch.gb28181): each lower platform's latest catalog of a
+    # month (its channels' ids and names as JSON), for the bulletin's ledger reconciliation
+    """
+    CREATE TABLE gb_catalogs (
+        month TEXT NOT NULL,
+        platform_id TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (month, platform_id)
+    );
     """,
 )
 
@@ -462,6 +476,20 @@ class PostgresStore:
     def inventory_months(self) -> list[str]:
         return [r[0] for r in self._read(
             "SELECT DISTINCT month FROM inventory_snapshots ORDER BY month")]
+
+    # --- GB/T 28181 catalogs -------------------------------------------------------------------
+
+    def save_gb_catalog(self, month: str, platform_id: str, at: float,
+                        data: Mapping[str, Any]) -> None:
+        row = catalog_row(month, platform_id, at, data)
+        self._tx(lambda db: db.execute(
+            "INSERT INTO gb_catalogs VALUES (%s,%s,%s,%s) ON CONFLICT (month, platform_id) "
+            "DO UPDATE SET at = excluded.at, data = excluded.data", row))
+
+    def gb_catalogs(self, month: str) -> dict[str, dict[str, Any]]:
+        rows = self._read(f"SELECT {CATALOG_COLUMNS} FROM gb_catalogs WHERE month = %s "
+                          "ORDER BY platform_id", (month,))
+        return dict(catalog_of(r) for r in rows)
 
     # --- exemptions (报备) -----------------------------------------------------------------------
 

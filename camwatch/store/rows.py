@@ -18,6 +18,7 @@ STATE_COLUMNS = ("channel_id, state, reason, since, last_probe, last_ok, fails, 
 OUTBOX_COLUMNS = ("id, receiver, fingerprint, created, payload, attempts, next_attempt, "
                   "last_error")
 EVENT_COLUMNS = "id, no, ts, kind, from_state, to_state, by, note, data"
+CATALOG_COLUMNS = "month, platform_id, at, data"
 
 
 def to_json(value: Any) -> str:
@@ -83,3 +84,15 @@ def event_row(e: TicketEvent) -> tuple[Any, ...]:
 def event_of(r: Sequence[Any]) -> TicketEvent:
     """An :data:`EVENT_COLUMNS` row."""
     return TicketEvent(r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), id=r[0])
+
+
+def catalog_row(month: str, platform_id: str, at: float,
+                data: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A ``gb_catalogs`` row (:data:`CATALOG_COLUMNS`): a platform's catalog of the month,
+    ``data`` = ``{"name", "partial", "declared", "channels": {id: name}}``."""
+    return (month, platform_id, at, to_json(dict(data)))
+
+
+def catalog_of(r: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """A :data:`CATALOG_COLUMNS` row as (platform id, its data with ``at``)."""
+    return r[1], {**json.loads(r[3]), "at": r[2]}

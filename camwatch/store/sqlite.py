@@ -39,9 +39,12 @@ from camwatch.store.base import (
     TransitionRow,
 )
 from camwatch.store.rows import (
+    CATALOG_COLUMNS,
     EVENT_COLUMNS,
     OUTBOX_COLUMNS,
     STATE_COLUMNS,
+    catalog_of,
+    catalog_row,
     event_of,
     event_row,
     meta_rows,
@@ -154,6 +157,17 @@ MIGRATIONS: tuple[str, ...] = (
         data TEXT NOT NULL
     );
     CREATE INDEX repair_events_no ON repair_events (no, id);
+    """,
+    # 4: GB/T 28181 catalogs (camwatch.gb28181): each lower platform's latest catalog of a
+    # month (its channels' ids and names as JSON), for the bulletin's ledger reconciliation
+    """
+    CREATE TABLE gb_catalogs (
+        month TEXT NOT NULL,
+        platform_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (month, platform_id)
+    );
     """,
 )
 
@@ -356,6 +370,23 @@ class SqliteStore:
     def inventory_months(self) -> list[str]:
         return [r[0] for r in self._db.execute(
             "SELECT DISTINCT month FROM inventory_snapshots ORDER BY month")]
+
+    # --- GB/T 28181 catalogs -------------------------------------------------------------------
+
+    def save_gb_catalog(self, month: str, platform_id: str, at: float,
+                        data: Mapping[str, Any]) -> None:
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO gb_catalogs VALUES (?,?,?,?) ON CONFLICT(month, platform_id) "
+                "DO UPDATE SET at = excluded.at, data = excluded.data",
+                catalog_row(month, platform_id, at, data))
+
+    def gb_catalogs(self, month: str) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {CATALOG_COLUMNS} FROM gb_catalogs WHERE month = ? "
+                "ORDER BY platform_id", (month,)).fetchall()
+        return dict(catalog_of(r) for r in rows)
 
     # --- exemptions (报备) -----------------------------------------------------------------------
 
