@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import ipaddress
 import socket
 import sys
@@ -20,6 +21,7 @@ import yaml
 from camwatch.config import HttpConfig, check_listen
 from camwatch.daemon import Daemon
 from camwatch.errors import CamwatchError
+from camwatch.reports.period import zone
 from camwatch.rules.rates import format_rate
 from camwatch.sim.fleet import Fleet, FleetConfig
 from camwatch.sim.inventory_gen import InventorySpec, plan_inventory
@@ -232,7 +234,8 @@ async def run(args: argparse.Namespace) -> int:
             assert fleet.files is not None
             host = listen.rpartition(":")[0]
             base = f"http://{host}:{d.port}"
-            month = time.strftime("%Y-%m")
+            # the month where the bulletin's months begin (report.timezone), not the machine's
+            month = dt.datetime.now(zone(d.cfg.report.timezone)).strftime("%Y-%m")
             gb_lines = gb_story = ""
             if fleet.gb is not None and d.engine.gb is not None:
                 sip = f"{d.engine.gb.server.host}:{d.engine.gb.server.port}"

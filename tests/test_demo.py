@@ -5,6 +5,7 @@ and the cloud that stops its keepalives is one mass-outage alert naming it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -15,6 +16,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import openpyxl
+
+from camwatch.reports.period import zone
 from camwatch.sim.inventory_gen import InventorySpec, plan_inventory
 from tests.conftest import ROOT
 from tests.test_daemon import get, poll
@@ -115,6 +119,19 @@ def test_demo_platforms_reconciliation_and_one_outage_alert(tmp_path: Path) -> N
             assert poll("the silent cloud's channels offline", down, 90) == its_channels
             platforms = json.loads(get(base + "/api/platforms")[1])["platforms"]
             assert [p["up"] for p in platforms] == [True, True, False]
+            # the bulletin's reconciliation sheets, from the catalogs the daemon stored
+            month = dt.datetime.now(zone("Asia/Shanghai")).strftime("%Y-%m")
+            report = subprocess.run(
+                [sys.executable, "-m", "camwatch", "report", "-c",
+                 str(tmp_path / "demo" / "camwatch.yaml"), "--month", month, "-o",
+                 str(tmp_path / "r.xlsx")], cwd=ROOT, capture_output=True, text=True,
+                timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            assert report.returncode == 0, report.stderr
+            wb = openpyxl.load_workbook(tmp_path / "r.xlsx")
+            sheet = [r for r in wb["上云率核对"].iter_rows(values_only=True) if r[0] == "实测"]
+            assert sheet[0][1:3] == (120 - unlisted, installed)
+            kinds = [r[0] for r in wb["台账核对"].iter_rows(values_only=True)]
+            assert kinds.count("点位名称不一致") == renamed
             poll("the alert resolved", lambda: "【已恢复】下级平台" in text(), 90)
             lines = text().splitlines()
             start = next(i for i, x in enumerate(lines) if "心跳超时" in x)

@@ -34,7 +34,9 @@ class Reconciliation:
     def _rate(num: int, den: int) -> float | None:
         return round(num / den, 6) if den else None
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, limit: int | None = MAX_LISTED) -> dict[str, Any]:
+        """``limit``: rows listed per kind (all are counted); None: every row."""
+        n = limit
         return {
             "complete": self.complete, "installed": self.installed,
             "declared_connected": self.declared_connected,
@@ -42,16 +44,16 @@ class Reconciliation:
             "declared_rate": self._rate(self.declared_connected, self.installed),
             "measured_rate": self._rate(self.measured_connected, self.installed),
             "missing_count": len(self.missing),
-            "missing": [{"channel": c, "name": n} for c, n in self.missing[:MAX_LISTED]],
+            "missing": [{"channel": c, "name": n} for c, n in self.missing[:n]],
             "not_in_ledger_count": len(self.not_in_ledger),
             "not_in_ledger": [{"channel": c, "name": n, "platform": p}
-                              for c, n, p in self.not_in_ledger[:MAX_LISTED]],
+                              for c, n, p in self.not_in_ledger[:n]],
             "not_connected_in_ledger_count": len(self.not_connected_in_ledger),
             "not_connected_in_ledger": [{"channel": c, "name": n} for c, n
-                                        in self.not_connected_in_ledger[:MAX_LISTED]],
+                                        in self.not_connected_in_ledger[:n]],
             "names_differ_count": len(self.names_differ),
             "names_differ": [{"channel": c, "ledger": a, "catalog": b}
-                             for c, a, b in self.names_differ[:MAX_LISTED]],
+                             for c, a, b in self.names_differ[:n]],
         }
 
 
@@ -86,3 +88,19 @@ def reconcile(rows: Iterable[Channel], catalogs: Mapping[str, Mapping[str, Item]
     out.not_in_ledger = sorted((cid, it.name, pid) for cid, (it, pid) in listed.items()
                                if cid not in ledger)
     return out
+
+
+def month_reconciliation(rows: Iterable[Channel],
+                         stored: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """台账核对 of a month for the bulletin: the month's ledger against each platform's
+    latest catalog of that month as the store keeps it (``Store.gb_catalogs``): every row
+    listed, and the platforms with their catalog's size, time and completeness."""
+    catalogs = {pid: {cid: Item(cid, str(name)) for cid, name in doc["channels"].items()}
+                for pid, doc in stored.items()}
+    partial = [pid for pid, doc in stored.items() if doc.get("partial")]
+    r = reconcile(rows, catalogs, complete=not partial)
+    return {**r.as_json(limit=None),
+            "platforms": [{"id": pid, "name": str(doc.get("name") or ""),
+                           "channels": len(doc["channels"]), "at": doc.get("at"),
+                           "partial": bool(doc.get("partial"))}
+                          for pid, doc in sorted(stored.items())]}

@@ -237,6 +237,9 @@ class Bulletin:
     previous_monitored_ms: int = 0  # 0: no data for the previous period (上期 / 环比 "-")
     # repair tickets' assessment (camwatch.repairs.assess.assessment); None without tickets
     assessment: dict[str, Any] | None = None
+    # 台账核对 against the GB/T 28181 catalogs of the period's last month
+    # (camwatch.gb28181.reconcile.month_reconciliation); None when no platform sent one
+    reconciliation: dict[str, Any] | None = None
 
     @property
     def tz(self) -> dt.tzinfo:
@@ -571,6 +574,13 @@ def _compute(store: Store, channels: Sequence[Channel], period: Period,
     step(4, 4)
     from camwatch.repairs.assess import REPEAT_WINDOW_S, assessment
     tickets = store.tickets(since=period.start - REPEAT_WINDOW_S, until=period.end)
+    catalogs = store.gb_catalogs(f"{period.last:%Y-%m}")
+    if catalogs:
+        from camwatch.gb28181.reconcile import month_reconciliation
+
+        reconciliation: dict[str, Any] | None = month_reconciliation(channels, catalogs)
+    else:
+        reconciliation = None
     return Bulletin(
         site=site, period=period, previous_period=prev, end=end, generated=generated,
         settings=settings, inventory_source=inventory_source,
@@ -584,6 +594,7 @@ def _compute(store: Store, channels: Sequence[Channel], period: Period,
         counted_channels=sum(1 for w in counted.values() if w < end),
         previous_monitored_ms=prev_site.tw.connected if prev_site is not None else 0,
         assessment=assessment(tickets, period.start, period.end, end) if tickets else None,
+        reconciliation=reconciliation,
     )
 
 

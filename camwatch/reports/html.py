@@ -40,6 +40,7 @@ from camwatch.reports.tables import (
     method_table,
     period_text,
     previous_note,
+    reconciliation_tables,
     repaired_table,
     running_note,
     summary_table,
@@ -324,8 +325,19 @@ def render_html(bulletin: Bulletin, max_rows: int = 2000,
         if len(table.rows) > BODY_ROWS:
             rest = f"全部见{annex(heading[2:] + '清单', table)}。"
         body.append(_table(table, heading, max_rows=BODY_ROWS, rest=rest, wide=True))
-    for n, table in zip(("八", "九"), assessment_tables(b.assessment), strict=False):
-        body.append(_table(table, f"{n}、{table.title}", wide=True))
+    numbers = iter("八九十")
+    for table in assessment_tables(b.assessment):
+        body.append(_table(table, f"{next(numbers)}、{table.title}", wide=True))
+    reconciliation = reconciliation_tables(b)
+    if reconciliation:  # 台账核对: the two cloud-connect rates in the body, the rows after
+        rates, detail = reconciliation
+        n = next(numbers)
+        rest = ""
+        if len(detail.rows) > BODY_ROWS:
+            rest = f"全部见{annex('台账核对清单', detail)}。"
+        body.append(_table(rates, f"{n}、台账核对（上云率）", wide=True))
+        body.append(_table(detail, f"{n}（续）、台账核对", max_rows=BODY_ROWS, rest=rest,
+                           wide=True, empty="台账与平台目录一致。"))
     annex("数据质量", data_quality_table(b))
     annex("统计方法与设置", method_table(b))
     for heading, table, _ in annexes:

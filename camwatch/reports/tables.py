@@ -391,6 +391,52 @@ def assessment_tables(doc: dict[str, Any] | None) -> list[Table]:
                   _assessment_rows(doc["townships"]), _ASSESSMENT_NOTE)]
 
 
+_CLOUD_NOTE = ("台账：安装状态为已安装且上云状态为已上云；实测：已安装且列在某个下级平台的 "
+               "GB/T 28181 目录中（各平台本月最后一次目录）；上云率 = 上云通道 / 已安装")
+_RECONCILE_KINDS = (("missing", "台账已上云、不在任何平台目录"),
+                    ("not_in_ledger", "平台目录中有、台账中没有"),
+                    ("names_differ", "点位名称不一致"),
+                    ("not_connected_in_ledger", "在平台目录中、台账未上云或未安装"))
+
+
+def reconciliation_tables(b: Bulletin) -> list[Table]:
+    """台账核对 as two tables: the cloud-connect rate as the ledger declares it beside the one
+    measured from the platforms' catalogs, and every row that differs. Only when some GB/T
+    28181 platform sent a catalog that month: a county without one gets the bulletin it had."""
+    doc = b.reconciliation
+    if not doc:
+        return []
+    platforms = "；".join(
+        f"{p['name'] or p['id']}（{p['id']}）目录 {p['channels']} 路，"
+        f"{local_text(p['at'], b.tz) if p['at'] is not None else '-'}"
+        f"{'，不完整' if p['partial'] else ''}" for p in doc["platforms"])
+    cols = (Column("口径", "text", 12), Column("上云通道", "int", 10),
+            Column("已安装", "int", 10), Column("上云率", "pct", 10),
+            Column("说明", "text", 60, True))
+    measured_note = "在下级平台目录中" + ("" if doc["complete"] else
+                                      "（有平台目录不完整，实测可能偏低）")
+    rates = Table("cloud_rate", "上云率核对", cols, [
+        ["台账", doc["declared_connected"], doc["installed"], doc["declared_rate"],
+         "台账上云状态为已上云"],
+        ["实测", doc["measured_connected"], doc["installed"], doc["measured_rate"],
+         measured_note],
+    ], f"{_CLOUD_NOTE}。平台：{platforms}")
+    detail_cols = (Column("类别", "text", 28), Column("设备编码", "text", 22),
+                   Column("台账点位名称", "text", 30, True),
+                   Column("平台目录名称", "text", 30, True), Column("下级平台", "text", 22))
+    rows: list[list[Cell]] = []
+    for key, title in _RECONCILE_KINDS:
+        for r in doc[key]:
+            if key == "names_differ":
+                rows.append([title, r["channel"], r["ledger"], r["catalog"], None])
+            elif key == "not_in_ledger":
+                rows.append([title, r["channel"], None, r["name"], r["platform"]])
+            else:
+                rows.append([title, r["channel"], r["name"], None, None])
+    counts = "，".join(f"{title} {doc[key + '_count']} 路" for key, title in _RECONCILE_KINDS)
+    return [rates, Table("reconciliation", "台账核对", detail_cols, rows, counts)]
+
+
 def method_table(b: Bulletin) -> Table:
     cols = (Column("项目", "text", 34, True), Column("说明", "text", 90, True))
     return Table("method", "统计方法", cols, [[label, value] for _, label, value in b.method()])
@@ -402,5 +448,6 @@ def all_tables(b: Bulletin, *, outage_events: bool = True) -> list[Table]:
     outages = outage_table(b) if outage_events else outage_summary_table(b)
     return [summary_table(b), township_table(b), village_table(b), operator_table(b),
             long_offline_table(b), mass_event_table(b), outages, repaired_table(b),
-            exemption_table(b), *assessment_tables(b.assessment), data_quality_table(b),
+            exemption_table(b), *assessment_tables(b.assessment), *reconciliation_tables(b),
+            data_quality_table(b),
             method_table(b)]
