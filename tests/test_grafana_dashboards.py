@@ -293,3 +293,94 @@ def test_channel_up_carries_the_name_and_village_the_offline_list_shows() -> Non
     text = channel_labels(Channel(id="41162800001321000001", name="城关镇政府门口",
                                   village="东关村", county="鹿邑县", township="城关镇"))
     assert 'name="城关镇政府门口"' in text and 'village="东关村"' in text
+
+
+# --- GB/T 28181 platforms: the panels' PromQL on the series camwatch exports -------------------
+
+PLATFORM_PANELS = ("国标下级平台", "国标下级平台在线", "国标注册被拒")
+
+
+def test_platform_panels_join_what_camwatch_exports(tmp_path: Path) -> None:
+    """The platform panels' queries, evaluated by a real promtool over the very series a
+    GbService with two platforms (one up, one down) exports: each platform's row has its
+    name and transport, up 1 / 0, its keepalive age and catalog sizes."""
+    import time
+
+    from camwatch.engine import Engine
+    from camwatch.gb28181 import GbService
+    from camwatch.gb28181.manscdp import Item
+    from camwatch.gb28181.peers import Catalog, Peer
+    from camwatch.store import open_store
+    from tests.conftest import need_binary
+    from tests.test_gb28181 import CHANNELS, OTHER, PLATFORM, gb_config, inventory
+
+    promtool = need_binary("promtool")
+    now = time.time()
+    cfg = gb_config(tmp_path)
+    store = open_store(tmp_path / "state.db")
+    eng = Engine(cfg, inventory(CHANNELS[:2]), store, clock=lambda: now)
+    try:
+        gb = GbService(cfg.gb28181, eng, clock=lambda: now)
+        gb.peers[PLATFORM] = Peer(PLATFORM, "移动云平台", "udp", up=True, last_keepalive=now - 12,
+                                  catalog=Catalog({c: Item(c) for c in CHANNELS[:3]}))
+        gb.peers[OTHER] = Peer(OTHER, "联通", "tcp", up=False, last_keepalive=now - 400,
+                               catalog=Catalog({c: Item(c) for c in CHANNELS[3:]}, partial=True))
+        text = gb.metrics_text(lambda name, kind, help_: f"# TYPE {name} {kind}\n")
+    finally:
+        eng.close()
+        store.close()
+    series = []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        metric, _, value = line.rpartition(" ")
+        name, brace, labels = metric.partition("{")
+        labels = 'instance="cw1",job="camwatch"' + ("," + labels.rstrip("}") if brace else "")
+        series.append({"series": f"{name}{{{labels}}}", "values": f"{value}x10"})
+    doc = load(GRAFANA / "dashboards" / "camwatch-prober.json")
+    by_title = {p["title"]: p for p in panels(doc)}
+    exprs_ = {(t, x["refId"]): x["expr"].replace("$__rate_interval", "5m")
+              for t in PLATFORM_PANELS for x in by_title[t]["targets"]}
+    base = {"instance": "cw1", "job": "camwatch"}
+
+    def sample(labels: dict[str, str], value: float) -> dict[str, Any]:
+        body = ",".join(f'{k}="{v}"' for k, v in sorted({**base, **labels}.items()))
+        return {"labels": f"{{{body}}}", "value": value}
+
+    up = [sample({"platform": PLATFORM, "name": "移动云平台", "transport": "udp"}, 1),
+          sample({"platform": OTHER, "name": "联通", "transport": "tcp"}, 0)]
+    want = {
+        ("国标下级平台", "A"): up, ("国标下级平台在线", "A"): up,
+        ("国标下级平台", "B"): [sample({"__name__": "camwatch_gb_keepalive_age_seconds",
+                                   "platform": PLATFORM}, 12),
+                               sample({"__name__": "camwatch_gb_keepalive_age_seconds",
+                                       "platform": OTHER}, 400)],
+        ("国标下级平台", "C"): [sample({"__name__": "camwatch_gb_catalog_channels",
+                                   "platform": PLATFORM}, 3),
+                               sample({"__name__": "camwatch_gb_catalog_channels",
+                                       "platform": OTHER}, 3)],
+        ("国标下级平台", "D"): [sample({"__name__": "camwatch_gb_catalog_inventory_channels",
+                                   "platform": PLATFORM}, 2),
+                               sample({"__name__": "camwatch_gb_catalog_inventory_channels",
+                                       "platform": OTHER}, 0)],
+        ("国标下级平台", "E"): [sample({"__name__": "camwatch_gb_catalog_partial",
+                                   "platform": PLATFORM}, 0),
+                               sample({"__name__": "camwatch_gb_catalog_partial",
+                                       "platform": OTHER}, 1)],
+        ("国标注册被拒", "A"): [sample({"reason": r}, 0) for r in
+                              ("bad_nonce", "bad_password", "bad_username", "no_password",
+                               "not_registered", "rate_limited", "tcp_limit",
+                               "too_many_peers", "unknown_id")],
+    }
+    for s in want[("国标注册被拒", "A")]:
+        s["labels"] = s["labels"].replace('instance="cw1",job="camwatch",', "")
+    assert set(exprs_) == set(want)
+    tests = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series,
+        "promql_expr_test": [{"expr": expr, "eval_time": "5m", "exp_samples": want[key]}
+                             for key, expr in sorted(exprs_.items())]}]}
+    path = tmp_path / "platforms.test.yaml"
+    path.write_text(yaml.safe_dump(tests, allow_unicode=True), encoding="utf-8")
+    out = subprocess.run([promtool, "test", "rules", path.name], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -493,6 +493,50 @@ def operators() -> dict[str, Any]:
         ])
 
 
+# GB/T 28181 lower platforms (docs/gb28181.md): each platform's up, joined with its name
+PLATFORM_UP = ("camwatch_gb_platform_up\n  * on (instance, platform) group_left (name, transport)"
+               "\ncamwatch_gb_platform_info")
+PLATFORM_COLUMNS = {"name": "平台名称", "platform": "平台编号", "transport": "传输",
+                    "Value #A": "状态", "Value #B": "心跳间隔", "Value #C": "目录通道",
+                    "Value #D": "其中在台账", "Value #E": "目录不完整", "instance": "camwatch"}
+
+
+def platform_panels() -> list[dict[str, Any]]:
+    """The lower platforms registered with camwatch (gb28181): one row each, up over time,
+    and refused registrations (a rising bad_password: someone guessing). Empty without
+    ``gb28181.enabled``."""
+    ri = "$__rate_interval"
+    targets = [q(PLATFORM_UP, table=True, ref="A"),
+               q("camwatch_gb_keepalive_age_seconds", table=True, ref="B"),
+               q("camwatch_gb_catalog_channels", table=True, ref="C"),
+               q("camwatch_gb_catalog_inventory_channels", table=True, ref="D"),
+               q("camwatch_gb_catalog_partial", table=True, ref="E")]
+    up_map = [{"type": "value", "options": {"0": {"text": "离线", "color": "red"},
+                                            "1": {"text": "在线", "color": "green"}}}]
+    yes_no = [{"type": "value", "options": {"0": {"text": "完整", "color": "green"},
+                                            "1": {"text": "不完整", "color": "orange"}}}]
+    return [
+        panel("table", "国标下级平台", "向 camwatch 注册的 GB/T 28181 下级平台（运营商云平台、"
+              "县级平台）：是否在线、距上次心跳或注册的时间、目录中的通道数及其中在台账的通道数、"
+              "上次目录是否完整。心跳超时的平台其通道按“下级平台离线”计为离线。", "none",
+              targets, w=24, h=8,
+              transformations=[{"id": "merge", "options": {}}, {"id": "organize", "options": {
+                  "excludeByName": {"Time": True, "__name__": True, "job": True},
+                  "indexByName": {k: i for i, k in enumerate(PLATFORM_COLUMNS)},
+                  "renameByName": PLATFORM_COLUMNS}}],
+              overrides=[column("状态", {"id": "mappings", "value": up_map},
+                                {"id": "custom.cellOptions", "value": {"type": "color-text"}}),
+                         column("心跳间隔", {"id": "unit", "value": "s"}),
+                         mapped("目录不完整", yes_no)]),
+        panel("timeseries", "国标下级平台在线", "各下级平台是否在线（1 在线，0 心跳超时、注册"
+              "过期或注销）。", "none", [q(PLATFORM_UP, "{{name}} {{platform}}")],
+              defaults={"min": 0, "max": 1, "mappings": up_map}),
+        panel("timeseries", "国标注册被拒", "每秒被拒绝的注册和请求，按原因；bad_password（"
+              "密码错误）持续上升说明有人在猜密码。", "ops",
+              [q(f"sum by (reason) (rate(camwatch_gb_refused_total[{ri}]))", "{{reason}}")]),
+    ]
+
+
 def prober() -> dict[str, Any]:
     job = '{job="camwatch"}'
     ri = "$__rate_interval"
@@ -549,6 +593,7 @@ def prober() -> dict[str, Any]:
             panel("timeseries", "CPU", "camwatch 进程占用的 CPU（1 = 一个核）。",
                   "percentunit", [q(f"rate(process_cpu_seconds_total{job}[{ri}])",
                                     "{{instance}}")]),
+            *platform_panels(),
             panel("table", "版本", "每个 camwatch 实例运行的版本号。", "none",
                   [q("camwatch_build_info", table=True)], w=24, h=5,
                   transformations=[{"id": "organize", "options": {
