@@ -251,6 +251,15 @@ async def platforms(request: web.Request) -> web.Response:
     return web.json_response(eng.gb.platforms_json(lambda ts: _iso(ts, tz)), dumps=_dumps)
 
 
+async def recordings(request: web.Request) -> web.Response:
+    """``/api/recordings``: 录像完整率 from the GB/T 28181 platforms' RecordInfo answers."""
+    eng = request.app[ENGINE]
+    if eng.gb is None:
+        return web.json_response({"enabled": False}, dumps=_dumps)
+    tz = _zone(eng)
+    return web.json_response(eng.gb.recordings_json(lambda ts: _iso(ts, tz)), dumps=_dumps)
+
+
 async def reconciliation(request: web.Request) -> web.Response:
     """``/api/reconciliation``: the ledger against the GB/T 28181 catalogs (台账核对)."""
     eng = request.app[ENGINE]
@@ -480,6 +489,7 @@ def make_app(engine: Engine, reloader: Reloader | None = None,
     app.router.add_get("/api/status", status)
     app.router.add_get("/api/platforms", platforms)
     app.router.add_get("/api/reconciliation", reconciliation)
+    app.router.add_get("/api/recordings", recordings)
     app.router.add_post("/api/reload", reload)
     from camwatch.repairs.api import add_routes as add_ticket_routes
     add_ticket_routes(app, engine.repairs, engine.store, engine.clock)  # /api/tickets

@@ -130,6 +130,23 @@ def test_gb_catalogs_latest_per_month_and_platform(new_store: Callable[[], Store
     assert store.gb_catalogs("2026-12")["p1"]["at"] == 13.0
 
 
+def test_gb_recordings_one_per_channel_and_day(new_store: Callable[[], Store]) -> None:
+    from camwatch.store.base import Recording
+
+    store = new_store()
+    a = Recording("c1", "p1", "2026-11-29", 3600.0, 86400.0, False, 10.0)
+    store.save_gb_recording(a)
+    store.save_gb_recording(Recording("c1", "p2", "2026-11-29", 7200.0, 86400.0, True, 20.0))
+    store.save_gb_recording(Recording("c2", "p1", "2026-11-30", 86400.0, 86400.0, False, 30.0))
+    store.save_gb_recording(Recording("c1", "p1", "2026-12-01", 0.0, 86400.0, False, 40.0))
+    store.close()
+    store = new_store()
+    got = store.gb_recordings("2026-11-01", "2026-11-30")
+    assert got == [Recording("c1", "p2", "2026-11-29", 7200.0, 86400.0, True, 20.0),
+                   Recording("c2", "p1", "2026-11-30", 86400.0, 86400.0, False, 30.0)]
+    assert store.gb_recordings("2026-12-01", "2026-12-31")[0].recorded_s == 0.0
+
+
 def test_outbox_in_order_with_retries(new_store: Callable[[], Store]) -> None:
     store = new_store()
     ids = [store.enqueue("wecom", f"fp{i}", {"n": i}, now=100.0) for i in range(3)]

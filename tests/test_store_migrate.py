@@ -16,7 +16,7 @@ from camwatch.cli import main
 from camwatch.errors import StoreError
 from camwatch.secrets import Secret
 from camwatch.store import migrate as mig
-from camwatch.store.base import ChannelState, RateSnapshot, Transition
+from camwatch.store.base import ChannelState, RateSnapshot, Recording, Transition
 from camwatch.store.lock import StoreLock
 from camwatch.store.postgres import PostgresStore
 from camwatch.store.sqlite import SqliteStore
@@ -86,6 +86,11 @@ def county(path: Path, channels: int = 1500, transitions: int = 12_000) -> None:
         store.save_gb_catalog(month, "34020000002000000200", T0 + n, {
             "name": "移动云平台", "partial": n == 3, "declared": n,
             "channels": {f"3412000000132000{i:04d}": f"摄像机{i}" for i in range(n)}})
+    for day in ("2026-11-29", "2026-11-30"):  # RecordInfo answers (录像完整率)
+        for i in range(3):
+            store.save_gb_recording(Recording(f"3412000000132000{i:04d}",
+                                              "34020000002000000200", day, 3600.0 * (20 + i),
+                                              86400.0, i == 2, T0 + i))
     store.close()
 
 
@@ -100,7 +105,8 @@ def _rows(db: Any, table: str, columns: list[str], pg: bool) -> list[tuple[Any, 
 
 NUMERIC = {"id", "ts", "since", "last_probe", "last_ok", "fails", "oks", "latency_ms",
            "clock_drift_s", "flapping", "class", "online", "connected", "created", "attempts",
-           "next_attempt", "delivered", "start", "end", "no", "opened", "final", "at"}
+           "next_attempt", "delivered", "start", "end", "no", "opened", "final", "at",
+           "recorded_s", "period_s", "partial"}
 
 
 def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
@@ -126,7 +132,7 @@ def test_a_countys_history_is_copied_without_loss(tmp_path: Path, pg_dsn: str,
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
     assert {"channel_state", "transitions", "rate_snapshots", "inventory_snapshots",
             "alert_outbox", "exemptions", "meta", "repair_tickets", "repair_events",
-            "gb_catalogs"} \
+            "gb_catalogs", "gb_recordings"} \
         <= set(tables)
     with psycopg.connect(pg_dsn) as db:
         for table in tables:

@@ -51,6 +51,19 @@ class GbPeer(_Model):
         return read_secret(self.password_env, self.password_file)
 
 
+class GbRecording(_Model):
+    """RecordInfo (录像完整率): each catalog channel's recordings of the previous local day
+    (``report.timezone``), asked once a day from the platform that lists it."""
+
+    enabled: bool = False
+    per_minute: PositiveInt = Field(
+        default=120, description="RecordInfo queries a minute, all platforms together "
+                                 "(100,000 channels: about 14 hours a day at 120)")
+    timeout: Duration = Field(
+        default=60.0, description="an answer short of its SumNum this long after the query "
+                                  "is kept as partial (a lower bound)")
+
+
 class GbConfig(_Model):
     enabled: bool = False
     listen: str = "127.0.0.1:5060"
@@ -74,6 +87,7 @@ class GbConfig(_Model):
                                   "is taken as partial")
     subscribe: bool = Field(default=True, description="SUBSCRIBE to catalog events")
     max_tcp_connections: PositiveInt = 1024
+    recording: GbRecording = Field(default_factory=GbRecording)
     unknown_per_minute: PositiveInt = Field(
         default=60, description="REGISTERs from unknown ids answered per source address a "
                                 "minute; the rest are dropped")

@@ -60,6 +60,8 @@ class Document:
     sum_num: int | None = None
     items: tuple[Item, ...] = ()
     fields: dict[str, str] = field(default_factory=dict)  # other top-level text fields
+    # RecordInfo answers: each <RecordList> item's (StartTime, EndTime), as sent
+    records: tuple[tuple[str, str], ...] = ()
 
 
 def decode(data: bytes) -> bytes:
@@ -155,9 +157,19 @@ def parse(data: bytes) -> Document:
                 status=_text(f.get("status")).upper(), event=_text(f.get("event")).upper(),
                 manufacturer=_text(f.get("manufacturer")),
                 civil_code=_text(f.get("civilcode"))))
+    records: list[tuple[str, str]] = []
+    rl = top.get("recordlist")
+    if rl is not None:
+        for it in rl:
+            if local_name(it.tag).lower() != "item":
+                continue
+            if len(records) >= MAX_ITEMS:
+                raise ManscdpError(f"more than {MAX_ITEMS} items in one message")
+            f = _children(it)
+            records.append((_text(f.get("starttime")), _text(f.get("endtime"))))
     fields = {local_name(c.tag): _text(c) for c in root
               if len(c) == 0 and local_name(c.tag) not in ("CmdType", "SN", "DeviceID")}
-    return Document(kind, cmd, sn, device_id, sum_num, tuple(items), fields)
+    return Document(kind, cmd, sn, device_id, sum_num, tuple(items), fields, tuple(records))
 
 
 def status_ok(status: str) -> bool | None:
@@ -184,3 +196,13 @@ def catalog_query(sn: int, device_id: str) -> bytes:
 
 def device_status_query(sn: int, device_id: str) -> bytes:
     return _xml("Query", "DeviceStatus", sn, device_id)
+
+
+def record_info_query(sn: int, channel_id: str, start: str, end: str) -> bytes:
+    """RecordInfo of ``channel_id`` between two local times (``2026-11-29T00:00:00``): every
+    recording type, not secret."""
+    return (f'<?xml version="1.0" encoding="GB2312"?>\r\n<Query>\r\n'
+            f"<CmdType>RecordInfo</CmdType>\r\n<SN>{sn}</SN>\r\n"
+            f"<DeviceID>{channel_id}</DeviceID>\r\n<StartTime>{start}</StartTime>\r\n"
+            f"<EndTime>{end}</EndTime>\r\n<Secrecy>0</Secrecy>\r\n<Type>all</Type>\r\n"
+            f"</Query>\r\n").encode("ascii")

@@ -19,7 +19,7 @@ import contextlib
 import datetime as dt
 import secrets
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ from camwatch.gb28181.config import GB_ID, GbConfig
 from camwatch.gb28181.digest import Authenticator, parse_authorization
 from camwatch.gb28181.manscdp import Item, ManscdpError
 from camwatch.gb28181.peers import Assembly, Peer
+from camwatch.gb28181.records import RecordQuery, local_text, previous_day
 from camwatch.gb28181.sip import SipError, SipMessage
 
 log = structlog.get_logger(__name__)
@@ -43,6 +44,7 @@ TICK_S = 0.5
 T1, T2 = 0.5, 4.0  # RFC 3261 timers: first UDP retransmission, longest gap
 SUBSCRIBE_EXPIRES_S = 3600
 DEFAULT_EXPIRES_S = 3600
+MAX_RECORD_QUERIES = 1000  # RecordInfo queries awaiting their (whole) answer at once
 
 
 class Listener(Protocol):
@@ -57,6 +59,10 @@ class Listener(Protocol):
     def channel_event(self, peer: Peer, item: Item, now: float) -> None: ...
 
     def device_status(self, peer: Peer, doc: manscdp.Document, now: float) -> None: ...
+
+    def wants_records(self, channel_id: str) -> bool: ...
+
+    def records(self, peer: Peer, q: RecordQuery, partial: bool, now: float) -> None: ...
 
 
 def _transaction(req: SipMessage) -> tuple[str, str, str]:
@@ -103,6 +109,17 @@ class UpperPlatform:
         self._sn = secrets.randbelow(100_000)
         self._cseq = 1
         self._tasks: set[asyncio.Task[None]] = set()
+        # RecordInfo (gb28181.recording): the local day being covered, channels asked for it,
+        # those still to ask (peer id, channel id), answers being assembled by SN, and the
+        # query budget (tokens refilled at recording.per_minute)
+        self.tz: dt.tzinfo = dt.UTC  # report.timezone: the days and the local times
+        self._record_day = ""
+        self._record_asked: set[str] = set()
+        self._record_todo: deque[tuple[str, str]] = deque()
+        self._record_queued: set[str] = set()  # channels in _record_todo (each once)
+        self._records: dict[int, RecordQuery] = {}
+        self._record_tokens = 0.0
+        self._record_tick: float | None = None
 
     def configure(self, cfg: GbConfig) -> None:
         """A reloaded section (listen and transport need a restart; the daemon says so)."""
@@ -438,6 +455,8 @@ class UpperPlatform:
         elif cmd == "devicestatus" and doc.root == "Response":
             self.counters["device_status"] += 1
             self.listener.device_status(peer, doc, now)
+        elif cmd == "recordinfo" and doc.root == "Response":
+            self._record_part(peer, doc, now)
 
     def _notify(self, msg: SipMessage, source: tuple[str, int], transport: str,
                 writer: asyncio.StreamWriter | None) -> None:
@@ -462,7 +481,29 @@ class UpperPlatform:
         if done is not None:
             self._take(peer, done, False, now)
 
+    def _record_part(self, peer: Peer, doc: manscdp.Document, now: float) -> None:
+        q = self._records.get(doc.sn)
+        if q is None or q.peer_id != peer.id:
+            self.counters["records:unknown"] += 1  # late (after the deadline) or not ours
+            return
+        try:
+            q.add(doc.sum_num, doc.records, self.tz)
+        except ValueError as exc:
+            self.counters["bad_body"] += 1
+            log.info("gb28181 record answer refused", peer=peer.id, error=str(exc))
+            del self._records[doc.sn]
+            return
+        if q.complete:
+            del self._records[doc.sn]
+            self.counters["records:complete"] += 1
+            self.listener.records(peer, q, False, now)
+
     def _take(self, peer: Peer, a: Assembly, partial: bool, now: float) -> None:
+        if self.cfg.recording.enabled:  # its channels, for the day's RecordInfo queries
+            new = [cid for cid in a.items if cid not in self._record_asked
+                   and cid not in self._record_queued and self.listener.wants_records(cid)]
+            self._record_todo.extend((peer.id, cid) for cid in new)
+            self._record_queued.update(new)
         peer.take_catalog(a, now, partial)
         self.counters["catalogs_partial" if partial else "catalogs"] += 1
         if partial:
@@ -558,6 +599,57 @@ class UpperPlatform:
     def query_status(self, peer: Peer) -> None:
         self._request(peer, "MESSAGE", manscdp.device_status_query(self.next_sn(), peer.id))
 
+    def query_records(self, peer: Peer, channel_id: str, day: str, start: float,
+                      end: float) -> int:
+        """RecordInfo of ``channel_id`` through ``peer`` for ``[start, end)``."""
+        sn = self.next_sn()
+        self.counters["records:asked"] += 1
+        if len(self._records) >= MAX_RECORD_QUERIES:  # the oldest will time out anyway
+            del self._records[min(self._records.values(), key=lambda q: q.deadline).sn]
+        self._records[sn] = RecordQuery(sn, peer.id, channel_id, day, start, end,
+                                        self.clock() + self.cfg.recording.timeout)
+        self._request(peer, "MESSAGE", manscdp.record_info_query(
+            sn, channel_id, local_text(start, self.tz), local_text(end, self.tz)))
+        return sn
+
+    def _records_due(self, now: float) -> None:
+        """Ask, within the budget, for the previous day's recordings of every catalog
+        channel not yet asked for that day; a new day asks them all again."""
+        rec = self.cfg.recording
+        for sn, q in list(self._records.items()):
+            if now >= q.deadline:
+                del self._records[sn]
+                peer = self.peers.get(q.peer_id)
+                if q.messages and peer is not None:
+                    self.counters["records:partial"] += 1
+                    self.listener.records(peer, q, True, now)
+                else:
+                    self.counters["records:unanswered"] += 1
+        day, start, end = previous_day(now, self.tz)
+        if day != self._record_day:
+            self._record_day, self._record_asked = day, set()
+            self._record_todo, self._record_queued = deque(), set()
+            for p in self.peers.values():
+                if p.up:
+                    new = [cid for cid in p.catalog.channels if cid not in self._record_queued
+                           and self.listener.wants_records(cid)]
+                    self._record_todo.extend((p.id, cid) for cid in new)
+                    self._record_queued.update(new)
+        last, self._record_tick = self._record_tick, now
+        elapsed = TICK_S if last is None else max(0.0, now - last)
+        self._record_tokens = min(float(rec.per_minute),
+                                  self._record_tokens + rec.per_minute * elapsed / 60.0)
+        while self._record_tokens >= 1.0 and self._record_todo:
+            pid, cid = self._record_todo.popleft()
+            self._record_queued.discard(cid)
+            peer = self.peers.get(pid)
+            if cid in self._record_asked or peer is None or not peer.up \
+                    or cid not in peer.catalog.channels:
+                continue  # asked through another platform, or asked again at its catalog
+            self._record_asked.add(cid)
+            self._record_tokens -= 1.0
+            self.query_records(peer, cid, day, start, end)
+
     def subscribe_catalog(self, peer: Peer) -> None:
         self._request(peer, "SUBSCRIBE", manscdp.catalog_query(self.next_sn(), peer.id), [
             ("event", "Catalog"), ("expires", str(SUBSCRIBE_EXPIRES_S)),
@@ -596,6 +688,8 @@ class UpperPlatform:
                 self._down(peer, "keepalive_timeout", now)
             else:
                 self._due(peer, now)
+        if self.cfg.recording.enabled:
+            self._records_due(now)
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():

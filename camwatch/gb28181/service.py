@@ -26,9 +26,11 @@ import structlog
 from camwatch.gb28181.config import GbConfig
 from camwatch.gb28181.manscdp import Document, Item, status_ok
 from camwatch.gb28181.peers import Peer
+from camwatch.gb28181.records import RecordQuery
 from camwatch.gb28181.server import UpperPlatform
 from camwatch.model import Source, State, Verdict, Why
 from camwatch.probes.result import ProbeResult
+from camwatch.store.base import Recording
 
 if TYPE_CHECKING:
     from camwatch.book import ChannelBook
@@ -128,6 +130,11 @@ class GbService:
         # channels the platform and camwatch's own fresh probe judge differently:
         # channel id -> (platform id, the platform's verdict, the probe's state/reason, since)
         self.disagreements: dict[str, tuple[str, str, str, float]] = {}
+        # RecordInfo (录像完整率): each channel's latest answer
+        self.recordings: dict[str, Recording] = {}
+        from camwatch.reports.period import zone  # (camwatch.config imports this package)
+
+        self.server.tz = zone(engine.cfg.report.timezone)
 
     def configure(self, cfg: GbConfig) -> None:
         self.cfg = cfg
@@ -236,6 +243,18 @@ class GbService:
         if drift is not None and peer.id in self.engine.book.channels:
             self.engine.book.device_info(peer.id, ProbeResult.success(
                 "gb28181", clock_drift_s=drift))
+
+    def wants_records(self, channel_id: str) -> bool:
+        """RecordInfo is asked for the channels of the ledger only."""
+        return channel_id in self.engine.book.channels
+
+    def records(self, peer: Peer, q: RecordQuery, partial: bool, now: float) -> None:
+        """A channel's recordings of a day: kept for the API and the metrics, and written
+        to the store (through the one writer) for the bulletin's 录像完整率."""
+        rec = Recording(q.channel_id, peer.id, q.day, q.recorded(), q.end - q.start, partial,
+                        now)
+        self.recordings[q.channel_id] = rec
+        self.engine.writer.submit(lambda s: s.save_gb_recording(rec))
 
     def _groups_soon(self, peer: Peer) -> None:
         """Regroup the platform's channels within a second (a burst of ADD events regroups
@@ -382,7 +401,67 @@ class GbService:
         add(head("camwatch_gb_bad_messages_total", "counter",
                  "Datagrams or bodies that were not SIP or MANSCDP we understand."))
         add(f"camwatch_gb_bad_messages_total {c.get('bad_message', 0) + c.get('bad_body', 0)}\n")
+        if self.cfg.recording.enabled:
+            add(self._recording_metrics(head, peers))
         return "".join(out)
+
+    def _recording_metrics(self, head: Callable[[str, str, str], str],
+                           peers: list[Peer]) -> str:
+        """``camwatch_gb_record_coverage_ratio{platform}`` (Σ recorded ÷ Σ day over its
+        channels' latest answers), ``camwatch_gb_record_channels{platform}`` (channels with
+        an answer) and ``camwatch_gb_record_queries_total{result}``."""
+        sums: dict[str, list[float]] = {p.id: [0.0, 0.0, 0] for p in peers}
+        for r in self.recordings.values():
+            if (acc := sums.get(r.platform_id)) is not None:
+                acc[0] += r.recorded_s
+                acc[1] += r.period_s
+                acc[2] += 1
+        out = [head("camwatch_gb_record_coverage_ratio", "gauge",
+                    "Recorded share of the previous day (录像完整率) of the platform's "
+                    "channels, Σ recorded / Σ day.")]
+        out += [f'camwatch_gb_record_coverage_ratio{{platform="{pid}"}} {a[0] / a[1]:.6g}\n'
+                for pid, a in sums.items() if a[1] > 0]
+        out.append(head("camwatch_gb_record_channels", "gauge",
+                        "Channels of the platform with a RecordInfo answer."))
+        out += [f'camwatch_gb_record_channels{{platform="{pid}"}} {a[2]:g}\n'
+                for pid, a in sums.items()]
+        out.append(head("camwatch_gb_record_queries_total", "counter",
+                        "RecordInfo queries by result (unanswered: nothing by the deadline)."))
+        c = self.server.counters
+        out += [f'camwatch_gb_record_queries_total{{result="{r}"}} {c.get("records:" + r, 0)}\n'
+                for r in ("complete", "partial", "unanswered")]
+        return "".join(out)
+
+    def recordings_json(self, iso: Callable[[float | None], str | None]) -> dict[str, Any]:
+        """``/api/recordings``: the latest 录像完整率 answers, Σ recorded ÷ Σ day overall and
+        by platform, and the channels with the least recorded first (200 listed)."""
+        recs = list(self.recordings.values())
+        book = self.engine.book
+        by_platform: dict[str, list[float]] = {}
+        for r in recs:
+            acc = by_platform.setdefault(r.platform_id, [0.0, 0.0, 0])
+            acc[0] += r.recorded_s
+            acc[1] += r.period_s
+            acc[2] += 1
+        total = sum(r.period_s for r in recs)
+        worst = sorted(recs, key=lambda r: (r.recorded_s / r.period_s if r.period_s else 0.0,
+                                            r.channel_id))[:MAX_LISTED]
+        return {
+            "enabled": self.cfg.recording.enabled,
+            "channels": len(recs),
+            "coverage": round(sum(r.recorded_s for r in recs) / total, 6) if total else None,
+            "partial": sum(1 for r in recs if r.partial),
+            "platforms": [{"id": pid, "name": p.name if (p := self.peers.get(pid)) else "",
+                           "channels": int(a[2]),
+                           "coverage": round(a[0] / a[1], 6) if a[1] else None}
+                          for pid, a in sorted(by_platform.items())],
+            "lowest": [{"channel": r.channel_id,
+                        "name": ch.name if (ch := book.channels.get(r.channel_id)) else "",
+                        "platform": r.platform_id, "day": r.day,
+                        "coverage": round(r.recorded_s / r.period_s, 6) if r.period_s else None,
+                        "recorded_s": round(r.recorded_s, 3), "partial": r.partial,
+                        "at": r.at, "at_iso": iso(r.at)} for r in worst],
+        }
 
 
 async def start_service(cfg: GbConfig, engine: Engine) -> GbService:

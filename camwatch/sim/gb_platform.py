@@ -53,6 +53,11 @@ class SimPlatform:
     # the channel's own ``status``
     status_of: Callable[[str], str] | None = None
     mute: bool = False  # gone silent: answers nothing camwatch sends (a platform that is down)
+    # RecordInfo: (channel id, StartTime, EndTime as asked) -> its recordings' (StartTime,
+    # EndTime); None: RecordInfo is not answered
+    records_of: Callable[[str, str, str], list[tuple[str, str]]] | None = None
+    record_queries: int = 0
+    last_record_sn: int = 0
     _udp: asyncio.DatagramTransport | None = None
     _reader: asyncio.StreamReader | None = None
     _writer: asyncio.StreamWriter | None = None
@@ -214,6 +219,35 @@ class SimPlatform:
 
         await asyncio.gather(*(one(b) for b in self.catalog_bodies(sn)[:parts]))
 
+    def record_bodies(self, sn: int, cid: str, records: list[tuple[str, str]]) -> list[bytes]:
+        """A RecordInfo answer in parts of ``per_message`` items."""
+        out = []
+        total = len(records)
+        for i in range(0, max(total, 1), self.per_message):
+            part = records[i:i + self.per_message]
+            items = "".join(
+                f"<Item><DeviceID>{cid}</DeviceID><Name>{cid}</Name><FilePath>/rec/{n}"
+                f"</FilePath><Address>sim</Address><StartTime>{a}</StartTime><EndTime>{b}"
+                f"</EndTime><Secrecy>0</Secrecy><Type>time</Type></Item>\r\n"
+                for n, (a, b) in enumerate(part, start=i))
+            text = (f'<?xml version="1.0" encoding="{self.encoding}"?>\r\n<Response>\r\n'
+                    f"<CmdType>RecordInfo</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{cid}"
+                    f"</DeviceID>\r\n<Name>{cid}</Name>\r\n<SumNum>{total}</SumNum>\r\n"
+                    f'<RecordList Num="{len(part)}">\r\n{items}</RecordList>\r\n'
+                    f"</Response>\r\n")
+            out.append(text.encode("gb18030" if self.encoding.upper().startswith("GB")
+                                   else "utf-8"))
+        return out
+
+    async def _send_all(self, bodies: list[bytes], window: int = 8) -> None:
+        sem = asyncio.Semaphore(window)
+
+        async def one(body: bytes) -> None:
+            async with sem:
+                await self.message(body)
+
+        await asyncio.gather(*(one(b) for b in bodies))
+
     async def events(self, events: list[tuple[str, str]]) -> int:
         """Catalog events (channel id, ON/OFF/VLOST/DEFECT/ADD/DEL/UPDATE): a NOTIFY in the
         subscription when camwatch subscribed, else a MESSAGE."""
@@ -257,6 +291,15 @@ class SimPlatform:
             body = self._xml("Response", "DeviceStatus", inner, _sn_of(msg.body))
             status = asyncio.get_running_loop().create_task(self.message(body))
             status.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        elif msg.method == "MESSAGE" and b"<CmdType>RecordInfo</CmdType>" in msg.body:
+            self.record_queries += 1
+            self.last_record_sn = _sn_of(msg.body)
+            if self.records_of is not None:
+                body = msg.body
+                cid, start, end = (_field(body, t) for t in ("DeviceID", "StartTime", "EndTime"))
+                parts = self.record_bodies(_sn_of(body), cid, self.records_of(cid, start, end))
+                task = asyncio.get_running_loop().create_task(self._send_all(parts))
+                task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
         elif msg.method == "MESSAGE" and b"<CmdType>Catalog</CmdType>" in msg.body:
             self.catalog_queries += 1
             if self.answer_catalog:
@@ -270,3 +313,11 @@ def _sn_of(body: bytes) -> int:
     end = body.find(b"</SN>")
     raw = body[start + 4:end].strip() if 0 <= start < end else b"0"
     return int(raw) if raw.isdigit() else 0
+
+
+def _field(body: bytes, tag: str) -> str:
+    start = body.find(f"<{tag}>".encode())
+    end = body.find(f"</{tag}>".encode())
+    if not 0 <= start < end:
+        return ""
+    return body[start + len(tag) + 2:end].decode("ascii", "replace").strip()

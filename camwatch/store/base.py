@@ -53,6 +53,21 @@ class Exemption:
     id: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """A channel's recordings of one local day as a GB/T 28181 platform listed them
+    (RecordInfo): ``recorded_s`` of the union of its recordings within the day's
+    ``period_s``; ``partial``: the answer missed its SumNum (a lower bound)."""
+
+    channel_id: str
+    platform_id: str
+    day: str  # 2026-11-29, in report.timezone
+    recorded_s: float
+    period_s: float
+    partial: bool
+    at: float  # when the answer came
+
+
 class Store(Protocol):
     def close(self) -> None: ...
 
@@ -84,6 +99,9 @@ class Store(Protocol):
     def save_gb_catalog(self, month: str, platform_id: str, at: float,
                         data: Mapping[str, Any]) -> None: ...
     def gb_catalogs(self, month: str) -> dict[str, dict[str, Any]]: ...
+    # GB/T 28181 RecordInfo (录像完整率): one row per channel and day, the latest answer
+    def save_gb_recording(self, r: Recording) -> None: ...
+    def gb_recordings(self, first_day: str, last_day: str) -> list[Recording]: ...
 
     # exemptions (报备)
     def add_exemption(self, channel_id: str, start: float, end: float, reason: str,

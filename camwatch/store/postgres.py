@@ -46,6 +46,7 @@ from camwatch.store.base import (
     Exemption,
     OutboxItem,
     RateSnapshot,
+    Recording,
     Ticket,
     TicketEvent,
     Transition,
@@ -55,6 +56,7 @@ from camwatch.store.rows import (
     CATALOG_COLUMNS,
     EVENT_COLUMNS,
     OUTBOX_COLUMNS,
+    RECORDING_COLUMNS,
     STATE_COLUMNS,
     catalog_of,
     catalog_row,
@@ -63,6 +65,8 @@ from camwatch.store.rows import (
     meta_rows,
     outbox_item,
     outbox_rows,
+    recording_of,
+    recording_row,
     snapshot_of,
     snapshot_row,
     state_of,
@@ -184,6 +188,20 @@ MIGRATIONS: tuple[str, ...] = (
         at DOUBLE PRECISION NOT NULL,
         data TEXT NOT NULL,
         PRIMARY KEY (month, platform_id)
+    );
+    """,
+    # 5: GB/T 28181 RecordInfo (录像完整率): a channel's recorded seconds of a local day, as
+    # the platform listing it answered last
+    """
+    CREATE TABLE gb_recordings (
+        day TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        platform_id TEXT NOT NULL,
+        recorded_s DOUBLE PRECISION NOT NULL,
+        period_s DOUBLE PRECISION NOT NULL,
+        partial INTEGER NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (day, channel_id)
     );
     """,
 )
@@ -485,6 +503,19 @@ class PostgresStore:
         self._tx(lambda db: db.execute(
             "INSERT INTO gb_catalogs VALUES (%s,%s,%s,%s) ON CONFLICT (month, platform_id) "
             "DO UPDATE SET at = excluded.at, data = excluded.data", row))
+
+    def save_gb_recording(self, r: Recording) -> None:
+        row = recording_row(r)
+        self._tx(lambda db: db.execute(
+            "INSERT INTO gb_recordings VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (day, "
+            "channel_id) DO UPDATE SET platform_id = excluded.platform_id, recorded_s = "
+            "excluded.recorded_s, period_s = excluded.period_s, partial = excluded.partial, "
+            "at = excluded.at", row))
+
+    def gb_recordings(self, first_day: str, last_day: str) -> list[Recording]:
+        rows = self._read(f"SELECT {RECORDING_COLUMNS} FROM gb_recordings WHERE day >= %s "
+                          "AND day <= %s ORDER BY day, channel_id", (first_day, last_day))
+        return [recording_of(r) for r in rows]
 
     def gb_catalogs(self, month: str) -> dict[str, dict[str, Any]]:
         rows = self._read(f"SELECT {CATALOG_COLUMNS} FROM gb_catalogs WHERE month = %s "

@@ -11,7 +11,7 @@ from typing import Any
 
 from camwatch.model import ChannelState, Transition
 from camwatch.repairs.model import Ticket, TicketEvent
-from camwatch.store.base import OutboxItem, RateSnapshot
+from camwatch.store.base import OutboxItem, RateSnapshot, Recording
 
 STATE_COLUMNS = ("channel_id, state, reason, since, last_probe, last_ok, fails, oks, "
                  "latency_ms, clock_drift_s, flapping, detail, info")
@@ -19,6 +19,7 @@ OUTBOX_COLUMNS = ("id, receiver, fingerprint, created, payload, attempts, next_a
                   "last_error")
 EVENT_COLUMNS = "id, no, ts, kind, from_state, to_state, by, note, data"
 CATALOG_COLUMNS = "month, platform_id, at, data"
+RECORDING_COLUMNS = "day, channel_id, platform_id, recorded_s, period_s, partial, at"
 
 
 def to_json(value: Any) -> str:
@@ -96,3 +97,12 @@ def catalog_row(month: str, platform_id: str, at: float,
 def catalog_of(r: Sequence[Any]) -> tuple[str, dict[str, Any]]:
     """A :data:`CATALOG_COLUMNS` row as (platform id, its data with ``at``)."""
     return r[1], {**json.loads(r[3]), "at": r[2]}
+
+
+def recording_row(r: Recording) -> tuple[Any, ...]:
+    """A ``gb_recordings`` row (:data:`RECORDING_COLUMNS`)."""
+    return (r.day, r.channel_id, r.platform_id, r.recorded_s, r.period_s, int(r.partial), r.at)
+
+
+def recording_of(r: Sequence[Any]) -> Recording:
+    return Recording(r[1], r[2], r[0], r[3], r[4], bool(r[5]), r[6])

@@ -33,6 +33,7 @@ from camwatch.store.base import (
     Exemption,
     OutboxItem,
     RateSnapshot,
+    Recording,
     Ticket,
     TicketEvent,
     Transition,
@@ -42,6 +43,7 @@ from camwatch.store.rows import (
     CATALOG_COLUMNS,
     EVENT_COLUMNS,
     OUTBOX_COLUMNS,
+    RECORDING_COLUMNS,
     STATE_COLUMNS,
     catalog_of,
     catalog_row,
@@ -50,6 +52,8 @@ from camwatch.store.rows import (
     meta_rows,
     outbox_item,
     outbox_rows,
+    recording_of,
+    recording_row,
     snapshot_of,
     snapshot_row,
     state_of,
@@ -167,6 +171,20 @@ MIGRATIONS: tuple[str, ...] = (
         at REAL NOT NULL,
         data TEXT NOT NULL,
         PRIMARY KEY (month, platform_id)
+    );
+    """,
+    # 5: GB/T 28181 RecordInfo (录像完整率): a channel's recorded seconds of a local day, as
+    # the platform listing it answered last
+    """
+    CREATE TABLE gb_recordings (
+        day TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        platform_id TEXT NOT NULL,
+        recorded_s REAL NOT NULL,
+        period_s REAL NOT NULL,
+        partial INTEGER NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (day, channel_id)
     );
     """,
 )
@@ -380,6 +398,21 @@ class SqliteStore:
                 "INSERT INTO gb_catalogs VALUES (?,?,?,?) ON CONFLICT(month, platform_id) "
                 "DO UPDATE SET at = excluded.at, data = excluded.data",
                 catalog_row(month, platform_id, at, data))
+
+    def save_gb_recording(self, r: Recording) -> None:
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO gb_recordings VALUES (?,?,?,?,?,?,?) ON CONFLICT(day, channel_id) "
+                "DO UPDATE SET platform_id = excluded.platform_id, recorded_s = "
+                "excluded.recorded_s, period_s = excluded.period_s, partial = excluded.partial, "
+                "at = excluded.at", recording_row(r))
+
+    def gb_recordings(self, first_day: str, last_day: str) -> list[Recording]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {RECORDING_COLUMNS} FROM gb_recordings WHERE day >= ? AND day <= ? "
+                "ORDER BY day, channel_id", (first_day, last_day)).fetchall()
+        return [recording_of(r) for r in rows]
 
     def gb_catalogs(self, month: str) -> dict[str, dict[str, Any]]:
         with self._lock:
