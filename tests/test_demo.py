@@ -17,8 +17,11 @@ import urllib.request
 from pathlib import Path
 
 import openpyxl
+import pytest
 
+from camwatch.gb28181.records import coverage, local_time
 from camwatch.reports.period import zone
+from camwatch.sim.gb_cloud import sim_records
 from camwatch.sim.inventory_gen import InventorySpec, plan_inventory
 from tests.conftest import ROOT
 from tests.test_daemon import get, poll
@@ -107,6 +110,24 @@ def test_demo_platforms_reconciliation_and_one_outage_alert(tmp_path: Path) -> N
                     doc["not_connected_in_ledger_count"]) == (unlisted, extra, renamed, stale)
             assert {r["channel"] for r in doc["missing"]} == {
                 r.channel_id for _, r in rows if r.role == "unlisted"}
+            # 录像完整率: every ledger channel a platform lists was asked its previous day, and
+            # the union of what the simulated platforms answered (camwatch.sim.gb_cloud)
+            poll("the recording line", lambda: "录像完整率（" in text(), 60)
+            rec = json.loads(get(base + "/api/recordings")[1])
+            asked = [d.channel_ids for d in plan.devices] + [
+                [r.channel_id for _, r in rows if r.role in ("listed", "renamed")]]
+            ids = [cid for group in asked for cid in group]
+            day = rec["lowest"][0]["day"]
+            start, end = f"{day}T00:00:00", (dt.date.fromisoformat(day)
+                                             + dt.timedelta(days=1)).isoformat() + "T00:00:00"
+            tz = zone("Asia/Shanghai")
+            a, b = local_time(start, tz), local_time(end, tz)
+            assert a is not None and b is not None
+            covered = [coverage([(local_time(x, tz) or 0.0, local_time(y, tz) or 0.0)
+                                 for x, y in sim_records(cid, start, end)], a, b) or 0.0
+                       for cid in ids]
+            assert rec["channels"] == len(ids)
+            assert rec["coverage"] == pytest.approx(sum(covered) / len(ids), abs=1e-6)
             line = next(x for x in text().splitlines() if x.startswith("台账核对："))
             assert (f"台账 {100 * (120 - stale) / installed:.2f}%  实测 "
                     f"{100 * (120 - unlisted) / installed:.2f}%") in line

@@ -27,6 +27,7 @@ KEEPALIVE_S = 10.0
 KEEPALIVE_TIMEOUT = "30s"
 CATALOG_INTERVAL = "60s"
 SHOWN = 3  # examples printed per reconciliation list
+RECORD_PER_MINUTE = 3000  # RecordInfo queries (production default 120): all of them in a minute
 
 
 def demo_config(doc: dict[str, Any]) -> None:
@@ -36,6 +37,7 @@ def demo_config(doc: dict[str, Any]) -> None:
         return
     gb["keepalive_timeout"] = KEEPALIVE_TIMEOUT
     gb["catalog_interval"] = CATALOG_INTERVAL
+    gb["recording"] = {"enabled": True, "per_minute": RECORD_PER_MINUTE}
     alerts = doc.setdefault("alerts", {})
     alerts.setdefault("receivers", {})[RECEIVER] = {"type": "webhook", "url_env": HOOK_ENV}
     alerts["routes"] = [*alerts.get("routes", []),
@@ -65,6 +67,15 @@ async def duty_group(say: Callable[[str], None]) -> AsyncIterator[str]:
         yield url
     finally:
         await runner.cleanup()
+
+
+def recording_line(doc: dict[str, Any], day: str) -> str:
+    """录像完整率 of the previous day in one line, with the channels recorded least."""
+    low = [r for r in doc["lowest"] if (r["coverage"] or 0.0) < 1.0]
+    shown = "；".join(f"{r['channel']} {r['name']} {format_rate(r['coverage'])}"
+                     for r in low[:SHOWN])
+    return (f"录像完整率（{day}，平台 RecordInfo）：{format_rate(doc['coverage'])}，"
+            f"{doc['channels']} 路，其中 {len(low)} 路不完整" + (f"：{shown} 等" if low else ""))
 
 
 def reconciliation_lines(rec: dict[str, Any]) -> list[str]:
@@ -103,6 +114,7 @@ async def story(daemon: Daemon, fleet: Fleet, say: Callable[[str], None]) -> Non
     seen: set[str] = set()
     down: set[str] = set()
     reconciled = False
+    recordings_due: int | None = None  # answers expected once the catalogs are in
     while not await eng.wait(1.0):
         for p in list(gb.peers.values()):
             if p.catalog.at is not None and p.id not in seen:
@@ -123,3 +135,10 @@ async def story(daemon: Daemon, fleet: Fleet, say: Callable[[str], None]) -> Non
             reconciled = True
             for line in reconciliation_lines(gb.reconciliation()):
                 say(line)
+            if gb.cfg.recording.enabled:
+                recordings_due = len({cid for p in gb.peers.values() if p.up
+                                      for cid in p.catalog.channels if gb.wants_records(cid)})
+        if recordings_due is not None and len(gb.recordings) >= recordings_due:
+            recordings_due = None
+            day = next(iter(gb.recordings.values())).day if gb.recordings else "-"
+            say(recording_line(gb.recordings_json(lambda ts: None), day))

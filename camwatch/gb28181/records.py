@@ -13,8 +13,13 @@ bound), never as "nothing recorded".
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from camwatch.inventory import Channel
+    from camwatch.store.base import Recording
 
 Interval = tuple[float, float]  # [start, end) in UNIX seconds
 
@@ -113,3 +118,49 @@ class RecordQuery:
 
     def recorded(self) -> float:
         return recorded_seconds(self.intervals, self.start, self.end)
+
+
+def month_recording(channels: Sequence[Channel], rows: Iterable[Recording]) -> dict[str, Any]:
+    """录像完整率 of a period for the bulletin, from the store's answers (a row per channel
+    and day): Σ recorded ÷ Σ day, overall and by township, and every ledger channel below
+    100 %, lowest first. Channels no longer in the period's inventory are left out."""
+    by_id = {c.id: c for c in channels}
+    per: dict[str, list[Any]] = {}  # id -> [recorded, period, days, partial days, platform]
+    for r in rows:
+        if r.channel_id not in by_id:
+            continue
+        acc = per.setdefault(r.channel_id, [0.0, 0.0, 0, 0, r.platform_id])
+        acc[0] += r.recorded_s
+        acc[1] += r.period_s
+        acc[2] += 1
+        acc[3] += int(r.partial)
+        acc[4] = r.platform_id
+    towns: dict[tuple[str, str], list[float]] = {}
+    for cid, acc in per.items():
+        ch = by_id[cid]
+        t = towns.setdefault((ch.county, ch.township), [0.0, 0.0, 0])
+        t[0] += acc[0]
+        t[1] += acc[1]
+        t[2] += 1
+
+    def share(num: float, den: float) -> float | None:
+        return num / den if den else None  # Σ / Σ, as every rate
+
+    recorded = sum(a[0] for a in per.values())
+    period = sum(a[1] for a in per.values())
+    short = sorted(((cid, a) for cid, a in per.items() if a[0] < a[1]),
+                   key=lambda x: (share(x[1][0], x[1][1]) or 0.0, x[0]))
+    return {
+        "channels": len(per), "recorded_s": recorded, "period_s": period,
+        "rate": share(recorded, period),
+        "partial_days": sum(a[3] for a in per.values()),
+        "townships": sorted(
+            ({"county": c, "township": t, "channels": int(v[2]), "recorded_s": v[0],
+              "period_s": v[1], "rate": share(v[0], v[1])} for (c, t), v in towns.items()),
+            key=lambda r: (r["rate"] if r["rate"] is not None else 2.0, r["township"])),
+        "short": [{"channel": cid, "name": by_id[cid].name, "county": by_id[cid].county,
+                   "township": by_id[cid].township, "village": by_id[cid].village,
+                   "operator": by_id[cid].operator, "platform": a[4], "days": a[2],
+                   "recorded_s": a[0], "period_s": a[1], "rate": share(a[0], a[1]),
+                   "partial_days": a[3]} for cid, a in short],
+    }

@@ -240,6 +240,9 @@ class Bulletin:
     # 台账核对 against the GB/T 28181 catalogs of the period's last month
     # (camwatch.gb28181.reconcile.month_reconciliation); None when no platform sent one
     reconciliation: dict[str, Any] | None = None
+    # 录像完整率 from the platforms' RecordInfo answers of the period's days
+    # (camwatch.gb28181.records.month_recording); None without any
+    recording: dict[str, Any] | None = None
 
     @property
     def tz(self) -> dt.tzinfo:
@@ -581,6 +584,13 @@ def _compute(store: Store, channels: Sequence[Channel], period: Period,
         reconciliation: dict[str, Any] | None = month_reconciliation(channels, catalogs)
     else:
         reconciliation = None
+    recordings = store.gb_recordings(period.first.isoformat(), period.last.isoformat())
+    if recordings:
+        from camwatch.gb28181.records import month_recording
+
+        recording: dict[str, Any] | None = month_recording(channels, recordings)
+    else:
+        recording = None
     return Bulletin(
         site=site, period=period, previous_period=prev, end=end, generated=generated,
         settings=settings, inventory_source=inventory_source,
@@ -594,7 +604,7 @@ def _compute(store: Store, channels: Sequence[Channel], period: Period,
         counted_channels=sum(1 for w in counted.values() if w < end),
         previous_monitored_ms=prev_site.tw.connected if prev_site is not None else 0,
         assessment=assessment(tickets, period.start, period.end, end) if tickets else None,
-        reconciliation=reconciliation,
+        reconciliation=reconciliation, recording=recording,
     )
 
 

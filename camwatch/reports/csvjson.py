@@ -171,6 +171,7 @@ def _document(b: Bulletin) -> dict[str, Any]:
             for r in b.exemptions],
         **({"assessment": b.assessment} if b.assessment is not None else {}),
         **({"reconciliation": b.reconciliation} if b.reconciliation is not None else {}),
+        **({"recording": b.recording} if b.recording is not None else {}),
         "data_quality": [
             {"id": f.channel_id, "name": f.name, "township": f.township, "field": f.field,
              "problem": f.problem} for f in b.data_quality],

@@ -41,6 +41,7 @@ from camwatch.reports.tables import (
     period_text,
     previous_note,
     reconciliation_tables,
+    recording_tables,
     repaired_table,
     running_note,
     summary_table,
@@ -325,7 +326,7 @@ def render_html(bulletin: Bulletin, max_rows: int = 2000,
         if len(table.rows) > BODY_ROWS:
             rest = f"全部见{annex(heading[2:] + '清单', table)}。"
         body.append(_table(table, heading, max_rows=BODY_ROWS, rest=rest, wide=True))
-    numbers = iter("八九十")
+    numbers = iter(("八", "九", "十", "十一", "十二"))
     for table in assessment_tables(b.assessment):
         body.append(_table(table, f"{next(numbers)}、{table.title}", wide=True))
     reconciliation = reconciliation_tables(b)
@@ -338,6 +339,16 @@ def render_html(bulletin: Bulletin, max_rows: int = 2000,
         body.append(_table(rates, f"{n}、台账核对（上云率）", wide=True))
         body.append(_table(detail, f"{n}（续）、台账核对", max_rows=BODY_ROWS, rest=rest,
                            wide=True, empty="台账与平台目录一致。"))
+    recording = recording_tables(b)
+    if recording:  # 录像完整率: by township in the body, the channels short of 100 % after
+        towns, short = recording
+        n = next(numbers)
+        rest = ""
+        if len(short.rows) > BODY_ROWS:
+            rest = f"全部见{annex('录像缺失点位清单', short)}。"
+        body.append(_table(towns, f"{n}、录像完整率", max_rows=BODY_ROWS * 4, wide=True))
+        body.append(_table(short, f"{n}（续）、录像缺失点位", max_rows=BODY_ROWS, rest=rest,
+                           wide=True, empty="本期各点位录像完整。"))
     annex("数据质量", data_quality_table(b))
     annex("统计方法与设置", method_table(b))
     for heading, table, _ in annexes:

@@ -437,6 +437,40 @@ def reconciliation_tables(b: Bulletin) -> list[Table]:
     return [rates, Table("reconciliation", "台账核对", detail_cols, rows, counts)]
 
 
+_RECORDING_NOTE = ("录像完整率 = Σ 录像时长 / Σ 应录时长：各下级平台按 GB/T 28181 RecordInfo 报告的"
+                   "每个点位每天的录像（主码流、子码流等重叠录像只计一次）；每个点位每天查询一次"
+                   "前一天；答复不完整的天数计入下限")
+
+
+def recording_tables(b: Bulletin) -> list[Table]:
+    """录像完整率 by township (the whole county first), and every channel below 100 %, lowest
+    first. Only when some platform answered RecordInfo for the period."""
+    doc = b.recording
+    if not doc:
+        return []
+    cols = (Column("区县", "text", 10), Column("乡镇", "text", 12), Column("点位数", "int", 8),
+            Column("录像(小时)", "hours", 11), Column("应录(小时)", "hours", 11),
+            Column("录像完整率", "pct", 10))
+    rows: list[list[Cell]] = [["全部", None, doc["channels"], doc["recorded_s"] / 3600.0,
+                               doc["period_s"] / 3600.0, doc["rate"]]]
+    rows += [[r["county"], r["township"], r["channels"], r["recorded_s"] / 3600.0,
+              r["period_s"] / 3600.0, r["rate"]] for r in doc["townships"]]
+    note = _RECORDING_NOTE + (f"；{doc['partial_days']} 个点位·天的答复不完整"
+                              if doc["partial_days"] else "")
+    short_cols = (Column("设备编码", "text", 22), Column("点位名称", "text", 28, True),
+                  Column("乡镇", "text", 12), Column("村", "text", 12),
+                  Column("运营商", "text", 8), Column("下级平台", "text", 22),
+                  Column("天数", "int", 6), Column("录像(小时)", "hours", 11),
+                  Column("应录(小时)", "hours", 11), Column("录像完整率", "pct", 10),
+                  Column("不完整答复(天)", "int", 12))
+    short = [[r["channel"], r["name"], r["township"], r["village"], r["operator"],
+              r["platform"], r["days"], r["recorded_s"] / 3600.0, r["period_s"] / 3600.0,
+              r["rate"], r["partial_days"]] for r in doc["short"]]
+    return [Table("recording", "录像完整率", cols, rows, note),
+            Table("recording_short", "录像缺失点位", short_cols, short,
+                  "录像完整率低于 100% 的点位，由低到高")]
+
+
 def method_table(b: Bulletin) -> Table:
     cols = (Column("项目", "text", 34, True), Column("说明", "text", 90, True))
     return Table("method", "统计方法", cols, [[label, value] for _, label, value in b.method()])
@@ -449,5 +483,5 @@ def all_tables(b: Bulletin, *, outage_events: bool = True) -> list[Table]:
     return [summary_table(b), township_table(b), village_table(b), operator_table(b),
             long_offline_table(b), mass_event_table(b), outages, repaired_table(b),
             exemption_table(b), *assessment_tables(b.assessment), *reconciliation_tables(b),
-            data_quality_table(b),
+            *recording_tables(b), data_quality_table(b),
             method_table(b)]

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 
 import structlog
@@ -27,6 +29,35 @@ log = structlog.get_logger(__name__)
 
 REGISTER_EXPIRES = 3600  # s; renewed at half of it
 PER_MESSAGE = 50  # catalog items per MESSAGE (a few KiB: one UDP datagram)
+
+
+def sim_records(channel_id: str, start: str, end: str) -> list[tuple[str, str]]:
+    """What a simulated platform has recorded of a channel between two local times (its
+    RecordInfo answer): by a hash of the id, one channel in 20 nothing (a full disk), two in
+    20 a gap of 08:00-10:30, the rest the whole period in files of six hours (and, for one
+    in 4, a sub-stream recording overlapping them, which must not count twice)."""
+    try:
+        a, b = dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end)
+    except ValueError:
+        return []
+    k = zlib.crc32(channel_id.encode()) % 20
+    if k == 0 or b <= a:
+        return []
+    fmt = "%Y-%m-%dT%H:%M:%S"
+    out: list[tuple[str, str]] = []
+    t = a
+    while t < b:
+        u = min(t + dt.timedelta(hours=6), b)
+        out.append((t.strftime(fmt), u.strftime(fmt)))
+        t = u
+    if k in (1, 2):
+        ga = a.replace(hour=8).strftime(fmt)
+        gb = a.replace(hour=10, minute=30).strftime(fmt)
+        cut = [(p, min(q, ga)) for p, q in out] + [(max(p, gb), q) for p, q in out]
+        out = sorted((x, y) for x, y in cut if x < y)  # (the times sort as text)
+    if k % 4 == 3:
+        out.append((a.strftime(fmt), (a + dt.timedelta(hours=3)).strftime(fmt)))
+    return out
 
 
 def county_platform_id(plan: InventoryPlan) -> str:
@@ -54,12 +85,13 @@ class GbClouds:
             chans = [SimChannel(cid, (names or {}).get(cid, "")) for d in plan.devices
                      for cid in d.channel_ids]
             self.platforms.append(SimPlatform(pid, password, server, channels=chans,
-                                              per_message=PER_MESSAGE, status_of=status_of))
+                                              per_message=PER_MESSAGE, status_of=status_of,
+                                              records_of=sim_records))
             self.names[pid] = COUNTY_PLATFORM_NAME
         for cloud in plan.clouds:
             chans = [SimChannel(cid, name) for cid, name in cloud.catalog()]
             self.platforms.append(SimPlatform(cloud.id, password, server, channels=chans,
-                                              per_message=PER_MESSAGE))
+                                              per_message=PER_MESSAGE, records_of=sim_records))
             self.names[cloud.id] = cloud.name
 
     def platform(self, pid: str) -> SimPlatform:

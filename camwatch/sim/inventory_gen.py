@@ -563,6 +563,7 @@ def config_document(site_name: str, inventory_name: str, password_name: str,
         doc["inventory"] = {"path": inventory_name, "address_required": False}
         doc["gb28181"] = {"enabled": True, "listen": gb_listen, "transport": "both",
                           "password_file": gb_password_name,
+                          "recording": {"enabled": True},  # they answer RecordInfo
                           "peers": {
                               **({county_platform: {"name": COUNTY_PLATFORM_NAME}}
                                  if county_platform else {}),
