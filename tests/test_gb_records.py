@@ -86,8 +86,9 @@ async def gb(tmp_path: Path) -> AsyncIterator[tuple[GbService, FakeClock]]:
     clock = FakeClock(t(24 + 10))  # 2027-01-10 10:00 in Shanghai
     cfg = gb_config(tmp_path, recording={"enabled": True, "per_minute": 3, "timeout": "30s"})
     store = open_store(tmp_path / "state.db")
-    # five of the six catalog channels are in the ledger: the sixth is never asked
-    eng = Engine(cfg, inventory(CHANNELS[:5]), store, clock=clock)
+    # five of the six catalog channels are in the ledger: the sixth is never asked; nor is
+    # a ledger id that is not a 20-digit GB/T 28181 one (an inventory with id_format: any)
+    eng = Engine(cfg, inventory([*CHANNELS[:5], "cam-7"]), store, clock=clock)
     svc = GbService(cfg.gb28181, eng, clock=clock)
     eng.gb = svc
     await svc.start()
@@ -103,7 +104,8 @@ async def test_previous_day_asked_within_budget_and_kept(
         gb: tuple[GbService, FakeClock]) -> None:
     svc, clock = gb
     sim = SimPlatform(PLATFORM, "gb-secret-1", (svc.server.host, svc.server.port),
-                      channels=[SimChannel(c) for c in CHANNELS], records_of=records_of)
+                      channels=[SimChannel(c) for c in [*CHANNELS, "cam-7"]],
+                      records_of=records_of)
     try:
         await sim.start()
         assert await sim.register() == 200
@@ -132,9 +134,11 @@ async def test_previous_day_asked_within_budget_and_kept(
         assert got == {CHANNELS[0]: 0.5, CHANNELS[1]: pytest.approx(4 / 24),
                        CHANNELS[2]: 0.0, CHANNELS[3]: 0.0, CHANNELS[4]: 0.0}
         assert not any(r.partial for r in svc.recordings.values())
-        clock.t += 3600
+        assert await sim.keepalive() == 200  # still up, with a budget to spare:
+        clock.t += 100
         svc.server.tick()
-        assert sim.record_queries == 5  # each once a day
+        assert svc.peers[PLATFORM].up
+        assert asked["records:asked"] == 5  # each once a day, and never cam-7
         # the store has them for the bulletin (through the writer)
         store = svc.engine.store
         await until(lambda: len(store.gb_recordings("2027-01-09", "2027-01-09")) == 5,
@@ -145,9 +149,10 @@ async def test_previous_day_asked_within_budget_and_kept(
         metrics = svc.metrics_text(lambda n, k, h: "")
         assert f'camwatch_gb_record_coverage_ratio{{platform="{PLATFORM}"}} 0.133333' in metrics
         assert 'camwatch_gb_record_queries_total{result="complete"} 5' in metrics
-        # the next day (registered again: the clock jumped past its registration): asked again
+        # the next day (the clock jumps: registered and keeping alive again): asked again
         clock.t += 24 * 3600
         assert await sim.register() == 200
+        assert await sim.keepalive() == 200
         svc.server.tick()
         assert asked["records:asked"] == 8  # a minute's worth again
         await until(lambda: sim.record_queries == 8, "the next day's queries")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from camwatch.gb28181.config import GbConfig
+from camwatch.gb28181.config import GB_ID, GbConfig
 from camwatch.gb28181.manscdp import Document, Item, status_ok
 from camwatch.gb28181.peers import Peer
 from camwatch.gb28181.records import RecordQuery
@@ -245,8 +245,9 @@ class GbService:
                 "gb28181", clock_drift_s=drift))
 
     def wants_records(self, channel_id: str) -> bool:
-        """RecordInfo is asked for the channels of the ledger only."""
-        return channel_id in self.engine.book.channels
+        """RecordInfo is asked for the channels of the ledger only, by their 20-digit ids
+        (an inventory read with ``id_format: any`` may hold others: they are not asked)."""
+        return channel_id in self.engine.book.channels and GB_ID.match(channel_id) is not None
 
     def records(self, peer: Peer, q: RecordQuery, partial: bool, now: float) -> None:
         """A channel's recordings of a day: kept for the API and the metrics, and written
