@@ -610,3 +610,22 @@ async def test_catalogs_kept_in_the_store_per_month(world: World) -> None:
         assert len(store.gb_catalogs("2027-01")[PLATFORM]["channels"]) == len(CHANNELS)
     finally:
         await sim.close()
+
+
+async def test_a_registration_refresh_is_a_sign_of_life(world: World) -> None:
+    """keepalive_timeout counts from the last keepalive or REGISTER: a platform that
+    refreshes its registration is not taken down for the keepalives between."""
+    sim = world.platform()
+    try:
+        await registered(world, sim)
+        world.clock.t += 170
+        assert await sim.register() == 200  # a refresh, while up
+        world.clock.t += 20
+        world.gb.server.tick()
+        peer = world.gb.peers[PLATFORM]
+        assert peer.up and peer.alive_at() == world.clock.t - 20
+        world.clock.t += 170
+        world.gb.server.tick()
+        assert not peer.up and peer.down_reason == "keepalive_timeout"
+    finally:
+        await sim.close()

@@ -380,6 +380,8 @@ class UpperPlatform:
             self._up(peer, now)
         else:
             peer.registered_since = peer.registered_since or now
+            # a refresh is a sign of life too (keepalive_timeout counts from either)
+            peer.last_keepalive = now
 
     def _peer_name(self, pid: str) -> str:
         p = self.cfg.peers.get(pid)
