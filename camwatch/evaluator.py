@@ -87,6 +87,7 @@ class Evaluator:
         one), or comes from the store at start."""
         self.cfg = cfg
         self.targets = Targets(cfg.targets)
+        self.intact_targets = Targets(cfg.targets.intact_targets())  # 完好率 (targets.intact)
         if not cfg.alerts.enabled:
             self.alerts = None
             return

@@ -214,7 +214,7 @@ async def rates(request: web.Request) -> web.Response:
         from camwatch.quality.rates import intact_rates, merge_json
 
         merge_json(rows, intact_rates(inputs.index, eng.book.state_of, eng.quality.quality_of,
-                                      eng.evaluator.targets))
+                                      eng.evaluator.intact_targets))
     return web.json_response({"rates": rows}, dumps=_dumps)
 
 
