@@ -186,6 +186,7 @@ class Engine:
                                    on_delay=self.health.probe_delay, clock=clock)
         self.evaluator = Evaluator(cfg, self.book, self.writer, self.health,
                                    saved_alerts=store.get_meta(META_KEY), clock=clock)
+        self.evaluator.quality = self.quality if cfg.quality.enabled else None
         self.repairs = RepairDesk.from_store(cfg, store, self.writer)  # 维修工单
         self.inventory = inventory
         self.gb: GbService | None = None  # the GB/T 28181 upper platform, when enabled
@@ -248,6 +249,7 @@ class Engine:
             self.health.configure(cfg.probing.interval, cfg.probing.uplink_check)
             self.scheduler.configure(cfg)
             self.evaluator.configure(cfg)
+            self.evaluator.quality = self.quality if cfg.quality.enabled else None
             self.repairs.configure(cfg)
         self.inventory = plan.inventory
         gone = self.book.swap(plan.channels, plan.book)

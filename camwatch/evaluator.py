@@ -21,6 +21,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -28,12 +29,15 @@ from camwatch.book import ChannelBook
 from camwatch.config import Config
 from camwatch.health import SelfHealth
 from camwatch.inventory import Channel
-from camwatch.model import state_index
+from camwatch.model import Quality, state_index
+from camwatch.quality.rates import intact_rates
 from camwatch.rules.alerts import (
     META_KEY,
     Alert,
     AlertEvaluator,
     AlertInputs,
+    PictureRecord,
+    QualityInputs,
     alert_inputs,
     set_platform,
 )
@@ -42,6 +46,17 @@ from camwatch.store.base import RateSnapshot
 from camwatch.store.writer import StoreWriter
 
 log = structlog.get_logger(__name__)
+
+
+class QualityView(Protocol):
+    """What the evaluator reads of :class:`camwatch.quality.book.QualityBook` (a protocol:
+    the book's module pulls in PyAV's decoding)."""
+
+    @property
+    def records(self) -> Mapping[str, PictureRecord]: ...
+    @property
+    def degraded(self) -> set[str]: ...
+    def quality_of(self, cid: str) -> Quality: ...
 
 RATE_SNAPSHOT_EVERY_S = 300.0
 COUNT_SLICE = 5_000  # channels counted per turn of the loop when a new inventory is counted
@@ -77,6 +92,9 @@ class Evaluator:
         self._last_snapshot = 0.0
         self.on_enqueued: Callable[[], None] = lambda: None
         self.alerts: AlertEvaluator | None = None
+        # the picture's quality (the engine's QualityBook, with quality.enabled): feeds the
+        # rules quality_degraded and intact_rate_below_target
+        self.quality: QualityView | None = None
         # GB/T 28181: platform id -> (name, the channels it lists), kept across swaps
         self._platforms: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.configure(cfg, saved_alerts)
@@ -177,8 +195,14 @@ class Evaluator:
         events: list[Alert] = []
         if self.alerts is not None:
             candidates = self.book.offline | changed | self.alerts.channels_with_alerts()
+            quality = None
+            if self.quality is not None:
+                q = self.quality
+                quality = QualityInputs(q.records, q.degraded, intact_rates(
+                    self.inputs.index, self.book.state_of, q.quality_of, self.intact_targets))
             outcome = self.alerts.evaluate(now, self.inputs.alerts, self.book.states,
-                                           candidates, self.rates, transitions, problems)
+                                           candidates, self.rates, transitions, problems,
+                                           quality)
             meta = {META_KEY: outcome.state} if outcome.state is not None else {}
             if outcome.outbox or meta:
                 items = outcome.outbox

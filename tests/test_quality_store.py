@@ -123,3 +123,45 @@ async def test_engine_flushes_quality_and_a_restart_takes_it_back(tmp_path: Path
                                                                      ("c1", "ok")]
     eng2.close()
     eng2.store.close()
+
+
+async def test_engine_evaluator_alerts_on_quality_through_the_outbox(tmp_path: Path) -> None:
+    """The daemon's evaluator feeds the quality book to the rules: quality_degraded goes to the
+    outbox with the evaluator's state; a restarted engine (states, alert state and quality
+    state from the store) does not send it again."""
+    def engine() -> Engine:
+        chs = [Channel(id=f"c{i}", name=f"点位{i}", klass=1, project="雪亮工程",
+                       county="鹿邑县", township="城关镇", village="东关", operator="移动",
+                       installed=True, connected=True, host=f"h{i}",
+                       rtsp_url="rtsp://127.0.0.1:9/") for i in range(3)]
+        cfg = parse_config({
+            "inventory": {"path": "unused.csv"}, "probing": {"onvif": False},
+            "store": {"path": str(tmp_path / "cw.db")},
+            "quality": {"enabled": True, "interval": "1d"},
+            "alerts": {"rules": {"rate_below_target": {"enabled": False},
+                                 "quality_degraded": {"samples": 2}},
+                       "default_receivers": ["hook"],
+                       "receivers": {"hook": {"type": "webhook", "url_env": "NO_SUCH_HOOK"}}},
+        }, base_dir=tmp_path)
+        return Engine(cfg, Inventory(source="t", channels=chs, rows_read=len(chs)),
+                      SqliteStore(tmp_path / "cw.db"), clock=lambda: T0 + 7200)
+
+    eng = engine()
+    eng.quality.record(verdict("c0", Quality.DEGRADED, T0))
+    assert [a.name for a in await eng.evaluate()] == []
+    eng.quality.record(verdict("c0", Quality.DEGRADED, T0 + 3600))
+    (alert,) = await eng.evaluate()
+    assert (alert.name, alert.status, alert.labels["channel"]) == ("quality_degraded",
+                                                                   "firing", "c0")
+    assert eng.store.outbox_depth("hook") == 1
+    await eng.writer.run(lambda s: s.write_quality(*eng.quality.take_writes()))
+    eng.close()
+    eng.store.close()
+
+    eng2 = engine()
+    assert await eng2.evaluate() == []  # still degraded, already sent
+    assert eng2.store.outbox_depth("hook") == 1
+    eng2.quality.record(verdict("c0", Quality.OK, T0 + 7200))
+    assert [a.status for a in await eng2.evaluate()] == ["resolved"]
+    eng2.close()
+    eng2.store.close()
