@@ -165,3 +165,27 @@ async def test_engine_evaluator_alerts_on_quality_through_the_outbox(tmp_path: P
     assert [a.status for a in await eng2.evaluate()] == ["resolved"]
     eng2.close()
     eng2.store.close()
+
+
+def test_metrics_export_the_intact_rate_by_label_set(tmp_path: Path) -> None:
+    """camwatch_channels_intact / _judged: c0 online ok (intact), c1 online degraded, c2
+    offline (judged, not intact): 1 / 3; an unsampled online channel would be left out."""
+    from camwatch.model import Verdict
+    from camwatch.probes.result import ProbeResult, Reason
+    from camwatch.sinks.metrics import MetricsRenderer
+
+    eng = _engine(tmp_path)
+    ok, bad = ProbeResult.success("describe"), ProbeResult.failure("describe", Reason.REFUSED)
+    for _ in range(3):
+        eng.book.judge("c0", Verdict.of(ok), T0)
+        eng.book.judge("c1", Verdict.of(ok), T0)
+        eng.book.judge("c2", Verdict.of(bad), T0)
+    eng.quality.record(verdict("c0", Quality.OK, T0))
+    eng.quality.record(verdict("c1", Quality.DEGRADED, T0))
+    text = MetricsRenderer(eng).render()[0].decode()
+    labels = 'class="1",project="雪亮工程",county="鹿邑县",township="城关镇"'
+    assert f"camwatch_channels_intact{{{labels}}} 1\n" in text
+    assert f"camwatch_channels_intact_judged{{{labels}}} 3\n" in text
+    assert 'camwatch_intact_rate_target{class="1",project=""} 0.98\n' in text
+    eng.close()
+    eng.store.close()
