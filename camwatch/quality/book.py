@@ -214,7 +214,8 @@ class QualityBook:
             cid, rec.quality.value, rec.ts, rec.since, rec.streak,
             tuple((f.check, f.score) for f in rec.faults), dict(rec.scores), rec.reason,
             rec.detail, rec.width, rec.height, rec.codec, rec.latency_ms,
-            {p: b for (c, p), b in self._blur.items() if c == cid}, jpeg, jpeg_ts, ref,
+            {p: b for p in ("day", "night") if (b := self._blur.get((cid, p))) is not None},
+            jpeg, jpeg_ts, ref,
             fault, fault_ts)
 
     def take_writes(self) -> tuple[list[QualityState], list[QualityChange]]:
