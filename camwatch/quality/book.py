@@ -156,6 +156,7 @@ class QualityBook:
             self._refs.pop(cid, None)
             self._drop_jpeg(cid)
             self.degraded.discard(cid)
+            self._pending.pop(cid, None)  # its stored state is deleted with its channel's
         for key in [k for k in self._blur if k[0] not in keep]:
             del self._blur[key]
 
