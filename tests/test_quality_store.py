@@ -195,3 +195,41 @@ def test_metrics_export_the_intact_rate_by_label_set(tmp_path: Path) -> None:
     assert 'camwatch_intact_rate_target{class="1",project=""} 0.98\n' in text
     eng.close()
     eng.store.close()
+
+
+async def test_engine_evaluator_alerts_on_the_intact_rate(tmp_path: Path) -> None:
+    """intact_rate_below_target through the daemon's evaluator: 2 of 3 online channels with
+    an ok picture = 66.67 % < 98 %; the rows are recounted at most once a minute."""
+    from camwatch.model import Verdict
+    from camwatch.probes.result import ProbeResult
+
+    clock = [T0]
+    chs = [Channel(id=f"c{i}", name=f"点位{i}", klass=1, project="雪亮工程", county="鹿邑县",
+                   township="城关镇", village="东关", operator="移动", installed=True,
+                   connected=True, host=f"h{i}", rtsp_url="rtsp://127.0.0.1:9/")
+           for i in range(3)]
+    cfg = parse_config({
+        "inventory": {"path": "unused.csv"}, "probing": {"onvif": False},
+        "store": {"path": str(tmp_path / "cw.db")}, "targets": {"min_channels": 1},
+        "quality": {"enabled": True, "interval": "1d"},
+        "alerts": {"rules": {"rate_below_target": {"enabled": False},
+                             "quality_degraded": {"enabled": False},
+                             "intact_rate_below_target": {"for": "0s", "scopes": ["county"]}},
+                   "default_receivers": ["hook"],
+                   "receivers": {"hook": {"type": "webhook", "url_env": "NO_SUCH_HOOK"}}},
+    }, base_dir=tmp_path)
+    eng = Engine(cfg, Inventory(source="t", channels=chs, rows_read=len(chs)),
+                 SqliteStore(tmp_path / "cw.db"), clock=lambda: clock[0])
+    for c in chs:
+        eng.book.judge(c.id, Verdict.of(ProbeResult.success("describe")), T0)
+        eng.quality.record(verdict(c.id, Quality.OK, T0))
+    assert await eng.evaluate() == []
+    eng.quality.record(verdict("c0", Quality.DEGRADED, T0 + 10))
+    clock[0] = T0 + 30
+    assert await eng.evaluate() == []  # the rows of T0 still stand (recounted once a minute)
+    clock[0] = T0 + 60
+    (alert,) = await eng.evaluate()
+    assert alert.name == "intact_rate_below_target"
+    assert "完好率 66.67%，低于目标 98%（完好 2/3，画面异常 1，离线 0）" in alert.summary
+    eng.close()
+    eng.store.close()
