@@ -138,7 +138,10 @@ class TargetOverride(_Model):
     target: Fraction
 
 
-class TargetsConfig(_Model):
+class ClassTargets(_Model):
+    """Targets by point class and project, with overrides by area: the online rate's
+    (``targets``) and the intact rate's (``targets.intact``)."""
+
     by_class: dict[int, Fraction] = Field(
         default_factory=lambda: {1: 0.98, 2: 0.95, 3: 0.95}, alias="class"
     )
@@ -146,7 +149,6 @@ class TargetsConfig(_Model):
         default_factory=lambda: {"智慧小区": 0.98}, alias="project"
     )
     overrides: tuple[TargetOverride, ...] = ()
-    min_channels: Annotated[int, Field(ge=0)] = 10
 
     @field_validator("by_class")
     @classmethod
@@ -155,6 +157,23 @@ class TargetsConfig(_Model):
         if bad:
             raise ValueError(f"expected point classes among 1, 2, 3, 4, 9, got {bad}")
         return v
+
+
+class TargetsConfig(ClassTargets):
+    min_channels: Annotated[int, Field(ge=0)] = 10
+    # 完好率 targets (发改高技〔2015〕996号: key public areas 98 %, key industries 95 %);
+    # absent: the same as the online rate's
+    intact: ClassTargets | None = None
+
+    def intact_targets(self) -> TargetsConfig:
+        """The targets the intact rate (完好率) is held to: ``targets.intact`` when given
+        (its class, project and overrides; ``min_channels`` is shared), else the online
+        rate's."""
+        if self.intact is None:
+            return self
+        return self.model_copy(update={"by_class": self.intact.by_class,
+                                       "by_project": self.intact.by_project,
+                                       "overrides": self.intact.overrides, "intact": None})
 
 
 class StoreConfig(_Model):

@@ -44,7 +44,7 @@ def test_promtool_check_rules_and_config() -> None:
     assert RULES and TESTS
     out = promtool("check", "rules", *RULES)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 8 rules found" in out.stdout  # the alerts file; lint clean
+    assert "SUCCESS: 10 rules found" in out.stdout  # the alerts file; lint clean
     out = promtool("check", "config", "prometheus.yml")
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -89,7 +89,7 @@ def test_every_alert_is_complete_and_has_a_runbook_section() -> None:
         assert anchor == name.lower() and anchor in sections, name
     assert names == {"CamwatchOnlineRateBelowTarget", "CamwatchDown", "CamwatchSweepLagging",
                      "CamwatchProberUnhealthy", "CamwatchStoreWritesFailing",
-                     "CamwatchShardUnowned"}
+                     "CamwatchShardUnowned", "CamwatchIntactRateBelowTarget"}
 
 
 def test_every_alert_is_tested_on_both_sides_of_its_for_window() -> None:

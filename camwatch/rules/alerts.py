@@ -37,7 +37,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import structlog
 
@@ -45,7 +45,7 @@ from camwatch.inventory import Channel
 from camwatch.localtime import CST as _CST
 from camwatch.localtime import format_time, local_zone
 from camwatch.model import CLASS_NAMES, ChannelState, State, Transition, reason_zh
-from camwatch.rules.alert_config import AlertsConfig
+from camwatch.rules.alert_config import AlertsConfig, RateBelowTargetRule
 from camwatch.rules.rates import RateRow, Targets, format_rate
 
 log = structlog.get_logger(__name__)
@@ -189,6 +189,32 @@ def alert_inputs(channels: Mapping[str, Channel], levels: Sequence[str]) -> Aler
     return AlertInputs(channels, dict(groups), tuple(levels), groups_of=groups_of)
 
 
+class PictureRecord(Protocol):
+    """What the quality rules read of a channel's picture
+    (:class:`camwatch.quality.book.QualityRecord`)."""
+
+    @property
+    def quality(self) -> str: ...  # ok | degraded | unknown
+    @property
+    def since(self) -> float: ...  # the first sample of the current run of this quality
+    @property
+    def streak(self) -> int: ...  # samples in that run
+    @property
+    def faults(self) -> Sequence[Any]: ...  # each with .check
+
+
+@dataclass(frozen=True, slots=True)
+class QualityInputs:
+    """Picture quality for the rules quality_degraded and intact_rate_below_target (only
+    with ``quality.enabled``): the quality book's records, the channels whose last picture was
+    degraded, and the 完好率 rows (:func:`camwatch.quality.rates.intact_rates`, against
+    ``targets.intact``)."""
+
+    records: Mapping[str, PictureRecord]
+    degraded: Iterable[str]
+    intact: Sequence[RateRow]
+
+
 @dataclass(slots=True)
 class Outcome:
     """An evaluation not yet committed: write ``outbox`` (and ``state`` when not None, under
@@ -239,15 +265,17 @@ class AlertEvaluator:
     def evaluate(self, now: float, inputs: AlertInputs, states: Mapping[str, ChannelState],
                  candidates: Iterable[str], rates: Sequence[RateRow],
                  new_transitions: Sequence[Transition],
-                 prober_problems: Sequence[str]) -> Outcome:
+                 prober_problems: Sequence[str],
+                 quality: QualityInputs | None = None) -> Outcome:
         """Run every rule once on a draft of the alert state. ``candidates``: the channels
         the channel rules look at (at least every offline channel, every channel changed
-        since the last committed evaluation and every channel with an alert)."""
+        since the last committed evaluation and every channel with an alert). ``quality``:
+        picture quality, for the quality rules (None: they are not evaluated)."""
         self._draft = dict(self._state)
         self._dirty = False
         try:
             events = self._rules(now, inputs, states, candidates, rates, new_transitions,
-                                 prober_problems)
+                                 prober_problems, quality)
         finally:
             draft, dirty = self._draft, self._dirty
             self._draft = self._state
@@ -274,7 +302,8 @@ class AlertEvaluator:
     def _rules(self, now: float, inputs: AlertInputs, states: Mapping[str, ChannelState],
                candidates: Iterable[str], rates: Sequence[RateRow],
                new_transitions: Sequence[Transition],
-               prober_problems: Sequence[str]) -> list[Alert]:
+               prober_problems: Sequence[str],
+               quality: QualityInputs | None = None) -> list[Alert]:
         if not self.cfg.enabled:
             return []
         rules = self.cfg.rules
@@ -307,6 +336,21 @@ class AlertEvaluator:
         if rules.prober_unhealthy.enabled:
             events += self._step(self._spec("prober_unhealthy"),
                                  self._prober(prober_problems), now, skip_missing=False)
+        if quality is not None and rules.quality_degraded.enabled:
+            events += self._step(self._spec("quality_degraded"),
+                                 self._quality_degraded(inputs, states, quality), now,
+                                 skip_missing=False, present=self._channel_present(inputs))
+        if quality is not None and rules.intact_rate_below_target.enabled:
+            rule = rules.intact_rate_below_target
+            obs = self._rate_rule("intact_rate_below_target", rule, inputs, states,
+                                  quality.intact, quality)
+            scopes = {tuple(sorted(dict(r.scope).items())) for r in quality.intact}
+            events += self._step(
+                self._spec("intact_rate_below_target"), obs, now,
+                skip_missing=not quality.intact,
+                present=lambda labels: tuple(sorted(
+                    (k, v) for k, v in labels.items() if k not in ("class", "project")))
+                in scopes)
         return events
 
     @staticmethod
@@ -335,6 +379,12 @@ class AlertEvaluator:
             return _Spec(name, r.clock_drift.severity, 0.0, 0.0, None)
         if name == "mass_outage":
             return _Spec(name, r.mass_outage.severity, 0.0, 0.0, None)
+        if name == "quality_degraded":
+            qd = r.quality_degraded
+            return _Spec(name, qd.severity, 0.0, 0.0, qd.renotify)
+        if name == "intact_rate_below_target":
+            ib = r.intact_rate_below_target
+            return _Spec(name, ib.severity, ib.for_, ib.resolve_for, ib.renotify)
         pu = r.prober_unhealthy
         return _Spec(name, pu.severity, pu.for_, pu.resolve_for, None)
 
@@ -429,7 +479,15 @@ class AlertEvaluator:
 
     def _rate_below_target(self, inputs: AlertInputs, states: Mapping[str, ChannelState],
                            rates: Sequence[RateRow]) -> dict[str, _Obs]:
-        rule = self.cfg.rules.rate_below_target
+        return self._rate_rule("rate_below_target", self.cfg.rules.rate_below_target, inputs,
+                               states, rates)
+
+    def _rate_rule(self, name: str, rule: RateBelowTargetRule, inputs: AlertInputs,
+                   states: Mapping[str, ChannelState], rates: Sequence[RateRow],
+                   quality: QualityInputs | None = None) -> dict[str, _Obs]:
+        """rate_below_target, or with ``quality`` intact_rate_below_target (the same scopes,
+        status and hysteresis; rows of the 完好率: ``online`` = intact, ``connected`` =
+        judged)."""
         dims = rule.scope_dims()
         children: dict[tuple[Any, ...], list[RateRow]] = defaultdict(list)
         for row in rates:
@@ -441,8 +499,7 @@ class AlertEvaluator:
                 continue
             if row.klass is None and row.project is None:
                 continue
-            fp = fingerprint("rate_below_target",
-                             [list(row.scope), row.klass, row.project])
+            fp = fingerprint(name, [list(row.scope), row.klass, row.project])
             rate = row.rate
             status: Status
             if rate is None or row.connected < self.min_channels:
@@ -458,8 +515,99 @@ class AlertEvaluator:
                 labels["class"] = str(row.klass)
             if row.project is not None:
                 labels["project"] = row.project
-            out[fp] = _Obs(status, labels, self._rate_builder(
-                row, children.get((row.scope, row.klass, row.project), []), inputs, states))
+            subs = children.get((row.scope, row.klass, row.project), [])
+            out[fp] = _Obs(status, labels, self._rate_builder(row, subs, inputs, states)
+                           if quality is None else
+                           self._intact_builder(row, subs, inputs, states, quality))
+        return out
+
+    def _intact_builder(self, row: RateRow, subs: list[RateRow], inputs: AlertInputs,
+                        states: Mapping[str, ChannelState], quality: QualityInputs
+                        ) -> Callable[[], tuple[dict[str, Any], dict[str, Any]]]:
+        def build() -> tuple[dict[str, Any], dict[str, Any]]:
+            rule = self.cfg.rules.intact_rate_below_target
+            scope = dict(row.scope)
+            what = (CLASS_NAMES.get(row.klass, str(row.klass)) if row.klass is not None
+                    else row.project or "")
+            worst_rows = sorted((r for r in subs if r.connected),
+                                key=lambda r: (r.rate or 0.0, -r.connected))[:rule.worst]
+            worst_text = "、".join(f"{r.scope[-1][1]} {format_rate(r.rate)}"
+                                   for r in worst_rows) or "-"
+            faults: Counter[str] = Counter()
+            degraded = offline = 0
+            for ch in inputs.channels.values():
+                if any(getattr(ch, k) != v for k, v in scope.items()) or \
+                        (row.klass is not None and ch.klass != row.klass) or \
+                        (row.project is not None and ch.project != row.project):
+                    continue
+                st = states.get(ch.id)
+                if st is not None and st.state == State.OFFLINE:
+                    offline += 1
+                    continue
+                rec = quality.records.get(ch.id)
+                if st is not None and st.state == State.ONLINE and rec is not None \
+                        and rec.quality == "degraded":
+                    degraded += 1
+                    faults.update(f.check for f in rec.faults)
+            faults_text = "、".join(f"{_check_zh(c)} {n}"
+                                   for c, n in faults.most_common(5)) or "-"
+            fields: dict[str, Any] = {
+                "scope": " ".join(v for _, v in row.scope) or "全域", "what": what,
+                "rate": format_rate(row.rate), "target": format_target(row.target or 0.0),
+                "intact": row.online, "judged": row.connected, "not_intact": row.offline,
+                "degraded": degraded, "offline": offline, "worst": worst_text,
+                "faults": faults_text}
+            notes = [f"画面异常 {degraded} 路（{faults_text}），离线 {offline} 路"]
+            if worst_rows:
+                sub_name = "村" if len(row.scope) >= 2 else "乡镇"
+                notes.append(f"完好率最低的{sub_name}：{worst_text}")
+            if row.unknown:
+                notes.append(f"未能判定 {row.unknown} 路（在线状态未知或画面未诊断，不计入完好率）")
+            details = {"rate": row.rate, "target": row.target, "intact": row.online,
+                       "judged": row.connected, "not_intact": row.offline,
+                       "unknown": row.unknown, "degraded": degraded, "offline": offline,
+                       "faults": dict(faults.most_common()),
+                       "worst": [{"name": r.scope[-1][1], "rate": r.rate, "intact": r.online,
+                                  "judged": r.connected} for r in worst_rows],
+                       "notes": notes}
+            return fields, details
+
+        return build
+
+    # --- rule: quality_degraded ----------------------------------------------------------------
+
+    def _quality_degraded(self, inputs: AlertInputs, states: Mapping[str, ChannelState],
+                          quality: QualityInputs) -> dict[str, _Obs]:
+        """A channel whose last ``samples`` pictures were degraded (its run of degraded
+        samples, kept across restarts in the store): bad from the run's first sample; good at
+        the first ok picture; nodata while offline (channel_offline_long speaks then) or
+        while its picture cannot be sampled. O(degraded channels + alerts)."""
+        rule = self.cfg.rules.quality_degraded
+        alerted = {str(e["labels"].get("channel")) for e in self._draft.values()
+                   if e["name"] == "quality_degraded"}
+        out: dict[str, _Obs] = {}
+        for cid in sorted(set(quality.degraded) | alerted):
+            ch = inputs.channels.get(cid)
+            if ch is None:
+                continue  # left the inventory: _step ends an alert as removed
+            rec = quality.records.get(cid)
+            st = states.get(cid)
+            fp = self._channel_fp("quality_degraded", cid)
+            labels = _channel_labels(ch)
+            status: Status
+            if rec is None or rec.quality == "ok":
+                status = "good"
+            elif (st is not None and st.state == State.OFFLINE) or rec.quality != "degraded":
+                status = "nodata"
+            elif rec.streak >= rule.samples:
+                status = "bad"
+            elif cid in alerted:
+                status = "bad"  # still degraded: a failed sample broke the run, not the fault
+            else:
+                continue  # not yet: fewer samples than the rule asks for
+            out[fp] = _Obs(status, labels, _quality_builder(ch, rec, self.tz)
+                           if rec is not None else _no_build,
+                           rec.since if rec is not None else None)
         return out
 
     def _rate_builder(self, row: RateRow, subs: list[RateRow], inputs: AlertInputs,
@@ -670,6 +818,31 @@ def _recently_offline(members: Sequence[Channel], states: Mapping[str, ChannelSt
             if spare < 0:
                 return None
     return found
+
+
+def _check_zh(check: str) -> str:
+    from camwatch.quality.checks import CHECK_ZH  # numpy only; the checks' Chinese names
+
+    return CHECK_ZH.get(check, check)
+
+
+def _quality_builder(ch: Channel, rec: PictureRecord, tz: tzinfo = _CST
+                     ) -> Callable[[], tuple[dict[str, Any], dict[str, Any]]]:
+    checks = [f.check for f in rec.faults]
+    scores = {f.check: f.score for f in rec.faults}
+    since, streak = rec.since, rec.streak
+
+    def build() -> tuple[dict[str, Any], dict[str, Any]]:
+        faults = "、".join(_check_zh(c) for c in checks) or "-"
+        fields = {**_channel_fields(ch), "faults": faults, "samples": streak,
+                  "since": format_time(since, tz)}
+        notes = [f"画面异常：{faults}", f"自 {fields['since']} 起连续 {streak} 次诊断异常",
+                 f"运营商：{fields['operator']}",
+                 f"最近画面：/api/channels/{ch.id}/snapshot.jpg"]
+        return fields, {"faults": [{"check": c, "score": scores[c]} for c in checks],
+                        "degraded_since": since, "samples": streak, "notes": notes}
+
+    return build
 
 
 def _no_build() -> tuple[dict[str, Any], dict[str, Any]]:
