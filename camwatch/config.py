@@ -559,11 +559,6 @@ def _cross_checks(cfg: Config) -> list[Problem]:
             out.append(Problem(cfg.source, f"$.{section}.enabled",
                                f"expected false with cluster.enabled: {section} is not built "
                                f"for a cluster of instances yet (docs/scale-out.md)"))
-    if cfg.cluster.enabled and cfg.alerts.enabled:
-        out.append(Problem(cfg.source, "$.alerts.enabled",
-                           "expected false with cluster.enabled: an instance's alert state and "
-                           "outbox are not kept per shard yet (docs/scale-out.md); alert on the "
-                           "cluster's rates from Prometheus"))
     return out
 
 
