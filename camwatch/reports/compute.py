@@ -21,7 +21,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from camwatch.config import Config, TargetsConfig
 from camwatch.errors import Problem
@@ -50,7 +50,7 @@ from camwatch.rules.rates import (
     online_rate,
     roll_up,
 )
-from camwatch.store.base import Exemption, Store
+from camwatch.store.base import Exemption, Ticket, Transition, TransitionRow
 
 Scope = tuple[tuple[str, str], ...]
 DAY = 86400.0
@@ -483,7 +483,21 @@ def _tables(channels: Sequence[Channel], period: Period, tl: Timeline,
     return out
 
 
-def compute_bulletin(store: Store, channels: Sequence[Channel], period: Period,
+class BulletinSource(Protocol):
+    """The reads the bulletin makes: a :class:`~camwatch.store.base.Store`, or a city's county
+    stores read as one (:class:`camwatch.reports.city.CityStores`)."""
+
+    def exemptions(self, start: float | None = None, end: float | None = None,
+                   channel_ids: Iterable[str] | None = None) -> list[Exemption]: ...
+    def last_transition_before(self, ts: float,
+                               with_detail: bool = True) -> dict[str, Transition]: ...
+    def transition_rows(self, start: float | None = None,
+                        end: float | None = None) -> Iterable[TransitionRow]: ...
+    def tickets(self, *, open_only: bool = False, since: float | None = None,
+                until: float | None = None) -> list[Ticket]: ...
+
+
+def compute_bulletin(store: BulletinSource, channels: Sequence[Channel], period: Period,
                      settings: ReportSettings, *, site: str = "camwatch",
                      inventory_source: str = "",
                      previous_channels: Sequence[Channel] | None = None,
@@ -502,7 +516,7 @@ def compute_bulletin(store: Store, channels: Sequence[Channel], period: Period,
                         previous_channels, previous_inventory_source, rejected, now, progress)
 
 
-def _compute(store: Store, channels: Sequence[Channel], period: Period,
+def _compute(store: BulletinSource, channels: Sequence[Channel], period: Period,
              settings: ReportSettings, site: str, inventory_source: str,
              previous_channels: Sequence[Channel] | None, previous_inventory_source: str,
              rejected: Iterable[Problem], now: float | None,
