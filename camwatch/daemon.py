@@ -176,6 +176,9 @@ class Daemon:
 
     async def publish_rates(self, rates: Any) -> None:
         if self.dispatcher is not None:
+            scope = self.engine.evaluator.scope
+            if scope is not None:  # a cluster: only the scopes this instance sees whole
+                rates = scope.inside(rates)
             await self.dispatcher.publish_rates(rates)
 
     # --- the month's inventory snapshot ---------------------------------------------------------

@@ -79,6 +79,21 @@ def test_alert_shards_table() -> None:
     assert m.scope({s1}) == ShardScope(frozenset({s1}), m.of)
 
 
+def test_only_the_rates_of_scopes_inside_the_owned_shards_are_published() -> None:
+    """A county split by township, the site and an operator are partial at every instance:
+    publishing them (retained MQTT topics) would let the instances overwrite each other."""
+    t1, t2 = two_townships()
+    fleet = [chan("a1", "鹿邑县", t1), chan("b1", "鹿邑县", t2)]
+    s1 = shard_of(fleet[0], "township", SHARDS)
+    rates = compute_rates(fleet, lambda cid: "online", Targets(TargetsConfig()))
+    inside = AlertShards(fleet, "township", SHARDS).scope({s1}).inside(rates)
+    assert inside and {dict(r.scope).get("township") for r in inside} == {t1}
+    assert all(dict(r.scope).get("county") == "鹿邑县" and "township" in dict(r.scope)
+               for r in inside)
+    assert {r.scope for r in rates if dict(r.scope).get("township") == t1} == \
+        {r.scope for r in inside}
+
+
 CFG = AlertsConfig.model_validate({
     "receivers": {"county_app": {"type": "webhook", "url_env": "X_URL"}},
     "default_receivers": ["county_app"],

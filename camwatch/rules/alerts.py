@@ -70,6 +70,13 @@ class ShardScope:
     owned: frozenset[int]
     of: Callable[[Mapping[str, str]], int | None]
 
+    def inside(self, rows: Sequence[RateRow]) -> list[RateRow]:
+        """The rate rows of scopes inside the owned shards: what this instance may publish
+        as a scope's rate (retained MQTT topics), where another instance's part of the same
+        scope would otherwise overwrite it."""
+        owned, of = self.owned, self.of
+        return [r for r in rows if (s := of(dict(r.scope))) is not None and s in owned]
+
 _LEVEL_NAMES = {"township": "乡镇", "village": "村", "host": "主机", "platform": "下级平台"}
 
 Status = Literal["bad", "between", "good", "nodata"]
