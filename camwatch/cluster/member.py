@@ -27,7 +27,7 @@ from aiohttp import web
 from camwatch.cluster.shard import AlertShards, filter_inventory
 from camwatch.config import Config
 from camwatch.engine import no_full_collection, release_free_memory
-from camwatch.errors import StoreError
+from camwatch.errors import StoreError, short_error
 from camwatch.inventory import Inventory
 from camwatch.model import ChannelState
 from camwatch.rules.alerts import shard_meta_key
@@ -146,8 +146,12 @@ class ClusterMember:
                     # as a reload: no full collection of the heap while the new part is
                     # built (it would hold the loop for tenths of a second at 100,000
                     # channels), the old part's memory given back afterwards
-                    with no_full_collection():
-                        await self.reshard(engine)
+                    try:
+                        with no_full_collection():
+                            await self.reshard(engine)
+                    except Exception as exc:  # a read of the claimed shards' states failed
+                        log.error("shards not applied; tried again at the next check",
+                                  instance=self.instance, error=short_error(exc))
                     await asyncio.to_thread(release_free_memory)
 
     async def reshard(self, engine: Engine) -> None:
