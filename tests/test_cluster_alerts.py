@@ -27,7 +27,7 @@ from camwatch.rules.alerts import (
     shard_meta_key,
 )
 from camwatch.rules.rates import Targets, compute_rates
-from camwatch.store.base import ChannelState
+from camwatch.store.base import ChannelState, Transition
 from camwatch.store.sqlite import SqliteStore
 
 T0 = 1_800_000_000.0
@@ -107,10 +107,12 @@ class Instance:
     """One cluster member's alert evaluator over the shared store, committed as the daemon's
     evaluator commits (one key per changed shard)."""
 
-    def __init__(self, store: SqliteStore, fleet: list[Channel], owned: Iterable[int]) -> None:
+    def __init__(self, store: SqliteStore, fleet: list[Channel], owned: Iterable[int],
+                 cfg: AlertsConfig | None = None) -> None:
         self.store, self.fleet = store, fleet
         self.shards = AlertShards(fleet, "township", SHARDS)
-        self.ev = AlertEvaluator(CFG, Targets(TargetsConfig()), 2)
+        self.cfg = cfg or CFG
+        self.ev = AlertEvaluator(self.cfg, Targets(TargetsConfig()), 2)
         self.owned: frozenset[int] = frozenset()
         self.own(owned)
 
@@ -123,12 +125,14 @@ class Instance:
         self.owned = owned
 
     def run(self, now: float, states: dict[str, ChannelState],
-            problems: Iterable[str] = ()) -> list[Alert]:
+            problems: Iterable[str] = (),
+            transitions: Iterable[Transition] = ()) -> list[Alert]:
         mine = [c for c in self.fleet if self.shards.channel[c.id] in self.owned]
         st = {c.id: states[c.id] for c in mine}
         rates = compute_rates(mine, lambda cid: st[cid].state, Targets(TargetsConfig()))
-        out = self.ev.evaluate(now, alert_inputs({c.id: c for c in mine}, ()), st, list(st),
-                               rates, [], list(problems))
+        inputs = alert_inputs({c.id: c for c in mine}, self.cfg.rules.mass_outage.levels)
+        out = self.ev.evaluate(now, inputs, st, list(st), rates,
+                               [t for t in transitions if t.channel_id in st], list(problems))
         meta = self.ev.shard_state(out.state["alerts"]) if out.state is not None else {}
         self.store.commit_outbox(out.outbox, now, meta)
         out.commit()
@@ -202,3 +206,42 @@ def test_without_its_key_the_taker_would_fire_again(store: SqliteStore) -> None:
     blank.ev.use_shards(blank.shards.scope({s1}), {})  # claimed, its key not read
     blank.owned = frozenset({s1})
     assert len(blank.run(T0 + 60, states)) == 2
+
+
+def test_a_township_outage_is_its_owners_and_a_split_host_nobodys(store: SqliteStore) -> None:
+    """mass_outage by township and by host: the instance owning the township alerts it once;
+    an NVR whose channels lie in two shards is seen in part by each owner, so neither alerts
+    it (the township outage covers its channels there)."""
+    t1, t2 = two_townships()
+    fleet = [chan(f"a{i}", "鹿邑县", t1, "nvr-a") for i in range(6)] + \
+            [chan(f"x{i}", "鹿邑县", t1 if i < 3 else t2, "nvr-x") for i in range(6)] + \
+            [chan(f"b{i}", "鹿邑县", t2, "nvr-b") for i in range(6)]
+    s1 = shard_of(fleet[0], "township", SHARDS)
+    s2 = shard_of(fleet[-1], "township", SHARDS)
+    cfg = AlertsConfig.model_validate({
+        "receivers": {"county_app": {"type": "webhook", "url_env": "X_URL"}},
+        "default_receivers": ["county_app"],
+        "rules": {"rate_below_target": {"enabled": False},
+                  "channel_offline_long": {"enabled": False},
+                  "prober_unhealthy": {"enabled": False},
+                  "mass_outage": {"levels": ["township", "host"], "min_channels": 3}}})
+    states = {c.id: ChannelState(c.id, "online", since=T0 - 86400) for c in fleet}
+    down = [c.id for c in fleet if c.township == t1]  # 鹿邑县 t1 goes dark: nvr-a, half nvr-x
+    trans = [Transition(cid, T0, "online", "offline", "timeout") for cid in down]
+    for cid in down:
+        states[cid] = ChannelState(cid, "offline", "timeout", since=T0)
+    one = Instance(store, fleet, {s1}, cfg)
+    two = Instance(store, fleet, {s2}, cfg)
+    fired = one.run(T0 + 10, states, transitions=trans)
+    assert [(a.labels["level"], a.labels["group"]) for a in fired] == \
+        [("township", f"鹿邑县/{t1}")]
+    assert two.run(T0 + 10, states, transitions=trans) == []
+    # nvr-x alone (its t2 half down too, at the owner of t2): not inside one shard, not alerted
+    x_t2 = [c.id for c in fleet if c.host == "nvr-x" and c.township == t2]
+    for cid in x_t2:
+        states[cid] = ChannelState(cid, "offline", "timeout", since=T0 + 20)
+    assert two.run(T0 + 30, states, transitions=[
+        Transition(cid, T0 + 20, "online", "offline", "timeout") for cid in x_t2]) == []
+    assert AlertShards(fleet, "township", SHARDS).of({"host": "nvr-x"}) is None
+    saved = store.get_meta(shard_meta_key(s1))["alerts"]
+    assert [e["labels"]["level"] for e in saved.values()] == ["township"]
