@@ -59,7 +59,8 @@ class EvalInputs:
 
 def plan_evaluation(cfg: Config, channels: Mapping[str, Channel]) -> EvalInputs:
     index = RateIndex(channels.values())
-    index.layout()  # here, in the planning thread, not at the first evaluation
+    index.targets_of(Targets(cfg.targets))  # the rows' layout and targets: here, in the planning
+    # thread, not on the loop at the first evaluation (~0.1 s at 100,000 channels)
     return EvalInputs(index, alert_inputs(channels, cfg.alerts.rules.mass_outage.levels))
 
 

@@ -178,7 +178,7 @@ class RateIndex:
                  breakdowns: Sequence[str | None] = BREAKDOWNS) -> None:
         cells: dict[Cell, int] = {}
         self._layout_cache: tuple[list[Key], list[tuple[int, ...]]] | None = None
-        self._targets_cache: tuple[Targets, list[float | None]] | None = None
+        self._targets_cache: tuple[TargetsConfig, list[float | None]] | None = None
         self._cell_keys: list[tuple[Key, ...]] = []
         self._cell_of: dict[str, int] = {}
         for ch in channels:
@@ -230,9 +230,7 @@ class RateIndex:
         """The rate rows from per-cell counts (kept up to date by the daemon's evaluator as
         channels change, so an evaluation costs O(cells × rows), not O(channels))."""
         keys, cell_rows = self.layout()
-        if self._targets_cache is None or self._targets_cache[0] is not targets:
-            self._targets_cache = (targets, [targets.target_for(dict(scope), klass, project)
-                                             for scope, klass, project in keys])
+        row_targets = self.targets_of(targets)
         tot = [[0, 0, 0] for _ in keys]
         for positions, (on, off, unk) in zip(cell_rows, per_cell, strict=True):
             for i in positions:
@@ -242,7 +240,16 @@ class RateIndex:
                 t[2] += unk
         return [RateRow(scope, klass, project, on, on + off, off, unk, target)
                 for (scope, klass, project), (on, off, unk), target
-                in zip(keys, tot, self._targets_cache[1], strict=True)]
+                in zip(keys, tot, row_targets, strict=True)]
+
+    def targets_of(self, targets: Targets) -> list[float | None]:
+        """Each row's target, in :meth:`layout` order: looked up once per inventory and
+        targets (a reload plans it in its worker thread), not at every evaluation."""
+        if self._targets_cache is None or self._targets_cache[0] is not targets.cfg:
+            keys = self.layout()[0]
+            self._targets_cache = (targets.cfg, [targets.target_for(dict(scope), klass, project)
+                                             for scope, klass, project in keys])
+        return self._targets_cache[1]
 
 
 def compute_rates(channels: Iterable[Channel], state_of: Callable[[str], str],
