@@ -191,6 +191,18 @@ def test_city_scope_errors_name_the_config_and_the_store(
     assert not password or password not in out.stderr
     assert "stores[0]" not in out.stderr  # 鹿邑县 has its snapshot
 
+    unset = _config(tmp_path, "unset.yaml", {"report": {"city": {"name": "周口市", "stores": [
+        stores[0], {"backend": "postgresql", "dsn_env": "CW_CITY_UNSET"}]}}})
+    out = subprocess.run(
+        [sys.executable, "-m", "camwatch", "report", "-c", unset, "--scope", "city",
+         "--month", "2026-11", "-o", str(tmp_path / "u.json")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**_base_env(), **env, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 1
+    assert "unset.yaml: report.city.stores[1] (dsn_env CW_CITY_UNSET): cannot read the " \
+           "PostgreSQL DSN: environment variable CW_CITY_UNSET is not set" in out.stderr, \
+        out.stderr
+
     bad = _config(tmp_path, "bad.yaml", {"report": {"city": {"name": "", "stores": []}}})
     out = subprocess.run(
         [sys.executable, "-m", "camwatch", "check-config", "-c", bad],

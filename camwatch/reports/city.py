@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from camwatch.config import CityConfig, StoreConfig
-from camwatch.errors import InputError, Problem
+from camwatch.errors import InputError, Problem, StoreError
 from camwatch.inventory import Channel
 from camwatch.reports.rows import channels_from_rows
 from camwatch.store import Store, open_configured
@@ -61,7 +61,12 @@ class CityStores:
         try:
             for i, cfg in enumerate(city.stores):
                 where = f"report.city.stores[{i}] ({describe_store(cfg)})"
-                parts.append(_Part(where, open_configured(cfg)))
+                try:
+                    store = open_configured(cfg)
+                except StoreError as exc:  # its messages say "store": say which one
+                    raise StoreError(f"{source}: {where}: "
+                                     f"{str(exc).removeprefix('store: ')}") from None
+                parts.append(_Part(where, store))
         except BaseException:
             for p in parts:
                 p.store.close()
