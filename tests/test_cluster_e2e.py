@@ -342,6 +342,13 @@ def test_alerts_survive_kill_9_of_their_owner_and_of_the_deliverer(
                  lambda: receiver.got(waiting, "firing") == 1, seconds=TAKEOVER_S * 5)
             coordinators = [p for p in (b, c) if api(p, "/api/cluster")["coordinator"]]
             assert len(coordinators) == 1
+            deliverer = "cw-b" if coordinators[0] is b else "cw-c"
+            assert api(c, "/api/cluster")["cluster"]["coordinator"] == deliverer
+            shown = subprocess.run(
+                [sys.executable, "-m", "camwatch", "status", "--cluster", "--url", b.base],
+                capture_output=True, text=True, timeout=30, cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)})
+            assert f"outbox delivered by: {deliverer}\n" in shown.stdout, shown.stdout
             poll("cw-c judges the failed channels",
                  lambda: judged(c).get(fired) == judged(c).get(waiting) == "offline")
 
