@@ -330,6 +330,16 @@ class HttpConfig(_Model):
         return split_listen(self.listen)[1]
 
 
+class CityConfig(_Model):
+    """``camwatch report --scope city``: a bulletin above the county, read from the stores of
+    the city's counties (docs/scale-out.md, Bulletins above a county)."""
+
+    name: str = Field(min_length=1, description="the city, as the bulletin's title names it")
+    stores: list[StoreConfig] = Field(
+        min_length=1, description="every county's store (PostgreSQL: dsn_env or dsn_file), "
+                                  "or the one store a cluster of instances shares")
+
+
 class ReportConfig(_Model):
     online_rate: Literal["time_weighted", "snapshot"] = "time_weighted"
     long_offline_days: PositiveInt = 3
@@ -339,6 +349,7 @@ class ReportConfig(_Model):
         default=30, ge=0,
         description="villages listed in the printed bulletin's annex (HTML, PDF), worst "
                     "first; 0 lists every village; XLSX, CSV and JSON keep all")
+    city: CityConfig | None = None  # report --scope city
 
     @field_validator("timezone")
     @classmethod
@@ -578,11 +589,6 @@ def _cross_checks(cfg: Config) -> list[Problem]:
             out.append(Problem(cfg.source, f"$.{section}.enabled",
                                f"expected false with cluster.enabled: {section} is not built "
                                f"for a cluster of instances yet (docs/scale-out.md)"))
-    if cfg.cluster.enabled and cfg.alerts.enabled:
-        out.append(Problem(cfg.source, "$.alerts.enabled",
-                           "expected false with cluster.enabled: an instance's alert state and "
-                           "outbox are not kept per shard yet (docs/scale-out.md); alert on the "
-                           "cluster's rates from Prometheus"))
     return out
 
 

@@ -122,11 +122,12 @@ class Daemon:
         try:
             self.store = open_configured(cfg.store)  # reads
             self.writer = StoreWriter(open_configured(cfg.store))
-            self.engine = Engine(cfg, self.cluster.mine(inv) if self.cluster else inv,
-                                 self.store, self.writer,
+            cut = self.cluster.mine(inv) if self.cluster else None
+            self.engine = Engine(cfg, cut.part if cut else inv, self.store, self.writer,
                                  forget=self.cluster.forget if self.cluster else None)
-            if self.cluster:
+            if self.cluster and cut:
                 self.cluster.attach(self.engine)
+                self.cluster.start_alerts(self.engine, cut)
             self.engine.health.watch("store lock", lambda: self.lock.problem)
         except BaseException:
             self.lock.release()
@@ -148,7 +149,10 @@ class Daemon:
     def _wire_alerts(self, cfg: Config) -> None:
         """The outbox dispatcher for the configured receivers (undelivered notifications stay
         in the outbox, so rebuilding it loses nothing)."""
-        self.dispatcher = Dispatcher(cfg.alerts, self.store, self.writer) \
+        # in a cluster the outbox is delivered by one instance at a time, the coordinator
+        cluster = self.cluster
+        active = (lambda: cluster.ownership.coordinator) if cluster is not None else None
+        self.dispatcher = Dispatcher(cfg.alerts, self.store, self.writer, active=active) \
             if cfg.alerts.enabled and cfg.alerts.receivers else None
         dispatcher = self.dispatcher
         self.engine.evaluator.on_enqueued = dispatcher.notify if dispatcher else lambda: None
@@ -184,6 +188,9 @@ class Daemon:
 
     async def publish_rates(self, rates: Any) -> None:
         if self.dispatcher is not None:
+            scope = self.engine.evaluator.scope
+            if scope is not None:  # a cluster: only the scopes this instance sees whole
+                rates = scope.inside(rates)
             await self.dispatcher.publish_rates(rates)
 
     # --- the month's inventory snapshot ---------------------------------------------------------
@@ -248,9 +255,12 @@ class Daemon:
         if keys:
             return self._refuse("reload refused: these settings need a restart, keeping the "
                                 "running config", keys=keys)
-        cut = await asyncio.to_thread(self.cluster.part, inv) if self.cluster else None
+        # this instance's shards of it: the shards applied now (a change of ownership is
+        # applied by ClusterMember.run, with the claimed shards' states)
+        cut = await asyncio.to_thread(self.cluster.part, inv, self.cluster.applied) \
+            if self.cluster else None
         if cut is not None:
-            inv = cut.part  # this instance's shards of it
+            inv = cut.part
         try:
             plan = await asyncio.to_thread(eng.plan, cfg, inv)
         except Exception as exc:
@@ -269,7 +279,11 @@ class Daemon:
         self._confirm_drop = None
         if self.cluster is not None and cut is not None:
             self.cluster.adopt(cut)
-        gone = await eng.apply_sliced(plan)
+            async with eng.evaluator.lock:  # the same shards, the alerts' map of them anew
+                gone = await eng.apply_sliced(plan)
+                eng.evaluator.use_shards(cut.alerts.scope(cut.owned), {})
+        else:
+            gone = await eng.apply_sliced(plan)
         if self._digests is not None:
             self._digests = digests
         if eng.gb is not None:

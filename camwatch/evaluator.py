@@ -21,7 +21,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -38,6 +38,7 @@ from camwatch.rules.alerts import (
     AlertInputs,
     PictureRecord,
     QualityInputs,
+    ShardScope,
     alert_inputs,
     set_platform,
 )
@@ -98,6 +99,11 @@ class Evaluator:
         # rules quality_degraded and intact_rate_below_target
         self.quality: QualityView | None = None
         self._intact: tuple[float, EvalInputs, list[RateRow]] | None = None  # see _intact_rows
+        # in a cluster: the owned shards, whose alert states are kept per shard
+        self.scope: ShardScope | None = None
+        # held by an evaluation from its draft to its commit, and by a cluster member while
+        # it changes the owned shards (their alert states must not change under a draft)
+        self.lock = asyncio.Lock()
         # GB/T 28181: platform id -> (name, the channels it lists), kept across swaps
         self._platforms: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.configure(cfg, saved_alerts)
@@ -115,7 +121,14 @@ class Evaluator:
             return
         state = saved_alerts if self.alerts is None else self.alerts.saved()
         self.alerts = AlertEvaluator(cfg.alerts, self.targets, cfg.targets.min_channels,
-                                     state, timezone=cfg.report.timezone)
+                                     state, timezone=cfg.report.timezone, scope=self.scope)
+
+    def use_shards(self, scope: ShardScope, saved: Mapping[int, Any]) -> None:
+        """A cluster member's owned shards (see :meth:`AlertEvaluator.use_shards`); the
+        caller holds :attr:`lock` (or no evaluation can run yet)."""
+        self.scope = scope
+        if self.alerts is not None:
+            self.alerts.use_shards(scope, saved)
 
     def swap(self, inputs: EvalInputs, per_cell: list[list[int]] | None = None) -> None:
         """Take a new inventory's inputs (after the book swapped to it), with its per-cell
@@ -198,6 +211,10 @@ class Evaluator:
     async def evaluate(self) -> list[Alert]:
         """One evaluation; raises when the store could not take its outcome (nothing is
         lost: the next one repeats it)."""
+        async with self.lock:
+            return await self._evaluate()
+
+    async def _evaluate(self) -> list[Alert]:
         if self.inputs is None:
             return []
         now = self.clock()
@@ -220,7 +237,11 @@ class Evaluator:
             outcome = self.alerts.evaluate(now, self.inputs.alerts, self.book.states,
                                            candidates, self.rates, transitions, problems,
                                            quality)
-            meta = {META_KEY: outcome.state} if outcome.state is not None else {}
+            meta: dict[str, Any] = {}
+            if outcome.state is not None:
+                # in a cluster, one key per shard: each shard's next owner starts from it
+                meta = self.alerts.shard_state(outcome.state["alerts"]) \
+                    if self.alerts.scope is not None else {META_KEY: outcome.state}
             if outcome.outbox or meta:
                 items = outcome.outbox
                 await self.writer.run(lambda s: s.commit_outbox(items, now, meta))

@@ -20,9 +20,9 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from camwatch.config import Config, TargetsConfig
 from camwatch.errors import Problem
@@ -61,7 +61,14 @@ from camwatch.rules.rates import (
     online_rate,
     roll_up,
 )
-from camwatch.store.base import Exemption, Store
+from camwatch.store.base import (
+    Exemption,
+    QualityChange,
+    QualityChangeRow,
+    Ticket,
+    Transition,
+    TransitionRow,
+)
 
 Scope = tuple[tuple[str, str], ...]
 DAY = 86400.0
@@ -614,7 +621,25 @@ def _tables(channels: Sequence[Channel], period: Period, tl: Timeline,
     return out
 
 
-def compute_bulletin(store: Store, channels: Sequence[Channel], period: Period,
+class BulletinSource(Protocol):
+    """The reads the bulletin makes: a :class:`~camwatch.store.base.Store`, or a city's county
+    stores read as one (:class:`camwatch.reports.city.CityStores`)."""
+
+    def exemptions(self, start: float | None = None, end: float | None = None,
+                   channel_ids: Iterable[str] | None = None) -> list[Exemption]: ...
+    def last_transition_before(self, ts: float,
+                               with_detail: bool = True) -> dict[str, Transition]: ...
+    def transition_rows(self, start: float | None = None,
+                        end: float | None = None) -> Iterable[TransitionRow]: ...
+    def tickets(self, *, open_only: bool = False, since: float | None = None,
+                until: float | None = None) -> list[Ticket]: ...
+    def quality_changes(self, start: float | None = None,
+                        end: float | None = None) -> Iterator[QualityChangeRow]: ...
+    def last_quality_before(self, ts: float) -> dict[str, QualityChange]: ...
+    def fault_pictures(self, channel_ids: Iterable[str]) -> dict[str, tuple[float, bytes]]: ...
+
+
+def compute_bulletin(store: BulletinSource, channels: Sequence[Channel], period: Period,
                      settings: ReportSettings, *, site: str = "camwatch",
                      inventory_source: str = "",
                      previous_channels: Sequence[Channel] | None = None,
@@ -633,7 +658,7 @@ def compute_bulletin(store: Store, channels: Sequence[Channel], period: Period,
                         previous_channels, previous_inventory_source, rejected, now, progress)
 
 
-def _compute(store: Store, channels: Sequence[Channel], period: Period,
+def _compute(store: BulletinSource, channels: Sequence[Channel], period: Period,
              settings: ReportSettings, site: str, inventory_source: str,
              previous_channels: Sequence[Channel] | None, previous_inventory_source: str,
              rejected: Iterable[Problem], now: float | None,
@@ -723,7 +748,7 @@ def _compute(store: Store, channels: Sequence[Channel], period: Period,
     )
 
 
-def _intact(store: Store, period: Period, end: float, counted: Mapping[str, float],
+def _intact(store: BulletinSource, period: Period, end: float, counted: Mapping[str, float],
             start_states: Mapping[str, Cursor],
             exempt: Mapping[str, list[tuple[float, float]]]) -> IntactTimeline | None:
     """The 完好率's pass (:mod:`camwatch.reports.intact`); None when the store has no quality

@@ -52,6 +52,31 @@ log = structlog.get_logger(__name__)
 
 META_KEY = "alerts.evaluator.v1"
 
+
+def shard_meta_key(shard: int) -> str:
+    """In a cluster, each shard's alert state is a ``meta`` key of its own
+    (``alerts.evaluator.v1.shard.3``): the instance that owns the shard writes it, the next
+    owner starts from it (docs/scale-out.md, Alerts in a cluster)."""
+    return f"{META_KEY}.shard.{shard}"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardScope:
+    """What an instance of a cluster alerts on: the subjects (a channel, a township, a host,
+    a rate's scope) that lie inside one of the shards it owns. ``of`` maps an alert's labels
+    to its shard, or None when the subject spans shards (a county split by township, the
+    whole site, an operator across counties, the prober itself): those are Prometheus'."""
+
+    owned: frozenset[int]
+    of: Callable[[Mapping[str, str]], int | None]
+
+    def inside(self, rows: Sequence[RateRow]) -> list[RateRow]:
+        """The rate rows of scopes inside the owned shards: what this instance may publish
+        as a scope's rate (retained MQTT topics), where another instance's part of the same
+        scope would otherwise overwrite it."""
+        owned, of = self.owned, self.of
+        return [r for r in rows if (s := of(dict(r.scope))) is not None and s in owned]
+
 _LEVEL_NAMES = {"township": "乡镇", "village": "村", "host": "主机", "platform": "下级平台"}
 
 Status = Literal["bad", "between", "good", "nodata"]
@@ -231,8 +256,10 @@ class Outcome:
 
 class AlertEvaluator:
     def __init__(self, cfg: AlertsConfig, targets: Targets, min_channels: int,
-                 saved: Any = None, timezone: str = "Asia/Shanghai") -> None:
+                 saved: Any = None, timezone: str = "Asia/Shanghai",
+                 scope: ShardScope | None = None) -> None:
         self.cfg = cfg
+        self.scope = scope  # in a cluster: only the owned shards' subjects are alerted on
         self.targets = targets
         self.min_channels = min_channels
         self.timezone = timezone
@@ -250,6 +277,59 @@ class AlertEvaluator:
     def saved(self) -> dict[str, Any]:
         """The committed state, as the store keeps it (a new evaluator starts from it)."""
         return {"alerts": self._state}
+
+    # --- in a cluster: the state per shard ------------------------------------------------------
+
+    def shard_of(self, entry: Mapping[str, Any]) -> int | None:
+        """The shard an alert's state belongs to: kept in the entry when it was created (an
+        inventory edit that moves its subject does not move its state)."""
+        shard = entry.get("shard")
+        if isinstance(shard, int):
+            return shard
+        return self.scope.of(entry.get("labels", {})) if self.scope is not None else None
+
+    def split(self, state: Mapping[str, Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
+        """``state`` (fingerprint -> entry) per owned shard, every owned shard present."""
+        assert self.scope is not None
+        out: dict[int, dict[str, Any]] = {s: {} for s in self.scope.owned}
+        for fp, entry in state.items():
+            shard = self.shard_of(entry)
+            if shard in out:
+                out[shard][fp] = entry
+        return out
+
+    def shard_state(self, draft: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """The ``meta`` keys to write for ``draft`` (an outcome's state): one per owned
+        shard whose alerts changed since the committed state."""
+        new, old = self.split(draft), self.split(self._state)
+        return {shard_meta_key(s): {"alerts": part} for s, part in sorted(new.items())
+                if part != old[s]}
+
+    def use_shards(self, scope: ShardScope, saved: Mapping[int, Any]) -> None:
+        """The owned shards changed (or the inventory they are cut from): keep the committed
+        state of the shards still owned, drop that of the shards given up (their new owner
+        goes on from it: no "removed from the inventory" message), and take the committed
+        state of the shards claimed (``saved``: shard -> its ``meta`` value) as the previous
+        owner left it: its active alerts are not fired again, its pending ones keep their
+        ``pending_since``. Never between :meth:`evaluate` and the outcome's commit."""
+        before = self.scope.owned if self.scope is not None else frozenset()
+        self.scope = scope
+        kept = {fp: e for fp, e in self._state.items()
+                if self.shard_of(e) in scope.owned and self.shard_of(e) in before}
+        for shard, value in sorted(saved.items()):
+            if shard not in scope.owned or shard in before:
+                continue
+            alerts = value.get("alerts") if isinstance(value, dict) else None
+            if not isinstance(alerts, dict):
+                continue
+            for fp, e in alerts.items():
+                if isinstance(e, dict):
+                    kept[fp] = {**e, "shard": shard}
+        dropped = sum(1 for e in self._state.values() if self.shard_of(e) not in scope.owned)
+        self._state = self._draft = kept
+        log.info("alert state of the owned shards", shards=sorted(scope.owned),
+                 active=self.active_count(), pending=len(kept) - self.active_count(),
+                 dropped=dropped)
 
     def active_count(self) -> int:
         return sum(1 for e in self._state.values() if e.get("active"))
@@ -392,6 +472,13 @@ class AlertEvaluator:
               present: Callable[[dict[str, str]], bool] | None = None) -> list[Alert]:
         events: list[Alert] = []
         draft = self._draft
+        shards: dict[str, int] = {}
+        if self.scope is not None:  # a cluster: only what lies inside the owned shards
+            owned, of = self.scope.owned, self.scope.of
+            for key, seen in obs.items():
+                if (shard := of(seen.labels)) is not None and shard in owned:
+                    shards[key] = shard
+            obs = {fp: o for fp, o in obs.items() if fp in shards}
         mine = [fp for fp, e in draft.items() if e["name"] == spec.name]
         for fp in sorted(set(obs) | set(mine)):
             o = obs.get(fp)
@@ -414,6 +501,8 @@ class AlertEvaluator:
                         draft[fp] = {
                             "name": spec.name, "labels": o.labels, "severity": spec.severity,
                             "pending_since": now, "active": False}
+                        if fp in shards:
+                            draft[fp]["shard"] = shards[fp]
                         self._dirty = True
                         entry = draft[fp]
                     if now - entry["pending_since"] >= spec.for_:
