@@ -90,6 +90,12 @@ class Evaluator:
         self.rates: list[RateRow] = []
         self.inputs: EvalInputs | None = None
         self._per_cell: list[list[int]] = []
+        # each rate row's [online, offline, unknown], kept up to date with the cells: an
+        # evaluation remakes only the rows whose counts moved since the one before
+        self._per_row: list[list[int]] = []
+        self._cell_rows: list[tuple[int, ...]] = []
+        self._rows: list[RateRow] | None = None  # None: remake them all
+        self._dirty_rows: set[int] = set()
         self._counting: tuple[set[str], dict[str, str]] | None = None
         self._cursor = book.cursor
         self._last_snapshot = 0.0
@@ -116,6 +122,7 @@ class Evaluator:
         self.targets = Targets(cfg.targets)
         self.intact_targets = Targets(cfg.targets.intact_targets())  # 完好率 (targets.intact)
         self._intact = None  # recounted against the new targets at the next evaluation
+        self._rows = None  # and the rate rows remade, with the new targets
         if not cfg.alerts.enabled:
             self.alerts = None
             return
@@ -138,6 +145,9 @@ class Evaluator:
         self.inputs = inputs
         self._per_cell = per_cell if per_cell is not None else \
             inputs.index.count(self.book.state_of)
+        self._per_row = inputs.index.totals(self._per_cell)
+        self._cell_rows = inputs.index.layout()[1]
+        self._rows = None
 
     async def count_for(self, inputs: EvalInputs, slice_size: int = COUNT_SLICE) -> \
             list[list[int]]:
@@ -190,9 +200,16 @@ class Evaluator:
                 fixes[cid] = before
         n = self.inputs.index.cell_of(cid)
         if n is not None:
+            b, a = state_index(before), state_index(after)
             counts = self._per_cell[n]
-            counts[state_index(before)] -= 1
-            counts[state_index(after)] += 1
+            counts[b] -= 1
+            counts[a] += 1
+            per_row, dirty = self._per_row, self._dirty_rows
+            for pos in self._cell_rows[n]:
+                t = per_row[pos]
+                t[b] -= 1
+                t[a] += 1
+                dirty.add(pos)
 
     def _intact_rows(self, now: float) -> list[RateRow]:
         """The 完好率 rows for intact_rate_below_target (none when the rule is off): counted
@@ -208,6 +225,22 @@ class Evaluator:
                 self.intact_targets))
         return self._intact[2]
 
+    def _rate_rows(self) -> list[RateRow]:
+        """The rate rows now: the previous evaluation's list (never changed in place: readers
+        may hold it) with the rows whose counts moved remade; all of them after a swap or a
+        new config."""
+        assert self.inputs is not None
+        index, per_row, targets = self.inputs.index, self._per_row, self.targets
+        if self._rows is None:
+            rows = [index.row(i, t, targets) for i, t in enumerate(per_row)]
+        else:
+            rows = list(self._rows)
+            for pos in self._dirty_rows:
+                rows[pos] = index.row(pos, per_row[pos], targets)
+        self._dirty_rows = set()
+        self._rows = rows
+        return rows
+
     async def evaluate(self) -> list[Alert]:
         """One evaluation; raises when the store could not take its outcome (nothing is
         lost: the next one repeats it)."""
@@ -218,7 +251,7 @@ class Evaluator:
         if self.inputs is None:
             return []
         now = self.clock()
-        self.rates = self.inputs.index.rows(self._per_cell, self.targets)
+        self.rates = self._rate_rows()
         problems = self.health.problems(now)
         if now - self._last_snapshot >= RATE_SNAPSHOT_EVERY_S:
             self._last_snapshot = now

@@ -227,10 +227,15 @@ class RateIndex:
         return self._layout_cache
 
     def rows(self, per_cell: Sequence[Sequence[int]], targets: Targets) -> list[RateRow]:
-        """The rate rows from per-cell counts (kept up to date by the daemon's evaluator as
-        channels change, so an evaluation costs O(cells × rows), not O(channels))."""
+        """The rate rows from per-cell counts, O(cells × rows). (The daemon's evaluator keeps
+        the rows' totals up to date as channels change and remakes only the rows that did:
+        :meth:`totals`, :meth:`row`.)"""
+        return [self.row(i, t, targets) for i, t in enumerate(self.totals(per_cell))]
+
+    def totals(self, per_cell: Sequence[Sequence[int]]) -> list[list[int]]:
+        """Each row's [online, offline, unknown], in :meth:`layout` order, summed from the
+        cells' counts."""
         keys, cell_rows = self.layout()
-        row_targets = self.targets_of(targets)
         tot = [[0, 0, 0] for _ in keys]
         for positions, (on, off, unk) in zip(cell_rows, per_cell, strict=True):
             for i in positions:
@@ -238,9 +243,15 @@ class RateIndex:
                 t[0] += on
                 t[1] += off
                 t[2] += unk
-        return [RateRow(scope, klass, project, on, on + off, off, unk, target)
-                for (scope, klass, project), (on, off, unk), target
-                in zip(keys, tot, row_targets, strict=True)]
+        return tot
+
+    def row(self, position: int, counts: Sequence[int], targets: Targets) -> RateRow:
+        """The rate row at ``position`` of :meth:`layout`, from its [online, offline,
+        unknown]."""
+        scope, klass, project = self.layout()[0][position]
+        on, off, unk = counts
+        return RateRow(scope, klass, project, on, on + off, off, unk,
+                       self.targets_of(targets)[position])
 
     def targets_of(self, targets: Targets) -> list[float | None]:
         """Each row's target, in :meth:`layout` order: looked up once per inventory and
