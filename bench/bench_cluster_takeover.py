@@ -107,7 +107,7 @@ def main() -> int:
             member = ClusterMember(cfg, Secret(dsn), "127.0.0.1:0")
             member.ownership.owned = frozenset(range(args.shards)) - taken
             writer = StoreWriter(PostgresStore(Secret(dsn)))
-            engine = Engine(cfg, member.mine(inv), store, writer, forget=member.forget)
+            engine = Engine(cfg, member.mine(inv).part, store, writer, forget=member.forget)
             before = len(engine.channels)
             sys.setswitchinterval(GIL_SWITCH_S)  # as the daemon runs
             wall, worst = asyncio.run(takeover(engine, member, frozenset(range(args.shards))))

@@ -307,7 +307,7 @@ class ChannelBook:
         flush in slices instead: :meth:`copy_states`.)"""
         if everything:
             self._dirty.update(self._states)
-        states = [replace(s) for s in self._dirty.values()]
+        states = [s.copy() for s in self._dirty.values()]
         trans = self._pending
         self._dirty = {}
         self._pending = []
@@ -326,7 +326,7 @@ class ChannelBook:
         """Copies of these channels' states (a slice of a full flush; the ids that left since
         are skipped)."""
         states = self._states
-        return [replace(states[cid]) for cid in ids if cid in states]
+        return [states[cid].copy() for cid in ids if cid in states]
 
     def restore_writes(self, states: Iterable[ChannelState],
                        transitions: list[Transition]) -> None:

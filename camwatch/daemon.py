@@ -38,7 +38,7 @@ from camwatch.config import Config, load_config
 from camwatch.engine import Engine, no_full_collection, release_free_memory
 from camwatch.errors import CamwatchError, InputError, short_error
 from camwatch.http import serve
-from camwatch.inventory import Inventory, load_inventory
+from camwatch.inventory import Digests, Inventory, load_inventory, only_changed, with_unchanged
 from camwatch.reports.period import zone
 from camwatch.reports.rows import iter_inventory_rows
 from camwatch.sinks.dispatch import Dispatcher
@@ -60,6 +60,15 @@ GIL_SWITCH_S = 0.0002
 def load_all(path: str) -> tuple[Config, Inventory]:
     cfg = load_config(path)
     return cfg, load_inventory(cfg.inventory, known_credentials=cfg.credentials)
+
+
+def load_changed(path: str, known: Digests | None) -> tuple[Config, Inventory, Digests]:
+    """:func:`load_all` for a reload, in a process of its own: the inventory comes back
+    with only the channels that differ from ``known`` (the running inventory's digests), so
+    the daemon unpickles a few changed rows, not 100,000 (1.2 s of a thread holding the GIL
+    beside the loop, and copies that fragment its heap for good)."""
+    cfg, inv = load_all(path)
+    return cfg, inv, only_changed(inv, known)
 
 
 def restart_keys(old: Config, new: Config) -> list[str]:
@@ -102,6 +111,9 @@ class Daemon:
         self.config_path = config_path
         cfg, inv = load_all(config_path)
         self.cfg = cfg
+        # what a reload compares the file with (a cluster member keeps only its part of the
+        # inventory, so its reloads send everything)
+        self._digests = None if cfg.cluster.enabled else Digests.of(inv.channels)
         self.listen = listen or cfg.http.listen
         # in a cluster the shards are the lock (docs/scale-out.md); the engine gets their part
         self.cluster = cluster_member(cfg, self.listen)
@@ -110,11 +122,12 @@ class Daemon:
         try:
             self.store = open_configured(cfg.store)  # reads
             self.writer = StoreWriter(open_configured(cfg.store))
-            self.engine = Engine(cfg, self.cluster.mine(inv) if self.cluster else inv,
-                                 self.store, self.writer,
+            cut = self.cluster.mine(inv) if self.cluster else None
+            self.engine = Engine(cfg, cut.part if cut else inv, self.store, self.writer,
                                  forget=self.cluster.forget if self.cluster else None)
-            if self.cluster:
+            if self.cluster and cut:
                 self.cluster.attach(self.engine)
+                self.cluster.start_alerts(self.engine, cut)
             self.engine.health.watch("store lock", lambda: self.lock.problem)
         except BaseException:
             self.lock.release()
@@ -136,7 +149,10 @@ class Daemon:
     def _wire_alerts(self, cfg: Config) -> None:
         """The outbox dispatcher for the configured receivers (undelivered notifications stay
         in the outbox, so rebuilding it loses nothing)."""
-        self.dispatcher = Dispatcher(cfg.alerts, self.store, self.writer) \
+        # in a cluster the outbox is delivered by one instance at a time, the coordinator
+        cluster = self.cluster
+        active = (lambda: cluster.ownership.coordinator) if cluster is not None else None
+        self.dispatcher = Dispatcher(cfg.alerts, self.store, self.writer, active=active) \
             if cfg.alerts.enabled and cfg.alerts.receivers else None
         dispatcher = self.dispatcher
         self.engine.evaluator.on_enqueued = dispatcher.notify if dispatcher else lambda: None
@@ -172,6 +188,9 @@ class Daemon:
 
     async def publish_rates(self, rates: Any) -> None:
         if self.dispatcher is not None:
+            scope = self.engine.evaluator.scope
+            if scope is not None:  # a cluster: only the scopes this instance sees whole
+                rates = scope.inside(rates)
             await self.dispatcher.publish_rates(rates)
 
     # --- the month's inventory snapshot ---------------------------------------------------------
@@ -225,7 +244,8 @@ class Daemon:
         eng = self.engine
         seen = _stat(self.cfg.inventory.path)
         try:
-            cfg, inv = await self._load_elsewhere()
+            cfg, inv, digests = await self._load_elsewhere(self._digests)
+            await asyncio.to_thread(with_unchanged, inv, digests, eng.inventory.channels)
         except InputError as exc:
             return self._refuse("reload rejected, keeping the running config",
                                 problems=[str(p) for p in exc.problems[:20]])
@@ -235,9 +255,12 @@ class Daemon:
         if keys:
             return self._refuse("reload refused: these settings need a restart, keeping the "
                                 "running config", keys=keys)
-        cut = await asyncio.to_thread(self.cluster.part, inv) if self.cluster else None
+        # this instance's shards of it: the shards applied now (a change of ownership is
+        # applied by ClusterMember.run, with the claimed shards' states)
+        cut = await asyncio.to_thread(self.cluster.part, inv, self.cluster.applied) \
+            if self.cluster else None
         if cut is not None:
-            inv = cut.part  # this instance's shards of it
+            inv = cut.part
         try:
             plan = await asyncio.to_thread(eng.plan, cfg, inv)
         except Exception as exc:
@@ -256,7 +279,13 @@ class Daemon:
         self._confirm_drop = None
         if self.cluster is not None and cut is not None:
             self.cluster.adopt(cut)
-        gone = await eng.apply_sliced(plan)
+            async with eng.evaluator.lock:  # the same shards, the alerts' map of them anew
+                gone = await eng.apply_sliced(plan)
+                eng.evaluator.use_shards(cut.alerts.scope(cut.owned), {})
+        else:
+            gone = await eng.apply_sliced(plan)
+        if self._digests is not None:
+            self._digests = digests
         if eng.gb is not None:
             eng.gb.configure(cfg.gb28181)
         self.cfg = cfg
@@ -267,15 +296,16 @@ class Daemon:
         await self.snapshot_inventory()
         return True
 
-    async def _load_elsewhere(self) -> tuple[Config, Inventory]:
-        """:func:`load_all` in a process of its own: parsing 100,000 rows is seconds of Python,
-        which in a thread shares the GIL with the event loop; in another process it does not
-        (only unpickling the result, about a fifth of it, happens here, in a worker thread),
-        and the parse's garbage is that process's, not the daemon's."""
+    async def _load_elsewhere(self, known: Digests | None
+                              ) -> tuple[Config, Inventory, Digests]:
+        """:func:`load_changed` in a process of its own: parsing 100,000 rows is seconds of
+        Python, which in a thread shares the GIL with the event loop; in another process it
+        does not, and the parse's garbage is that process's, not the daemon's. Only what
+        changed comes back (unpickled here, in a worker thread)."""
         loop = asyncio.get_running_loop()
         pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
         try:
-            return await loop.run_in_executor(pool, load_all, self.config_path)
+            return await loop.run_in_executor(pool, load_changed, self.config_path, known)
         finally:
             await asyncio.to_thread(pool.shutdown)
 

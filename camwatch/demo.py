@@ -26,6 +26,7 @@ from camwatch.rules.rates import format_rate
 from camwatch.sim.fleet import Fleet, FleetConfig
 from camwatch.sim.inventory_gen import InventorySpec, plan_inventory
 from camwatch.sim.model import Fault
+from camwatch.sim.pictures import Picture
 from camwatch.sim.scenario import Scenario, TimedEvent
 
 DEFAULT_FIRST_HOST = InventorySpec().first_host  # 127.1.0.1
@@ -63,6 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds until one operator cloud stops its keepalives (default 200)")
     p.add_argument("--platform-down-for", type=float, default=300.0,
                    help="how long it stays silent, seconds (default 300)")
+    p.add_argument("--quality-interval", default="10m",
+                   help="how often each camera's picture is sampled (default 10m; at least "
+                        "10s; a picture costs ~40 ms of CPU)")
     p.add_argument("--duration", type=float, default=None,
                    help="stop by itself after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--seed", type=int, default=1,
@@ -174,6 +178,8 @@ def fleet_config(args: argparse.Namespace) -> tuple[FleetConfig, str]:
     # a few faults of each kind, and one township's uplink going down for a while
     scenario = Scenario(dead=0.01, hung=0.005, auth_fail=0.005, not_found=0.005,
                         flapping=0.002, clock_skew=0.01,
+                        # real pictures, about 2 % of them degraded (视频质量诊断, 完好率)
+                        pictures=True, picture_faults=DEMO_PICTURE_FAULTS,
                         events=(TimedEvent(at_s=args.outage_at, for_s=args.outage_for,
                                            fault=Fault.REFUSED, township=victim.code),))
     return FleetConfig(inventory=spec, scenario=scenario, out_dir=Path(args.dir),
@@ -182,8 +188,15 @@ def fleet_config(args: argparse.Namespace) -> tuple[FleetConfig, str]:
                        gb_down_for=args.platform_down_for), victim.name
 
 
-def _tune_config(path: Path, interval: str) -> None:
-    """The generated config, with the demo's shorter interval (and the repair desk on)."""
+DEMO_PICTURE_FAULTS = ((Picture.FROZEN, 0.004), (Picture.SIGNAL_LOST, 0.004),
+                       (Picture.BLUR, 0.003), (Picture.TOO_DARK, 0.002),
+                       (Picture.OCCLUDED, 0.002), (Picture.COLOR_CAST, 0.002),
+                       (Picture.NOISE, 0.001))
+
+
+def _tune_config(path: Path, interval: str, quality_interval: str = "10m") -> None:
+    """The generated config, with the demo's shorter interval (and the repair desk and the
+    picture sampling on)."""
     from camwatch.configbase import parse_duration
     from camwatch.gb28181 import demo as gb_demo
     from camwatch.repairs.demo import demo_config
@@ -191,6 +204,7 @@ def _tune_config(path: Path, interval: str) -> None:
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     doc.setdefault("probing", {})["interval"] = interval
     doc["probing"]["timeout"] = "3s"
+    doc["quality"] = {"enabled": True, "interval": quality_interval, "timeout": "8s"}
     demo_config(doc, parse_duration(interval))
     gb_demo.demo_config(doc)
     path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
@@ -208,8 +222,8 @@ async def _status_lines(daemon: Daemon, start: float) -> None:
         t = int(time.monotonic() - start)
         print(f"t+{t // 60:02d}:{t % 60:02d}  online {counts['online']}  offline "
               f"{counts['offline']}  unknown {counts['unknown']}  在线率 "
-              f"{format_rate(counts['online'] / judged if judged else None)}  {classes}",
-              flush=True)
+              f"{format_rate(counts['online'] / judged if judged else None)}  {classes}  "
+              f"画面异常 {len(eng.quality.degraded)}", flush=True)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -229,7 +243,7 @@ async def run(args: argparse.Namespace) -> int:
             repairs_demo.maintainers_group(say, watched), gb_demo.duty_group(say):
         assert fleet.files is not None
         config = fleet.files.config
-        _tune_config(config, args.interval)
+        _tune_config(config, args.interval, args.quality_interval)
         def banner(d: Daemon) -> None:
             assert fleet.files is not None
             host = listen.rpartition(":")[0]
@@ -245,6 +259,7 @@ async def run(args: argparse.Namespace) -> int:
                 down = fleet.plan.clouds[-1].name
                 gb_story = (f"\n{down} stops its keepalives {args.platform_down_at:g}s from "
                             f"now for {args.platform_down_for:g}s.")
+            degraded = sum(n for k, n in fleet.picture_counts().items() if k != "ok")
             print(f"""camwatch demo: {fleet.channel_count} simulated channels of {fleet.county.name}
   inventory  {fleet.files.inventory}
   config     {config}
@@ -254,6 +269,8 @@ async def run(args: argparse.Namespace) -> int:
   rates      {base}/api/rates
   simulator  {fleet.control_url}/api/devices   (devices from {args.first_host})
   report     camwatch report -c {config} --month {month} --format html -o report.html
+  pictures   {base}/api/channels?quality=degraded   ({degraded} cameras show a picture fault;
+             each picture is sampled every {args.quality_interval}, 完好率 in /api/rates)
 {gb_lines}{victim} loses its uplink {args.outage_at:g}s from now for {args.outage_for:g}s.{gb_story}
 Ctrl-C or SIGTERM stops the demo; SIGHUP re-reads {config.name} and the inventory.
 """, flush=True)

@@ -44,7 +44,7 @@ from camwatch.repairs.desk import RepairDesk, active_exemptions
 from camwatch.rules.alerts import META_KEY, Alert
 from camwatch.rules.rates import RateRow
 from camwatch.scheduler import MAIN, Schedule, Scheduler, plan_schedule
-from camwatch.store.base import Store
+from camwatch.store.base import QualityChange, QualityState, Store
 from camwatch.store.writer import StoreWriter
 from camwatch.sweep import make_target, resolve_credentials
 
@@ -108,8 +108,11 @@ def release_free_memory() -> None:
 
 
 def _write_batch(states: list[ChannelState], transitions: list[Transition],
+                 quality: tuple[list[QualityState], list[QualityChange]],
                  store: Store) -> None:
     store.write_batch(states, transitions)
+    if quality[0] or quality[1]:
+        store.write_quality(*quality)
 
 
 @contextlib.contextmanager
@@ -176,11 +179,14 @@ class Engine:
                                 primary=LEVEL_SOURCE[cfg.probing.level])
         # the picture's quality, beside the online state and never mixed into it
         self.quality = QualityBook(cfg.quality.thumbnail_budget)
+        if cfg.quality.enabled:  # the verdicts and runs survive a restart: nothing re-alerted
+            self.quality.load(store.load_quality())
         self.sampler = QualitySampler(self, clock)
         self.scheduler = Scheduler(cfg, admit=self._admit, deliver=self._deliver,
                                    on_delay=self.health.probe_delay, clock=clock)
         self.evaluator = Evaluator(cfg, self.book, self.writer, self.health,
                                    saved_alerts=store.get_meta(META_KEY), clock=clock)
+        self.evaluator.quality = self.quality if cfg.quality.enabled else None
         self.repairs = RepairDesk.from_store(cfg, store, self.writer)  # 维修工单
         self.inventory = inventory
         self.gb: GbService | None = None  # the GB/T 28181 upper platform, when enabled
@@ -243,6 +249,7 @@ class Engine:
             self.health.configure(cfg.probing.interval, cfg.probing.uplink_check)
             self.scheduler.configure(cfg)
             self.evaluator.configure(cfg)
+            self.evaluator.quality = self.quality if cfg.quality.enabled else None
             self.repairs.configure(cfg)
         self.inventory = plan.inventory
         gone = self.book.swap(plan.channels, plan.book)
@@ -250,7 +257,8 @@ class Engine:
         self.quality.thumbnail_budget = cfg.quality.thumbnail_budget
         self.scheduler.swap(plan.schedule)
         self.evaluator.swap(plan.evaluation, counts)
-        self.repairs.swap(plan.channels, plan.evaluation.alerts.groups)
+        self.repairs.swap(plan.channels, plan.evaluation.alerts.groups,
+                          plan.evaluation.alerts.groups_of)
         if forgotten := (self.forget(gone) if gone else gone):
             self.writer.submit(lambda s: s.delete_states(forgotten))  # retried at the next swap
         _tune_gc(full=self._first_apply)
@@ -318,11 +326,14 @@ class Engine:
                     states += self.book.copy_states(ids[i:i + FULL_FLUSH_SLICE])
                     if not stopping:
                         await asyncio.sleep(0)
-            if states or trans:
+            quality = self.quality.take_writes()
+            if states or trans or quality[0] or quality[1]:
                 try:
-                    await self.writer.run(functools.partial(_write_batch, states, trans))
+                    await self.writer.run(functools.partial(_write_batch, states, trans,
+                                                            quality))
                 except Exception:  # counted and logged by the writer
                     self.book.restore_writes(states, trans)
+                    self.quality.restore_writes(*quality)
             if stopping:
                 return
             if full:  # the full flush's copies are gone, and a reload's old inventory

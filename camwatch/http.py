@@ -34,7 +34,7 @@ from prometheus_client.exposition import choose_encoder
 from camwatch.config import HttpConfig, check_listen
 from camwatch.engine import Engine
 from camwatch.log import Throttle, client_error_text, is_client_protocol_error, register_secret
-from camwatch.model import CLASS_NAMES, State, Why
+from camwatch.model import CLASS_NAMES, Quality, State, Why
 from camwatch.reports.period import zone
 from camwatch.sinks.metrics import MetricsRenderer, Part, join_parts
 
@@ -102,9 +102,10 @@ def channel_json(eng: Engine, cid: str, tz: dt.tzinfo | None = None) -> dict[str
 
 CHANNEL_FILTERS = ("county", "township", "village", "operator", "project", "host")
 FILTERS = ("state", "reason", *CHANNEL_FILTERS)
-CHANNELS_PARAMS = (*FILTERS, "class", "limit", "offset")
+CHANNELS_PARAMS = (*FILTERS, "class", "quality", "limit", "offset")
 _CHOICES: dict[str, tuple[str, ...]] = {
     "state": tuple(s.value for s in State),
+    "quality": tuple(q.value for q in Quality),
     "reason": tuple(w.value for w in Why),
     "class": tuple(str(k) for k in CLASS_NAMES),
 }
@@ -159,6 +160,7 @@ async def channels(request: web.Request) -> web.Response:
     params = _single(request.query, CHANNELS_PARAMS)
     state = _choice(params, "state")
     reason = _choice(params, "reason")
+    quality = _choice(params, "quality")  # the picture's (docs/quality.md)
     klass_text = _choice(params, "class")
     klass = int(klass_text) if klass_text is not None else None
     limit = _count(params, "limit", DEFAULT_LIMIT, MAX_LIMIT)
@@ -173,6 +175,8 @@ async def channels(request: web.Request) -> web.Response:
         if klass is not None and ch.klass != klass:
             continue
         if any(getattr(ch, k) != v for k, v in on_channel):
+            continue
+        if quality is not None and eng.quality.quality_of(cid) != quality:
             continue
         if state is not None or reason is not None:
             st = eng.book.state(cid)
@@ -214,7 +218,7 @@ async def rates(request: web.Request) -> web.Response:
         from camwatch.quality.rates import intact_rates, merge_json
 
         merge_json(rows, intact_rates(inputs.index, eng.book.state_of, eng.quality.quality_of,
-                                      eng.evaluator.targets))
+                                      eng.evaluator.intact_targets))
     return web.json_response({"rates": rows}, dumps=_dumps)
 
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 import codecs
 import csv
 import difflib
+import hashlib
+import operator
+import pickle
 import re
 import sys
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -131,7 +134,9 @@ class Channel:
     credentials: str = ""
     longitude: float | None = None
     latitude: float | None = None
-    row: int = 0
+    # the file's row it was read from; not part of what the channel is (a reload that only
+    # moves rows keeps the running objects)
+    row: int = field(default=0, compare=False)
     url_username: str | None = field(default=None, repr=False)
     url_password: Secret | None = field(default=None, repr=False, compare=False)
 
@@ -663,3 +668,65 @@ def _parse_row(get: Any, err: Any, warn: Any, cfg: InventoryConfig,
         rtsp_url=rtsp, onvif_url=onvif or "", host=i(host), credentials=i(cred), longitude=lon,
         latitude=lat, row=rowno, url_username=user, url_password=password,
     )
+
+
+# --- reloads: only what changed crosses between processes ----------------------------------------
+
+DIGEST_SIZE = 8  # bytes of BLAKE2b per channel: a wrong "unchanged" would need a collision
+# every field but the row, the URL's password included (Channel's == leaves that one out)
+_digested = operator.attrgetter(*(f.name for f in fields(Channel) if f.name != "row"))
+
+
+@dataclass(frozen=True, slots=True)
+class Digests:
+    """Each channel's digest, in inventory order: the ids joined by newlines (an id holds no
+    control character, :func:`_clean_controls`) and the digests end to end. Two objects, not
+    100,000 pairs, so that they cross a process boundary and sit in the daemon for almost
+    nothing (about 3 MB at 100,000 channels)."""
+
+    ids: str
+    digests: bytes
+
+    @classmethod
+    def of(cls, channels: Iterable[Channel]) -> Digests:
+        ids: list[str] = []
+        parts: list[bytes] = []
+        for c in channels:
+            ids.append(c.id)
+            parts.append(hashlib.blake2b(pickle.dumps(_digested(c), protocol=5),
+                                         digest_size=DIGEST_SIZE).digest())
+        return cls("\n".join(ids), b"".join(parts))
+
+    def id_list(self) -> list[str]:
+        return self.ids.split("\n") if self.ids else []
+
+    def by_id(self) -> dict[str, bytes]:
+        d = self.digests
+        return {cid: d[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE]
+                for i, cid in enumerate(self.id_list())}
+
+
+def only_changed(inv: Inventory, known: Digests | None) -> Digests:
+    """In the process that parsed ``inv``: leave in ``inv.channels`` only the channels whose
+    digest differs from ``known``'s (all of them when ``known`` is None), and return every
+    channel's digest. :func:`with_unchanged` puts the others back on the other side."""
+    mine = Digests.of(inv.channels)
+    if known is not None:
+        old = known.by_id()
+        d = mine.digests
+        inv.channels = [c for i, c in enumerate(inv.channels)
+                        if old.get(c.id) != d[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE]]
+    return mine
+
+
+def with_unchanged(inv: Inventory, digests: Digests, running: Iterable[Channel]) -> None:
+    """The other half of :func:`only_changed`, in the daemon: every channel of the new
+    inventory in its order, the unchanged ones being the running objects themselves (one copy
+    of an unchanged inventory, never two). ``running``: the channels the digests sent to
+    :func:`only_changed` were made of."""
+    ids = digests.id_list()
+    if len(inv.channels) == len(ids):
+        return  # everything was sent
+    changed = {c.id: c for c in inv.channels}
+    old = {c.id: c for c in running}
+    inv.channels = [changed.get(cid) or old[cid] for cid in ids]

@@ -184,6 +184,15 @@ class ChannelState:
     detail: str = ""
     info: dict[str, Any] = field(default_factory=dict)  # device info, media
 
+    def copy(self) -> ChannelState:
+        """A shallow copy, as ``dataclasses.replace(self)`` makes it, at a fifth of its cost:
+        the store writer gets copies of the changed states every second and of all 100,000 at
+        a full flush."""
+        return ChannelState(self.channel_id, self.state, self.reason, self.since,
+                            self.last_probe, self.last_ok, self.fails, self.oks,
+                            self.latency_ms, self.clock_drift_s, self.flapping, self.detail,
+                            self.info)
+
 
 @dataclass(frozen=True, slots=True)
 class Transition:

@@ -4,7 +4,13 @@ exactly once and each channel probed by exactly one instance; ``kill -9`` of one
 its shards are taken over by the standby within ``cluster.takeover``; the taken-over
 channels continue from the committed states (no spurious transition), a channel that fails
 after the kill gets exactly one transition from its new owner, and the whole transition log
-is a chain per channel (no gap, no duplicate)."""
+is a chain per channel (no gap, no duplicate).
+
+With alerts, against a real webhook receiver on loopback: ``kill -9`` of the instance that
+owns a firing alert and delivers the outbox while an alert of it waits in the outbox (the
+receiver failing): the next deliverer sends the waiting one once, the new owner of the
+shard does not fire the firing one again, and sends its resolution when its channel comes
+back."""
 
 from __future__ import annotations
 
@@ -14,12 +20,16 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from camwatch.cluster.shard import split
 from camwatch.inventory import load_inventory
@@ -39,14 +49,15 @@ def api(proc: Proc, path: str) -> Any:
     return json.loads(body)
 
 
-def start(tmp: Path, name: str, ports: list[int], dsn_file: Path) -> Proc:
+def start(tmp: Path, name: str, ports: list[int], dsn_file: Path,
+          alerts: str = "alerts: {enabled: false}\n") -> Proc:
     d = tmp / name
     d.mkdir()
     rows = [Row(f"rtsp://127.0.0.1:{port}/ch", township=TOWNSHIPS[i % len(TOWNSHIPS)])
             for i, port in enumerate(ports)]
     cfg = write_site(d, rows,
                      "probing: {interval: 2s, timeout: 1s, per_host_concurrency: 64, "
-                     "onvif: false}\nstates: {fail_threshold: 1}\nalerts: {enabled: false}\n"
+                     "onvif: false}\nstates: {fail_threshold: 1}\n" + alerts +
                      f"store: {{backend: postgresql, dsn_file: {dsn_file}}}\n"
                      f"cluster: {{enabled: true, shard_by: township, shards: {SHARDS}, "
                      f"max_shards_per_instance: 2, takeover: {TAKEOVER_S:g}s, "
@@ -212,3 +223,162 @@ def load_config_of(d: Path) -> Any:
 
     return load_config(d / "c.yaml").inventory
 
+
+
+# --- alerts in a cluster ---------------------------------------------------------------------
+
+class Receiver(ThreadingHTTPServer):
+    """The county's webhook on loopback: keeps every alert it accepts; answers 503 (a
+    receiver that is down: camwatch keeps the item and retries) while ``down``."""
+
+    def __init__(self) -> None:
+        self.alerts: list[dict[str, Any]] = []
+        self.refused = 0
+        self.down = False
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if outer.down:
+                    outer.refused += 1
+                    self.send_response(503)
+                else:
+                    outer.alerts.append(json.loads(body)["alert"])
+                    self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    def got(self, channel: str, status: str) -> int:
+        return sum(1 for a in list(self.alerts) if a["labels"].get("channel") == channel
+                   and a["status"] == status and a["name"] == "channel_offline_long")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    t = threading.Thread(target=r.serve_forever, daemon=True)
+    t.start()
+    yield r
+    r.shutdown()
+    r.server_close()
+
+
+ALERTS = """alerts:
+  rules:
+    channel_offline_long: {after: 1s, renotify: null}
+    rate_below_target: {enabled: false}
+    mass_outage: {enabled: false}
+    clock_drift: {enabled: false}
+    prober_unhealthy: {enabled: false}
+  default_receivers: [county]
+  receivers:
+    county: {type: webhook, url_env: CW_CLUSTER_HOOK}
+  delivery: {backoff_initial: 100ms, backoff_max: 500ms, poll: 200ms}
+"""
+
+
+def outbox(dsn: str) -> list[tuple[str, str, int, float | None]]:
+    """(fingerprint, status, attempts, delivered) of every outbox item, oldest first."""
+    with psycopg.connect(dsn) as db:
+        rows = db.execute("SELECT fingerprint, payload, attempts, delivered FROM alert_outbox "
+                          "ORDER BY id").fetchall()
+    return [(f, json.loads(p)["status"], n, d) for f, p, n, d in rows]
+
+
+def test_alerts_survive_kill_9_of_their_owner_and_of_the_deliverer(
+        tmp_path: Path, pg_dsn: str, receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CW_CLUSTER_HOOK", f"http://127.0.0.1:{receiver.server_address[1]}/h")
+    dsn_file = tmp_path / "dsn"
+    dsn_file.write_text(pg_dsn + "\n")
+    dsn_file.chmod(0o600)
+    procs: list[Proc] = []
+    with FleetThread([Fault.NONE] * 24) as fleet:
+        try:
+            a = start(tmp_path, "cw-a", fleet.ports, dsn_file, ALERTS)
+            procs.append(a)
+            poll("cw-a owns two shards", lambda: len(owned(a)) == 2)
+            b = start(tmp_path, "cw-b", fleet.ports, dsn_file, ALERTS)
+            procs.append(b)
+            poll("cw-b owns two shards", lambda: len(owned(b)) == 2)
+            c = start(tmp_path, "cw-c", fleet.ports, dsn_file, ALERTS)  # the standby
+            procs.append(c)
+            # cw-a started first: it holds the coordinator lock, so it delivers the outbox
+            assert api(a, "/api/cluster")["coordinator"] is True
+            assert not api(b, "/api/cluster")["coordinator"]
+
+            def judged(proc: Proc) -> dict[str, str]:
+                doc = api(proc, "/api/channels?limit=1000")
+                return {ch["id"]: ch["state"] for ch in doc["channels"]}
+
+            held = poll("cw-a's channels online", lambda: (j := judged(a)) and all(
+                v == "online" for v in j.values()) and j)
+            fired, waiting = sorted(held)[:2]  # both in cw-a's shards
+            a_shards = owned(a)
+
+            # an alert fires and is delivered: it is active in its shard's alert state
+            fleet.set_fault(int(fired[-4:]), Fault.NOT_FOUND)
+            poll("the first alert delivered", lambda: receiver.got(fired, "firing") == 1)
+            # the receiver goes down; a second alert is committed and waits in the outbox
+            receiver.down = True
+            fleet.set_fault(int(waiting[-4:]), Fault.NOT_FOUND)
+            # tried a few times (backoff 100-500 ms): by cw-a only, the one deliverer
+            poll("the second alert tried and kept", lambda: receiver.refused >= 4 and any(
+                n >= 1 and d is None for _, s, n, d in outbox(pg_dsn)))
+            # the instance that owns both alerts and delivers the outbox dies
+            a.p.send_signal(signal.SIGKILL)
+            a.p.wait()
+            receiver.down = False
+
+            poll("cw-c takes cw-a's shards over", lambda: owned(c) == a_shards,
+                 seconds=TAKEOVER_S * 5)
+            poll("the waiting alert delivered by the next deliverer",
+                 lambda: receiver.got(waiting, "firing") == 1, seconds=TAKEOVER_S * 5)
+            coordinators = [p for p in (b, c) if api(p, "/api/cluster")["coordinator"]]
+            assert len(coordinators) == 1
+            deliverer = "cw-b" if coordinators[0] is b else "cw-c"
+            assert api(c, "/api/cluster")["cluster"]["coordinator"] == deliverer
+            shown = subprocess.run(
+                [sys.executable, "-m", "camwatch", "status", "--cluster", "--url", b.base],
+                capture_output=True, text=True, timeout=30, cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)})
+            assert f"outbox delivered by: {deliverer}\n" in shown.stdout, shown.stdout
+            poll("cw-c judges the failed channels",
+                 lambda: judged(c).get(fired) == judged(c).get(waiting) == "offline")
+
+            # the firing one comes back: cw-c, which never fired it, resolves it
+            fleet.set_fault(int(fired[-4:]), Fault.NONE)
+            poll("the resolution", lambda: receiver.got(fired, "resolved") == 1,
+                 seconds=TAKEOVER_S * 5)
+            poll("the outbox drained", lambda: all(d is not None for *_, d in outbox(pg_dsn)))
+            # neither alert was fired again by the new owner, nor delivered twice
+            assert receiver.got(fired, "firing") == 1
+            assert receiver.got(waiting, "firing") == 1
+            assert receiver.got(waiting, "resolved") == 0
+            statuses = [(s, f) for f, s, _, _ in outbox(pg_dsn)]
+            assert len(statuses) == 3 and len(set(statuses)) == 3, statuses
+            first = next(x for x in receiver.alerts if x["labels"]["channel"] == fired)
+            last = next(x for x in receiver.alerts if x["status"] == "resolved")
+            assert last["fingerprint"] == first["fingerprint"]
+            assert last["starts_at"] == first["starts_at"]
+            assert any(e.get("event") == "alert state of the owned shards" and e["active"] == 2
+                       for e in c.log())
+            # only the deliverer of the moment ever talked to the receiver: cw-b and cw-c
+            # never saw it failing (they did not deliver while cw-a did)
+            for p in (b, c):
+                assert not [e for e in p.log() if e.get("event") == "receiver failing; alerts "
+                            "kept in the outbox"], p.stderr_path
+            assert [e for e in a.log() if e.get("event") == "receiver failing; alerts kept in "
+                    "the outbox"]
+        finally:
+            for p in procs:
+                if p.p.poll() is None:
+                    p.p.kill()
+                    p.p.wait()
+                p.stderr.close()

@@ -158,11 +158,8 @@ def test_cluster_config_errors(cluster: dict[str, Any], store: dict[str, Any] | 
     assert where in text and message in text, text
 
 
-def test_cluster_refuses_alerts_until_they_are_kept_per_shard() -> None:
-    with pytest.raises(ConfigError) as err:
-        cfg({"enabled": True}, alerts=True)
-    assert "$.alerts.enabled: expected false with cluster.enabled: an instance's alert " \
-           "state and outbox are not kept per shard yet" in str(err.value)
+def test_cluster_takes_alerts_kept_per_shard() -> None:
+    assert cfg({"enabled": True}, alerts=True).alerts.enabled
     assert cfg({"enabled": False}, alerts=True).alerts.enabled
 
 

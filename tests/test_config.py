@@ -159,3 +159,20 @@ def test_yaml_aliases_within_the_bound_still_load(tmp_path: Path) -> None:
     doc = load_yaml(path)
     assert doc["probing"] == {"timeout": "5s", "interval": "60s", "level": "tcp"}
     assert doc["list"] == [doc["base"], doc["base"]]
+
+
+def test_intact_targets_default_to_the_online_ones_or_their_own() -> None:
+    """targets.intact (完好率): absent, the online rate's targets (as configured); given, its
+    own class, project and overrides, with min_channels shared."""
+    same = parse_config({"inventory": {"path": "x.csv"},
+                         "targets": {"class": {1: "99%"}, "min_channels": 3}})
+    assert same.targets.intact_targets().by_class == {1: 0.99}
+    own = parse_config({"inventory": {"path": "x.csv"}, "targets": {
+        "min_channels": 3, "intact": {"class": {1: "97%", 2: 0.9},
+                                      "overrides": [{"county": "鹿邑县", "class": 1,
+                                                     "target": "96%"}]}}})
+    t = own.targets.intact_targets()
+    assert (t.by_class, t.by_project, t.min_channels) == ({1: 0.97, 2: 0.9},
+                                                          {"智慧小区": 0.98}, 3)
+    assert [o.target for o in t.overrides] == [0.96]
+    assert own.targets.by_class == {1: 0.98, 2: 0.95, 3: 0.95}  # the online ones unchanged

@@ -34,6 +34,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "camwatch", "demo", "--channels", "150", "--dir",
              str(tmp_path / "demo"), "--listen", "127.0.0.1:0", "--interval", "5s",
+             "--quality-interval", "20s",
              "--first-host", free_first_host()],  # not 127.1.0.1: a demo may be running
             cwd=ROOT, stdout=out, stderr=err, env={**os.environ, "PYTHONPATH": str(ROOT)})
         try:
@@ -52,6 +53,16 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
 
             # the 150 cameras and the 300 channels of the operator clouds (--gb-channels)
             assert poll("per-channel series", channels_up, 60) <= 450
+
+            # the simulated cameras send pictures, a few of them degraded: sampled and found
+            def degraded() -> list[dict[str, object]]:
+                api = url.replace("/metrics", "/api/channels?quality=degraded")
+                with urllib.request.urlopen(api, timeout=5) as r:  # loopback only
+                    found: list[dict[str, object]] = json.loads(r.read())["channels"]
+                return found
+
+            (bad, *_) = poll("a degraded picture found by the quality lane", degraded, 60)
+            assert bad["quality"]["faults"]  # type: ignore[index]
             assert (tmp_path / "demo" / "inventory.csv").exists()
             proc.send_signal(signal.SIGINT)
             started = time.monotonic()

@@ -505,3 +505,39 @@ async def test_a_reload_counted_in_slices_matches_a_full_count(tmp_path: Path) -
     assert [r.unknown for r in site] == [10]  # the arrivals
     assert {eng.book.state_of(c.id) for c in chs[5:50]} == {"online", "offline"}
     eng.close()
+
+
+async def test_an_evaluation_remakes_only_the_rate_rows_that_moved(tmp_path: Path) -> None:
+    """Issue 15: an evaluation's cost follows the changes. The rows are the full count's at
+    every evaluation, while a row no channel moved in is the previous evaluation's object."""
+    import random
+
+    from camwatch.model import Verdict
+    from camwatch.probes.result import ProbeResult, Reason
+
+    chs = [Channel(id=f"c{i:03d}", klass=1 + i % 3, project="雪亮工程", county="鹿邑县",
+                   township=f"镇{i % 4}", village=f"村{i % 9}", installed=True,
+                   connected=True, rtsp_url="rtsp://127.0.0.1:9/", host=f"h{i}")
+           for i in range(80)]
+    clock = FakeClock()
+    cfg = config(tmp_path, fail_threshold=1)
+    eng = Engine(cfg, inventory(chs), open_store(cfg.store.path), clock=clock)
+    ok, bad = ProbeResult.success("describe"), ProbeResult.failure("describe", Reason.REFUSED)
+    index = eng.evaluator.inputs.index if eng.evaluator.inputs else None
+    assert index is not None
+    rnd = random.Random(15)
+    await eng.evaluate()
+    for _ in range(6):
+        before = list(eng.rates)
+        moved = rnd.sample(chs, 7)
+        for c in moved:
+            clock.t += 1
+            eng.book.judge(c.id, Verdict.of(rnd.choice((ok, bad))), clock.t)
+        await eng.evaluate()
+        assert eng.rates == index.rows(index.count(eng.book.state_of), eng.evaluator.targets)
+        townships = {c.township for c in moved if eng.book.state_of(c.id) != "unknown"}
+        for old, new in zip(before, eng.rates, strict=True):
+            scope = dict(new.scope)
+            if "township" in scope and scope["township"] not in townships:
+                assert new is old  # not remade: nothing in it moved
+    eng.close()

@@ -42,6 +42,10 @@ VARS = {"county": "鹿邑县", "township": "城关镇", "class": "1", "operator"
 # panels that must return data on this fleet (everything but the list of long-offline ones)
 MAY_BE_EMPTY = {"离线超过3天的点位", "超时未修复工单",  # usually nothing to list
                 "本月运维考核（全县）",  # only with repairs enabled and tickets this month
+                # 完好率: only with quality.enabled and cameras that send pictures (the
+                # simulator's do not yet); the rules and queries still run
+                "完好率（所选范围）", "完好 / 已判定", "乡镇完好率排名", "各类点位完好率与目标",
+                "画面异常点位",
                 # only with gb28181 enabled (tests/test_grafana_dashboards.py runs them on
                 # the series camwatch exports, in promtool)
                 "国标下级平台", "国标下级平台在线", "国标注册被拒"}

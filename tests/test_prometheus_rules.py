@@ -19,6 +19,10 @@ PROM = ROOT / "deploy" / "prometheus"
 RULES = sorted((PROM / "rules").glob("*.yaml"))
 TESTS = sorted((PROM / "tests").glob("*.yaml"))
 RUNBOOK = ROOT / "docs" / "runbook.md"
+ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+# the alerts about camwatch itself: routed to whoever runs it, whatever their scope
+OPS_ALERTS = {"CamwatchDown", "CamwatchSweepLagging", "CamwatchProberUnhealthy",
+              "CamwatchStoreWritesFailing", "CamwatchShardUnowned"}
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -44,7 +48,7 @@ def test_promtool_check_rules_and_config() -> None:
     assert RULES and TESTS
     out = promtool("check", "rules", *RULES)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 8 rules found" in out.stdout  # the alerts file; lint clean
+    assert "SUCCESS: 10 rules found" in out.stdout  # the alerts file; lint clean
     out = promtool("check", "config", "prometheus.yml")
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -89,7 +93,7 @@ def test_every_alert_is_complete_and_has_a_runbook_section() -> None:
         assert anchor == name.lower() and anchor in sections, name
     assert names == {"CamwatchOnlineRateBelowTarget", "CamwatchDown", "CamwatchSweepLagging",
                      "CamwatchProberUnhealthy", "CamwatchStoreWritesFailing",
-                     "CamwatchShardUnowned"}
+                     "CamwatchShardUnowned", "CamwatchIntactRateBelowTarget"}
 
 
 def test_every_alert_is_tested_on_both_sides_of_its_for_window() -> None:
@@ -106,3 +110,48 @@ def test_every_alert_is_tested_on_both_sides_of_its_for_window() -> None:
         # some quiet evaluation exactly one step (1m) before a firing one
         assert any(f - 60 in quiet[name] for f in firing[name]), name
         assert for_s >= 300, name
+
+
+def _expected_alerts() -> list[dict[str, str]]:
+    """The label sets the promtool tests expect the rules to fire with."""
+    out = []
+    for path in TESTS:
+        for case in yaml.safe_load(path.read_text("utf-8"))["tests"]:
+            for t in case.get("alert_rule_test", []):
+                out += [{"alertname": t["alertname"], **{k: str(v) for k, v in
+                                                         a["exp_labels"].items()}}
+                        for a in t.get("exp_alerts") or []]
+    return out
+
+
+def _desk(labels: dict[str, str]) -> str:
+    if labels["alertname"] in OPS_ALERTS:
+        return "camwatch-ops"
+    level = labels.get("level")
+    if level == "city":
+        return "zhoukou-city-ops" if labels.get("city") == "周口市" else "city-ops"
+    return {"province": "province-ops", None: "county-ops"}[level]
+
+
+@pytest.mark.peer
+def test_alertmanager_routes_each_scope_to_its_desk() -> None:
+    """The example Alertmanager config is valid and routes every alert the rules fire (with
+    the labels the promtool tests expect of them) by its ``level``: the city's and the
+    province's alerts to their desks, the county's to the county, camwatch's own health to
+    its operators."""
+    amtool = need_binary("amtool")
+    out = subprocess.run([amtool, "check-config", str(ALERTMANAGER)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    alerts = _expected_alerts()
+    desks = set()
+    for labels in alerts:
+        desk = _desk(labels)
+        desks.add(desk)
+        out = subprocess.run(
+            [amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER}",
+             f"--verify.receivers={desk}", *(f"{k}={v}" for k, v in sorted(labels.items()))],
+            capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, (labels, out.stdout + out.stderr)
+    assert desks == {"camwatch-ops", "county-ops", "city-ops", "zhoukou-city-ops",
+                     "province-ops"}, desks

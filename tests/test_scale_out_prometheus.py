@@ -143,6 +143,20 @@ def test_city_rates_from_three_instances_equal_one_instances(
         county1 = ("county_class", frozenset({("county", "鹿邑县"), ("class", "1")}))
         assert got[county1] == pytest.approx(0.4)  # across two instances; not 0.4583
         assert len(got) >= 30
+        # the city levels the city alerts read (camwatch-scale-out.yaml), by the target label
+        # the discovery gives: the whole fleet is 周口市, so the single instance's site rates
+        city_want = {(k, str(r[k])): r["online"] / r["connected"]
+                     for r in daemon_rates(single) for k in ("class", "project")
+                     if r["scope"] == {} and r[k] is not None and r["connected"]
+                     and r["class" if k == "project" else "project"] is None}
+        city: dict[tuple[str, str], float] = {}
+        for k in ("class", "project"):
+            for sample in prom.query(f"city_{k}:camwatch_online_rate:ratio"):
+                assert sample["metric"]["city"] == "周口市", sample
+                city[(k, sample["metric"][k])] = float(sample["value"][1])
+        assert city.keys() == city_want.keys() and len(city) >= 3, (city, city_want)
+        for key, rate in city_want.items():
+            assert round(city[key], 4) == round(rate, 4), key
     finally:
         prom.stop()
 

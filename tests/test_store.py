@@ -364,3 +364,54 @@ def test_not_a_database_is_a_store_error(tmp_path: Path) -> None:
     path.write_bytes(b"channel_id,state\n" * 100)
     with pytest.raises(StoreError, match="cannot open the store"):
         open_store(path)
+
+
+def test_quality_state_and_changes_roundtrip(new_store: Callable[[], Store]) -> None:
+    """Picture quality (issue #13): the last verdict per channel with its pictures, upserted
+    (a row without a picture keeps the stored one), the change log read by period, the state
+    at a period start, and the channel's quality state deleted with its channel state."""
+    from camwatch.store.base import QualityChange, QualityState
+
+    store = new_store()
+    jpeg, ref, bad = b"\xff\xd8ok\x00", bytes(range(256)) * 9, b"\xff\xd8black"
+    store.write_quality(
+        [QualityState("a", "ok", 100.0, 100.0, 1, scores={"blur": 0.25},
+                      baselines={"day": (0.25, 1)}, width=1920, height=1080, codec="H264",
+                      latency_ms=812.5, jpeg=jpeg, jpeg_ts=100.0, reference=ref),
+         QualityState("b", "degraded", 100.0, 100.0, 1, faults=(("black", 3.5),),
+                      jpeg=bad, jpeg_ts=100.0, fault_jpeg=bad, fault_ts=100.0)],
+        [QualityChange("a", 100.0, "unknown", "ok"),
+         QualityChange("b", 100.0, "unknown", "degraded", ("black",))])
+    # a later sample of b that could not be decoded: quality unknown, no new picture
+    store.write_quality([QualityState("b", "unknown", 200.0, 200.0, 1, reason="decode",
+                                      detail="corrupt IDR")],
+                        [QualityChange("b", 200.0, "degraded", "unknown")])
+    store.write_quality([], [QualityChange("b", 300.0, "unknown", "degraded",
+                                           ("frozen", "black"))])
+    store.close()
+
+    store = new_store()
+    got = store.load_quality()
+    a, b = got["a"], got["b"]
+    assert (a.quality, a.ts, a.since, a.streak, a.scores, a.baselines) == (
+        "ok", 100.0, 100.0, 1, {"blur": 0.25}, {"day": (0.25, 1)})
+    assert (a.width, a.height, a.codec, a.latency_ms) == (1920, 1080, "H264", 812.5)
+    assert (a.jpeg, a.reference, a.fault_jpeg) == (jpeg, ref, None)
+    assert (b.quality, b.reason, b.detail, b.faults) == ("unknown", "decode", "corrupt IDR",
+                                                         ())
+    assert (b.jpeg, b.jpeg_ts, b.fault_jpeg, b.fault_ts) == (bad, 100.0, bad, 100.0)
+    light = store.load_quality(with_pictures=False)["b"]
+    assert (light.jpeg, light.fault_jpeg, light.reference) == (None, None, None)
+    assert store.fault_pictures(["a", "b", "nope"]) == {"b": (100.0, bad)}
+    assert list(store.quality_changes(100.0, 300.0)) == [
+        ("a", 100.0, "unknown", "ok", ""), ("b", 100.0, "unknown", "degraded", "black"),
+        ("b", 200.0, "degraded", "unknown", "")]
+    assert [r[1] for r in store.quality_changes(start=150.0)] == [200.0, 300.0]
+    before = store.last_quality_before(300.0)
+    assert {k: (c.ts, c.to_quality) for k, c in before.items()} == {
+        "a": (100.0, "ok"), "b": (200.0, "unknown")}
+    last = store.last_quality_before(301.0)["b"]
+    assert (last.to_quality, last.faults) == ("degraded", ("frozen", "black"))
+    store.delete_states(["b"])
+    assert set(store.load_quality()) == {"a"}
+    store.close()

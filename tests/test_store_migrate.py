@@ -82,6 +82,23 @@ def county(path: Path, channels: int = 1500, transitions: int = 12_000) -> None:
                                    TicketEvent(no, T0 + no, "dispatched", "待派单", "已派单",
                                                note="联通维护群", data={"to": ["ops"]})],
                              [("ops", f"ticket-{no}", {"no": no})], T0 + no)
+    from camwatch.store.base import QualityChange, QualityState
+
+    # picture quality: states with pictures (bytes) and without, and the change log
+    store.write_quality(
+        [QualityState(cid, ("ok", "degraded", "unknown")[i % 3], T0 + i, T0, 1 + i % 5,
+                      faults=(("black", 2.5 + i),) if i % 3 == 1 else (),
+                      scores={"blur": 0.1 * i}, codec="H264" if i % 2 else None,
+                      baselines={"day": (0.3, 4)} if i % 4 == 0 else {},
+                      jpeg=bytes([i % 256]) * (50 + i) if i % 3 != 2 else None,
+                      jpeg_ts=T0 + i if i % 3 != 2 else None,
+                      reference=bytes(2304) if i % 3 == 0 else None,
+                      fault_jpeg=b"\xff\xd8\x00" * i if i % 3 == 1 else None,
+                      fault_ts=T0 + i if i % 3 == 1 else None)
+         for i, cid in enumerate(ids[:40])],
+        [QualityChange(cid, T0 + i, "unknown", "degraded" if i % 3 == 1 else "ok",
+                       ("black", "frozen") if i % 3 == 1 else ())
+         for i, cid in enumerate(ids[:40])])
     for month, n in (("2026-10", 3), ("2026-11", 5)):  # GB/T 28181 catalogs of two months
         store.save_gb_catalog(month, "34020000002000000200", T0 + n, {
             "name": "移动云平台", "partial": n == 3, "declared": n,
@@ -105,8 +122,9 @@ def _rows(db: Any, table: str, columns: list[str], pg: bool) -> list[tuple[Any, 
 
 NUMERIC = {"id", "ts", "since", "last_probe", "last_ok", "fails", "oks", "latency_ms",
            "clock_drift_s", "flapping", "class", "online", "connected", "created", "attempts",
-           "next_attempt", "delivered", "start", "end", "no", "opened", "final", "at",
-           "recorded_s", "period_s", "partial"}
+           "next_attempt", "delivered", "start", "end", "no", "opened", "final",
+           "streak", "width", "height", "jpeg", "jpeg_ts", "scene_ref", "fault_jpeg",
+           "fault_ts", "at", "recorded_s", "period_s", "partial"}
 
 
 def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:

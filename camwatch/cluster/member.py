@@ -17,19 +17,20 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 
-from camwatch.cluster.shard import filter_inventory
+from camwatch.cluster.shard import AlertShards, filter_inventory
 from camwatch.config import Config
 from camwatch.engine import no_full_collection, release_free_memory
-from camwatch.errors import StoreError
+from camwatch.errors import StoreError, short_error
 from camwatch.inventory import Inventory
 from camwatch.model import ChannelState
+from camwatch.rules.alerts import shard_meta_key
 from camwatch.secrets import Secret
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class Cut:
     whole: Inventory
     owned: frozenset[int]
     ids: frozenset[str]  # every channel of the whole
+    alerts: AlertShards  # which shard an alert's subject lies in, for the whole
 
 
 class ClusterMember:
@@ -86,23 +88,45 @@ class ClusterMember:
 
     # --- the inventory ------------------------------------------------------------------------
 
-    def part(self, inventory: Inventory) -> Cut:
-        """The part of the whole inventory this instance probes now, without adopting it
-        (a reload may still be refused). O(channels): call it off the loop."""
-        owned = self.ownership.owned
-        return Cut(filter_inventory(inventory, self.cfg.shard_by, self.cfg.shards, owned),
-                   inventory, owned, frozenset(c.id for c in inventory.channels))
+    def part(self, inventory: Inventory, owned: frozenset[int] | None = None) -> Cut:
+        """The part of the whole inventory for ``owned`` (default: the shards owned now),
+        without adopting it (a reload may still be refused). O(channels): call it off the
+        loop."""
+        owned = self.ownership.owned if owned is None else owned
+        by, shards = self.cfg.shard_by, self.cfg.shards
+        return Cut(filter_inventory(inventory, by, shards, owned), inventory, owned,
+                   frozenset(c.id for c in inventory.channels),
+                   AlertShards(inventory.channels, by, shards))
 
     def adopt(self, cut: Cut) -> None:
         """The engine is about to get ``cut.part``: keep the whole (for the month's snapshot
         and :meth:`forget`) and the shards it was cut for."""
         self.full, self.applied, self._full_ids = cut.whole, cut.owned, cut.ids
 
-    def mine(self, inventory: Inventory) -> Inventory:
+    def mine(self, inventory: Inventory) -> Cut:
         """:meth:`part` and :meth:`adopt` at once (the daemon's start)."""
         cut = self.part(inventory)
         self.adopt(cut)
-        return cut.part
+        return cut
+
+    # --- alerts ------------------------------------------------------------------------------
+
+    def saved_alerts(self, engine: Engine, shards: Iterable[int]) -> dict[int, Any]:
+        """The committed alert state of ``shards`` (a read on the engine's reads connection:
+        call it off the loop, or at the start)."""
+        if engine.evaluator.alerts is None:
+            return {}
+        out = {}
+        for shard in sorted(shards):
+            value = engine.store.get_meta(shard_meta_key(shard))
+            if value is not None:
+                out[shard] = value
+        return out
+
+    def start_alerts(self, engine: Engine, cut: Cut) -> None:
+        """At the start, before any evaluation: the alert states of the shards owned."""
+        engine.evaluator.use_shards(cut.alerts.scope(cut.owned),
+                                    self.saved_alerts(engine, cut.owned))
 
     def forget(self, gone: list[str]) -> list[str]:
         """Of the channels that left the engine, those that left the inventory file: a
@@ -122,43 +146,57 @@ class ClusterMember:
                     # as a reload: no full collection of the heap while the new part is
                     # built (it would hold the loop for tenths of a second at 100,000
                     # channels), the old part's memory given back afterwards
-                    with no_full_collection():
-                        await self.reshard(engine)
+                    try:
+                        with no_full_collection():
+                            await self.reshard(engine)
+                    except Exception as exc:  # a read of the claimed shards' states failed
+                        log.error("shards not applied; tried again at the next check",
+                                  instance=self.instance, error=short_error(exc))
                     await asyncio.to_thread(release_free_memory)
 
     async def reshard(self, engine: Engine) -> None:
-        """Give ``engine`` the channels of the shards owned now."""
+        """Give ``engine`` the channels of the shards owned now, and the evaluator their
+        alert states: under the evaluator's lock, so that no evaluation drafts between the
+        swap and the alert states (it would fire again the claimed shards' active alerts,
+        or end the lost shards' alerts as removed from the inventory)."""
         if self.full is None:
             return
+        async with engine.evaluator.lock:
+            await self._reshard(engine, self.full)
+
+    async def _reshard(self, engine: Engine, whole: Inventory) -> None:
         before = self.applied
         t0 = time.monotonic()
-        cut, seed = await asyncio.to_thread(self._cut_and_seed, engine, self.full)
+        cut, seed, saved = await asyncio.to_thread(self._cut_and_seed, engine, whole)
         engine.book.seed(seed)  # O(channels added), on the loop: the book is the loop's
         part = cut.part
         plan = await asyncio.to_thread(engine.plan, engine.cfg, part)
         self.adopt(cut)
         gone = await engine.apply_sliced(plan)
+        engine.evaluator.use_shards(cut.alerts.scope(cut.owned), saved)
         self.changes += 1
         log.info("shards changed", instance=self.instance, shards=sorted(self.applied),
                  claimed=sorted(self.applied - before), lost=sorted(before - self.applied),
                  channels=len(engine.channels), seeded=len(seed), removed=len(gone),
                  took_s=round(time.monotonic() - t0, 3))
 
-    def _cut_and_seed(self, engine: Engine,
-                      whole: Inventory) -> tuple[Cut, dict[str, ChannelState]]:
-        """In a worker thread: the new part, and the committed states of the channels it adds
-        (read on the reads connection). Reading the engine's channels here is safe: swaps
-        happen under the daemon's reload lock, which the caller holds."""
+    def _cut_and_seed(self, engine: Engine, whole: Inventory
+                      ) -> tuple[Cut, dict[str, ChannelState], dict[int, Any]]:
+        """In a worker thread: the new part, the committed states of the channels it adds
+        and the committed alert states of the shards it claims (read on the reads
+        connection). Reading the engine's channels here is safe: swaps happen under the
+        daemon's reload lock, which the caller holds."""
         cut = self.part(whole)
+        saved = self.saved_alerts(engine, cut.owned - self.applied)
         held = engine.channels
         added = [c.id for c in cut.part.channels if c.connected and c.id not in held]
         if not added:
-            return cut, {}
+            return cut, {}, saved
         paged = getattr(engine.store, "load_states_of", None)  # PostgresStore's
         if paged is not None:
-            return cut, dict(paged(added))
+            return cut, dict(paged(added)), saved
         stored = engine.store.load_states()
-        return cut, {cid: stored[cid] for cid in added if cid in stored}
+        return cut, {cid: stored[cid] for cid in added if cid in stored}, saved
 
     # --- what the daemon serves --------------------------------------------------------------
 

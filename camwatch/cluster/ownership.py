@@ -313,6 +313,9 @@ class ClusterView:
     owners: dict[int, str]  # shard -> instance holding its lock now
     instances: list[dict[str, Any]]
     takeovers: list[dict[str, Any]]
+    # the instance holding the coordinator lock: it delivers the outbox and writes the
+    # month's inventory snapshot (None: nobody, for a moment after it died)
+    coordinator: str | None = None
 
     def as_json(self, now: float) -> dict[str, Any]:
         return {
@@ -323,6 +326,7 @@ class ClusterView:
             "instances": [{**i, "heartbeat_age_s": round(now - i["heartbeat"], 1)}
                           for i in self.instances],
             "takeovers": self.takeovers,
+            "coordinator": self.coordinator,
         }
 
 
@@ -339,6 +343,12 @@ def view(db: psycopg.Connection[Any], shards: int) -> ClusterView:
             "(SELECT oid FROM pg_database WHERE datname = current_database())",
             (APPLICATION_ID, SHARD_LOCK_BASE, SHARD_LOCK_BASE + shards)).fetchall():
         owners[int(objid) - SHARD_LOCK_BASE] = str(app).removeprefix(prefix)
+    row = db.execute(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objsubid = 2 "
+        "AND l.objid = %s AND l.database = (SELECT oid FROM pg_database WHERE datname = "
+        "current_database())", (APPLICATION_ID, LOCK_COORDINATOR & 0xFFFFFFFF)).fetchone()
+    coordinator = str(row[0]).removeprefix(prefix) if row is not None else None
     instances = [
         {"instance": r[0], "pid": r[1], "listen": r[2], "shards": list(r[3]),
          "started": r[4], "heartbeat": r[5], "takeovers": r[6], "alive": bool(r[7])}
@@ -350,4 +360,4 @@ def view(db: psycopg.Connection[Any], shards: int) -> ClusterView:
         {"ts": r[0], "shard": r[1], "from": r[2], "to": r[3]}
         for r in db.execute("SELECT ts, shard, from_instance, to_instance FROM "
                             "cluster_takeovers ORDER BY id DESC LIMIT 50").fetchall()]
-    return ClusterView(shards, owners, instances, takeovers)
+    return ClusterView(shards, owners, instances, takeovers, coordinator)

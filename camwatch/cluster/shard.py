@@ -14,12 +14,13 @@ survive a renamed township, names are all a small inventory may have.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from camwatch.cluster.config import ShardBy
 from camwatch.inventory import Channel, Inventory
+from camwatch.rules.alerts import ShardScope
 
-__all__ = ["ShardBy", "filter_inventory", "shard_key", "shard_of", "split"]
+__all__ = ["AlertShards", "ShardBy", "filter_inventory", "shard_key", "shard_of", "split"]
 
 
 def shard_key(ch: Channel, by: ShardBy) -> str:
@@ -63,3 +64,53 @@ def filter_inventory(inventory: Inventory, by: ShardBy, shards: int,
     return Inventory(inventory.source, [c for c in inventory.channels if mine(c)],
                      inventory.rows_read, inventory.rejected_rows, inventory.errors,
                      inventory.warnings, inventory.ignored_columns)
+
+
+class AlertShards:
+    """Which shard an alert's subject lies in, from its labels (names, as alerts carry
+    them), for the whole inventory: a ``channel`` label -> that channel's shard; a ``host``
+    label -> the shard of the host's channels; else the ``county`` (``shard_by: county``) or
+    ``county`` and ``township`` labels -> that place's shard. None when the subject spans
+    shards or is not inside one: the site, an operator across counties, a county split by
+    township, a host whose channels lie in two shards, the prober itself. Those scopes are
+    alerted on by Prometheus over every instance (deploy/prometheus/rules), not by one
+    instance that sees part of them. Built in O(channels), once per inventory, off the
+    loop."""
+
+    def __init__(self, channels: Iterable[Channel], by: ShardBy, shards: int) -> None:
+        self.by = by
+        self.channel: dict[str, int] = {}
+        places: dict[tuple[str, ...], set[int]] = {}
+        hosts: dict[str, set[int]] = {}
+        keys: dict[str, int] = {}  # one CRC per township
+        for ch in channels:
+            key = shard_key(ch, by)
+            s = keys.get(key)
+            if s is None:
+                s = keys[key] = zlib.crc32(key.encode("utf-8")) % shards
+            self.channel[ch.id] = s
+            place = (ch.county,) if by == "county" else (ch.county, ch.township)
+            places.setdefault(place, set()).add(s)
+            if ch.host:
+                hosts.setdefault(ch.host, set()).add(s)
+        # two places of one name with two codes may lie in two shards: neither is inside one
+        self.place = {k: next(iter(v)) for k, v in places.items() if len(v) == 1}
+        self.host = {k: next(iter(v)) for k, v in hosts.items() if len(v) == 1}
+
+    def of(self, labels: Mapping[str, str]) -> int | None:
+        cid = labels.get("channel")
+        if cid is not None:
+            return self.channel.get(cid)
+        host = labels.get("host")
+        if host is not None:
+            return self.host.get(host)
+        county = labels.get("county")
+        if county is None:
+            return None
+        if self.by == "county":
+            return self.place.get((county,))
+        township = labels.get("township")
+        return None if township is None else self.place.get((county, township))
+
+    def scope(self, owned: Collection[int]) -> ShardScope:
+        return ShardScope(frozenset(owned), self.of)

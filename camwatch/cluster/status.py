@@ -33,6 +33,9 @@ def format_cluster(doc: dict[str, Any]) -> str:
     unowned = view.get("unowned") or []
     lines.append(f"shards owned: {view['owned']}/{view['shards']}" +
                  (f"  UNOWNED (not probed): {', '.join(map(str, unowned))}" if unowned else ""))
+    if "coordinator" in view:  # an instance of an older version does not say
+        who = view["coordinator"] or "nobody (no instance holds the coordinator lock)"
+        lines.append(f"outbox delivered by: {who}")
     rows = [[i["instance"], "yes" if i["alive"] else "NO",
              ", ".join(map(str, i["shards"])) or "-", f"{i['heartbeat_age_s']:g}s ago",
              i["takeovers"], i["listen"], i["pid"]] for i in view.get("instances", [])]

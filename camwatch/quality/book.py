@@ -15,15 +15,22 @@ Pure and synchronous like :class:`~camwatch.book.ChannelBook`: verdicts in
 - the last thumbnail JPEGs (320 px wide, ~10 KB), within ``thumbnail_budget`` bytes in all:
   past it the oldest of a fault-free channel goes first, then the oldest of any.
 
-Nothing here is persisted: after a restart every channel is ``unknown`` until sampled again,
-and the scene reference is taken afresh.
+Persisted through the store (tables ``quality_state`` and ``quality_transitions``): each
+verdict leaves the channel's state to write (:meth:`QualityBook.take_writes`, flushed with the
+channel states about once a second by the engine) and, when the quality changed (or, while
+degraded, the faults did), a :class:`~camwatch.store.base.QualityChange` for the log the
+bulletin's 完好率 reads. A restart takes the stored states back (:meth:`QualityBook.load`): the
+quality, its run (``since``, ``streak``: what ``quality_degraded`` and the repair desk count),
+the blur baselines, the scene reference and the thumbnails (within ``thumbnail_budget``), so
+nothing is re-alerted and nothing is learnt again.
 """
 
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -31,10 +38,12 @@ import numpy.typing as npt
 from camwatch.model import Quality
 from camwatch.quality.checks import Check, Fault, Grey, baseline_value, update_baseline
 from camwatch.quality.sample import QualityVerdict
+from camwatch.store.base import QualityChange, QualityState
 
 __all__ = ["QualityBook", "QualityRecord"]
 
 U8 = npt.NDArray[np.uint8]
+_T = TypeVar("_T")
 # faults after which a picture's blur score says nothing of the lens: not a baseline sample
 _NO_BASELINE = frozenset({Check.SIGNAL_LOST, Check.TOO_DARK, Check.TOO_BRIGHT, Check.NOISE,
                           Check.BLUR, Check.OCCLUDED})
@@ -66,6 +75,10 @@ class QualityRecord:
                 "latency_ms": round(self.latency_ms, 1)}
 
 
+def _first(a: _T | None, b: _T | None) -> _T | None:
+    return a if a is not None else b
+
+
 def _esc(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -86,6 +99,10 @@ class QualityBook:
         self._channels: Collection[str] | None = None  # the inventory's (not copied)
         # channels whose last sample was degraded: what the repair desk looks at, O(faults)
         self.degraded: set[str] = set()
+        # what the store has not been given yet (take_writes): the latest state per channel
+        # and the changes in order
+        self._pending: dict[str, QualityState] = {}
+        self._changes: list[QualityChange] = []
 
     # --- read API ---------------------------------------------------------------------------
 
@@ -139,6 +156,7 @@ class QualityBook:
             self._refs.pop(cid, None)
             self._drop_jpeg(cid)
             self.degraded.discard(cid)
+            self._pending.pop(cid, None)  # its stored state is deleted with its channel's
         for key in [k for k in self._blur if k[0] not in keep]:
             del self._blur[key]
 
@@ -159,8 +177,9 @@ class QualityBook:
             self.degraded.add(cid)
         else:
             self.degraded.discard(cid)
+        new_ref = None
         if v.quality is Quality.OK and v.thumb is not None and cid not in self._refs:
-            self._refs[cid] = np.clip(np.rint(v.thumb), 0, 255).astype(np.uint8)
+            new_ref = self._refs[cid] = np.clip(np.rint(v.thumb), 0, 255).astype(np.uint8)
         if v.jpeg is not None:
             self._keep_jpeg(cid, v.jpeg, v.quality is Quality.DEGRADED)
         score = v.scores.get(Check.BLUR)
@@ -168,11 +187,95 @@ class QualityBook:
                 and not {f.check for f in v.faults} & _NO_BASELINE:
             self._blur[(cid, period)] = update_baseline(self._blur.get((cid, period)), score)
         self._render(cid)
+        before = prev.quality if prev is not None else Quality.UNKNOWN
+        checks = tuple(f.check for f in v.faults)
+        if before is not v.quality or (
+                prev is not None and checks != tuple(f.check for f in prev.faults)):
+            self._changes.append(QualityChange(cid, v.ts, before.value, v.quality.value,
+                                               checks))
+        self._stage(cid, rec, v.jpeg, None if new_ref is None else new_ref.tobytes())
+
+    # --- persistence ------------------------------------------------------------------------
+
+    def _stage(self, cid: str, rec: QualityRecord, jpeg: bytes | None,
+               ref: bytes | None) -> None:
+        """The channel's state to write; a picture not yet written stays with the next one."""
+        old = self._pending.get(cid)
+        degraded = rec.quality is Quality.DEGRADED
+        jpeg_ts = rec.ts if jpeg is not None else None
+        fault, fault_ts = (jpeg, jpeg_ts) if degraded and jpeg is not None else (None, None)
+        if old is not None:
+            if jpeg is None:
+                jpeg, jpeg_ts = old.jpeg, old.jpeg_ts
+            if fault is None:
+                fault, fault_ts = old.fault_jpeg, old.fault_ts
+            if ref is None:
+                ref = old.reference
+        self._pending[cid] = QualityState(
+            cid, rec.quality.value, rec.ts, rec.since, rec.streak,
+            tuple((f.check, f.score) for f in rec.faults), dict(rec.scores), rec.reason,
+            rec.detail, rec.width, rec.height, rec.codec, rec.latency_ms,
+            {p: b for p in ("day", "night") if (b := self._blur.get((cid, p))) is not None},
+            jpeg, jpeg_ts, ref,
+            fault, fault_ts)
+
+    def take_writes(self) -> tuple[list[QualityState], list[QualityChange]]:
+        """What to write since the last call: the channels' states and the changes."""
+        states, changes = list(self._pending.values()), self._changes
+        self._pending, self._changes = {}, []
+        return states, changes
+
+    def restore_writes(self, states: list[QualityState], changes: list[QualityChange]) -> None:
+        """Put back a batch the store refused; a channel sampled since keeps its newer state
+        (its pictures, if it has none of its own, from the refused one)."""
+        for q in states:
+            newer = self._pending.get(q.channel_id)
+            if newer is None:
+                self._pending[q.channel_id] = q
+            else:
+                self._pending[q.channel_id] = replace(
+                    newer, jpeg=_first(newer.jpeg, q.jpeg), jpeg_ts=_first(newer.jpeg_ts,
+                                                                           q.jpeg_ts),
+                    fault_jpeg=_first(newer.fault_jpeg, q.fault_jpeg),
+                    fault_ts=_first(newer.fault_ts, q.fault_ts),
+                    reference=_first(newer.reference, q.reference))
+        self._changes[:0] = changes
+
+    def load(self, stored: Mapping[str, QualityState]) -> None:
+        """Take back what the store kept (at start, before any sample): the records, the
+        runs, the baselines, the scene references and the thumbnails, within the budget
+        (the degraded channels' first). Reads as many rows as channels were sampled; at
+        10,000 channels about 100 MB of JPEGs pass through, of which the budget is kept."""
+        from camwatch.quality.checks import THUMB_H, THUMB_W
+
+        order = sorted(stored.values(), key=lambda q: (q.quality == Quality.DEGRADED, q.ts))
+        for q in order:
+            if self._channels is not None and q.channel_id not in self._channels:
+                continue
+            cid = q.channel_id
+            quality = Quality(q.quality)
+            self._records[cid] = QualityRecord(
+                quality, q.ts, tuple(Fault(c, s) for c, s in q.faults), dict(q.scores),
+                q.reason, q.detail, q.width, q.height, q.codec, q.latency_ms or 0.0,
+                since=q.since, streak=q.streak)
+            if quality is Quality.DEGRADED:
+                self.degraded.add(cid)
+            if q.reference is not None and len(q.reference) == THUMB_W * THUMB_H:
+                self._refs[cid] = np.frombuffer(q.reference, dtype=np.uint8).reshape(
+                    THUMB_H, THUMB_W).copy()
+            for period, base in q.baselines.items():
+                self._blur[(cid, period)] = base
+            if q.jpeg is not None:  # the degraded last: they are evicted last
+                self._keep_jpeg(cid, q.jpeg, quality is Quality.DEGRADED)
+            self._render(cid)
 
     def forget_reference(self, cid: str) -> None:
         """Take the next fault-free picture as the scene reference (a camera moved on
         purpose)."""
         self._refs.pop(cid, None)
+        rec = self._records.get(cid)
+        if rec is not None:  # an empty reference in the store: none (NULL would keep it)
+            self._stage(cid, rec, None, b"")
 
     def _drop_jpeg(self, cid: str) -> None:
         for d in (self._jpeg_ok, self._jpeg_bad):

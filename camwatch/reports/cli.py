@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from camwatch.config import Config, load_config
-from camwatch.errors import InventoryError, Problem
+from camwatch.errors import InputError, InventoryError, Problem
 from camwatch.inventory import Channel, load_inventory
 from camwatch.reports.compute import Bulletin, ReportSettings, compute_bulletin, period_for
 from camwatch.reports.pdf import PdfError, require_chromium
@@ -25,6 +25,7 @@ from camwatch.textui import Progress, table
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
 FORMATS = ("xlsx", "html", "pdf", "csv", "json")
+SCOPES = ("site", "city")
 
 
 def _config_option(p: argparse.ArgumentParser) -> None:
@@ -48,6 +49,9 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--long-offline-days", type=int, metavar="N",
                    help="list channels offline longer than N days (default: "
                         "report.long_offline_days)")
+    p.add_argument("--scope", choices=SCOPES, default="site",
+                   help="site: the configured store (default); city: the city of "
+                        "report.city, read from its counties' stores (docs/scale-out.md)")
 
 
 def add_exempt_arguments(p: argparse.ArgumentParser) -> None:
@@ -156,6 +160,8 @@ def build_bulletin(cfg: Config, args: argparse.Namespace, now: float | None = No
     settings = _settings(cfg, args)
     period = period_for(getattr(args, "month", None), getattr(args, "date_from", None),
                         getattr(args, "date_to", None), settings, now)
+    if getattr(args, "scope", "site") == "city":
+        return _city_bulletin(cfg, period, settings, now, progress)
     store = _open_existing(cfg)
     try:
         inventories = _Inventories(cfg, store)
@@ -167,6 +173,40 @@ def build_bulletin(cfg: Config, args: argparse.Namespace, now: float | None = No
             rejected=rejected, now=now, progress=progress)
     finally:
         store.close()
+
+
+def _city_bulletin(cfg: Config, period: Period, settings: ReportSettings, now: float,
+                   progress: Progress | None) -> Bulletin:
+    """The bulletin of ``report.city``: its county stores read as one; the inventory is each
+    county's snapshot of the month (the daemons write them), refused when one is missing."""
+    from camwatch.reports.city import CityStores
+
+    city = cfg.report.city
+    if city is None:
+        raise ValueError(f"--scope city expects report.city in {cfg.source}: the city's name "
+                         f"and its counties' stores (docs/scale-out.md)")
+    stores = CityStores.open(city, cfg.source)
+    try:
+        month = period.snapshot_month
+        channels, missing = stores.channels(month)
+        if missing:
+            raise InputError([Problem(
+                cfg.source, "$.report.city.stores",
+                f"{where}: no inventory snapshot for {month}; expected the one its camwatch "
+                f"writes at start and when the month turns (is it running, on this store?)")
+                for where in missing])
+        source = f"{month} 台账快照（{len(city.stores)} 个存储，{len(channels)} 行）"
+        prev_month = period.previous().snapshot_month
+        prev, prev_missing = stores.channels(prev_month)
+        prev_source = f"{prev_month} 台账快照（{len(city.stores)} 个存储，{len(prev)} 行）"
+        if prev_missing or not prev:  # as a county's bulletin: the period's inventory then
+            prev, prev_source = channels, source
+        return compute_bulletin(
+            stores, channels, period, settings, site=city.name, inventory_source=source,
+            previous_channels=prev, previous_inventory_source=prev_source, now=now,
+            progress=progress)
+    finally:
+        stores.close()
 
 
 def write_bulletin(b: Bulletin, fmt: str, output: str | Path) -> str:

@@ -18,10 +18,11 @@ Definitions (printed in every report's method section):
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from camwatch.config import Config, TargetsConfig
 from camwatch.errors import Problem
@@ -29,6 +30,16 @@ from camwatch.inventory import Channel
 from camwatch.model import CLASS_NAMES
 from camwatch.reports.events import OutageEvent, OutageRow, group_outages
 from camwatch.reports.gcpause import gc_paused
+from camwatch.reports.intact import DEGRADED as I_DEGRADED
+from camwatch.reports.intact import (
+    INTACT,
+    NOT_JUDGED,
+    IntactTimeline,
+    QualityCursor,
+    intact_slot,
+    scan_intact,
+)
+from camwatch.reports.intact import OFFLINE as I_OFFLINE
 from camwatch.reports.period import Period, day_start, local_text, zone
 from camwatch.reports.quality import Finding, data_quality
 from camwatch.reports.timeline import (
@@ -50,10 +61,19 @@ from camwatch.rules.rates import (
     online_rate,
     roll_up,
 )
-from camwatch.store.base import Exemption, Store
+from camwatch.store.base import (
+    Exemption,
+    QualityChange,
+    QualityChangeRow,
+    Recording,
+    Ticket,
+    Transition,
+    TransitionRow,
+)
 
 Scope = tuple[tuple[str, str], ...]
 DAY = 86400.0
+PICTURES = 15  # degraded cameras whose last degraded picture the printed bulletin shows
 
 # Scopes of the bulletin's tables, coarse to fine.
 SITE: tuple[str, ...] = ()
@@ -104,6 +124,10 @@ class Part:
     judged: bool  # enough channels to be held to the target
     planned: int = 0
     installed: int = 0
+    # 完好率 (reports/intact.py): time-weighted (ms) and snapshot (channels), against the
+    # intact targets (targets.intact); None when the store has no picture quality
+    itw: RateRow | None = None
+    isnap: RateRow | None = None
 
     @property
     def install_rate(self) -> float | None:
@@ -112,6 +136,25 @@ class Part:
     @property
     def cloud_rate(self) -> float | None:
         return online_rate(self.channels, self.installed)
+
+    @property
+    def intact_row(self) -> RateRow | None:
+        return self.isnap if self.published == "snapshot" else self.itw
+
+    @property
+    def intact_rate(self) -> float | None:
+        r = self.intact_row
+        return r.rate if r is not None else None
+
+    @property
+    def intact_target(self) -> float | None:
+        r = self.intact_row
+        return r.target if r is not None else None
+
+    @property
+    def intact_meets_target(self) -> bool | None:
+        r = self.intact_row
+        return r.meets_target if r is not None and self.judged else None
 
     @property
     def name(self) -> str:
@@ -152,6 +195,8 @@ class Figures:
     target: float | None  # reference target (class targets weighted by denominators)
     previous: float | None = None  # last period's published rate
     rank: int = 0
+    itw: RateRow | None = None  # 完好率, as in Part
+    isnap: RateRow | None = None
 
     def get(self, dim: str) -> str:
         return dict(self.scope).get(dim, "")
@@ -181,6 +226,26 @@ class Figures:
         return all(verdicts)
 
     @property
+    def intact_rate(self) -> float | None:
+        """The published 完好率 (time-weighted or snapshot, as the online rate)."""
+        r = self.isnap if self.published == "snapshot" else self.itw
+        return r.rate if r is not None else None
+
+    @property
+    def intact_failing(self) -> tuple[Part, ...]:
+        return tuple(p for p in self.classes + self.projects
+                     if p.intact_meets_target is False)
+
+    @property
+    def intact_meets_target(self) -> bool | None:
+        """As :attr:`meets_target`, for the 完好率 against the intact targets."""
+        verdicts = [p.intact_meets_target for p in self.classes + self.projects
+                    if p.intact_meets_target is not None]
+        if not verdicts:
+            return None
+        return all(verdicts)
+
+    @property
     def change_pp(self) -> float | None:
         """Month-over-month change in percentage points."""
         rate = self.rate
@@ -196,6 +261,18 @@ class LongOffline:
     days: float
     reason: str | None
     exemption: str | None  # reason of an exemption covering the period end
+
+
+@dataclass(frozen=True, slots=True)
+class DegradedRow:
+    """A camera whose picture was degraded (画面异常) for some of the period while online."""
+
+    channel: Channel
+    seconds: float  # online with a degraded picture, within the period (exemptions left out)
+    faults: tuple[str, ...]  # the checks at fault during the period, first seen first
+    quality: str  # the picture's quality at the period end
+    since: float | None  # when the degradation began, if still degraded at the period end
+    state: str  # the online state at the period end
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +314,12 @@ class Bulletin:
     previous_monitored_ms: int = 0  # 0: no data for the previous period (上期 / 环比 "-")
     # repair tickets' assessment (camwatch.repairs.assess.assessment); None without tickets
     assessment: dict[str, Any] | None = None
+    # 完好率 (picture quality, reports/intact.py): only when the store holds quality verdicts
+    # for the period; a county that does not sample pictures gets the bulletin it had
+    intact: bool = False
+    degraded: list[DegradedRow] = field(default_factory=list)  # worst (longest) first
+    # the last degraded picture (when, JPEG) of the first PICTURES degraded cameras
+    pictures: dict[str, tuple[float, bytes]] = field(default_factory=dict)
     # 台账核对 against the GB/T 28181 catalogs of the period's last month
     # (camwatch.gb28181.reconcile.month_reconciliation); None when no platform sent one
     reconciliation: dict[str, Any] | None = None
@@ -329,7 +412,28 @@ class Bulletin:
             ("report.max_villages", "打印版村排名 report.max_villages",
              f"{s.max_villages or '全部'}（HTML/PDF 附件列出在线率最低的村；XLSX、CSV、"
              "JSON 列出全部村）"),
+            *(self._intact_method() if self.intact else []),
             ("generated", "生成时间", local_text(self.generated, self.tz)),
+        ]
+
+    def _intact_method(self) -> list[tuple[str, str, str]]:
+        t = self.settings.targets.intact_targets()
+        by_class = ", ".join(f"{CLASS_NAMES.get(k, str(k))} {v * 100:.2f}%"
+                             for k, v in sorted(t.by_class.items()))
+        by_project = ", ".join(f"{k} {v * 100:.2f}%" for k, v in sorted(t.by_project.items()))
+        given = "targets.intact" if self.settings.targets.intact is not None else \
+            "未单独设置，同在线率目标"
+        return [
+            ("intact_rate", "完好率",
+             "在线且画面正常（最近一次视频质量诊断无异常）的时长 / 在线或离线且画面已诊断的时长"
+             "（时间加权；期末快照按通道数），逐通道累计后按范围求和；离线、在线但画面异常"
+             "（黑屏、冻结、模糊、偏色、遮挡等，见 docs/quality.md）均计为不完好；在线状态"
+             "unknown 或画面尚无诊断结论（未采样、采样失败）的时长不计入分子分母；报备时长同在线率"
+             "不计；画面状态以最近一次采样为准，直至下一次采样"),
+            ("targets.intact", "完好率目标 targets.intact",
+             f"{by_class or '无'}；项目 {by_project or '无'}（{given}）"),
+            ("degraded", "画面异常清单",
+             "本期在线但画面异常的通道，按异常时长排序；缩略图为该通道最近一次异常采样的画面"),
         ]
 
     def method_settings(self) -> dict[str, Any]:
@@ -351,6 +455,12 @@ class Bulletin:
                 "overrides": [o.model_dump(by_alias=True, exclude_none=True)
                               for o in t.overrides],
                 "min_channels": t.min_channels,
+                **({"intact": {
+                    "class": {str(k): v for k, v in sorted(ti.by_class.items())},
+                    "project": dict(sorted(ti.by_project.items())),
+                    "overrides": [o.model_dump(by_alias=True, exclude_none=True)
+                                  for o in ti.overrides]}}
+                   if self.intact and (ti := t.intact_targets()) is not None else {}),
             },
         }
 
@@ -386,13 +496,23 @@ def _exempt_at(ex: list[tuple[float, float]] | None, ts: float) -> bool:
 
 _SNAP_INDEX = {"online": 0, "offline": 1}
 # A cell's counters: planned, installed, connected (channels); online, offline, unknown
-# (time-weighted, milliseconds); online, offline, unknown (channels, at the period end).
-_PLANNED, _INSTALLED, _CONNECTED, _TW, _SNAP = 0, 1, 2, 3, 6
+# (time-weighted, milliseconds); online, offline, unknown (channels, at the period end); then
+# the 完好率's: intact, not intact, not judged (milliseconds), and the same in channels at the
+# period end.
+_PLANNED, _INSTALLED, _CONNECTED, _TW, _SNAP, _ITW, _ISNAP = 0, 1, 2, 3, 6, 9, 12
+_WIDTH = 15
+
+
+def _intact_end(it: IntactTimeline, cid: str) -> int:
+    """The 完好率 counter (0 intact, 1 not intact, 2 not judged) of a channel at the end."""
+    q = it.quality.get(cid)
+    slot = intact_slot(it.states.get(cid, "unknown"), q.quality if q else "unknown")
+    return 0 if slot == INTACT else 1 if slot in (I_OFFLINE, I_DEGRADED) else 2
 
 
 def _cells(channels: Sequence[Channel], period: Period, tl: Timeline,
-           exempt: Mapping[str, list[tuple[float, float]]], end: float
-           ) -> dict[Cell, list[int]]:
+           exempt: Mapping[str, list[tuple[float, float]]], end: float,
+           it: IntactTimeline | None = None) -> dict[Cell, list[int]]:
     """Every channel's counters, summed per cell (:func:`camwatch.rules.rates.cell_of`): one
     dict update per channel; :func:`camwatch.rules.rates.roll_up` then adds the cells (a few
     thousand) into every scope, however many tables there are."""
@@ -403,7 +523,7 @@ def _cells(channels: Sequence[Channel], period: Period, tl: Timeline,
         key = cell_of(ch)
         g = cells.get(key)
         if g is None:
-            g = cells[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0]
+            g = cells[key] = [0] * _WIDTH
         g[_PLANNED] += 1
         g[_INSTALLED] += installed
         if not connected:
@@ -414,33 +534,47 @@ def _cells(channels: Sequence[Channel], period: Period, tl: Timeline,
             g[_TW] += ms[ONLINE]
             g[_TW + 1] += ms[OFFLINE]
             g[_TW + 2] += ms[UNKNOWN]
+        if it is not None and (ims := it.ms.get(ch.id)) is not None:
+            g[_ITW] += ims[INTACT]
+            g[_ITW + 1] += ims[I_OFFLINE] + ims[I_DEGRADED]
+            g[_ITW + 2] += ims[NOT_JUDGED]
         if not _exempt_at(exempt.get(ch.id), end):
             cur = tl.end_states.get(ch.id)
             g[_SNAP + (_SNAP_INDEX.get(cur.state, 2) if cur is not None else 2)] += 1
+            if it is not None and ch.id in it.states:
+                g[_ISNAP + _intact_end(it, ch.id)] += 1
     return cells
 
 
 def _rows(scope: Scope, klass: int | None, project: str | None, v: Sequence[int],
-          target: float | None) -> tuple[RateRow, RateRow]:
-    tw = RateRow(scope, klass, project, v[_TW], v[_TW] + v[_TW + 1], v[_TW + 1], v[_TW + 2],
+          target: float | None, at: int = _TW) -> tuple[RateRow, RateRow]:
+    """The time-weighted and the snapshot row of the counters at ``at`` (the online rate's,
+    or ``_ITW`` for the 完好率's)."""
+    s = at + 3
+    tw = RateRow(scope, klass, project, v[at], v[at] + v[at + 1], v[at + 1], v[at + 2],
                  target)
-    snap = RateRow(scope, klass, project, v[_SNAP], v[_SNAP] + v[_SNAP + 1], v[_SNAP + 1],
-                   v[_SNAP + 2], target)
+    snap = RateRow(scope, klass, project, v[s], v[s] + v[s + 1], v[s + 1], v[s + 2], target)
     return tw, snap
 
 
 def _figures(scope: Scope, total: Sequence[int],
              parts_of: Sequence[tuple[int | None, str | None, Sequence[int]]],
-             targets: Targets, settings: ReportSettings, min_channels: int) -> Figures:
+             targets: Targets, settings: ReportSettings, min_channels: int,
+             intact: Targets | None = None) -> Figures:
+    """``intact``: the 完好率's targets, when the bulletin has the 完好率."""
     published = settings.online_rate
     sd = dict(scope)
     parts: list[Part] = []
     for klass, project, v in parts_of:
         target = targets.target_for(sd, klass, project)
         tw, snap = _rows(scope, klass, project, v, target)
+        itw = isnap = None
+        if intact is not None:
+            itw, isnap = _rows(scope, klass, project, v,
+                               intact.target_for(sd, klass, project), _ITW)
         parts.append(Part(klass, project, v[_CONNECTED], tw, snap, published,
                           v[_CONNECTED] >= min_channels and v[_CONNECTED] > 0,
-                          v[_PLANNED], v[_INSTALLED]))
+                          v[_PLANNED], v[_INSTALLED], itw, isnap))
     classes = tuple(sorted((p for p in parts if p.klass is not None),
                            key=lambda p: p.klass or 0))
     projects = tuple(sorted((p for p in parts if p.project is not None),
@@ -451,8 +585,11 @@ def _figures(scope: Scope, total: Sequence[int],
             weight += part.row.connected
             num += part.target * part.row.connected
     tw, snap = _rows(scope, None, None, total, None)
+    itw, isnap = _rows(scope, None, None, total, None, _ITW) if intact is not None else \
+        (None, None)
     return Figures(scope, total[_PLANNED], total[_INSTALLED], total[_CONNECTED], tw, snap,
-                   published, classes, projects, num / weight if weight else None)
+                   published, classes, projects, num / weight if weight else None,
+                   itw=itw, isnap=isnap)
 
 
 def _rank(rows: list[Figures]) -> list[Figures]:
@@ -468,9 +605,11 @@ def _with(f: Figures, **changes: Any) -> Figures:
 
 def _tables(channels: Sequence[Channel], period: Period, tl: Timeline,
             exempt: Mapping[str, list[tuple[float, float]]], end: float,
-            settings: ReportSettings) -> dict[tuple[str, ...], dict[Scope, Figures]]:
+            settings: ReportSettings, it: IntactTimeline | None = None
+            ) -> dict[tuple[str, ...], dict[Scope, Figures]]:
     targets = Targets(settings.targets)
-    rolled = roll_up(_cells(channels, period, tl, exempt, end), ALL_DIMS, BREAKDOWNS)
+    intact = Targets(settings.targets.intact_targets()) if it is not None else None
+    rolled = roll_up(_cells(channels, period, tl, exempt, end, it), ALL_DIMS, BREAKDOWNS)
     totals: dict[Scope, list[int]] = {}
     parts: dict[Scope, list[tuple[int | None, str | None, list[int]]]] = {}
     for (scope, klass, project), v in rolled.items():
@@ -478,18 +617,39 @@ def _tables(channels: Sequence[Channel], period: Period, tl: Timeline,
             totals[scope] = v
         else:
             parts.setdefault(scope, []).append((klass, project, v))
-    totals.setdefault((), [0] * 9)
+    totals.setdefault((), [0] * _WIDTH)
     out: dict[tuple[str, ...], dict[Scope, Figures]] = {d: {} for d in ALL_DIMS}
     for scope, total in totals.items():
         dims = tuple(d for d, _ in scope)
         judged_min = settings.targets.min_channels if dims in (
             TOWNSHIP, VILLAGE, OPERATOR_TOWNSHIP) else 0
         out[dims][scope] = _figures(scope, total, parts.get(scope, ()), targets, settings,
-                                    judged_min)
+                                    judged_min, intact)
     return out
 
 
-def compute_bulletin(store: Store, channels: Sequence[Channel], period: Period,
+class BulletinSource(Protocol):
+    """The reads the bulletin makes: a :class:`~camwatch.store.base.Store`, or a city's county
+    stores read as one (:class:`camwatch.reports.city.CityStores`)."""
+
+    def exemptions(self, start: float | None = None, end: float | None = None,
+                   channel_ids: Iterable[str] | None = None) -> list[Exemption]: ...
+    def last_transition_before(self, ts: float,
+                               with_detail: bool = True) -> dict[str, Transition]: ...
+    def transition_rows(self, start: float | None = None,
+                        end: float | None = None) -> Iterable[TransitionRow]: ...
+    def tickets(self, *, open_only: bool = False, since: float | None = None,
+                until: float | None = None) -> list[Ticket]: ...
+    def quality_changes(self, start: float | None = None,
+                        end: float | None = None) -> Iterator[QualityChangeRow]: ...
+    def last_quality_before(self, ts: float) -> dict[str, QualityChange]: ...
+    def fault_pictures(self, channel_ids: Iterable[str]) -> dict[str, tuple[float, bytes]]: ...
+    # GB/T 28181: the month's catalogs (台账核对) and RecordInfo answers (录像完整率)
+    def gb_catalogs(self, month: str) -> dict[str, dict[str, Any]]: ...
+    def gb_recordings(self, first_day: str, last_day: str) -> list[Recording]: ...
+
+
+def compute_bulletin(store: BulletinSource, channels: Sequence[Channel], period: Period,
                      settings: ReportSettings, *, site: str = "camwatch",
                      inventory_source: str = "",
                      previous_channels: Sequence[Channel] | None = None,
@@ -508,7 +668,7 @@ def compute_bulletin(store: Store, channels: Sequence[Channel], period: Period,
                         previous_channels, previous_inventory_source, rejected, now, progress)
 
 
-def _compute(store: Store, channels: Sequence[Channel], period: Period,
+def _compute(store: BulletinSource, channels: Sequence[Channel], period: Period,
              settings: ReportSettings, site: str, inventory_source: str,
              previous_channels: Sequence[Channel] | None, previous_inventory_source: str,
              rejected: Iterable[Problem], now: float | None,
@@ -544,10 +704,11 @@ def _compute(store: Store, channels: Sequence[Channel], period: Period,
     del starts
     tl = scan(store.transition_rows(period.start, end), period.start, end, counted,
               prev_end_states, exempt)
+    it = _intact(store, period, end, counted, prev_end_states, exempt)
     del prev_end_states
     step(3, 4)
 
-    cur_tables = _tables(channels, period, tl, exempt, end, settings)
+    cur_tables = _tables(channels, period, tl, exempt, end, settings, it)
 
     def tables(dims: tuple[str, ...]) -> list[Figures]:
         before = prev_tables.get(dims, {})
@@ -574,6 +735,9 @@ def _compute(store: Store, channels: Sequence[Channel], period: Period,
                      max(0.0, min(x.end, end) - max(x.start, period.start)))
         for x in exemptions if x.end > period.start
     ]
+    degraded = _degraded(it, by_id) if it is not None else []
+    pictures = store.fault_pictures([d.channel.id for d in degraded[:PICTURES]]) \
+        if degraded else {}
     step(4, 4)
     from camwatch.repairs.assess import REPEAT_WINDOW_S, assessment
     tickets = store.tickets(since=period.start - REPEAT_WINDOW_S, until=period.end)
@@ -604,8 +768,45 @@ def _compute(store: Store, channels: Sequence[Channel], period: Period,
         counted_channels=sum(1 for w in counted.values() if w < end),
         previous_monitored_ms=prev_site.tw.connected if prev_site is not None else 0,
         assessment=assessment(tickets, period.start, period.end, end) if tickets else None,
+        intact=it is not None, degraded=degraded, pictures=pictures,
         reconciliation=reconciliation, recording=recording,
     )
+
+
+def _intact(store: BulletinSource, period: Period, end: float, counted: Mapping[str, float],
+            start_states: Mapping[str, Cursor],
+            exempt: Mapping[str, list[tuple[float, float]]]) -> IntactTimeline | None:
+    """The 完好率's pass (:mod:`camwatch.reports.intact`); None when the store has no quality
+    verdict up to ``end`` (pictures not sampled): nothing more is read then."""
+    before = store.last_quality_before(period.start)
+    changes = store.quality_changes(period.start, end)
+    first = next(changes, None)
+    if not before and first is None:
+        return None
+    quality = {cid: QualityCursor(c.to_quality, c.faults, c.ts) for cid, c in before.items()}
+    return scan_intact(store.transition_rows(period.start, end),
+                       itertools.chain([first] if first is not None else [], changes),
+                       period.start, end, counted,
+                       {cid: c.state for cid, c in start_states.items()}, quality, exempt)
+
+
+def _degraded(it: IntactTimeline, by_id: Mapping[str, Channel]) -> list[DegradedRow]:
+    """Cameras online with a degraded picture for some of the period, longest first."""
+    rows = []
+    for cid, ms in it.ms.items():
+        q = it.quality.get(cid)
+        still = q is not None and q.quality == "degraded"
+        if not ms[I_DEGRADED] and not (still and it.states.get(cid) == "online"):
+            continue
+        faults = tuple(it.faults_seen.get(cid, ()))
+        if still and q is not None:
+            faults += tuple(f for f in q.faults if f not in faults)
+        rows.append(DegradedRow(by_id[cid], ms[I_DEGRADED] / 1000.0, faults,
+                                q.quality if q is not None else "unknown",
+                                q.since if still and q is not None else None,
+                                it.states.get(cid, "unknown")))
+    rows.sort(key=lambda r: (-r.seconds, r.channel.id))
+    return rows
 
 
 def _group(rows: list[Figures], order: Mapping[Scope, int]
@@ -668,6 +869,7 @@ def period_for(month: str | None, first: str | None, last: str | None,
 
 __all__ = [
     "Bulletin",
+    "DegradedRow",
     "ExemptionRow",
     "Figures",
     "Finding",

@@ -48,7 +48,27 @@ def _part(p: Part) -> dict[str, Any]:
         "rate_time_weighted": _r(p.tw.rate),
         "rate_snapshot": _r(p.snap.rate),
         "meets_target": p.meets_target,
+        **_intact(p),
     }
+
+
+def _intact(f: Figures | Part) -> dict[str, Any]:
+    """The 完好率 keys (only when the bulletin has it: ``itw`` is set)."""
+    if f.itw is None or f.isnap is None:
+        return {}
+    out: dict[str, Any] = {
+        "intact_rate": _r(f.intact_rate),
+        "intact_rate_time_weighted": _r(f.itw.rate),
+        "intact_rate_snapshot": _r(f.isnap.rate),
+        "intact_seconds": f.itw.online / 1000.0,
+        "intact_judged_seconds": f.itw.connected / 1000.0,
+        "intact_channels": f.isnap.online,
+        "intact_judged_channels": f.isnap.connected,
+    }
+    if isinstance(f, Part):
+        out["intact_target"] = f.intact_target
+    out["intact_meets_target"] = f.intact_meets_target
+    return out
 
 
 def _figures(f: Figures) -> dict[str, Any]:
@@ -75,6 +95,7 @@ def _figures(f: Figures) -> dict[str, Any]:
         "meets_target": f.meets_target,
         "below_target": [_part(p) for p in f.failing],
         "by_class": [_part(p) for p in f.classes],
+        **_intact(f),
     }
 
 
@@ -139,6 +160,7 @@ def _document(b: Bulletin) -> dict[str, Any]:
         "by_class": [_part(p) for p in s.classes],
         "by_project": [_part(p) for p in s.projects],
         "counties": [_figures(c) for c in b.counties],
+        **_intact(s),
     }
     operators = []
     for op in b.operators:
@@ -161,6 +183,10 @@ def _document(b: Bulletin) -> dict[str, Any]:
             {**_channel(r.channel), "since": _iso(r.since, tz), "days": round(r.days, 4),
              "reason": r.reason, "reason_zh": reason_zh(r.reason), "exemption": r.exemption}
             for r in b.long_offline],
+        **({"degraded": [
+            {**_channel(d.channel), "seconds": d.seconds, "faults": list(d.faults),
+             "quality": d.quality, "since": _iso(d.since, tz), "state": d.state}
+            for d in b.degraded]} if b.intact else {}),
         "events": [_event(e, tz) for e in b.mass_events],
         "outages": [],
         "repaired": [_outage(o, tz) for o in b.repaired],

@@ -18,6 +18,7 @@ The machine formats (XLSX, CSV, JSON) always hold every row.
 
 from __future__ import annotations
 
+import base64
 import html
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +35,7 @@ from camwatch.reports.tables import (
     bulletin_title,
     coverage_text,
     data_quality_table,
+    degraded_table,
     event_table,
     exemption_table,
     long_offline_table,
@@ -82,6 +84,8 @@ td.w { white-space: normal; min-width: 18mm; }
 thead { display: table-header-group; }
 tr { break-inside: avoid; }
 td.n { text-align: right; }
+td.pic { white-space: normal; font-size: 7pt; color: #444; }
+td.pic img { display: block; width: 40mm; height: auto; border: 1px solid #999; }
 td.bad, span.bad { color: #c00000; font-weight: bold; }
 td.ok { color: #1a7f37; }
 .cards { display: flex; flex-wrap: wrap; gap: 1.5mm; margin-bottom: 2mm; }
@@ -133,7 +137,8 @@ def _th(header: str) -> str:
     long name. Headers never wrap anywhere else (``th`` is ``nowrap``)."""
     if len(header) <= 4:
         return _e(header)
-    for sep, after in (("(", False), ("/", True), ("在线率", False), ("上云", False)):
+    for sep, after in (("(", False), ("/", True), ("在线率", False), ("上云", False),
+                       ("是否达标", False)):
         i = header.find(sep)
         if i > 0:
             cut = i + len(sep) if after else i
@@ -150,10 +155,10 @@ def _wide(table: Table) -> bool:
 
 def _table(table: Table, heading: str, *, annex: bool = False, max_rows: int = 2000,
            rest: str = "", empty: str = "本期无。", extra: str = "",
-           wide: bool | None = None) -> str:
+           wide: bool | None = None, more: tuple[str, list[str]] | None = None) -> str:
     """A section: heading, note, the table (at most ``max_rows`` rows; ``rest`` says where
     the others are), then ``extra``. ``wide``: on a landscape page (default: when the
-    table needs it)."""
+    table needs it). ``more``: one more column, its header and each row's cell as HTML."""
     landscape = _wide(table) if wide is None else wide
     classes = [c for c, on in (("wide", landscape), ("annex", annex)) if on]
     attr = f' class="{" ".join(classes)}"' if classes else ""
@@ -164,11 +169,13 @@ def _table(table: Table, heading: str, *, annex: bool = False, max_rows: int = 2
         parts.append(f'<p class="note">{_e(empty)}</p>{extra}</section>')
         return "".join(parts)
     head = "".join(f"<th>{_th(h)}</th>" for h in table.headers)
+    if more is not None:
+        head += f"<th>{_e(more[0])}</th>"
     cols = [(c.kind, c.wrap) for c in table.columns]
     body = []
-    for row in table.rows[:max_rows]:
+    for i, row in enumerate(table.rows[:max_rows]):
         body.append("<tr>" + "".join(_cell(k, v, w) for (k, w), v in zip(cols, row, strict=True))
-                    + "</tr>")
+                    + (more[1][i] if more is not None else "") + "</tr>")
     parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
     if len(table.rows) > max_rows:
         parts.append(f'<p class="note">共 {len(table.rows)} 行，此处列出前 {max_rows} 行；'
@@ -239,6 +246,22 @@ def operator_matrix(b: Bulletin) -> Table:
                  "已联网上云通道数与在线率；乡镇按在线率排名；各运营商分乡镇的完整指标见 XLSX")
 
 
+def _degraded(b: Bulletin, table: Table, heading: str, max_rows: int, rest: str) -> str:
+    """The degraded cameras (画面异常) with the last degraded picture of each (a JPEG in a
+    ``data:`` URI: the page stays self-contained), the ``max_rows`` longest first."""
+    cells = []
+    for d in b.degraded[:max_rows]:
+        pic = b.pictures.get(d.channel.id)
+        if pic is None:
+            cells.append('<td class="pic">无</td>')
+            continue
+        data = base64.b64encode(pic[1]).decode("ascii")
+        cells.append(f'<td class="pic"><img src="data:image/jpeg;base64,{data}" '
+                     f'alt="{_e(d.channel.id)}">采样 {_e(local_text(pic[0], b.tz))}</td>')
+    return _table(table, heading, max_rows=max_rows, rest=rest, wide=True,
+                  empty="本期无画面异常的通道。", more=("画面", cells))
+
+
 def _header(b: Bulletin) -> list[str]:
     s = b.summary
     cards = [
@@ -247,6 +270,9 @@ def _header(b: Bulletin) -> list[str]:
         ("上云率", format_rate(s.cloud_rate)), ("在线率(时间加权)", format_rate(s.tw.rate)),
         ("在线率(期末快照)", format_rate(s.snap.rate)),
     ]
+    if b.intact and s.itw is not None and s.isnap is not None:
+        cards += [("完好率(时间加权)", format_rate(s.itw.rate)),
+                  ("完好率(期末快照)", format_rate(s.isnap.rate))]
     verdicts = []
     for p in s.classes + s.projects:
         if p.target is None or p.rate is None:
@@ -268,6 +294,16 @@ def _header(b: Bulletin) -> list[str]:
     items = [f"<li>{_e(n)}</li>" for n in notes if n]
     if verdicts:
         items.insert(0, "<li>分类型在线率：" + "；".join(verdicts) + "</li>")
+    intact = []
+    for p in s.classes + s.projects if b.intact else ():
+        if p.intact_target is None or p.intact_rate is None:
+            continue
+        cls = ' class="bad"' if p.intact_meets_target is False else ""
+        intact.append(f"{_e(p.name)} {_e(format_rate(p.intact_rate))}（目标 "
+                      f"{_e(format_rate(p.intact_target))}，<span{cls}>"
+                      f"{_e(verdict(p.intact_meets_target) or '不判定')}</span>）")
+    if intact:
+        items.insert(1 if verdicts else 0, "<li>分类型完好率：" + "；".join(intact) + "</li>")
     out.append(f'<ul class="notes">{"".join(items)}</ul>')
     return out
 
@@ -305,7 +341,8 @@ def render_html(bulletin: Bulletin, max_rows: int = 2000,
     # Page 1 (portrait): the header, the summary and the townships at a glance; then the
     # landscape pages: every other section of the body, so no orientation change breaks a
     # page between them.
-    body.append(_table(summary_table(b), "一、汇总", wide=False))
+    # with the 完好率's columns the summary needs a landscape page
+    body.append(_table(summary_table(b), "一、汇总", wide=None if b.intact else False))
     chart = township_svg(b.townships)
     if chart:
         body.append('<section id="chart"><h2>乡镇在线率一览</h2>'
@@ -326,13 +363,21 @@ def render_html(bulletin: Bulletin, max_rows: int = 2000,
         if len(table.rows) > BODY_ROWS:
             rest = f"全部见{annex(heading[2:] + '清单', table)}。"
         body.append(_table(table, heading, max_rows=BODY_ROWS, rest=rest, wide=True))
-    numbers = iter(("八", "九", "十", "十一", "十二"))
-    for table in assessment_tables(b.assessment):
-        body.append(_table(table, f"{next(numbers)}、{table.title}", wide=True))
+    numerals = iter(("八", "九", "十", "十一", "十二", "十三"))
+    # the tables first: zip stops at their end without taking a numeral
+    for table, n in zip(assessment_tables(b.assessment), numerals, strict=False):
+        body.append(_table(table, f"{n}、{table.title}", wide=True))
+    if b.intact:
+        degraded = degraded_table(b)
+        heading = f"{next(numerals)}、画面异常（完好率）"
+        rest = ""
+        if len(degraded.rows) > BODY_ROWS:
+            rest = f"全部见{annex('画面异常清单', degraded)}（无缩略图）。"
+        body.append(_degraded(b, degraded, heading, BODY_ROWS, rest))
     reconciliation = reconciliation_tables(b)
     if reconciliation:  # 台账核对: the two cloud-connect rates in the body, the rows after
         rates, detail = reconciliation
-        n = next(numbers)
+        n = next(numerals)
         rest = ""
         if len(detail.rows) > BODY_ROWS:
             rest = f"全部见{annex('台账核对清单', detail)}。"
@@ -342,7 +387,7 @@ def render_html(bulletin: Bulletin, max_rows: int = 2000,
     recording = recording_tables(b)
     if recording:  # 录像完整率: by township in the body, the channels short of 100 % after
         towns, short = recording
-        n = next(numbers)
+        n = next(numerals)
         rest = ""
         if len(short.rows) > BODY_ROWS:
             rest = f"全部见{annex('录像缺失点位清单', short)}。"

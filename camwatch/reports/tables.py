@@ -13,6 +13,7 @@ from typing import Any
 
 from camwatch.inventory import Channel
 from camwatch.model import CLASS_NAMES, reason_zh
+from camwatch.quality.checks import CHECK_ZH
 from camwatch.reports.compute import Bulletin, Figures, OutageRow, Part
 from camwatch.reports.events import OutageEvent
 from camwatch.reports.period import local_text
@@ -138,27 +139,45 @@ def summary_table(b: Bulletin) -> Table:
     and cloud-connect rates. A site of one county shows the county only (its rows would be
     the site's again)."""
     s = b.summary
-    cols = (Column("范围", "text", 10), Column("点位类型/项目", "text", 12),
-            Column("应安装", "int", 7), Column("已安装", "int", 7), Column("安装率", "pct", 8),
-            Column("已联网上云", "int", 9), Column("上云率", "pct", 8),
-            Column("在线率(时间加权)", "pct", 14), Column("在线率(期末快照)", "pct", 14),
-            Column("上期在线率", "pct", 9), Column("环比(百分点)", "pp", 10),
-            Column("目标", "pct", 8), Column("是否达标", "text", 8))
+    cols: tuple[Column, ...] = (
+        Column("范围", "text", 10), Column("点位类型/项目", "text", 12),
+        Column("应安装", "int", 7), Column("已安装", "int", 7), Column("安装率", "pct", 8),
+        Column("已联网上云", "int", 9), Column("上云率", "pct", 8),
+        Column("在线率(时间加权)", "pct", 14), Column("在线率(期末快照)", "pct", 14),
+        Column("上期在线率", "pct", 9), Column("环比(百分点)", "pp", 10),
+        Column("目标", "pct", 8), Column("是否达标", "text", 8))
     blocks: list[tuple[str, Figures]] = []
     if len(b.counties) == 1 and b.counties[0].planned == s.planned:
         blocks.append((b.counties[0].get("county"), s))
     else:
         blocks.append(("全域", s))
         blocks.extend((c.get("county"), c) for c in b.counties)
+    intact = b.intact  # 完好率 beside 在线率, its own target and verdict at the end
+    if intact:
+        cols = (*cols[:9], Column(intact_header(b), "pct", 12), *cols[9:],
+                Column("完好率目标", "pct", 10), Column("完好率是否达标", "text", 12))
     rows: list[list[Cell]] = []
     for label, f in blocks:
-        rows.append([label, "全部", f.planned, f.installed, f.install_rate, f.connected,
-                     f.cloud_rate, f.tw.rate, f.snap.rate, f.previous, f.change_pp, None, ""])
+        row: list[Cell] = [label, "全部", f.planned, f.installed, f.install_rate, f.connected,
+                           f.cloud_rate, f.tw.rate, f.snap.rate, f.previous, f.change_pp,
+                           None, ""]
+        rows.append([*row[:9], f.intact_rate, *row[9:], None, ""] if intact else row)
         for p in f.classes + f.projects:
-            rows.append([label, p.name, p.planned, p.installed, p.install_rate, p.channels,
-                         p.cloud_rate, p.tw.rate, p.snap.rate, None, None, p.target,
-                         verdict(p.meets_target)])
-    return Table("summary", "汇总", cols, rows, SUMMARY_NOTE)
+            row = [label, p.name, p.planned, p.installed, p.install_rate, p.channels,
+                   p.cloud_rate, p.tw.rate, p.snap.rate, None, None, p.target,
+                   verdict(p.meets_target)]
+            rows.append([*row[:9], p.intact_rate, *row[9:], p.intact_target,
+                         verdict(p.intact_meets_target)] if intact else row)
+    return Table("summary", "汇总", cols, rows,
+                 f"{SUMMARY_NOTE}；{INTACT_NOTE}" if intact else SUMMARY_NOTE)
+
+
+INTACT_NOTE = ("完好率 = 在线且画面正常的时长（期末快照：通道数）/ 在线或离线且画面已诊断的时长，"
+               "离线或画面异常计为不完好，未诊断不计；目标见 targets.intact，定义见统计方法")
+
+
+def intact_header(b: Bulletin) -> str:
+    return "完好率(期末快照)" if b.settings.online_rate == "snapshot" else "完好率(时间加权)"
 
 
 def township_table(b: Bulletin) -> Table:
@@ -168,6 +187,10 @@ def township_table(b: Bulletin) -> Table:
     rows: list[list[Cell]] = [
         [f.rank, f.get("county"), f.get("township"), f.planned, f.installed, f.install_rate,
          f.connected, f.cloud_rate, *_rate_cells(b, f)] for f in b.townships]
+    if b.intact:
+        cols = (*cols, Column("完好率", "pct", 9), Column("完好率是否达标", "text", 12))
+        rows = [[*row, f.intact_rate, verdict(f.intact_meets_target)]
+                for row, f in zip(rows, b.townships, strict=True)]
     return Table("townships", "乡镇排名", cols, rows)
 
 
@@ -227,6 +250,31 @@ def long_offline_table(b: Bulletin) -> Table:
          r.exemption or ""]
         for r in b.long_offline]
     return Table("long_offline", f"离线超{b.settings.long_offline_days}天", cols, rows)
+
+
+QUALITY_ZH = {"ok": "正常", "degraded": "异常", "unknown": "未诊断"}
+STATE_ZH = {"online": "在线", "offline": "离线", "unknown": "未知"}
+
+
+def faults_zh(faults: Sequence[str]) -> str:
+    return "、".join(CHECK_ZH.get(f, f) for f in faults)
+
+
+DEGRADED_NOTE = ("本期在线但画面异常（视频质量诊断，docs/quality.md）的通道，按异常时长排序；"
+                 "异常时长只计在线时间，报备时间不计；画面异常的通道计为不完好")
+
+
+def degraded_table(b: Bulletin) -> Table:
+    """The cameras whose picture was degraded while online (画面异常), longest first."""
+    cols = (*_PLACE_COLS, Column("异常项", "text", 18, True),
+            Column("异常时长(小时)", "hours", 12), Column("期末画面", "text", 8),
+            Column("异常起始", "text", 17), Column("期末状态", "text", 8))
+    rows: list[list[Cell]] = [
+        [*_place(d.channel), faults_zh(d.faults), d.seconds / 3600.0,
+         QUALITY_ZH.get(d.quality, d.quality), local_text(d.since, b.tz) if d.since else "",
+         STATE_ZH.get(d.state, d.state)]
+        for d in b.degraded]
+    return Table("degraded", "画面异常", cols, rows, DEGRADED_NOTE)
 
 
 def _outage_rows(b: Bulletin, items: Sequence[OutageRow]) -> list[list[Cell]]:
@@ -481,7 +529,8 @@ def all_tables(b: Bulletin, *, outage_events: bool = True) -> list[Table]:
     channel (:func:`outage_summary_table`, the XLSX) instead of one row per outage."""
     outages = outage_table(b) if outage_events else outage_summary_table(b)
     return [summary_table(b), township_table(b), village_table(b), operator_table(b),
-            long_offline_table(b), mass_event_table(b), outages, repaired_table(b),
+            long_offline_table(b), *([degraded_table(b)] if b.intact else []),
+            mass_event_table(b), outages, repaired_table(b),
             exemption_table(b), *assessment_tables(b.assessment), *reconciliation_tables(b),
             *recording_tables(b), data_quality_table(b),
             method_table(b)]

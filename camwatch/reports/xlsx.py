@@ -142,7 +142,7 @@ def _sheet(wb: Any, b: Bulletin, table: Table) -> Any:
     # looked at, row by row.
     formats = [(i, FORMATS[c.kind]) for i, c in enumerate(table.columns) if c.kind in FORMATS]
     rounded = [(i, ROUNDED[c.kind]) for i, c in enumerate(table.columns) if c.kind in ROUNDED]
-    flagged = [i for i, c in enumerate(table.columns) if c.header == "是否达标"]
+    flagged = [i for i, c in enumerate(table.columns) if c.header.endswith("是否达标")]
     append = ws.append
     for row in table.rows:
         out: list[Any] = _plain(ws, list(row))

@@ -16,7 +16,7 @@ from camwatch.configbase import Duration, Fraction, PositiveInt, _Model
 from camwatch.model import SCOPES
 
 ALERT_NAMES = ("rate_below_target", "channel_offline_long", "clock_drift", "mass_outage",
-               "prober_unhealthy")
+               "prober_unhealthy", "quality_degraded", "intact_rate_below_target")
 Severity = Literal["info", "warning", "critical"]
 
 # The fields each alert's templates may use (``str.format`` names); the resolved message of an
@@ -31,6 +31,11 @@ TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = {
     "mass_outage": ("group", "kind", "cause", "down", "total", "county", "township", "village",
                     "host", "reasons", "duration"),
     "prober_unhealthy": ("problems", "duration"),
+    "quality_degraded": ("channel", "name", "county", "township", "village", "operator",
+                         "host", "faults", "samples", "since", "duration"),
+    "intact_rate_below_target": ("scope", "what", "rate", "target", "intact", "judged",
+                                 "not_intact", "degraded", "offline", "worst", "faults",
+                                 "duration"),
 }
 
 DEFAULT_TEMPLATES: dict[str, str] = {
@@ -50,6 +55,19 @@ DEFAULT_TEMPLATES: dict[str, str] = {
     "mass_outage": "{group} 同时离线 {down}/{total} 路，疑似{cause}",
     "mass_outage.resolved": "【已恢复】{group} 批量离线已恢复（持续 {duration}）",
     "prober_unhealthy": "camwatch 探测服务异常：{problems}",
+    "quality_degraded": "{county} {township} {village} 点位「{name}」({channel}) 画面异常："
+                        "{faults}（连续 {samples} 次诊断，自 {since}，运营商 {operator}）",
+    "quality_degraded.resolved": "【已恢复】{county} {township} {village} 点位「{name}」"
+                                 "({channel}) 画面已恢复正常（异常 {duration}）",
+    "quality_degraded.removed": "【已移出台账】{county} {township} {village} 点位「{name}」"
+                                "({channel}) 已移出台账，画面异常告警结束",
+    "intact_rate_below_target": "{scope} {what}视频监控完好率 {rate}，低于目标 {target}"
+                                "（完好 {intact}/{judged}，画面异常 {degraded}，离线 {offline}）",
+    "intact_rate_below_target.resolved": "【已恢复】{scope} {what}视频监控完好率 {rate}，"
+                                         "已达到目标 {target}（完好 {intact}/{judged}，"
+                                         "持续 {duration}）",
+    "intact_rate_below_target.removed": "【已移出台账】{scope} {what}点位已移出台账，"
+                                        "完好率告警结束（持续 {duration}）",
     "prober_unhealthy.resolved": "【已恢复】camwatch 探测服务恢复正常（持续 {duration}）",
     # the subject left the inventory (台账): the alert ends, but nothing recovered
     "channel_offline_long.removed": "【已移出台账】{county} {township} {village} 点位「{name}」"
@@ -125,12 +143,34 @@ class ProberUnhealthyRule(_Model):
     severity: Severity = "critical"
 
 
+class QualityDegradedRule(_Model):
+    """A channel's picture degraded (画面异常) at ``samples`` consecutive quality samples
+    (``quality.interval`` apart: 3 samples = about 2 hours at the default hourly cadence).
+    Only with ``quality.enabled``."""
+
+    enabled: bool = True
+    samples: PositiveInt = 3
+    renotify: Duration | None = None
+    severity: Severity = "warning"
+
+
+class IntactRateBelowTargetRule(RateBelowTargetRule):
+    """The 完好率 below ``targets.intact`` (per scope, as rate_below_target). Pictures are
+    sampled hourly, so the rate moves slowly: ``for`` and ``resolve_for`` default to 1 h.
+    Only with ``quality.enabled``."""
+
+    for_: Duration = Field(default=3600.0, alias="for")
+    resolve_for: Duration = 3600.0
+
+
 class RulesConfig(_Model):
     rate_below_target: RateBelowTargetRule = RateBelowTargetRule()
     channel_offline_long: ChannelOfflineLongRule = ChannelOfflineLongRule()
     clock_drift: ClockDriftRule = ClockDriftRule()
     mass_outage: MassOutageRule = MassOutageRule()
     prober_unhealthy: ProberUnhealthyRule = ProberUnhealthyRule()
+    quality_degraded: QualityDegradedRule = QualityDegradedRule()
+    intact_rate_below_target: IntactRateBelowTargetRule = IntactRateBelowTargetRule()
 
 
 # --- routes ---------------------------------------------------------------------------------

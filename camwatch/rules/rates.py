@@ -178,7 +178,7 @@ class RateIndex:
                  breakdowns: Sequence[str | None] = BREAKDOWNS) -> None:
         cells: dict[Cell, int] = {}
         self._layout_cache: tuple[list[Key], list[tuple[int, ...]]] | None = None
-        self._targets_cache: tuple[Targets, list[float | None]] | None = None
+        self._targets_cache: tuple[TargetsConfig, list[float | None]] | None = None
         self._cell_keys: list[tuple[Key, ...]] = []
         self._cell_of: dict[str, int] = {}
         for ch in channels:
@@ -227,12 +227,15 @@ class RateIndex:
         return self._layout_cache
 
     def rows(self, per_cell: Sequence[Sequence[int]], targets: Targets) -> list[RateRow]:
-        """The rate rows from per-cell counts (kept up to date by the daemon's evaluator as
-        channels change, so an evaluation costs O(cells × rows), not O(channels))."""
+        """The rate rows from per-cell counts, O(cells × rows). (The daemon's evaluator keeps
+        the rows' totals up to date as channels change and remakes only the rows that did:
+        :meth:`totals`, :meth:`row`.)"""
+        return [self.row(i, t, targets) for i, t in enumerate(self.totals(per_cell))]
+
+    def totals(self, per_cell: Sequence[Sequence[int]]) -> list[list[int]]:
+        """Each row's [online, offline, unknown], in :meth:`layout` order, summed from the
+        cells' counts."""
         keys, cell_rows = self.layout()
-        if self._targets_cache is None or self._targets_cache[0] is not targets:
-            self._targets_cache = (targets, [targets.target_for(dict(scope), klass, project)
-                                             for scope, klass, project in keys])
         tot = [[0, 0, 0] for _ in keys]
         for positions, (on, off, unk) in zip(cell_rows, per_cell, strict=True):
             for i in positions:
@@ -240,9 +243,24 @@ class RateIndex:
                 t[0] += on
                 t[1] += off
                 t[2] += unk
-        return [RateRow(scope, klass, project, on, on + off, off, unk, target)
-                for (scope, klass, project), (on, off, unk), target
-                in zip(keys, tot, self._targets_cache[1], strict=True)]
+        return tot
+
+    def row(self, position: int, counts: Sequence[int], targets: Targets) -> RateRow:
+        """The rate row at ``position`` of :meth:`layout`, from its [online, offline,
+        unknown]."""
+        scope, klass, project = self.layout()[0][position]
+        on, off, unk = counts
+        return RateRow(scope, klass, project, on, on + off, off, unk,
+                       self.targets_of(targets)[position])
+
+    def targets_of(self, targets: Targets) -> list[float | None]:
+        """Each row's target, in :meth:`layout` order: looked up once per inventory and
+        targets (a reload plans it in its worker thread), not at every evaluation."""
+        if self._targets_cache is None or self._targets_cache[0] is not targets.cfg:
+            keys = self.layout()[0]
+            self._targets_cache = (targets.cfg, [targets.target_for(dict(scope), klass, project)
+                                             for scope, klass, project in keys])
+        return self._targets_cache[1]
 
 
 def compute_rates(channels: Iterable[Channel], state_of: Callable[[str], str],

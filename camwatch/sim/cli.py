@@ -16,6 +16,7 @@ from pathlib import Path
 from camwatch.errors import CamwatchError
 from camwatch.sim.fleet import Fleet, FleetConfig
 from camwatch.sim.inventory_gen import InventorySpec
+from camwatch.sim.pictures import Picture
 from camwatch.sim.scenario import Scenario, load_scenario, parse_duration
 
 # flag -> Scenario attribute; None (the default) leaves the scenario file's value.
@@ -45,6 +46,20 @@ def _duration(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _picture_fault(text: str) -> tuple[Picture, float]:
+    kind, sep, share = text.partition("=")
+    names = ", ".join(p.value for p in Picture if p is not Picture.OK)
+    try:
+        picture = Picture(kind.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"unknown picture fault {kind!r}; expected one of "
+                                         f"{names}") from None
+    if not sep or picture is Picture.OK:
+        raise argparse.ArgumentTypeError(f"expected KIND=SHARE such as frozen=0.01, got "
+                                         f"{text!r}")
+    return picture, _share(share)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--flap-period", type=_duration, help="flapping period (default 5m)")
     s.add_argument("--clock-skew", type=_share, help="share of channels on skewed clocks")
     s.add_argument("--clock-skew-seconds", type=_duration, help="clock skew (default 600s)")
+    s.add_argument("--pictures", action="store_true", default=None,
+                   help="cameras send real pictures (H.264/H.265 clips) for the quality lane; "
+                        "the scenario's picture_faults say which are degraded")
+    s.add_argument("--picture-fault", action="append", default=[], metavar="KIND=SHARE",
+                   type=_picture_fault,
+                   help="share of cameras showing a picture fault, e.g. frozen=0.01 (repeat "
+                        "for several; implies --pictures)")
 
 
 def config_from_args(args: argparse.Namespace) -> FleetConfig:
@@ -109,6 +131,10 @@ def config_from_args(args: argparse.Namespace) -> FleetConfig:
         overrides["flap_period_s"] = args.flap_period
     if args.clock_skew_seconds is not None:
         overrides["clock_skew_s"] = args.clock_skew_seconds
+    if args.pictures is not None:
+        overrides["pictures"] = args.pictures
+    if args.picture_fault:
+        overrides["picture_faults"] = tuple(args.picture_fault)
     scenario = replace(scenario, **overrides)  # type: ignore[arg-type]
     seed = args.seed if args.seed is not None else (scenario.seed or 0)
     if args.seed is not None:
@@ -151,6 +177,10 @@ def _summary(fleet: Fleet) -> str:
             lines.append(f"  gb pass:   {fleet.files.gb_password} (the platforms' registration)")
     counts = ", ".join(f"{k} {v:,}" for k, v in sorted(fleet.fault_counts().items()))
     lines.append(f"  faults:    {counts}")
+    if fleet.config.scenario.serves_pictures:
+        shown = ", ".join(f"{k} {v:,}" for k, v in sorted(fleet.picture_counts().items()))
+        lines.append(f"  pictures:  {shown}  (enable quality: in the config to sample them; "
+                     f"POST /api/channels/{{id}}/picture {{\"picture\": \"frozen\"}})")
     for ev in fleet.config.scenario.events:
         lines.append(f"  event:     {ev.describe()}")
     if fleet.gb is not None:

@@ -6,6 +6,9 @@
 ``GET  /api/channels/{id}``                   one channel: URL, own / device / effective fault
 ``GET  /api/townships``                       codes, names and device counts
 ``GET  /api/faults``                          channels per effective fault
+``GET  /api/pictures``                        channels per picture they show (with pictures)
+``POST /api/channels/{id}/picture``           ``{"picture": "frozen"}`` from the next PLAY;
+                                              ``{"picture": null}``: fake RTP, no picture
 ``POST /api/channels/{id}/fault``             ``{"fault": "hang"}``; ``{"fault": null}`` drops
 ``POST /api/devices/{host}/fault``            the override (the scenario applies again)
 ``POST /api/townships/{code or name}/fault``
@@ -28,6 +31,7 @@ from aiohttp import web
 
 from camwatch.sim.inventory_gen import County
 from camwatch.sim.model import Fault, SimDevice
+from camwatch.sim.pictures import Picture
 
 
 class Fleet(Protocol):
@@ -43,6 +47,8 @@ class Fleet(Protocol):
     def device_info(self, key: str) -> dict[str, Any]: ...
     def channel_info(self, channel_id: str) -> dict[str, Any]: ...
     def fault_counts(self) -> dict[str, int]: ...
+    def picture_counts(self) -> dict[str, int]: ...
+    def set_channel_picture(self, channel_id: str, picture: Picture | None) -> None: ...
     async def set_device_fault(self, key: str, fault: Fault | None) -> None: ...
     async def set_channel_fault(self, channel_id: str, fault: Fault | None) -> None: ...
     async def set_township_fault(self, code_or_name: str, fault: Fault | None) -> list[str]: ...
@@ -127,6 +133,33 @@ async def set_channel_fault(request: web.Request) -> web.Response:
     return web.json_response(fleet.channel_info(cid))
 
 
+async def picture_counts(request: web.Request) -> web.Response:
+    return web.json_response(request.app[FLEET].picture_counts())
+
+
+async def set_channel_picture(request: web.Request) -> web.Response:
+    fleet = request.app[FLEET]
+    cid = request.match_info["id"]
+    names = ", ".join(p.value for p in Picture)
+    try:
+        body: Any = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict) or "picture" not in body:
+        return _error(400, f'expected a JSON object such as {{"picture": "frozen"}}; '
+                           f"pictures: null, {names}")
+    value = body["picture"]
+    try:
+        picture = None if value is None else Picture(str(value))
+    except ValueError:
+        return _error(400, f"unknown picture {value!r}; expected null or one of {names}")
+    try:
+        fleet.set_channel_picture(cid, picture)
+    except KeyError:
+        return _error(404, f"no channel {cid!r}")
+    return web.json_response(fleet.channel_info(cid))
+
+
 async def set_device_fault(request: web.Request) -> web.Response:
     fleet = request.app[FLEET]
     key = request.match_info["host"]
@@ -177,6 +210,8 @@ def make_app(fleet: Fleet) -> web.Application:
     app.router.add_post("/api/devices/{host}/fault", set_device_fault)
     app.router.add_get("/api/channels/{id}", get_channel)
     app.router.add_post("/api/channels/{id}/fault", set_channel_fault)
+    app.router.add_post("/api/channels/{id}/picture", set_channel_picture)
+    app.router.add_get("/api/pictures", picture_counts)
     app.router.add_get("/api/townships", list_townships)
     app.router.add_post("/api/townships/{code}/fault", set_township_fault)
     app.router.add_get("/api/faults", fault_counts)

@@ -41,6 +41,7 @@ from camwatch.sim.inventory_gen import (
     write_all,
 )
 from camwatch.sim.model import Fault, RtspAuth, SimChannel, SimDevice
+from camwatch.sim.pictures import Picture
 from camwatch.sim.scenario import (
     Assignment,
     Clock,
@@ -232,6 +233,12 @@ class Fleet:
         stack = contextlib.AsyncExitStack()
         try:
             fleet._t0 = fleet._clock.now()
+            if config.scenario.serves_pictures:  # encode the clips before the first PLAY
+                from camwatch.sim.pictures import prepare
+
+                codecs = sorted({ch.codec for _, ch in fleet._index.channels.values()})
+                await asyncio.to_thread(prepare, set(fleet.assignment.pictures.values()),
+                                        codecs)
             fleet._apply_time_holds(0.0)
             await fleet._open_all()
             for d in plan.devices:  # ports asked as 0 are known now
@@ -293,6 +300,8 @@ class Fleet:
             self.devices[key].clock_skew_s = skew
         for cid, fault in self.assignment.channel_faults.items():
             self._hold_channel(cid, (BASE, 0), fault)
+        for cid, picture in self.assignment.pictures.items():
+            self._index.channels[cid][1].picture = picture
         self._event_targets = [self._resolve_event(i, ev) for i, ev in enumerate(scenario.events)]
         # Between overlapping events on one target, the one that started last wins.
         by_start = sorted(range(len(scenario.events)), key=lambda i: scenario.events[i].at_s)
@@ -423,7 +432,19 @@ class Fleet:
             "fault": ch.fault.value, "device_fault": dev.fault.value,
             "effective_fault": dev.effective_fault(ch.path).value,
             "listening": key in self._servers,
+            "picture": None if ch.picture is None else ch.picture.value,
         }
+
+    def set_channel_picture(self, channel_id: str, picture: Picture | None) -> None:
+        """What the channel shows from its next PLAY on (None: no picture, fake RTP)."""
+        self._index.channels[channel_id][1].picture = picture
+
+    def picture_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _, ch in self._index.channels.values():
+            if ch.picture is not None:
+                counts[ch.picture.value] = counts.get(ch.picture.value, 0) + 1
+        return counts
 
     # -- holds -----------------------------------------------------------------------------
 

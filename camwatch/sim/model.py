@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from camwatch.sim.pictures import Picture
+
 
 class Fault(enum.StrEnum):
     """Named scenarios. One per test; the same names in scenario YAML and the control API."""
@@ -48,6 +50,9 @@ class SimChannel:
     fault: Fault = Fault.NONE
     codec: str = "H264"
     audio: bool = False  # add a PCMA audio track to the SDP
+    # None: PLAY sends small fake RTP packets (enough for the stream-level probe); a Picture:
+    # a real clip showing that picture (camwatch.sim.pictures), for the quality lane
+    picture: Picture | None = None
 
 
 @dataclass(slots=True)

@@ -7,7 +7,9 @@ One :class:`asyncio.Protocol` per connection and no task per connection: timers
 
 What it speaks: OPTIONS (no auth, like most cameras), DESCRIBE (SDP with one H264/H265 video
 track and an optional PCMA audio track), SETUP (TCP interleaved only; UDP gets 461), PLAY
-(then ~5 small fake RTP packets per second on the interleaved channel), TEARDOWN and
+(then ~5 small fake RTP packets per second on the interleaved channel, or, for a channel with
+a ``picture``, a real H.264/H.265 clip of it at 2 keyframes a second: camwatch.sim.pictures),
+TEARDOWN and
 GET_PARAMETER (keep-alive). Authentication follows ``device.rtsp_auth``: Digest MD5 with
 ``qop=auth`` (default; also offers Basic first, so a client must prefer Digest), Digest without
 qop, Basic, or none. ``device.rtsp_nonce_max_uses`` > 0 makes nonces go stale.
@@ -34,6 +36,7 @@ from typing import Final, cast
 from urllib.parse import urlsplit
 
 from camwatch.sim.model import Fault, RtspAuth, SimChannel, SimDevice
+from camwatch.sim.pictures import FPS, Clip, clip, rtp_packets
 
 __all__ = ["MOVED_PREFIX", "start_rtsp_server"]
 
@@ -79,7 +82,8 @@ def _auth_params(value: str) -> dict[str, str]:
 
 class _Conn(asyncio.Protocol):
     __slots__ = ("buf", "device", "drip", "flood", "loop", "nonce", "nonce_uses", "opaque",
-                 "paused", "rtp_ch", "rtp_handle", "rtp_seq", "session", "transport")
+                 "paused", "rtp_ch", "rtp_handle", "rtp_seq", "session", "transport", "video",
+                 "video_i")
 
     def __init__(self, device: SimDevice) -> None:
         self.device = device
@@ -93,6 +97,8 @@ class _Conn(asyncio.Protocol):
         self.rtp_ch = 0
         self.rtp_seq = 0
         self.rtp_handle: asyncio.TimerHandle | None = None
+        self.video: Clip | None = None  # the clip PLAY streams (a channel with a picture)
+        self.video_i = 0
         self.drip: asyncio.TimerHandle | None = None
         self.flood = False
         self.paused = False
@@ -203,7 +209,12 @@ class _Conn(asyncio.Protocol):
             self._write(200, "OK", cseq, f"Session: {self.session}\r\nRange: npt=0.000-\r\n",
                         fault=fault)
             if fault is not Fault.NO_RTP and self.rtp_handle is None:
-                self._rtp()
+                if channel.picture is not None:
+                    self.video = clip(channel.picture, channel.codec)
+                    self.video_i = 0
+                    self._frame()
+                else:
+                    self._rtp()
         elif method == "TEARDOWN":
             self._stop_rtp()
             self._write(200, "OK", cseq, fault=fault)
@@ -389,6 +400,20 @@ class _Conn(asyncio.Protocol):
         size = len(header) + len(payload)
         t.write(struct.pack("!cBH", b"$", self.rtp_ch, size) + header + payload)
         self.rtp_handle = self.loop.call_later(RTP_INTERVAL_S, self._rtp)
+
+    def _frame(self) -> None:
+        """The clip's next picture, its RTP packets at once, then the next one 1/FPS later;
+        skipped (not queued) while the client does not read."""
+        t, c = self.transport, self.video
+        if t is None or c is None:
+            self.rtp_handle = None
+            return
+        if not self.paused:
+            packets, self.rtp_seq = rtp_packets(c, self.video_i, self.rtp_seq)
+            t.write(b"".join(struct.pack("!cBH", b"$", self.rtp_ch, len(p)) + p
+                             for p in packets))
+        self.video_i += 1
+        self.rtp_handle = self.loop.call_later(1.0 / FPS, self._frame)
 
     def _stop_rtp(self) -> None:
         if self.rtp_handle is not None:

@@ -12,6 +12,8 @@ from a small YAML file (unknown keys are errors, every error is reported with it
     flap_period: 5m       # one down + one up phase
     clock_skew: 0.01      # share of channels whose device clock is off ...
     clock_skew_seconds: 600  # ... by this much
+    pictures: true        # cameras send real pictures (camwatch.sim.pictures), for quality
+    picture_faults: {frozen: 0.01, signal_lost: 0.005, blur: 0.005}  # shares, by picture
     events:
       - {at: 5m, for: 20m, township: 王皮溜镇, fault: refused}   # uplink lost
       - {at: 10m, for: 2m, device: 127.1.0.9, fault: refused}   # NVR reboots
@@ -36,9 +38,11 @@ import yaml
 
 from camwatch.errors import ConfigError, Problem
 from camwatch.sim.model import Fault
+from camwatch.sim.pictures import Picture
 
 SHARE_KEYS = ("dead", "hung", "auth_fail", "not_found", "flapping", "clock_skew")
-_SCENARIO_KEYS = {*SHARE_KEYS, "seed", "flap_period", "clock_skew_seconds", "events"}
+_SCENARIO_KEYS = {*SHARE_KEYS, "seed", "flap_period", "clock_skew_seconds", "events",
+                  "pictures", "picture_faults"}
 _EVENT_KEYS = {"at", "for", "township", "device", "channel", "fault"}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -103,6 +107,12 @@ class Scenario:
     clock_skew: float = 0.0
     clock_skew_s: float = 600.0
     events: tuple[TimedEvent, ...] = ()
+    pictures: bool = False  # every camera sends a real (ok) picture ...
+    picture_faults: tuple[tuple[Picture, float], ...] = ()  # ... but these shares of them
+
+    @property
+    def serves_pictures(self) -> bool:
+        return self.pictures or bool(self.picture_faults)
 
     def shares(self) -> dict[str, float]:
         return {k: float(getattr(self, k)) for k in SHARE_KEYS}
@@ -145,6 +155,13 @@ def scenario_from_mapping(data: object, where: str = "scenario") -> Scenario:
                 problems.append(Problem(where, f"$.{key}", str(exc)))
     if kw.get("flap_period_s", 1.0) == 0:
         problems.append(Problem(where, "$.flap_period", "must be > 0"))
+    if "pictures" in data:
+        if not isinstance(data["pictures"], bool):
+            problems.append(Problem(where, "$.pictures", f"expected true or false, got "
+                                                         f"{data['pictures']!r}"))
+        else:
+            kw["pictures"] = data["pictures"]
+    kw["picture_faults"] = _picture_faults(data.get("picture_faults"), where, problems)
     events: list[TimedEvent] = []
     raw_events = data.get("events", []) or []
     if not isinstance(raw_events, list):
@@ -157,6 +174,33 @@ def scenario_from_mapping(data: object, where: str = "scenario") -> Scenario:
     if problems:
         raise ConfigError(problems)
     return Scenario(events=tuple(events), **kw)  # type: ignore[arg-type]
+
+
+def _picture_faults(raw: object, where: str, problems: list[Problem]
+                    ) -> tuple[tuple[Picture, float], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        problems.append(Problem(where, "$.picture_faults", "expected a mapping of picture "
+                                                           "fault to share, e.g. {frozen: 0.01}"))
+        return ()
+    out = []
+    names = [p.value for p in Picture if p is not Picture.OK]
+    for key, share in raw.items():
+        path = f"$.picture_faults.{key}"
+        if str(key) not in names:
+            problems.append(Problem(where, path, f"unknown picture fault; expected one of "
+                                                 f"{', '.join(names)}"))
+        elif isinstance(share, bool) or not isinstance(share, int | float) \
+                or not 0 <= share <= 1:
+            problems.append(Problem(where, path, f"expected a share between 0 and 1, got "
+                                                 f"{share!r}"))
+        else:
+            out.append((Picture(str(key)), float(share)))
+    if sum(v for _, v in out) > 1:
+        problems.append(Problem(where, "$.picture_faults",
+                                f"shares add up to {sum(v for _, v in out):g} > 1"))
+    return tuple(out)
 
 
 def _event(ev: object, where: str, path: str, problems: list[Problem]) -> TimedEvent | None:
@@ -216,6 +260,8 @@ class Assignment:
     flapping: Mapping[str, float] = field(default_factory=dict)  # device key -> phase offset s
     clock_skew: Mapping[str, float] = field(default_factory=dict)  # device key -> skew s
     channel_faults: Mapping[str, Fault] = field(default_factory=dict)  # channel id -> fault
+    # channel id -> the picture it shows, when the scenario serves pictures (else empty)
+    pictures: Mapping[str, Picture] = field(default_factory=dict)
 
     def channel_counts(self, devices: Sequence[tuple[str, Sequence[str]]]) -> dict[str, int]:
         size = {k: len(ids) for k, ids in devices}
@@ -270,7 +316,21 @@ def assign(scenario: Scenario, devices: Sequence[tuple[str, Sequence[str]]],
         for cid in free[pos:pos + n]:
             faults[cid] = fault
         pos += n
-    return Assignment(frozenset(devices[i][0] for i in dead), flapping, skew, faults)
+    pictures: dict[str, Picture] = {}
+    if scenario.serves_pictures:
+        # independent of the faults above (a frozen camera may also be unreachable)
+        every = [cid for _, ids in devices for cid in ids]
+        pictures = dict.fromkeys(every, Picture.OK)
+        prng = random.Random(f"camwatch-sim-pictures:{seed}")
+        prng.shuffle(every)
+        pos = 0
+        for kind, share in scenario.picture_faults:
+            n = min(round(share * total), len(every) - pos)
+            for cid in every[pos:pos + n]:
+                pictures[cid] = kind
+            pos += n
+    return Assignment(frozenset(devices[i][0] for i in dead), flapping, skew, faults,
+                      pictures)
 
 
 def flap_down(offset_s: float, period_s: float, t: float) -> bool:

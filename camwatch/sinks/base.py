@@ -40,6 +40,8 @@ ALERT_TITLES = {
     "clock_drift": "点位时钟偏差",
     "mass_outage": "批量离线",
     "prober_unhealthy": "探测服务异常",
+    "quality_degraded": "点位画面异常",
+    "intact_rate_below_target": "完好率低于目标",
     "repair_ticket": "维修工单",  # camwatch.repairs
 }
 SEVERITY_NAMES = {"info": "提示", "warning": "警告", "critical": "严重"}

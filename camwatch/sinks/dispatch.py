@@ -17,6 +17,12 @@ fingerprint: at least once, never lost.
 
 Logged once per change, not per attempt: a receiver going down (WARNING, or ERROR when it is
 misconfigured) and coming back (INFO). Messages never carry a URL's key or a secret.
+
+In a cluster (docs/scale-out.md) every instance enqueues the alerts of its shards into the
+one outbox and one instance delivers it, the holder of the coordinator lock (``active``):
+the order per receiver is kept across shards, and when that instance dies the next
+coordinator resumes from the outbox, as a restart does. The others' items reach it within
+``delivery.poll``.
 """
 
 from __future__ import annotations
@@ -65,8 +71,12 @@ def make_sink(name: str, cfg: AlertsConfig, clock: Callable[[], float] = time.ti
 
 class Dispatcher:
     def __init__(self, cfg: AlertsConfig, store: Store, writer: StoreWriter | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *,
+                 active: Callable[[], bool] | None = None) -> None:
         self.cfg = cfg
+        # in a cluster, whether this instance delivers now (it holds the coordinator lock):
+        # one instance at a time drains the one outbox, in order per receiver
+        self.active: Callable[[], bool] = active or (lambda: True)
         self.store = store  # reads
         if writer is None:  # standalone (tests, tools): its own writer on the same store
             writer = StoreWriter(store)
@@ -139,6 +149,11 @@ class Dispatcher:
         while not self._closing:
             wake.clear()
             now = self.clock()
+            if not self.active():  # another instance of the cluster delivers; look again
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(poll):
+                        await wake.wait()
+                continue
             try:
                 items = await asyncio.to_thread(self.store.due, name, now,
                                                 self.cfg.delivery.batch)

@@ -56,6 +56,12 @@ Exposition produced (gauges unless noted):
   ``camwatch_repair_tickets_overdue{operator,county,township}``,
   ``camwatch_repair_tickets_opened_total``, ``camwatch_repair_assessment_*{operator,...}``
   (:mod:`camwatch.repairs.metrics`).
+- with ``quality.enabled``, the 完好率's numerator and denominator by the same label sets:
+  ``camwatch_channels_intact{class,project,county,township}`` (online with an ok picture) and
+  ``camwatch_channels_intact_judged{...}`` (those, offline ones and online ones with a
+  degraded picture; docs/quality.md), and ``camwatch_intact_rate_target{class,project}``
+  (``targets.intact``). Counted at scrape time over the sampled channels: O(channels), a
+  dictionary look-up each (~10 ms at 100,000).
 - the picture's quality (:meth:`camwatch.quality.book.QualityBook.exposition`):
   ``camwatch_channel_quality_ok{channel}``, ``camwatch_channel_quality_score{channel,check}``
   (faults only), ``camwatch_channels_quality{quality}``, ``camwatch_quality_samples_total``.
@@ -407,6 +413,40 @@ class MetricsRenderer:
         parts, content_type = self.snapshot(accept)
         return join_parts(parts), content_type
 
+    def _render_intact(self, add: Callable[[str], None], openmetrics: bool) -> None:
+        """The 完好率's gauges: for every label set, channels intact (online, last picture ok)
+        and judged (offline, or online with an ok or degraded picture): the same counting as
+        :func:`camwatch.quality.rates.intact_state`."""
+        eng = self.engine
+        intact = {key: [0, 0] for key in self._agg}  # intact, online with a verdict
+        counted, keys = self._counted, self._key
+        for cid, rec in eng.quality.records.items():
+            key = keys.get(cid)
+            if key is None or counted.get(cid) != 0 or rec.quality == "unknown":
+                continue  # only online channels with a verdict here; offline ones below
+            row = intact[key]
+            row[1] += 1
+            if rec.quality == "ok":
+                row[0] += 1
+        add(_head("camwatch_channels_intact", "gauge", "Connected channels online with a usable "
+                  "picture (last quality sample ok): the intact rate's numerator.", openmetrics))
+        for key, (n, _) in intact.items():
+            add(f"camwatch_channels_intact{{{self._agg_labels[key]}}} {n}\n")
+        add(_head("camwatch_channels_intact_judged", "gauge", "Connected channels offline, or "
+                  "online with a quality verdict: the intact rate's denominator.", openmetrics))
+        for key, (_, judged) in intact.items():
+            add(f"camwatch_channels_intact_judged{{{self._agg_labels[key]}}} "
+                f"{judged + self._agg[key][1]}\n")
+        t = eng.cfg.targets.intact_targets()
+        add(_head("camwatch_intact_rate_target", "gauge",
+                  "Intact-rate (完好率) target (fraction) by point class or project.",
+                  openmetrics))
+        for klass, target in sorted(t.by_class.items()):
+            add(f'camwatch_intact_rate_target{{class="{klass}",project=""}} {_num(target)}\n')
+        for project, target in sorted(t.by_project.items()):
+            add(f'camwatch_intact_rate_target{{class="",project="{_esc(project)}"}} '
+                f"{_num(target)}\n")
+
     def _render_small(self, openmetrics: bool) -> str:
         eng = self.engine
         out: list[str] = []
@@ -417,6 +457,8 @@ class MetricsRenderer:
                 n = counts[0] + counts[1] if i == 0 else counts[0] if i == 1 else counts[2]
                 add(f"{name}{{{self._agg_labels[key]}}} {n}\n")
 
+        if eng.cfg.quality.enabled:
+            self._render_intact(add, openmetrics)
         add(_head("camwatch_online_rate_target", "gauge",
                   "Online-rate target (fraction) by point class or project.", openmetrics))
         for klass, target in sorted(eng.cfg.targets.by_class.items()):

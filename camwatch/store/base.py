@@ -8,14 +8,19 @@ Times are UNIX seconds (float, UTC) everywhere.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from camwatch.model import ChannelState, Transition, TransitionRow
 from camwatch.repairs.model import Ticket, TicketEvent
 
-__all__ = ["ChannelState", "Exemption", "OutboxItem", "RateSnapshot", "Store", "Ticket",
-           "TicketEvent", "Transition", "TransitionRow"]
+__all__ = ["ChannelState", "Exemption", "OutboxItem", "QualityChange", "QualityChangeRow",
+           "QualityState", "RateSnapshot", "Store", "Ticket", "TicketEvent", "Transition",
+           "TransitionRow"]
+
+#: A quality change as the bulletin reads a month of them: (channel_id, ts, from_quality,
+#: to_quality, faults) with ``faults`` the checks at fault joined by commas.
+QualityChangeRow = tuple[str, float, str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,54 @@ class Exemption:
 
 
 @dataclass(frozen=True, slots=True)
+class QualityState:
+    """A channel's last picture verdict as the store keeps it (table ``quality_state``, one
+    row a channel): what a restart takes back into
+    :class:`~camwatch.quality.book.QualityBook`, so that quality state, its run (``since``,
+    ``streak``) and the scene reference survive it, and what the bulletin shows of a degraded
+    camera (its last degraded picture).
+
+    The pictures are written only when new: ``None`` in ``jpeg``, ``reference`` or
+    ``fault_jpeg`` leaves the stored one as it is (a sample that could not be decoded keeps
+    the last thumbnail, as the book does)."""
+
+    channel_id: str
+    quality: str  # camwatch.model.Quality value
+    ts: float  # the last sample
+    since: float  # the first sample of the current run of this quality
+    streak: int  # samples in that run
+    faults: tuple[tuple[str, float], ...] = ()  # (check, score) of each fault
+    scores: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None  # why unknown
+    detail: str = ""
+    width: int | None = None
+    height: int | None = None
+    codec: str | None = None
+    latency_ms: float = 0.0
+    # the blur baselines, "day" / "night" -> (moving average, samples)
+    baselines: dict[str, tuple[float, int]] = field(default_factory=dict)
+    jpeg: bytes | None = None  # the last thumbnail (320 px JPEG)
+    jpeg_ts: float | None = None
+    reference: bytes | None = None  # the scene reference, 64x36 grey uint8, row-major
+    fault_jpeg: bytes | None = None  # the last degraded sample's thumbnail
+    fault_ts: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QualityChange:
+    """One change of a channel's picture quality (table ``quality_transitions``): to another
+    quality, or, while degraded, to another set of faults. The bulletin's 完好率 replays them
+    beside the online transitions."""
+
+    channel_id: str
+    ts: float
+    from_quality: str
+    to_quality: str
+    faults: tuple[str, ...] = ()  # the checks at fault after the change
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Recording:
     """A channel's recordings of one local day as a GB/T 28181 platform listed them
     (RecordInfo): ``recorded_s`` of the union of its recordings within the day's
@@ -83,6 +136,16 @@ class Store(Protocol):
                         end: float | None = None) -> Iterator[TransitionRow]: ...
     def last_transition_before(self, ts: float,
                                with_detail: bool = True) -> dict[str, Transition]: ...
+
+    # picture quality (camwatch.quality): the last verdict per channel and the log of changes;
+    # delete_states deletes the channels' quality state too
+    def write_quality(self, states: Iterable[QualityState],
+                      changes: Iterable[QualityChange]) -> None: ...
+    def load_quality(self, with_pictures: bool = True) -> dict[str, QualityState]: ...
+    def quality_changes(self, start: float | None = None,
+                        end: float | None = None) -> Iterator[QualityChangeRow]: ...
+    def last_quality_before(self, ts: float) -> dict[str, QualityChange]: ...
+    def fault_pictures(self, channel_ids: Iterable[str]) -> dict[str, tuple[float, bytes]]: ...
 
     # rate snapshots
     def add_rate_snapshots(self, rows: Iterable[RateSnapshot]) -> None: ...

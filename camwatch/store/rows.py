@@ -11,13 +11,28 @@ from typing import Any
 
 from camwatch.model import ChannelState, Transition
 from camwatch.repairs.model import Ticket, TicketEvent
-from camwatch.store.base import OutboxItem, RateSnapshot, Recording
+from camwatch.store.base import (
+    OutboxItem,
+    QualityChange,
+    QualityState,
+    RateSnapshot,
+    Recording,
+)
 
 STATE_COLUMNS = ("channel_id, state, reason, since, last_probe, last_ok, fails, oks, "
                  "latency_ms, clock_drift_s, flapping, detail, info")
 OUTBOX_COLUMNS = ("id, receiver, fingerprint, created, payload, attempts, next_attempt, "
                   "last_error")
 EVENT_COLUMNS = "id, no, ts, kind, from_state, to_state, by, note, data"
+QUALITY_COLUMNS = ("channel_id, quality, ts, since, streak, faults, scores, reason, detail, "
+                   "width, height, codec, latency_ms, baselines, jpeg, jpeg_ts, scene_ref, "
+                   "fault_jpeg, fault_ts")
+# the upsert's SET list: the pictures only when the row brings one
+QUALITY_UPDATE = ", ".join(
+    f"{c}=COALESCE(excluded.{c}, quality_state.{c})"
+    if c in ("jpeg", "jpeg_ts", "scene_ref", "fault_jpeg", "fault_ts") else f"{c}=excluded.{c}"
+    for c in QUALITY_COLUMNS.split(", ")[1:])
+QUALITY_CHANGE_COLUMNS = "channel_id, ts, from_quality, to_quality, faults"
 CATALOG_COLUMNS = "month, platform_id, at, data"
 RECORDING_COLUMNS = "day, channel_id, platform_id, recorded_s, period_s, partial, at"
 
@@ -87,6 +102,37 @@ def event_of(r: Sequence[Any]) -> TicketEvent:
     return TicketEvent(r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), id=r[0])
 
 
+def quality_row(q: QualityState) -> tuple[Any, ...]:
+    """A :data:`QUALITY_COLUMNS` row: faults, scores and baselines as JSON, pictures as
+    bytes."""
+    return (q.channel_id, q.quality, q.ts, q.since, q.streak,
+            to_json([[c, s] for c, s in q.faults]), to_json(q.scores), q.reason, q.detail,
+            q.width, q.height, q.codec, q.latency_ms,
+            to_json({k: list(v) for k, v in q.baselines.items()}), q.jpeg, q.jpeg_ts,
+            q.reference, q.fault_jpeg, q.fault_ts)
+
+
+def quality_of(r: Sequence[Any]) -> QualityState:
+    """A :data:`QUALITY_COLUMNS` row (pictures may be NULL: read without them)."""
+    def blob(v: Any) -> bytes | None:
+        return None if v is None else bytes(v)
+
+    return QualityState(
+        r[0], r[1], r[2], r[3], r[4], tuple((str(c), float(s)) for c, s in json.loads(r[5])),
+        {str(k): float(v) for k, v in json.loads(r[6]).items()}, r[7], r[8], r[9], r[10],
+        r[11], r[12], {str(k): (float(v[0]), int(v[1])) for k, v in json.loads(r[13]).items()},
+        blob(r[14]), r[15], blob(r[16]), blob(r[17]), r[18])
+
+
+def quality_change_row(c: QualityChange) -> tuple[Any, ...]:
+    """A :data:`QUALITY_CHANGE_COLUMNS` row; the faults as ``check,check``."""
+    return (c.channel_id, c.ts, c.from_quality, c.to_quality, ",".join(c.faults))
+
+
+def quality_change_of(r: Sequence[Any]) -> QualityChange:
+    """An ``id, channel_id, ts, from_quality, to_quality, faults`` row."""
+    return QualityChange(r[1], r[2], r[3], r[4], tuple(f for f in r[5].split(",") if f),
+                         id=r[0])
 def catalog_row(month: str, platform_id: str, at: float,
                 data: Mapping[str, Any]) -> tuple[Any, ...]:
     """A ``gb_catalogs`` row (:data:`CATALOG_COLUMNS`): a platform's catalog of the month,

@@ -32,6 +32,9 @@ from camwatch.store.base import (
     ChannelState,
     Exemption,
     OutboxItem,
+    QualityChange,
+    QualityChangeRow,
+    QualityState,
     RateSnapshot,
     Recording,
     Ticket,
@@ -43,6 +46,9 @@ from camwatch.store.rows import (
     CATALOG_COLUMNS,
     EVENT_COLUMNS,
     OUTBOX_COLUMNS,
+    QUALITY_CHANGE_COLUMNS,
+    QUALITY_COLUMNS,
+    QUALITY_UPDATE,
     RECORDING_COLUMNS,
     STATE_COLUMNS,
     catalog_of,
@@ -52,6 +58,10 @@ from camwatch.store.rows import (
     meta_rows,
     outbox_item,
     outbox_rows,
+    quality_change_of,
+    quality_change_row,
+    quality_of,
+    quality_row,
     recording_of,
     recording_row,
     snapshot_of,
@@ -162,7 +172,43 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX repair_events_no ON repair_events (no, id);
     """,
-    # 4: GB/T 28181 catalogs (camwatch.gb28181): each lower platform's latest catalog of a
+    # 4: picture quality (camwatch.quality): each channel's last verdict with its pictures
+    # (one row a channel, so a restart keeps quality state), and the log of quality changes
+    # (the bulletin's 完好率)
+    """
+    CREATE TABLE quality_state (
+        channel_id TEXT PRIMARY KEY,
+        quality TEXT NOT NULL,
+        ts REAL NOT NULL,
+        since REAL NOT NULL,
+        streak INTEGER NOT NULL,
+        faults TEXT NOT NULL DEFAULT '[]',
+        scores TEXT NOT NULL DEFAULT '{}',
+        reason TEXT,
+        detail TEXT NOT NULL DEFAULT '',
+        width INTEGER,
+        height INTEGER,
+        codec TEXT,
+        latency_ms REAL,
+        baselines TEXT NOT NULL DEFAULT '{}',
+        jpeg BLOB,
+        jpeg_ts REAL,
+        scene_ref BLOB,
+        fault_jpeg BLOB,
+        fault_ts REAL
+    );
+    CREATE TABLE quality_transitions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel_id TEXT NOT NULL,
+        ts REAL NOT NULL,
+        from_quality TEXT NOT NULL,
+        to_quality TEXT NOT NULL,
+        faults TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX quality_transitions_ts ON quality_transitions (ts, id);
+    CREATE INDEX quality_transitions_channel_ts ON quality_transitions (channel_id, ts);
+    """,
+    # 5: GB/T 28181 catalogs (camwatch.gb28181): each lower platform's latest catalog of a
     # month (its channels' ids and names as JSON), for the bulletin's ledger reconciliation
     """
     CREATE TABLE gb_catalogs (
@@ -173,7 +219,7 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (month, platform_id)
     );
     """,
-    # 5: GB/T 28181 RecordInfo (录像完整率): a channel's recorded seconds of a local day, as
+    # 6: GB/T 28181 RecordInfo (录像完整率): a channel's recorded seconds of a local day, as
     # the platform listing it answered last
     """
     CREATE TABLE gb_recordings (
@@ -307,6 +353,7 @@ class SqliteStore:
         ids = [(c,) for c in channel_ids]
         with self._tx():
             self._db.executemany("DELETE FROM channel_state WHERE channel_id = ?", ids)
+            self._db.executemany("DELETE FROM quality_state WHERE channel_id = ?", ids)
 
     def transitions(self, start: float | None = None, end: float | None = None,
                     channel_ids: Iterable[str] | None = None,
@@ -350,6 +397,69 @@ class SqliteStore:
             "FROM transitions t JOIN (SELECT channel_id, MAX(id) AS id FROM transitions "
             "WHERE ts < ? GROUP BY channel_id) last ON t.id = last.id", (ts,))
         return {r[1]: transition_of(r, with_detail) for r in rows}
+
+    # --- picture quality -----------------------------------------------------------------------
+
+    def write_quality(self, states: Iterable[QualityState],
+                      changes: Iterable[QualityChange]) -> None:
+        rows = [quality_row(q) for q in states]
+        logged = [quality_change_row(c) for c in changes]
+        if not rows and not logged:
+            return
+        marks = ",".join("?" * len(QUALITY_COLUMNS.split(", ")))
+        with self._tx():
+            if rows:
+                self._db.executemany(
+                    f"INSERT INTO quality_state ({QUALITY_COLUMNS}) VALUES ({marks}) "
+                    f"ON CONFLICT(channel_id) DO UPDATE SET {QUALITY_UPDATE}", rows)
+            if logged:
+                self._db.executemany(
+                    f"INSERT INTO quality_transitions ({QUALITY_CHANGE_COLUMNS}) "
+                    "VALUES (?,?,?,?,?)", logged)
+
+    def load_quality(self, with_pictures: bool = True) -> dict[str, QualityState]:
+        """Every channel's stored quality state; ``with_pictures=False`` leaves the JPEGs and
+        the scene reference out (NULL), for readers that need the verdicts only."""
+        columns = QUALITY_COLUMNS if with_pictures else QUALITY_COLUMNS.replace(
+            "jpeg, jpeg_ts, scene_ref, fault_jpeg", "NULL, jpeg_ts, NULL, NULL")
+        with self._lock:
+            rows = self._db.execute(f"SELECT {columns} FROM quality_state").fetchall()
+        return {r[0]: quality_of(r) for r in rows}
+
+    def quality_changes(self, start: float | None = None,
+                        end: float | None = None) -> Iterator[QualityChangeRow]:
+        """Quality changes with ``start <= ts < end`` in time order, as plain tuples."""
+        sql = f"SELECT {QUALITY_CHANGE_COLUMNS} FROM quality_transitions WHERE 1=1"
+        args: list[Any] = []
+        if start is not None:
+            sql += " AND ts >= ?"
+            args.append(start)
+        if end is not None:
+            sql += " AND ts < ?"
+            args.append(end)
+        return iter(self._db.execute(sql + " ORDER BY ts, id", args))
+
+    def last_quality_before(self, ts: float) -> dict[str, QualityChange]:
+        """Each channel's last quality change strictly before ``ts``: its picture quality
+        when a period starts."""
+        rows = self._db.execute(
+            "SELECT q.id, q.channel_id, q.ts, q.from_quality, q.to_quality, q.faults "
+            "FROM quality_transitions q JOIN (SELECT channel_id, MAX(id) AS id FROM "
+            "quality_transitions WHERE ts < ? GROUP BY channel_id) last ON q.id = last.id",
+            (ts,))
+        return {r[1]: quality_change_of(r) for r in rows}
+
+    def fault_pictures(self, channel_ids: Iterable[str]) -> dict[str, tuple[float, bytes]]:
+        """The last degraded picture of each of these channels that has one: (when, JPEG)."""
+        out: dict[str, tuple[float, bytes]] = {}
+        with self._lock:
+            for cid in channel_ids:
+                row = self._db.execute(
+                    "SELECT fault_ts, fault_jpeg FROM quality_state WHERE channel_id = ? AND "
+                    "fault_jpeg IS NOT NULL", (cid,)).fetchone()
+                if row is not None:
+                    out[cid] = (float(row[0]), bytes(row[1]))
+        return out
 
     # --- rate snapshots ----------------------------------------------------------------------
 

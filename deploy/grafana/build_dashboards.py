@@ -41,6 +41,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 
 from camwatch.config import TargetsConfig  # noqa: E402
 from camwatch.model import CLASS_NAMES, REASON_ZH  # noqa: E402
+from camwatch.quality.checks import CHECK_ZH  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "dashboards"
 DS = {"type": "prometheus", "uid": "${datasource}"}
@@ -58,6 +59,8 @@ OP_CELL = "class_county_township_operator"
 TARGETS = TargetsConfig()
 CLASS_TARGETS: dict[int, float] = dict(TARGETS.by_class)
 PROJECT_TARGETS: dict[str, float] = dict(TARGETS.by_project)
+# 完好率's targets (targets.intact; by default the online ones)
+INTACT_TARGETS: dict[int, float] = dict(TARGETS.intact_targets().by_class)
 ORANGE_PP = 0.03  # orange within 3 percentage points below a target, red further below
 NEUTRAL = "blue"  # a rate without a target: no verdict colour
 
@@ -95,6 +98,12 @@ def rate(level: str, by: str, sel: str) -> str:
             f"({summed(level, 'camwatch_channels', by, sel)} > 0)")
 
 
+def intact_rate(level: str, by: str, sel: str) -> str:
+    """The 完好率, Σ intact / Σ judged (docs/quality.md), as :func:`rate`."""
+    return (f"{summed(level, 'camwatch_channels_intact', by, sel)}\n  /\n"
+            f"({summed(level, 'camwatch_channels_intact_judged', by, sel)} > 0)")
+
+
 def offline_count(level: str, by: str, sel: str) -> str:
     return (f"{summed(level, 'camwatch_channels', by, sel)}\n  -\n"
             f"{summed(level, 'camwatch_channels_online', by, sel)}")
@@ -129,10 +138,12 @@ def by_ref(ref: str, *properties: dict[str, Any]) -> dict[str, Any]:
     return {"matcher": {"id": "byFrameRefID", "options": ref}, "properties": list(properties)}
 
 
-def class_colours() -> list[dict[str, Any]]:
-    """Overrides colouring each class's query against that class's target."""
+def class_colours(targets: dict[int, float] | None = None) -> list[dict[str, Any]]:
+    """Overrides colouring each class's query against that class's target (the online
+    targets, or ``targets``)."""
+    chosen = CLASS_TARGETS if targets is None else targets
     return [by_ref(class_ref(k), {"id": "thresholds",
-                                  "value": target_thresholds(CLASS_TARGETS.get(k))},
+                                  "value": target_thresholds(chosen.get(k))},
                    {"id": "color", "value": {"mode": "thresholds"}})
             for k in CLASS_NAMES]
 
@@ -144,6 +155,7 @@ def value_map(table: dict[str, str]) -> list[dict[str, Any]]:
 
 CLASS_MAP = value_map({str(k): v for k, v in CLASS_NAMES.items()})
 REASON_MAP = value_map({str(k): v for k, v in REASON_ZH.items()})
+CHECK_MAP = value_map(dict(CHECK_ZH))
 
 
 def column(name: str, *properties: dict[str, Any]) -> dict[str, Any]:
@@ -335,7 +347,70 @@ def overview() -> dict[str, Any]:
                   per_class(lambda c: f"county_township_class:camwatch_online_rate:ratio"
                                       f"{ctc},{c}}}", "{{township}} {class}"),
                   w=24, h=8),
+            *intact_panels(sel, ctc),
         ])
+
+
+INTACT_NOTE = ("完好率 = 在线且画面正常（最近一次视频质量诊断无异常）的点位 / 离线或已诊断的点位，"
+               "画面未诊断的不计（开启 quality.enabled 后才有数据）。颜色按各类完好率目标"
+               "（targets.intact）：" + "，".join(
+                   f"{CLASS_NAMES[k]} ≥ {v:.0%}" for k, v in INTACT_TARGETS.items()) + "。")
+
+
+def intact_panels(sel: str, ctc: str) -> list[dict[str, Any]]:
+    """完好率 beside 在线率 (docs/quality.md): the rate by class, its trend against the
+    targets, the townships ranked, and the channels whose picture is degraded."""
+    degraded = ("camwatch_channel_quality_score\n  * on (channel) group_left (name, village, "
+                f"class, county, township, operator)\n(camwatch_channel_up{{{sel}}} * 0 + 1)")
+    return [
+        panel("stat", "完好率（所选范围）",
+              "所选区县、乡镇、类型内的视频监控完好率（Σ完好 / Σ已判定），及各类型的完好率。"
+              + INTACT_NOTE,
+              "percentunit",
+              [q(intact_rate(CELL, "", sel), "全部", ref="ALL"),
+               *per_class(lambda c: intact_rate(CELL, "", f"{sel},{c}"), "{class}")],
+              w=10, h=5, defaults={"thresholds": target_thresholds(None)},
+              overrides=class_colours(INTACT_TARGETS)),
+        panel("stat", "完好 / 已判定",
+              "所选范围内画面完好的点位数与完好率的分母（离线，或在线且画面已诊断的点位）。",
+              "none", [q(summed(CELL, "camwatch_channels_intact", "", sel), "完好", ref="A"),
+                       q(summed(CELL, "camwatch_channels_intact_judged", "", sel), "已判定",
+                         ref="B")],
+              w=4, h=5),
+        panel("bargauge", "乡镇完好率排名",
+              "所选范围内各乡镇的完好率，每个类型从低到高排列。" + INTACT_NOTE,
+              "percentunit",
+              per_class(lambda c: f"sort(county_township_class:camwatch_intact_rate:ratio"
+                                  f"{ctc},{c}}})",
+                        "{{county}} {{township}} {class}", instant=True),
+              w=10, h=10, defaults={"thresholds": target_thresholds(None)},
+              overrides=class_colours(INTACT_TARGETS),
+              options={"orientation": "horizontal", "displayMode": "lcd"}),
+        panel("timeseries", "各类点位完好率与目标",
+              "所选范围内各类型完好率随时间的变化；虚线为该类型的完好率目标"
+              "（camwatch_intact_rate_target）。",
+              "percentunit",
+              [*per_class(lambda c: intact_rate(CELL, "", f"{sel},{c}"), "{class} 完好率"),
+               *(q(f'class:camwatch_intact_rate_target:max{{{CLASS},class="{k}"}}',
+                   f"{CLASS_NAMES[k]} 目标", ref=f"T{k}") for k in INTACT_TARGETS)],
+              w=12, h=10, overrides=[by_ref(f"T{k}", {
+                  "id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}})
+                  for k in INTACT_TARGETS]),
+        panel("table", "画面异常点位",
+              "所选范围内最近一次视频质量诊断画面异常的点位及异常项（黑屏、冻结、模糊、偏色、"
+              "遮挡 ...）和得分；最近画面见 /api/channels/{id}/snapshot.jpg。",
+              "none", [q(degraded, table=True)], w=12, h=10,
+              transformations=[{"id": "organize", "options": {
+                  "excludeByName": {"Time": True, "__name__": True, "instance": True,
+                                    "job": True},
+                  "indexByName": {"name": 0, "village": 1, "township": 2, "check": 3,
+                                  "Value": 4, "operator": 5, "class": 6, "county": 7,
+                                  "channel": 8},
+                  "renameByName": {"name": "点位名称", "village": "村", "township": "乡镇",
+                                   "check": "异常项", "Value": "得分", "operator": "运营商",
+                                   "class": "类型", "county": "区县", "channel": "设备编码"}}}],
+              overrides=[mapped("异常项", CHECK_MAP), mapped("类型", CLASS_MAP)]),
+    ]
 
 
 def offline_table(expr_a: str, expr_b: str | None, value_names: dict[str, str]
