@@ -121,3 +121,29 @@ def test_pdf_has_the_section(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60, check=True).stdout
     assert "台账核对（上云率）" in text and "83.33%" in text and "66.67%" in text
     assert "点位名称不一致" in text and X in text
+
+
+def test_a_citys_counties_read_as_one(tmp_path: Path) -> None:
+    """report --scope city: a platform cascading to two counties lists, for the city, the
+    union of what it listed to each (partial if either was), with the later name; the
+    RecordInfo answers of both counties are read together."""
+    from camwatch.reports.city import CityStores, _Part
+    from camwatch.store.base import Recording
+    from camwatch.store.sqlite import SqliteStore
+
+    a, b = SqliteStore(tmp_path / "a.db"), SqliteStore(tmp_path / "b.db")
+    a.save_gb_catalog("2026-11", P1, 10.0, catalog("移动云", {A: "点位1"}))
+    b.save_gb_catalog("2026-11", P1, 20.0, catalog("移动云平台", {B: "点位2"}, partial=True))
+    b.save_gb_catalog("2026-11", P2, 5.0, catalog("电信云", {D: "点位4"}))
+    for store, cid in ((a, A), (b, B)):
+        store.save_gb_recording(Recording(cid, P1, "2026-11-03", 3600.0, 86400.0, False, 1.0))
+    city = CityStores([_Part("a", a), _Part("b", b)], "city.yaml")
+    try:
+        got = city.gb_catalogs("2026-11")
+        assert got[P1] == {"name": "移动云平台", "partial": True, "declared": 1,
+                           "channels": {A: "点位1", B: "点位2"}, "at": 20.0}
+        assert got[P2]["channels"] == {D: "点位4"}
+        assert a.gb_catalogs("2026-11")[P1]["channels"] == {A: "点位1"}  # not changed
+        assert {r.channel_id for r in city.gb_recordings("2026-11-01", "2026-11-30")} == {A, B}
+    finally:
+        city.close()
