@@ -85,7 +85,7 @@ class RepairDesk:
         self.next_no = last_no + 1
         self.channels: Mapping[str, Channel] = {}
         self.groups: dict[tuple[str, str], list[Channel]] = {}
-        self._groups_of: Mapping[str, list[tuple[str, str]]] = {}
+        self._groups_of: Mapping[str, Sequence[tuple[str, str]]] = {}
         self._lock = asyncio.Lock()
         self.on_enqueued: Callable[[], None] = lambda: None
         self.opened_total = 0
@@ -121,7 +121,7 @@ class RepairDesk:
 
     def swap(self, channels: Mapping[str, Channel],
              groups: Mapping[tuple[str, str], list[Channel]],
-             groups_of: Mapping[str, list[tuple[str, str]]] | None = None) -> None:
+             groups_of: Mapping[str, Sequence[tuple[str, str]]] | None = None) -> None:
         """A new inventory: its channels and its mass-outage groups (the alert inputs').
         ``groups_of``: each channel's groups, when the caller built them with the groups (the
         daemon does, in its planning thread: O(channels), ~0.15 s at 100,000, not on the loop)."""
