@@ -283,8 +283,8 @@ class Engine:
         self.quality.thumbnail_budget = cfg.quality.thumbnail_budget
         self.scheduler.swap(plan.schedule)
         self.evaluator.swap(plan.evaluation, counts)
-        self.repairs.swap(plan.channels, plan.evaluation.alerts.groups,
-                          plan.evaluation.alerts.groups_of)
+        alerts = plan.evaluation.alerts
+        self.repairs.swap(plan.channels, alerts.groups, alerts.key_of, alerts.levels)
         if forgotten := (self.forget(gone) if gone else gone):
             self.writer.submit(lambda s: s.delete_states(forgotten))  # retried at the next swap
         _tune_gc(full=self._first_apply)

@@ -174,8 +174,6 @@ class AlertInputs:
     # (changed in place by set_platform: catalogs change without an inventory reload)
     platforms: dict[str, str] = field(default_factory=dict)
     platform_names: dict[str, str] = field(default_factory=dict)
-    # channel id -> the (level, key) groups it is in, as built (the repair desk's lookup)
-    groups_of: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     def key_of(self, ch: Channel, level: str) -> str:
         if level == "platform":
@@ -206,13 +204,7 @@ def alert_inputs(channels: Mapping[str, Channel], levels: Sequence[str]) -> Aler
             key = _group_key(ch, lv)
             if key:
                 groups[(lv, key)].append(ch)
-    # from the groups, in their order (the repair desk's), so that every channel shares its
-    # groups' key tuples (a tuple of its own per channel and level: 17 MB at 100,000)
-    groups_of: dict[str, tuple[tuple[str, str], ...]] = {}
-    for gk, members in groups.items():
-        for ch in members:
-            groups_of[ch.id] = (*groups_of.get(ch.id, ()), gk)
-    return AlertInputs(channels, dict(groups), tuple(levels), groups_of=groups_of)
+    return AlertInputs(channels, dict(groups), tuple(levels))
 
 
 class PictureRecord(Protocol):
