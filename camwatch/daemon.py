@@ -35,7 +35,7 @@ import structlog
 
 from camwatch.cluster.member import cluster_member
 from camwatch.config import Config, load_config
-from camwatch.engine import Engine, no_full_collection, release_free_memory
+from camwatch.engine import Engine, no_full_collection, release_free_memory, tune_malloc
 from camwatch.errors import CamwatchError, InputError, short_error
 from camwatch.http import serve
 from camwatch.inventory import Digests, Inventory, load_inventory, only_changed, with_unchanged
@@ -109,6 +109,7 @@ class Daemon:
     def __init__(self, config_path: str, *, listen: str | None = None,
                  on_ready: Callable[[Daemon], None] | None = None) -> None:
         self.config_path = config_path
+        tune_malloc()  # before the first worker thread
         cfg, inv = load_all(config_path)
         self.cfg = cfg
         # what a reload compares the file with (a cluster member keeps only its part of the

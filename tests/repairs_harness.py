@@ -75,7 +75,8 @@ class County:
         self.by_id = {c.id: c for c in channels}
         self.book.swap(self.by_id)
         levels = self.cfg.alerts.rules.mass_outage.levels
-        self.desk.swap(self.by_id, alert_inputs(self.by_id, levels).groups)
+        inputs = alert_inputs(self.by_id, levels)  # as the engine hands them over
+        self.desk.swap(self.by_id, inputs.groups, inputs.key_of, inputs.levels)
 
     def clock(self) -> float:
         return self.t

@@ -174,8 +174,6 @@ class AlertInputs:
     # (changed in place by set_platform: catalogs change without an inventory reload)
     platforms: dict[str, str] = field(default_factory=dict)
     platform_names: dict[str, str] = field(default_factory=dict)
-    # channel id -> the (level, key) groups it is in, as built (the repair desk's lookup)
-    groups_of: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     def key_of(self, ch: Channel, level: str) -> str:
         if level == "platform":
@@ -201,17 +199,12 @@ def set_platform(inputs: AlertInputs, pid: str, name: str, cids: Iterable[str]) 
 
 def alert_inputs(channels: Mapping[str, Channel], levels: Sequence[str]) -> AlertInputs:
     groups: dict[tuple[str, str], list[Channel]] = defaultdict(list)
-    groups_of: dict[str, list[tuple[str, str]]] = {}
     for ch in channels.values():
-        mine = []
         for lv in levels:
             key = _group_key(ch, lv)
             if key:
                 groups[(lv, key)].append(ch)
-                mine.append((lv, key))
-        if mine:
-            groups_of[ch.id] = mine
-    return AlertInputs(channels, dict(groups), tuple(levels), groups_of=groups_of)
+    return AlertInputs(channels, dict(groups), tuple(levels))
 
 
 class PictureRecord(Protocol):
