@@ -66,6 +66,14 @@ def p99(metrics: dict[str, float], name: str) -> tuple[float, int]:
     return float("inf"), int(total)
 
 
+def lags_above(metrics: dict[str, float], name: str) -> list[tuple[float, int]]:
+    """(bucket bound, samples above it), for the histogram's finite bounds."""
+    buckets = sorted(((float(k.split('le="')[1].rstrip('"}')), v) for k, v in metrics.items()
+                      if k.startswith(name + "_bucket")), key=lambda b: b[0])
+    total = metrics.get(name + "_count", 0.0)
+    return [(le, int(total - n)) for le, n in buckets if le != float("inf")]
+
+
 def probes(metrics: dict[str, float]) -> float:
     return sum(v for k, v in metrics.items() if k.startswith("camwatch_probes_total{"))
 
@@ -75,6 +83,9 @@ def main() -> int:
     ap.add_argument("--channels", type=int, default=100_000)
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--stall-trace", metavar="FILE",
+                    help="run the daemon under bench/stalltrace.py, writing what its loop was "
+                         "doing during each stall to FILE (lengthens the stalls a little)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="camwatch-loop-"))
@@ -102,7 +113,10 @@ def main() -> int:
         if not inventory.is_absolute():
             inventory = sim_dir / inventory
         t_start = time.monotonic()
-        daemon = start_daemon(camwatch, cfg, work, port, START_TIMEOUT_S)
+        runner = camwatch if not args.stall_trace else \
+            [sys.executable, str(Path(__file__).with_name("stalltrace.py")),
+             str(Path(args.stall_trace).resolve()), *camwatch[3:]]
+        daemon = start_daemon(runner, cfg, work, port, START_TIMEOUT_S)
         t0 = time.monotonic()
         print(f"bench_loop: {args.channels:,} channels, {args.minutes:g} min; daemon listening "
               f"after {t0 - t_start:.1f} s; work dir {work}", flush=True)
@@ -142,6 +156,9 @@ def main() -> int:
         q, n = p99(last, "camwatch_event_loop_lag_seconds")
         print(f"loop lag over {n} samples: p99 <= {q * 1000:.0f} ms, max "
               f"{last.get('camwatch_loop_lag_max_seconds', -1) * 1000:.0f} ms")
+        print("  samples above: " + ", ".join(
+            f"{le * 1000:g} ms {above}" for le, above in
+            lags_above(last, "camwatch_event_loop_lag_seconds") if le >= 0.025))
         print(f"RSS at the end {rss_kib(daemon.pid) / 1024:.1f} MiB; daemon CPU {cpu:.1f} s "
               f"over {time.monotonic() - t0:.0f} s")
         if steady is not None:

@@ -36,9 +36,11 @@ from camwatch.sweep import ProbeRunner, probe_settings
 log = structlog.get_logger(__name__)
 
 # Probes due within this much are started together: the loop then wakes for a batch of
-# connections instead of once per probe (1,700 probes/s at 100,000 channels a minute).
+# connections instead of once per probe (1,700 probes/s at 100,000 channels a minute). Kept
+# short: at 0.1 s, 170 probes started at once every tenth of a second, and their replies,
+# parsed together, made the loop's turns 25-100 ms long (bench_loop's lag; bench/README.md).
 LAUNCH_BURST = 64  # probes launched before the scheduler lets the loop run other work
-SCHEDULE_AHEAD_S = 0.1
+SCHEDULE_AHEAD_S = 0.01
 
 MAIN, ONVIF = "main", "onvif"
 Entry = tuple[float, int, str, str]  # (due, seq, lane, key: a channel id or an ONVIF URL)
