@@ -21,7 +21,10 @@
 Each of ``--repeat`` runs does 2 then 3 against the same simulator; prints µs of CPU per
 channel for both, the camwatch / blackbox ratio per run and the medians. ``--profile`` adds
 one run of the sweep under ``python -m cProfile`` and prints where its time went (not
-counted in the figures). Loopback only; every wait is bounded; prints figures, asserts nothing.
+counted in the figures). Once, after the runs, it also measures the CPU the CLI spends
+before probing (``camwatch sweep --help``: start-up and imports; ``camwatch check-config``:
+and the config and inventory loaded). Loopback only; every wait is bounded; prints figures,
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -95,6 +98,26 @@ def run_sweep(config: Path, out: Path, expect: int) -> SweepRun:
                     ru1.ru_stime - ru0.ru_stime, len(raw))
 
 
+def child_cpu_s(argv: list[str], cwd: Path) -> float:
+    """User + system CPU of one run of ``argv`` (its output discarded)."""
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd,
+                   timeout=SWEEP_TIMEOUT_S, check=True)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+
+
+def fixed_costs(config: Path, runs: int = 3) -> tuple[float, float]:
+    """The part of a sweep's CPU that is not probing, medians of ``runs``: the interpreter,
+    camwatch's imports and its parser (``camwatch sweep --help``), and those plus loading the
+    config and inventory (``camwatch check-config``, which also prints a short summary)."""
+    cw = [sys.executable, "-m", "camwatch"]
+    start = [child_cpu_s([*cw, "sweep", "--help"], config.parent) for _ in range(runs)]
+    load = [child_cpu_s([*cw, "check-config", "-c", str(config)], config.parent)
+            for _ in range(runs)]
+    return statistics.median(start), statistics.median(load)
+
+
 def profile_sweep(config: Path, work: Path, top: int = 25) -> None:
     """One more sweep under cProfile (slower than a plain one: not in the figures)."""
     prof = work / "sweep.prof"
@@ -150,6 +173,12 @@ def main() -> int:
                       f"blackbox {bb.wall_s:.1f} s wall, {bb.cpu_s:.2f} CPU s = "
                       f"{bb.cpu_us_per_probe:.0f} µs/probe ({bb.outcomes}); "
                       f"ratio {cw_us / bb.cpu_us_per_probe:.2f}", flush=True)
+            start_s, load_s = fixed_costs(config)
+            print(f"  fixed costs (median of 3): start-up, imports and parser (camwatch sweep "
+                  f"--help) {start_s:.2f} CPU s; with config and inventory loaded (camwatch "
+                  f"check-config) {load_s:.2f} CPU s, i.e. "
+                  f"{load_s / args.channels * 1e6:.0f} µs per channel before any probe",
+                  flush=True)
             if args.profile:
                 profile_sweep(config, work)
         finally:
