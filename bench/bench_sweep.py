@@ -56,6 +56,10 @@ from bench_engine import (  # the simulator and blackbox_exporter as bench_engin
     stop_process,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
+#: the children import this checkout's camwatch, whatever the venv has installed
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
 FIRST_HOST = "127.73.0.1"  # away from the tests', soak.py's, bench_loop's and bench_engine's
 SWEEP_TIMEOUT_S = 900.0
 
@@ -84,7 +88,7 @@ def run_sweep(config: Path, out: Path, expect: int) -> SweepRun:
     with out.open("wb") as f, (out.parent / "sweep.stderr").open("wb") as err:
         ru0, w0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         proc = subprocess.run(sweep_argv(config), stdout=f, stderr=err, cwd=config.parent,
-                              timeout=SWEEP_TIMEOUT_S, check=False)
+                              env=CHILD_ENV, timeout=SWEEP_TIMEOUT_S, check=False)
         w1, ru1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         tail = (out.parent / "sweep.stderr").read_text(errors="replace")[-2000:]
@@ -102,7 +106,7 @@ def child_cpu_s(argv: list[str], cwd: Path) -> float:
     """User + system CPU of one run of ``argv`` (its output discarded)."""
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd,
-                   timeout=SWEEP_TIMEOUT_S, check=True)
+                   env=CHILD_ENV, timeout=SWEEP_TIMEOUT_S, check=True)
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
 
@@ -124,8 +128,8 @@ def profile_sweep(config: Path, work: Path, top: int = 25) -> None:
     argv = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "camwatch", "sweep",
             "-c", str(config), "--json"]
     with (work / "profiled.json").open("wb") as f, (work / "profiled.stderr").open("wb") as e:
-        subprocess.run(argv, stdout=f, stderr=e, cwd=config.parent, timeout=SWEEP_TIMEOUT_S,
-                       check=True)
+        subprocess.run(argv, stdout=f, stderr=e, cwd=config.parent, env=CHILD_ENV,
+                       timeout=SWEEP_TIMEOUT_S, check=True)
     for key in ("cumulative", "tottime"):
         print(f"\n  cProfile of `camwatch sweep --json`, by {key}:")
         pstats.Stats(str(prof), stream=sys.stdout).sort_stats(key).print_stats(top)
