@@ -107,10 +107,11 @@ def _proc_status_kib(pid: int, key: str) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def start_simulator(channels: int, out: Path) -> subprocess.Popen[str]:
+def start_simulator(channels: int, out: Path,
+                    first_host: str = FIRST_HOST) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "camwatch", "--log-level", "warning", "simulate",
             "--channels", str(channels), "--dead", "0.02", "--hung", "0.01",
-            "--first-host", FIRST_HOST, "--out", str(out)]
+            "--first-host", first_host, "--out", str(out)]
     if channels > 40_000:  # two listening sockets per device: pack channels into NVRs
         argv += ["--nvr-share", "0.25", "--nvr-channels", "32-64"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE,

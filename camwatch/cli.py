@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -62,13 +63,29 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from camwatch.engine import _tune_gc  # imported with the parser already (daemon)
     from camwatch.probes.result import Level
-    from camwatch.sweep import reasons_count, sweep_json, sweep_once, sweep_summary
 
     cfg, inv = _load(args.config)
     if args.level:
         cfg = cfg.model_copy(update={"probing": cfg.probing.model_copy(
             update={"level": Level(args.level)})})
+    # As the engine does: the inventory out of the cyclic collector's sight and young
+    # collections every 20,000 net new objects, not 700 (bench/bench_sweep.py: ~500
+    # collections that found nothing, ~0.5 s of a 10,000-channel sweep's ~5 CPU s); put
+    # back after, for callers of main() in a longer-lived process.
+    threshold = gc.get_threshold()
+    _tune_gc(full=False)
+    try:
+        return _sweep_and_print(args, cfg, inv)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
+def _sweep_and_print(args: argparse.Namespace, cfg: Config, inv: Inventory) -> int:
+    from camwatch.sweep import reasons_count, sweep_json, sweep_once, sweep_summary
+
     progress = Progress("sweep", enabled=False if args.json else None)
     result = _run_async(sweep_once(cfg, inv, progress))
     if args.json:
@@ -76,7 +93,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         # made a million small writes of 5 MB at 10,000 channels (a quarter of the sweep's CPU)
         sys.stdout.write(json.dumps(sweep_json(inv, result), ensure_ascii=False,
                                     separators=(",", ":")) + "\n")
-        sys.stdout.write("\n")
         return EXIT_OK
     summ = sweep_summary(inv, result)  # the table needs no per-channel JSON
     print(f"{cfg.site.name}: swept {len(result.results)} connected channels in "
@@ -246,12 +262,23 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def _run_async(coro: Any) -> Any:
+    """Run ``coro`` to its end under uvloop; its result is handed back outside the main task.
+    On its way in and out, asyncio's runner (3.11) asks ``signal.getsignal`` about its SIGINT
+    handler, a partial holding the main task, and the enum lookup formats ``repr(task)``,
+    result included, into an error it drops: twice a full repr of a sweep's 10,000
+    ProbeResults, 0.19 CPU s (bench/bench_sweep.py)."""
+    box: list[Any] = []
+
+    async def main() -> None:
+        box.append(await coro)
+
     try:
         import uvloop
 
-        return uvloop.run(coro)
+        uvloop.run(main())
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run(coro)
+        asyncio.run(main())
+    return box[0]
 
 
 DESCRIPTION = """\

@@ -322,6 +322,16 @@ def test_url_with_a_line_break_is_refused(tmp_path: Path) -> None:
         load_inventory(InventoryConfig(path=path))
 
 
+def test_url_space_check_is_str_isspace() -> None:
+    """The URL check's regex finds exactly the characters ``str.isspace()`` holds for."""
+    from camwatch.inventory import _SPACE, _url
+
+    assert [i for i in range(0x110000)
+            if (_SPACE.search(chr(i)) is not None) != chr(i).isspace()] == []
+    with pytest.raises(ValueError, match="without spaces"):
+        _url("rtsp://127.0.0.5/a\u3000b", ("rtsp",))  # an ideographic space
+
+
 def test_xlsx_id_stored_as_a_number_is_refused_with_the_excel_hint(tmp_path: Path) -> None:
     good, bad = row(1), row(2)
     bad[0] = 41162800001321000002.0  # what Excel keeps of a 20-digit code typed as a number

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -38,6 +39,7 @@ def test_sweep_json_contract(fleet: FleetThread, tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
+    assert out.stdout.endswith("}\n")  # one compact object, one newline
     doc = json.loads(out.stdout)
     by_id = {c["id"]: c for c in doc["channels"]}
     states = [by_id[f"4116280000132100{i:04d}"] for i in range(10)]
@@ -67,7 +69,9 @@ def test_sweep_table_and_missing_secret(fleet: FleetThread, tmp_path: Path,
     from camwatch.cli import main
 
     cfg = write_site(tmp_path, fleet.ports)
+    threshold = gc.get_threshold()
     assert main(["sweep", "-c", str(cfg)]) == 0
+    assert gc.get_threshold() == threshold  # the sweep's GC tuning is put back
     out = capsys.readouterr().out
     assert "7 online" in out and "在线率 70.00%" in out and "未达标" in out
     (tmp_path / "pw").unlink()
