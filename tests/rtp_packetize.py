@@ -5,13 +5,13 @@ one aggregation packet, big NAL units fragmented, small ones single). Written se
 
 from __future__ import annotations
 
-import fractions
 import re
 import struct
 
-import av
 import numpy as np
 import numpy.typing as npt
+
+from camwatch.sim import pictures
 
 MTU = 1400
 
@@ -23,25 +23,8 @@ def nal_units(annexb: bytes) -> list[bytes]:
 
 def encode(frames: list[npt.NDArray[np.uint8]], codec: str = "H264") -> list[bytes]:
     """Annex B access units of ``frames`` (RGB) from PyAV's libx264 / libx265, every 4th an
-    IDR."""
-    name = "libx264" if codec == "H264" else "libx265"
-    ctx = av.CodecContext.create(name, "w")
-    h, w = frames[0].shape[:2]
-    ctx.width, ctx.height, ctx.pix_fmt = w, h, "yuv420p"  # type: ignore[attr-defined]
-    ctx.time_base = fractions.Fraction(1, 10)
-    opts = {"preset": "ultrafast", "tune": "zerolatency", "g": "4"}
-    if codec == "H265":
-        opts["x265-params"] = "log-level=none:keyint=4:repeat-headers=1"
-    else:
-        opts["x264-params"] = "keyint=4:repeat-headers=1"
-    ctx.options = opts
-    out: list[bytes] = []
-    for i, img in enumerate(frames):
-        vf = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
-        vf.pts = i
-        out += [bytes(p) for p in ctx.encode(vf)]  # type: ignore[attr-defined]
-    out += [bytes(p) for p in ctx.encode(None)]  # type: ignore[attr-defined]
-    return out
+    IDR (the simulator's encoder: the packetiser, not the encoder, is what must be separate)."""
+    return list(pictures.encode(frames, codec, gop=4, fps=10))
 
 
 class Packetizer:

@@ -139,18 +139,23 @@ class Clip:
     access_units: tuple[bytes, ...]  # Annex B, each a keyframe with its parameter sets
 
 
-def _encode(pictures: list[Rgb], codec: str) -> tuple[bytes, ...]:
+def encode(pictures: list[Rgb], codec: str = "H264", gop: int = 1,
+           fps: int = FPS) -> tuple[bytes, ...]:
+    """Annex B access units of ``pictures`` (RGB, all one size) from FFmpeg's libx264 /
+    libx265, an IDR with its parameter sets every ``gop`` pictures (the simulator's clips:
+    every one; the RTP tests: every fourth)."""
     import av  # FFmpeg's encoders (camwatch's quality lane decodes with the same library)
 
     name = "libx265" if codec == "H265" else "libx264"
     ctx = av.CodecContext.create(name, "w")
-    ctx.width, ctx.height, ctx.pix_fmt = WIDTH, HEIGHT, "yuv420p"  # type: ignore[attr-defined]
-    ctx.time_base = fractions.Fraction(1, FPS)
-    opts = {"preset": "ultrafast", "tune": "zerolatency", "g": "1"}
+    height, width = pictures[0].shape[:2]
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"  # type: ignore[attr-defined]
+    ctx.time_base = fractions.Fraction(1, fps)
+    opts = {"preset": "ultrafast", "tune": "zerolatency", "g": str(gop)}
     if codec == "H265":
-        opts["x265-params"] = "log-level=none:keyint=1:repeat-headers=1"
+        opts["x265-params"] = f"log-level=none:keyint={gop}:repeat-headers=1"
     else:
-        opts["x264-params"] = "keyint=1:repeat-headers=1"
+        opts["x264-params"] = f"keyint={gop}:repeat-headers=1"
     ctx.options = opts
     out: list[bytes] = []
     for i, img in enumerate(pictures):
@@ -165,7 +170,7 @@ def _encode(pictures: list[Rgb], codec: str) -> tuple[bytes, ...]:
 def clip(kind: Picture, codec: str = "H264") -> Clip:
     """The clip of ``kind`` (encoded once per process; ~50-150 ms each)."""
     c = "H265" if codec.upper() in ("H265", "HEVC") else "H264"
-    return Clip(kind, c, _encode(frames(kind), c))
+    return Clip(kind, c, encode(frames(kind), c))
 
 
 def prepare(kinds: Iterable[Picture], codecs: Iterable[str] = ("H264",)) -> None:
