@@ -11,6 +11,7 @@ import pytest
 from camwatch.quality import checks as C
 from camwatch.quality.checks import Check, Frame, Thresholds, diagnose
 from camwatch.quality.config import QualityConfig
+from camwatch.quality.names import CHECK_ZH
 from tests import quality_images as qi
 
 NATURAL = qi.scene()
@@ -146,8 +147,8 @@ def test_tiny_and_empty_pictures_do_not_crash() -> None:
 
 
 def test_fault_names_in_chinese() -> None:
-    assert set(C.CHECK_ZH) == set(Check)
-    assert C.CHECK_ZH[Check.NOISE] == "雪花干扰"
+    assert set(CHECK_ZH) == set(Check)
+    assert CHECK_ZH[Check.NOISE] == "雪花干扰"
 
 
 def test_blur_against_the_channel_baseline() -> None:

@@ -9,7 +9,18 @@ with it, and their catalogs' channel status becomes verdicts (source ``gb28181``
 - :mod:`~camwatch.gb28181.service`: the glue to the channel book, the API and the metrics.
 """
 
+from typing import Any
+
 from camwatch.gb28181.config import GbConfig, GbPeer
-from camwatch.gb28181.service import GbService, start_service, verdict_of
 
 __all__ = ["GbConfig", "GbPeer", "GbService", "start_service", "verdict_of"]
+
+
+def __getattr__(name: str) -> Any:
+    """The service's names on first use: the config (read by every command that loads a
+    config) imports this package, and the service pulls in the book, the store and aiohttp."""
+    if name in ("GbService", "start_service", "verdict_of"):
+        from camwatch.gb28181 import service
+
+        return getattr(service, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,8 +24,8 @@ from camwatch.errors import CamwatchError
 from camwatch.inventory import Channel, Inventory
 from camwatch.model import Quality
 from camwatch.probes import ProbeSettings
-from camwatch.quality.checks import CHECK_ZH
 from camwatch.quality.decode import DecodePool
+from camwatch.quality.names import CHECK_ZH
 from camwatch.quality.sample import QualityVerdict, SampleSettings, sample
 
 __all__ = ["add_arguments", "cmd_diagnose", "diagnose_channels"]

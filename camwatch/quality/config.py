@@ -1,5 +1,6 @@
 """The ``quality:`` config section: when and how pictures are sampled, and each check's
-threshold (defaults and where they come from: :mod:`camwatch.quality.checks`)."""
+threshold (defaults and where they come from: :mod:`camwatch.quality.checks`; the names
+and defaults themselves in :mod:`camwatch.quality.names`, which needs no numpy)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from camwatch.configbase import Duration, PositiveInt, _Model
-from camwatch.quality.checks import Check, Thresholds
+from camwatch.quality.names import Check, Thresholds
 
 _DEFAULT = Thresholds()
 MIN_INTERVAL_S = 10.0

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from camwatch.model import Quality, State, reason_zh
-from camwatch.quality.checks import CHECK_ZH
+from camwatch.quality.names import CHECK_ZH
 from camwatch.repairs.model import (
     FINAL,
     QUALITY_FAULT,

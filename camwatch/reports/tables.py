@@ -13,7 +13,7 @@ from typing import Any
 
 from camwatch.inventory import Channel
 from camwatch.model import CLASS_NAMES, reason_zh
-from camwatch.quality.checks import CHECK_ZH
+from camwatch.quality.names import CHECK_ZH
 from camwatch.reports.compute import Bulletin, Figures, OutageRow, Part
 from camwatch.reports.events import OutageEvent
 from camwatch.reports.period import local_text

@@ -45,6 +45,7 @@ from camwatch.inventory import Channel
 from camwatch.localtime import CST as _CST
 from camwatch.localtime import format_time, local_zone
 from camwatch.model import CLASS_NAMES, ChannelState, State, Transition, reason_zh
+from camwatch.quality.names import CHECK_ZH
 from camwatch.rules.alert_config import AlertsConfig, RateBelowTargetRule
 from camwatch.rules.rates import RateRow, Targets, format_rate
 
@@ -903,8 +904,6 @@ def _recently_offline(members: Sequence[Channel], states: Mapping[str, ChannelSt
 
 
 def _check_zh(check: str) -> str:
-    from camwatch.quality.checks import CHECK_ZH  # numpy only; the checks' Chinese names
-
     return CHECK_ZH.get(check, check)
 
 
