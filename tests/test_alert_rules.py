@@ -392,11 +392,14 @@ def test_slow_decay_is_not_a_mass_outage(store: SqliteStore) -> None:
         assert w.run(T0 + i * 3600, tr) == []
 
 
-@pytest.mark.parametrize(("down", "fires"), [(7, False), (8, True)])
-def test_outage_share(store: SqliteStore, down: int, fires: bool) -> None:
+@pytest.mark.parametrize(("down", "fires", "first"),
+                         [(7, False, True), (8, True, True), (7, False, False), (8, True, False)])
+def test_outage_share(store: SqliteStore, down: int, fires: bool, first: bool) -> None:
+    """``first``: the group's offline members come first in it, or last (the rule gives a
+    group up as soon as too few members can be offline: the online ones met first)."""
     nvr = chans(10, host="nvr", prefix="n")
     w = World(store, nvr, cfg(**MASS, mass_outage={"levels": ["host"], "share": "80%"}))
-    tr = w.set(ids(nvr[:down]), "offline", T0, "timeout")
+    tr = w.set(ids(nvr[:down] if first else nvr[-down:]), "offline", T0, "timeout")
     assert [a.name for a in w.run(T0, tr)] == (["mass_outage"] if fires else [])
 
 
