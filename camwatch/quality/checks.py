@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from camwatch.quality.names import CHECK_ZH as CHECK_ZH  # re-exported: its old home
 from camwatch.quality.names import Check, Thresholds
 
 __all__ = [

@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 
 from camwatch.config import TargetsConfig  # noqa: E402
 from camwatch.model import CLASS_NAMES, REASON_ZH  # noqa: E402
-from camwatch.quality.checks import CHECK_ZH  # noqa: E402
+from camwatch.quality.names import CHECK_ZH  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "dashboards"
 DS = {"type": "prometheus", "uid": "${datasource}"}
