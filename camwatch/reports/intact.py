@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from camwatch.model import Quality, State
+from camwatch.reports.timeline import exempted
 from camwatch.store.base import QualityChangeRow, TransitionRow
 
 __all__ = [
@@ -85,11 +86,7 @@ def _account(c: list[Any], a: float, b: float) -> int:
     d = b - a
     ex = c[5]
     if ex:
-        covered = 0.0
-        for xs, xe in ex:
-            lo, hi = max(a, xs), min(b, xe)
-            if hi > lo:
-                covered += hi - lo
+        covered = exempted(a, b, ex)
         c[_ACC + EXEMPT] += covered
         d -= covered
     slot = intact_slot(c[0], c[1])

@@ -82,17 +82,23 @@ _ACC = 6
 _SLOT = {"online": _ACC + ONLINE, "offline": _ACC + OFFLINE}
 
 
+def exempted(a: float, b: float, ex: Iterable[tuple[float, float]]) -> float:
+    """Seconds of ``[a, b)`` inside the exempted intervals ``ex`` (which do not overlap)."""
+    covered = 0.0
+    for xs, xe in ex:
+        lo, hi = max(a, xs), min(b, xe)
+        if hi > lo:
+            covered += hi - lo
+    return covered
+
+
 def _account(c: list[Any], state: str, a: float, b: float,
              ex: list[tuple[float, float]] | None) -> None:
     if b <= a:
         return
     d = b - a
     if ex:
-        covered = 0.0
-        for xs, xe in ex:
-            lo, hi = max(a, xs), min(b, xe)
-            if hi > lo:
-                covered += hi - lo
+        covered = exempted(a, b, ex)
         c[_ACC + EXEMPT] += covered
         d -= covered
     c[_SLOT.get(state, _ACC + UNKNOWN)] += d
