@@ -10,16 +10,14 @@ every minute (production: 60 s, 180 s, 10 min).
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiohttp import web
-
 from camwatch.daemon import Daemon
 from camwatch.rules.rates import format_rate
 from camwatch.sim.fleet import Fleet
+from camwatch.sim.receiver import webhook_receiver
 
 HOOK_ENV = "CAMWATCH_DEMO_DUTY_URL"
 RECEIVER = "值班群"
@@ -49,24 +47,11 @@ async def duty_group(say: Callable[[str], None]) -> AsyncIterator[str]:
     """A webhook on loopback standing for the duty group's robot: prints every mass-outage
     message it gets (a township's, a platform's). Sets :data:`HOOK_ENV`."""
 
-    async def hook(request: web.Request) -> web.Response:
-        alert = (await request.json()).get("alert", {})
+    def show(alert: dict[str, Any]) -> None:
         say(f"  {RECEIVER}收到：{alert.get('summary')}")
-        return web.json_response({})
 
-    app = web.Application()
-    app.router.add_post("/duty", hook)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    url = f"http://127.0.0.1:{port}/duty"
-    os.environ[HOOK_ENV] = url
-    try:
+    async with webhook_receiver("/duty", HOOK_ENV, show) as url:
         yield url
-    finally:
-        await runner.cleanup()
 
 
 def recording_line(doc: dict[str, Any], day: str) -> str:

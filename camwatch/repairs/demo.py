@@ -11,17 +11,15 @@ demo's 20 s interval).
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
-
-from aiohttp import web
 
 from camwatch.daemon import Daemon
 from camwatch.repairs.model import TicketState
 from camwatch.sim.fleet import Fleet
 from camwatch.sim.model import Fault
+from camwatch.sim.receiver import webhook_receiver
 
 HOOK_ENV = "CAMWATCH_DEMO_MAINTAINERS_URL"
 RECEIVER = "维修群"
@@ -45,27 +43,14 @@ async def maintainers_group(say: Callable[[str], None], watched: set[str]
     tickets of the ``watched`` channels (the others are many: a county always has some
     cameras down). Sets :data:`HOOK_ENV`."""
 
-    async def hook(request: web.Request) -> web.Response:
-        alert = (await request.json()).get("alert", {})
+    def show(alert: dict[str, Any]) -> None:
         if watched & set(alert.get("ticket", {}).get("channels", [])):
             say(f"  维修群收到：{alert.get('summary')}")
             for note in alert.get("details", {}).get("notes", [])[:1]:
                 say(f"            {note}")
-        return web.json_response({})
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    url = f"http://127.0.0.1:{port}/hook"
-    os.environ[HOOK_ENV] = url
-    try:
+    async with webhook_receiver("/hook", HOOK_ENV, show) as url:
         yield url
-    finally:
-        await runner.cleanup()
 
 
 def pick_channel(fleet: Fleet, avoid_township: str) -> str | None:
