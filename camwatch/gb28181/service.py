@@ -26,7 +26,7 @@ import structlog
 from camwatch.gb28181.config import GB_ID, GbConfig
 from camwatch.gb28181.manscdp import Document, Item, status_ok
 from camwatch.gb28181.peers import Peer
-from camwatch.gb28181.records import RecordQuery
+from camwatch.gb28181.records import RecordQuery, local_time
 from camwatch.gb28181.server import UpperPlatform
 from camwatch.model import Source, State, Verdict, Why
 from camwatch.probes.result import ProbeResult
@@ -97,18 +97,10 @@ def _verdict_of(event: str, status: str, detail: str) -> Verdict | None:
 def device_drift(text: str, now: float, tz_name: str) -> float | None:
     """``2026-11-30T15:00:00[.123]`` (the device's local time, taken in ``tz_name``) minus
     ``now``, in seconds; None when absent or not such a time."""
-    text = text.strip()[:26]
-    if not text:
-        return None
-    try:
-        t = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if t.tzinfo is None:
-        from camwatch.reports.period import zone  # (camwatch.config imports this package)
+    from camwatch.reports.period import zone  # (camwatch.config imports this package)
 
-        t = t.replace(tzinfo=zone(tz_name))
-    return round(t.timestamp() - now, 3)
+    t = local_time(text.strip()[:26], zone(tz_name))
+    return None if t is None else round(t - now, 3)
 
 
 def _esc(value: object) -> str:
