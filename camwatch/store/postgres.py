@@ -469,10 +469,11 @@ class PostgresStore:
         for r in self._pages("id, channel_id, ts, from_state, to_state, reason", start, end):
             yield (r[1], r[2], r[3], r[4], r[5])
 
-    def _pages(self, columns: str, start: float | None,
-               end: float | None) -> Iterator[tuple[Any, ...]]:
-        """Rows ordered by (ts, id), ``id`` and ``ts`` first, a page per query (keyset), so
-        the connection is free between pages for the daemon's other reads."""
+    def _pages(self, columns: str, start: float | None, end: float | None,
+               table: str = "transitions") -> Iterator[tuple[Any, ...]]:
+        """Rows of a log ``table`` (transitions, quality_transitions) ordered by (ts, id),
+        ``id`` and ``ts`` first, a page per query (keyset), so the connection is free between
+        pages for the daemon's other reads."""
         where = "WHERE TRUE"
         args: list[Any] = []
         if start is not None:
@@ -481,7 +482,7 @@ class PostgresStore:
         if end is not None:
             where += " AND ts < %s"
             args.append(end)
-        sql = f"SELECT {columns} FROM transitions {where}"
+        sql = f"SELECT {columns} FROM {table} {where}"
         rows = self._read(sql + " ORDER BY ts, id LIMIT %s", [*args, PAGE])
         while rows:
             yield from rows
@@ -532,24 +533,9 @@ class PostgresStore:
     def quality_changes(self, start: float | None = None,
                         end: float | None = None) -> Iterator[QualityChangeRow]:
         """Quality changes with ``start <= ts < end`` in time order, a page per query."""
-        where = "WHERE TRUE"
-        args: list[Any] = []
-        if start is not None:
-            where += " AND ts >= %s"
-            args.append(start)
-        if end is not None:
-            where += " AND ts < %s"
-            args.append(end)
-        sql = f"SELECT id, {QUALITY_CHANGE_COLUMNS} FROM quality_transitions {where}"
-        rows = self._read(sql + " ORDER BY ts, id LIMIT %s", [*args, PAGE])
-        while rows:
-            for r in rows:
-                yield (r[1], r[2], r[3], r[4], r[5])
-            if len(rows) < PAGE:
-                return
-            last = rows[-1]
-            rows = self._read(sql + " AND (ts, id) > (%s, %s) ORDER BY ts, id LIMIT %s",
-                              [*args, last[2], last[0], PAGE])
+        for r in self._pages(f"id, {QUALITY_CHANGE_COLUMNS}", start, end,
+                             "quality_transitions"):
+            yield (r[1], r[2], r[3], r[4], r[5])
 
     def last_quality_before(self, ts: float) -> dict[str, QualityChange]:
         rows = self._read(

@@ -375,9 +375,11 @@ class SqliteStore:
         return iter(self._transitions_between("channel_id, ts, from_state, to_state, reason",
                                               start, end))
 
-    def _transitions_between(self, columns: str, start: float | None,
-                             end: float | None) -> sqlite3.Cursor:
-        sql = f"SELECT {columns} FROM transitions WHERE 1=1"
+    def _transitions_between(self, columns: str, start: float | None, end: float | None,
+                             table: str = "transitions") -> sqlite3.Cursor:
+        """Rows of a log ``table`` (transitions, quality_transitions) with ``start <= ts <
+        end``, ordered by (ts, id)."""
+        sql = f"SELECT {columns} FROM {table} WHERE 1=1"
         args: list[Any] = []
         if start is not None:
             sql += " AND ts >= ?"
@@ -429,15 +431,8 @@ class SqliteStore:
     def quality_changes(self, start: float | None = None,
                         end: float | None = None) -> Iterator[QualityChangeRow]:
         """Quality changes with ``start <= ts < end`` in time order, as plain tuples."""
-        sql = f"SELECT {QUALITY_CHANGE_COLUMNS} FROM quality_transitions WHERE 1=1"
-        args: list[Any] = []
-        if start is not None:
-            sql += " AND ts >= ?"
-            args.append(start)
-        if end is not None:
-            sql += " AND ts < ?"
-            args.append(end)
-        return iter(self._db.execute(sql + " ORDER BY ts, id", args))
+        return iter(self._transitions_between(QUALITY_CHANGE_COLUMNS, start, end,
+                                              "quality_transitions"))
 
     def last_quality_before(self, ts: float) -> dict[str, QualityChange]:
         """Each channel's last quality change strictly before ``ts``: its picture quality
