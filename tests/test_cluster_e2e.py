@@ -20,11 +20,9 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,7 @@ from camwatch.sim.model import Fault
 from tests.conftest import ROOT
 from tests.fleet_thread import FleetThread, Row, write_site
 from tests.test_daemon import Proc, get, poll
+from tests.webhook import WebhookReceiver, running
 
 SHARDS = 4
 TAKEOVER_S = 6.0
@@ -227,32 +226,9 @@ def load_config_of(d: Path) -> Any:
 
 # --- alerts in a cluster ---------------------------------------------------------------------
 
-class Receiver(ThreadingHTTPServer):
+class Receiver(WebhookReceiver):
     """The county's webhook on loopback: keeps every alert it accepts; answers 503 (a
     receiver that is down: camwatch keeps the item and retries) while ``down``."""
-
-    def __init__(self) -> None:
-        self.alerts: list[dict[str, Any]] = []
-        self.refused = 0
-        self.down = False
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if outer.down:
-                    outer.refused += 1
-                    self.send_response(503)
-                else:
-                    outer.alerts.append(json.loads(body)["alert"])
-                    self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
 
     def got(self, channel: str, status: str) -> int:
         return sum(1 for a in list(self.alerts) if a["labels"].get("channel") == channel
@@ -261,12 +237,8 @@ class Receiver(ThreadingHTTPServer):
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    t = threading.Thread(target=r.serve_forever, daemon=True)
-    t.start()
-    yield r
-    r.shutdown()
-    r.server_close()
+    with running(Receiver()) as r:
+        yield r
 
 
 ALERTS = """alerts:
@@ -294,7 +266,7 @@ def outbox(dsn: str) -> list[tuple[str, str, int, float | None]]:
 def test_alerts_survive_kill_9_of_their_owner_and_of_the_deliverer(
         tmp_path: Path, pg_dsn: str, receiver: Receiver,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CW_CLUSTER_HOOK", f"http://127.0.0.1:{receiver.server_address[1]}/h")
+    monkeypatch.setenv("CW_CLUSTER_HOOK", f"http://127.0.0.1:{receiver.port}/h")
     dsn_file = tmp_path / "dsn"
     dsn_file.write_text(pg_dsn + "\n")
     dsn_file.chmod(0o600)

@@ -9,10 +9,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,43 +22,23 @@ from tests.conftest import ROOT
 from tests.fleet_thread import FleetThread
 from tests.test_daemon import Proc, get, poll
 from tests.test_sweep_cli import write_site
+from tests.webhook import WebhookReceiver, running
 
 TOKEN = "ticket-token-4f1c"
 
 
-class Receiver(ThreadingHTTPServer):
-    """The maintainers' webhook: keeps every JSON body it gets."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                n = int(self.headers.get("Content-Length", "0"))
-                outer.bodies.append(json.loads(self.rfile.read(n)))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
+class Receiver(WebhookReceiver):
+    """The maintainers' webhook: keeps every alert it gets."""
 
     def events(self, no: int) -> list[str]:
-        return [b["alert"]["details"]["event"] for b in list(self.bodies)
-                if b["alert"]["fingerprint"] == f"ticket-{no}"]
+        return [a["details"]["event"] for a in list(self.alerts)
+                if a["fingerprint"] == f"ticket-{no}"]
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    t = threading.Thread(target=r.serve_forever, daemon=True)
-    t.start()
-    yield r
-    r.shutdown()
-    r.server_close()
+    with running(Receiver()) as r:
+        yield r
 
 
 def post(url: str, body: bytes, token: str | None = None) -> tuple[int, dict[str, Any]]:
@@ -77,7 +55,7 @@ def post(url: str, body: bytes, token: str | None = None) -> tuple[int, dict[str
 
 def test_ticket_lifecycle_through_the_daemon(tmp_path: Path, receiver: Receiver,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CW_MAINT_URL", f"http://127.0.0.1:{receiver.server_address[1]}/hook")
+    monkeypatch.setenv("CW_MAINT_URL", f"http://127.0.0.1:{receiver.port}/hook")
     monkeypatch.setenv("CW_TICKET_TOKEN", TOKEN)
     faults = [Fault.NONE] * 8 + [Fault.AUTH_FAIL, Fault.NOT_FOUND]
     with FleetThread(faults) as fleet:
@@ -125,7 +103,7 @@ def _lifecycle(proc: Proc, fleet: FleetThread, cfg: Path, receiver: Receiver) ->
     assert one["state"] == "dispatched" and one["state_zh"] == "已派单"
     assert one["link"] == f"http://cw.example:9780/api/tickets/{no}"
     poll("the dispatch message", lambda: "dispatched" in receiver.events(no))
-    msg = next(b["alert"] for b in receiver.bodies if b["alert"]["fingerprint"] == f"ticket-{no}")
+    msg = next(a for a in receiver.alerts if a["fingerprint"] == f"ticket-{no}")
     assert f"维修工单 #{no}" in msg["summary"] and "认证失败" in msg["summary"]
     assert msg["ticket"]["channels"] == ["41162800001321000008"]
 

@@ -18,9 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,43 +28,16 @@ from camwatch.sim.model import Fault
 from tests.conftest import need
 from tests.fleet_thread import FleetThread, Row, write_site
 from tests.test_daemon import Proc, get, poll
+from tests.webhook import WebhookReceiver, running
 
 pytestmark = pytest.mark.peer
 
 
-class Hook:
-    """A real HTTP webhook receiver on loopback that records every JSON body it gets."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                n = int(self.headers.get("Content-Length", "0"))
-                hook.bodies.append(json.loads(self.rfile.read(n))["alert"])
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def hook() -> Iterator[Hook]:
-    h = Hook()
-    yield h
-    h.close()
+def hook() -> Iterator[WebhookReceiver]:
+    """A real HTTP webhook receiver on loopback that records every alert it gets."""
+    with running(WebhookReceiver()) as h:
+        yield h
 
 
 def _fill(path: Path) -> None:
@@ -89,7 +60,7 @@ def _store_problem(proc: Proc) -> dict[str, Any] | None:
     return doc if doc["code"] == 503 and any("store" in p for p in doc["problems"]) else None
 
 
-def test_full_disk_twice_loses_no_alert_and_no_resolution(tmp_path: Path, hook: Hook,
+def test_full_disk_twice_loses_no_alert_and_no_resolution(tmp_path: Path, hook: WebhookReceiver,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     need(os.geteuid() == 0 and shutil.which("unshare") is not None,
          "root with unshare (a tmpfs in a private mount namespace)")
@@ -131,13 +102,13 @@ alerts:
             assert proc.p.poll() is None  # still running, still probing
             poll("three channels offline, judged while the disk is full", lambda: json.loads(
                 get(proc.base + "/api/channels?state=offline")[1])["total"] == 3)
-            assert not hook.bodies or all(b["status"] != "firing" for b in hook.bodies), \
+            assert not hook.alerts or all(b["status"] != "firing" for b in hook.alerts), \
                 "an alert was sent before its outbox row could be committed"
 
             # space returns: the alert that fired while the disk was full is delivered
             (seen / "filler").unlink()
             poll("the alert delivered",
-                 lambda: any(b["status"] == "firing" for b in hook.bodies))
+                 lambda: any(b["status"] == "firing" for b in hook.alerts))
             poll("/healthz ok again", lambda: _health(proc)["code"] == 200)
 
             # the disk fills again and the cameras recover meanwhile: the resolution waits
@@ -147,10 +118,10 @@ alerts:
             again = poll("/healthz to report the full store again", lambda: _store_problem(proc))
             poll("every channel online, judged while the disk is full", lambda: json.loads(
                 get(proc.base + "/api/channels?state=online")[1])["total"] == 6)
-            assert not any(b["status"] == "resolved" for b in hook.bodies)
+            assert not any(b["status"] == "resolved" for b in hook.alerts)
             (seen / "filler").unlink()
             poll("the resolution delivered",
-                 lambda: any(b["status"] == "resolved" for b in hook.bodies))
+                 lambda: any(b["status"] == "resolved" for b in hook.alerts))
             poll("/healthz ok again", lambda: _health(proc)["code"] == 200)
 
             proc.p.send_signal(signal.SIGTERM)
@@ -162,7 +133,7 @@ alerts:
             proc.stderr.close()
     assert any("store" in p for p in full["problems"]), full
     assert any("store" in p for p in again["problems"]), again
-    rate = [b for b in hook.bodies if b["name"] == "rate_below_target"]
+    rate = [b for b in hook.alerts if b["name"] == "rate_below_target"]
     assert [b["status"] for b in rate] == ["firing", "resolved"], rate
     assert len({b["fingerprint"] for b in rate}) == 1
     assert len({b["starts_at"] for b in rate}) == 1
