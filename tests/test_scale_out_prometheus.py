@@ -149,11 +149,21 @@ def test_city_rates_from_three_instances_equal_one_instances(
                      for r in daemon_rates(single) for k in ("class", "project")
                      if r["scope"] == {} and r[k] is not None and r["connected"]
                      and r["class" if k == "project" else "project"] is None}
-        city: dict[tuple[str, str], float] = {}
-        for k in ("class", "project"):
-            for sample in prom.query(f"city_{k}:camwatch_online_rate:ratio"):
-                assert sample["metric"]["city"] == "周口市", sample
-                city[(k, sample["metric"][k])] = float(sample["value"][1])
+
+        def city_rates() -> dict[tuple[str, str], float]:
+            out: dict[tuple[str, str], float] = {}
+            for k in ("class", "project"):
+                for sample in prom.query(f"city_{k}:camwatch_online_rate:ratio"):
+                    assert sample["metric"]["city"] == "周口市", sample
+                    out[(k, sample["metric"][k])] = float(sample["value"][1])
+            return out
+
+        # the city rules are a group of their own, evaluated on its own tick: wait until it
+        # has run over what the instances' rules record now
+        poll("the city levels, summed over the instances",
+             lambda: {k: round(v, 4) for k, v in city_rates().items()}
+             == {k: round(v, 4) for k, v in city_want.items()}, 60)
+        city = city_rates()
         assert city.keys() == city_want.keys() and len(city) >= 3, (city, city_want)
         for key, rate in city_want.items():
             assert round(city[key], 4) == round(rate, 4), key
