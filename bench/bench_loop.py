@@ -86,6 +86,9 @@ def main() -> int:
     ap.add_argument("--stall-trace", metavar="FILE",
                     help="run the daemon under bench/stalltrace.py, writing what its loop was "
                          "doing during each stall to FILE (lengthens the stalls a little)")
+    ap.add_argument("--mem-trace", metavar="FILE",
+                    help="run the daemon under bench/memtrace.py and have it write what its "
+                         "memory is made of to FILE at t+100 s and at the end")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="camwatch-loop-"))
@@ -113,15 +116,20 @@ def main() -> int:
         if not inventory.is_absolute():
             inventory = sim_dir / inventory
         t_start = time.monotonic()
-        runner = camwatch if not args.stall_trace else \
-            [sys.executable, str(Path(__file__).with_name("stalltrace.py")),
-             str(Path(args.stall_trace).resolve()), *camwatch[3:]]
+        runner = camwatch
+        if args.stall_trace:
+            runner = [sys.executable, str(Path(__file__).with_name("stalltrace.py")),
+                      str(Path(args.stall_trace).resolve()), *camwatch[3:]]
+        elif args.mem_trace:  # a census on SIGUSR1, sent after the first sweep and at the end
+            runner = [sys.executable, str(Path(__file__).with_name("memtrace.py")),
+                      str(Path(args.mem_trace).resolve()), *camwatch[3:]]
         daemon = start_daemon(runner, cfg, work, port, START_TIMEOUT_S)
         t0 = time.monotonic()
         print(f"bench_loop: {args.channels:,} channels, {args.minutes:g} min; daemon listening "
               f"after {t0 - t_start:.1f} s; work dir {work}", flush=True)
         end = t0 + args.minutes * 60.0
         hup_at, touch_at = t0 + 120.0, t0 + 240.0
+        census_at = t0 + 100.0 if args.mem_trace else 0.0
         steady: tuple[float, float, float] | None = None  # (t, cpu, probes) after sweep 1
         nxt = t0
         last: dict[str, float] = {}
@@ -131,6 +139,9 @@ def main() -> int:
                 daemon.send_signal(signal.SIGHUP)
                 print(f"t+{now - t0:.0f}s SIGHUP", flush=True)
                 hup_at = 0.0
+            if census_at and now >= census_at:
+                daemon.send_signal(signal.SIGUSR1)
+                census_at = 0.0
             if touch_at and now >= touch_at:
                 inventory.write_bytes(inventory.read_bytes())  # a new mtime: the watcher
                 print(f"t+{now - t0:.0f}s inventory file rewritten", flush=True)
@@ -153,6 +164,14 @@ def main() -> int:
             return 1
         last = scrape(port)
         cpu = cpu_seconds(daemon.pid)
+        if args.mem_trace:
+            trace = Path(args.mem_trace)
+            done = trace.read_text(encoding="utf-8").count("census took")
+            daemon.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + 120.0
+            while (trace.read_text(encoding="utf-8").count("census took") == done
+                   and time.monotonic() < deadline):
+                time.sleep(0.5)  # the census runs in the daemon for seconds
         q, n = p99(last, "camwatch_event_loop_lag_seconds")
         print(f"loop lag over {n} samples: p99 <= {q * 1000:.0f} ms, max "
               f"{last.get('camwatch_loop_lag_max_seconds', -1) * 1000:.0f} ms")
