@@ -17,7 +17,9 @@ Nothing here does I/O or imports another camwatch module but the probes' result 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from camwatch.probes.result import ProbeResult, Reason
@@ -166,6 +168,11 @@ class Verdict:
 UNJUDGED = Verdict(None, Why.PROBER_UNHEALTHY)
 
 
+# the info of a state with none: one read-only object instead of an empty dict per channel
+# (6 MB at 100,000 channels)
+NO_INFO: Mapping[str, Any] = MappingProxyType({})
+
+
 @dataclass(slots=True)
 class ChannelState:
     """The current verdict of one channel, as the book keeps it and the store persists it."""
@@ -182,7 +189,8 @@ class ChannelState:
     clock_drift_s: float | None = None
     flapping: bool = False
     detail: str = ""
-    info: dict[str, Any] = field(default_factory=dict)  # device info, media
+    # device info, media; replaced whole, never changed in place (states share NO_INFO)
+    info: Mapping[str, Any] = field(default_factory=lambda: NO_INFO)
 
     def copy(self) -> ChannelState:
         """A shallow copy, as ``dataclasses.replace(self)`` makes it, at a fifth of its cost:

@@ -430,8 +430,8 @@ async def test_a_backlog_of_due_probes_is_launched_in_bursts(tmp_path: Path) -> 
 async def test_a_reload_keeps_one_copy_of_unchanged_channels(tmp_path: Path,
                                                              one_device: Site) -> None:
     """A reload of an unchanged inventory keeps the running Channel and Target objects (one
-    copy in memory, and the metrics keep their lines); a changed row, or a changed password
-    in the URL, gets the new object."""
+    copy in memory); a changed row, or a changed password in the URL, gets the new object,
+    and the metrics label it from the new row."""
     import dataclasses
 
     from camwatch.secrets import Secret
@@ -443,7 +443,7 @@ async def test_a_reload_keeps_one_copy_of_unchanged_channels(tmp_path: Path,
     await rounds(eng, clock, 1)
     before = dict(eng.book.channels)
     targets = dict(eng.scheduler.schedule.targets)  # type: ignore[union-attr]
-    up = dict(metrics._up)
+    assert "改名" not in metrics.render()[0].decode()
     a, b, c, d = one_device.channels
     reloaded = [dataclasses.replace(a), dataclasses.replace(b, name="改名"),
                 dataclasses.replace(c, url_username="admin", url_password=Secret("new-pw")),
@@ -458,10 +458,9 @@ async def test_a_reload_keeps_one_copy_of_unchanged_channels(tmp_path: Path,
     assert new_targets[a.id] is targets[a.id]
     assert new_targets[c.id] is not targets[c.id] and new_targets[c.id].password == Secret("new-pw")
     await metrics.ready()
-    assert metrics._up[a.id] is up[a.id]
-    assert metrics._up[b.id] is not up[b.id] and "改名".encode() in metrics._up[b.id]
     body = metrics.render()[0].decode()
     assert body.count("camwatch_channel_up{") == 4
+    assert f'camwatch_channel_up{{channel="{b.id}",name="改名",' in body
     eng.close()
 
 

@@ -139,6 +139,9 @@ def _idl(cid: str) -> bytes:
     return f'channel="{_esc(cid)}"'.encode()
 
 
+CHUNK_LINES = 2_000  # lines formatted as text, then encoded as one piece
+
+
 def _timestamps(family: bytes, channels: Iterable[str],
                 state: Callable[[str], ChannelState | None]) -> bytes:
     """One timestamp family's lines (``_LAST`` or ``_SINCE``) from the channels' states as
@@ -146,16 +149,45 @@ def _timestamps(family: bytes, channels: Iterable[str],
     and a scrape taken while verdicts land may mix a few older and newer values, as any
     scrape of a running process does."""
     field = "last_probe" if family is _LAST else "since"
-    out = []
+    name = family.decode()
+    chunks: list[bytes] = []
+    out: list[str] = []
+    add = out.append
     for cid in channels:
         st = state(cid)
         ts = None if st is None else getattr(st, field)
         if ts is not None:
-            out.append(b'%schannel="%s"} %.3f\n' % (family, _esc(cid).encode(), ts))
-    return b"".join(out)
+            add(f'{name}channel="{_esc(cid)}"}} {ts:.3f}\n')
+            if len(out) >= CHUNK_LINES:
+                chunks.append("".join(out).encode())
+                out.clear()
+    chunks.append("".join(out).encode())
+    return b"".join(chunks)
+
+
+def _up_lines(channels: Mapping[str, Channel], counted: Mapping[str, int],
+              tails: dict[tuple[object, ...], str]) -> bytes:
+    """``channel_up``'s lines, formatted at scrape time from the channels and the state index
+    each is counted under (0 online, 1 offline, 2 unknown: no line). Kept ready per channel
+    they held 26 MB at 100,000 channels, repeating the inventory's own strings; formatting
+    them costs ~1-2 µs a channel, in the scrape's worker thread. Made as text a few thousand
+    lines at a time: never 100,000 small objects alive at once."""
+    chunks: list[bytes] = []
+    out: list[str] = []
+    add = out.append
+    for cid, ch in channels.items():
+        idx = counted.get(cid, 2)
+        if idx != 2:
+            add(f"camwatch_channel_up{{{channel_labels(ch, tails)}}} {1 if idx == 0 else 0}\n")
+            if len(out) >= CHUNK_LINES:
+                chunks.append("".join(out).encode())
+                out.clear()
+    chunks.append("".join(out).encode())
+    return b"".join(chunks)
+
 
 # the per-channel caches, swapped as a whole after a rebuild
-_CACHES = ("_channels", "_tails", "_up", "_reason", "_drift", "_info", "_key", "_counted",
+_CACHES = ("_channels", "_tails", "_reason", "_drift", "_info", "_key", "_counted",
            "_agg", "_agg_labels")
 
 _UP = b"camwatch_channel_up{"
@@ -186,21 +218,19 @@ _AGG_FAMILIES: tuple[tuple[str, str], ...] = (
 class MetricsRenderer:
     """Keeps the exposition of one :class:`~camwatch.scheduler.Engine` ready to serve.
 
-    Subscribes :meth:`channel_changed` to the engine's channel book; everything per channel is
-    maintained there, so :meth:`render` costs a join of cached bytes plus O(label sets) for
-    the aggregates and the daemon's own metrics."""
+    Subscribes :meth:`channel_changed` to the engine's channel book, which keeps the aggregate
+    counts and the few per-channel lines worth keeping up to date there; the per-channel
+    families every channel has (up, two timestamps) are formatted at scrape time, in the
+    scrape's worker thread (:meth:`snapshot`)."""
 
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
         self._clock = clock
         self._generation = -1  # the book's inventory generation the caches were built for
-        # per channel: label text, the cached lines of each per-channel family
-        # the channels the caches were built for, and the label text many of them share;
-        # a channel's full label set is made again when its up line changes (rarely), not
-        # kept: 100,000 of them would cost 26 MB
+        # the channels the caches were built for, the label text many of them share, and
+        # the lines kept per channel for the families few channels have
         self._channels: Mapping[str, Channel] = {}
         self._tails: dict[tuple[object, ...], str] = {}
-        self._up: dict[str, bytes] = {}
         self._reason: dict[str, bytes] = {}
         self._drift: dict[str, bytes] = {}
         self._info: dict[str, bytes] = {}
@@ -258,11 +288,6 @@ class MetricsRenderer:
                 counts[old] -= 1
             counts[idx] += 1
             self._counted[cid] = idx
-            if idx == 2:
-                self._up.pop(cid, None)
-            else:
-                full = channel_labels(self._channels[cid], self._tails).encode()
-                self._up[cid] = b"%s%s} %s\n" % (_UP, full, b"1" if idx == 0 else b"0")
         if idx == 1:  # the reason follows the latest failure, without a transition
             reason = _esc(st.reason or "").encode()
             self._reason[cid] = b'%s%s,reason="%s"} 1\n' % (_REASON, _idl(cid), reason)
@@ -286,18 +311,12 @@ class MetricsRenderer:
         self._round_verdicts, self._round_start = 0, None
 
     def _fill(self, channels: Mapping[str, Channel],
-              state: Callable[[str], ChannelState | None],
-              previous: MetricsRenderer | None = None) -> None:
-        """Build every cache for ``channels``. With ``previous`` (the caches of the inventory
-        before a reload, not touched while this runs), a channel whose object the reload kept
-        (unchanged in the file: see :meth:`Engine.plan`) and whose state did not change keeps
-        its ``channel_up`` line: a reload of 100,000 unchanged channels re-encodes none of them,
-        and does not hold 26 MB of new lines beside the old ones."""
-        for d in (self._up, self._reason, self._drift, self._info):
+              state: Callable[[str], ChannelState | None]) -> None:
+        """Build every cache for ``channels``: the aggregates' counts and the few lines kept
+        ready (offline reasons, clock drift, device information). ``channel_up``'s lines are
+        formatted at scrape time, so a reload of 100,000 channels makes none of them."""
+        for d in (self._reason, self._drift, self._info):
             d.clear()
-        prev_channels = previous._channels if previous is not None else {}
-        prev_up = previous._up if previous is not None else {}
-        prev_counted = previous._counted if previous is not None else {}
         self._channels = channels
         self._tails = {}
         keys: dict[AggKey, AggKey] = {}
@@ -309,18 +328,12 @@ class MetricsRenderer:
         self._agg_labels = {k: _labels(**{"class": k[0]}, project=k[1], county=k[2],
                                        township=k[3]) for k in self._agg}
         self._counted = {}
-        for cid, ch in channels.items():
+        for cid in channels:
             st = state(cid)
             if st is None:
                 self._counted[cid] = 2
                 self._agg[self._key[cid]][2] += 1
                 continue
-            if prev_channels.get(cid) is ch and (line := prev_up.get(cid)) is not None:
-                idx = state_index(st.state)
-                if prev_counted.get(cid) == idx:  # the same label set and value: kept
-                    self._up[cid] = line
-                    self._counted[cid] = idx
-                    self._agg[self._key[cid]][idx] += 1
             self._render_channel(cid, st)
 
     async def ready(self) -> None:
@@ -338,7 +351,7 @@ class MetricsRenderer:
                 setattr(shadow, name, {})
             self._replay = set()
             self._rebuilding = asyncio.ensure_future(
-                asyncio.to_thread(shadow._fill, book.channels, book.state, self))
+                asyncio.to_thread(shadow._fill, book.channels, book.state))
             try:
                 await asyncio.shield(self._rebuilding)
             finally:
@@ -395,10 +408,12 @@ class MetricsRenderer:
         channels, state = self._channels, eng.book.state
         parts: list[Part] = []
         families: tuple[dict[str, bytes] | bytes, ...] = (
-            self._up, _LAST, _SINCE, self._reason, self._drift, self._info)
+            _UP, _LAST, _SINCE, self._reason, self._drift, self._info)
         for (name, text), lines in zip(_CHANNEL_FAMILIES, families, strict=True):
             parts.append(_head(name, "gauge", text, openmetrics).encode())
-            if isinstance(lines, bytes):
+            if lines is _UP:
+                parts.append(functools.partial(_up_lines, channels, self._counted, self._tails))
+            elif isinstance(lines, bytes):
                 parts.append(functools.partial(_timestamps, lines, channels, state))
             else:
                 parts.extend(lines.values())

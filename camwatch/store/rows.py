@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from camwatch.model import ChannelState, Transition
+from camwatch.model import NO_INFO, ChannelState, Transition
 from camwatch.repairs.model import Ticket, TicketEvent
 from camwatch.store.base import (
     OutboxItem,
@@ -43,13 +43,14 @@ def to_json(value: Any) -> str:
 
 def state_row(s: ChannelState) -> tuple[Any, ...]:
     return (s.channel_id, s.state, s.reason, s.since, s.last_probe, s.last_ok, s.fails, s.oks,
-            s.latency_ms, s.clock_drift_s, int(s.flapping), s.detail, to_json(s.info))
+            s.latency_ms, s.clock_drift_s, int(s.flapping), s.detail,
+            to_json(s.info) if s.info else "{}")
 
 
 def state_of(r: Sequence[Any]) -> ChannelState:
     """A :data:`STATE_COLUMNS` row."""
     return ChannelState(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
-                        bool(r[10]), r[11], json.loads(r[12]))
+                        bool(r[10]), r[11], json.loads(r[12]) or NO_INFO)
 
 
 def transition_row(t: Transition) -> tuple[Any, ...]:
