@@ -30,19 +30,23 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, TypeVar
 
 from camwatch.model import Quality
-from camwatch.quality.checks import Check, Fault, Grey, baseline_value, update_baseline
-from camwatch.quality.sample import QualityVerdict
+from camwatch.quality.names import Check
 from camwatch.store.base import QualityChange, QualityState
+
+if TYPE_CHECKING:  # numpy and PyAV (~35 MB) are imported only once pictures are sampled
+    import numpy as np
+    import numpy.typing as npt
+
+    from camwatch.quality.checks import Fault, Grey
+    from camwatch.quality.sample import QualityVerdict
+
+    U8 = npt.NDArray[np.uint8]
 
 __all__ = ["QualityBook", "QualityRecord"]
 
-U8 = npt.NDArray[np.uint8]
 _T = TypeVar("_T")
 # faults after which a picture's blur score says nothing of the lens: not a baseline sample
 _NO_BASELINE = frozenset({Check.SIGNAL_LOST, Check.TOO_DARK, Check.TOO_BRIGHT, Check.NOISE,
@@ -118,6 +122,8 @@ class QualityBook:
 
     def reference(self, cid: str) -> Grey | None:
         ref = self._refs.get(cid)
+        import numpy as np
+
         return ref.astype(np.float32) if ref is not None else None
 
     def json(self, cid: str) -> dict[str, object]:
@@ -130,6 +136,8 @@ class QualityBook:
         return out
 
     def blur_baseline(self, cid: str, period: str) -> float | None:
+        from camwatch.quality.checks import baseline_value
+
         return baseline_value(self._blur.get((cid, period)))
 
     def counts(self, channels: Iterable[str]) -> Counter[str]:
@@ -163,6 +171,9 @@ class QualityBook:
     def record(self, v: QualityVerdict, period: str | None = None) -> None:
         """Take a sample's verdict; ``period`` (day / night) feeds the channel's blur
         baseline with a sharp picture's score."""
+        import numpy as np  # a verdict came from a sampler, which has it loaded
+
+        from camwatch.quality.checks import update_baseline
         if self._channels is not None and v.channel_id not in self._channels:
             return  # removed by a reload while it was sampled
         cid = v.channel_id
@@ -246,7 +257,9 @@ class QualityBook:
         runs, the baselines, the scene references and the thumbnails, within the budget
         (the degraded channels' first). Reads as many rows as channels were sampled; at
         10,000 channels about 100 MB of JPEGs pass through, of which the budget is kept."""
-        from camwatch.quality.checks import THUMB_H, THUMB_W
+        import numpy as np
+
+        from camwatch.quality.checks import THUMB_H, THUMB_W, Fault
 
         order = sorted(stored.values(), key=lambda q: (q.quality == Quality.DEGRADED, q.ts))
         for q in order:

@@ -28,8 +28,6 @@ from camwatch.inventory import Channel
 from camwatch.model import Quality, State
 from camwatch.probes import ProbeSettings, Target
 from camwatch.quality.config import QualityConfig
-from camwatch.quality.decode import DecodePool
-from camwatch.quality.sample import QualityVerdict, SampleSettings, sample
 from camwatch.reports.period import zone
 from camwatch.scheduler import first_due
 
@@ -37,6 +35,7 @@ if TYPE_CHECKING:
     from camwatch.book import ChannelBook
     from camwatch.config import Config
     from camwatch.quality.book import QualityBook
+    from camwatch.quality.decode import DecodePool
     from camwatch.scheduler import Scheduler
 
 
@@ -113,6 +112,9 @@ class QualitySampler:
                         return
                     continue
                 if self._pool is None or self._pool.workers != q.decode_workers:
+                    # PyAV and numpy (~35 MB) load here, once sampling is enabled
+                    from camwatch.quality.decode import DecodePool
+
                     old, self._pool = self._pool, DecodePool(q.decode_workers)
                     if old is not None:
                         await asyncio.to_thread(old.close)
@@ -152,6 +154,8 @@ class QualitySampler:
 
     async def _one(self, ch: Channel, q: QualityConfig, now: float, sem: asyncio.Semaphore
                    ) -> None:
+        from camwatch.quality.sample import QualityVerdict, SampleSettings, sample
+
         self.in_flight += 1
         period = period_of(now, zone(self.engine.cfg.report.timezone))
         try:
