@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
-import gzip
 import hmac
 import json
 import re
 import ssl
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -371,10 +371,27 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 
 
 def _join(parts: list[Part], gz: bool) -> tuple[bytes, bool]:
-    body = join_parts(parts)
-    if gz and len(body) >= GZIP_MIN_BYTES:
-        return gzip.compress(body, 1), True
-    return body, False
+    """The exposition, gzipped when asked for and large. Compressed part by part as each
+    lazy part is formatted, so that at 100,000 channels the 36 MB text never exists whole
+    beside its parts (a scrape's peak was twice that); zlib releases the GIL as it works."""
+    if not gz:
+        return join_parts(parts), False
+    z = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # level 1, gzip framing
+    packed: list[bytes] = []
+    plain: list[bytes] | None = []  # the text itself while it is small enough to send as is
+    size = 0
+    for p in parts:
+        piece = p if isinstance(p, bytes) else p()
+        size += len(piece)
+        packed.append(z.compress(piece))
+        if plain is not None:
+            plain.append(piece)
+            if size >= GZIP_MIN_BYTES:
+                plain = None
+    if plain is not None:
+        return b"".join(plain), False
+    packed.append(z.flush())
+    return b"".join(packed), True
 
 
 # --- middlewares --------------------------------------------------------------------------------
