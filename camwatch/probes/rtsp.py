@@ -31,6 +31,7 @@ import base64
 import contextlib
 import hashlib
 import ipaddress
+import itertools
 import os
 import re
 import time
@@ -389,6 +390,19 @@ def _q(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
+# The client nonce of a Digest answer need only be unpredictable to the camera: a keyed hash of
+# a counter, the key drawn once. os.urandom per probe was a system call that released the GIL,
+# and the event loop then waited for a worker thread (a scrape, the store writer) to give it
+# back: a tenth of the loop's stall samples at 100,000 channels.
+_CNONCE_KEY: Final = os.urandom(16)
+_cnonce_counter = itertools.count()
+
+
+def _new_cnonce() -> str:
+    return hashlib.blake2b(next(_cnonce_counter).to_bytes(8, "little"), key=_CNONCE_KEY,
+                           digest_size=8).hexdigest()
+
+
 class _Auth:
     """Answers challenges for one probe. Digest (RFC 2617: MD5 / MD5-sess, with or without
     ``qop=auth``) is preferred over Basic when a camera offers both."""
@@ -403,7 +417,7 @@ class _Auth:
         self.realm = ch.params.get("realm", "")
         self.algorithm = ch.params.get("algorithm")
         self._sess = (self.algorithm or "").lower() == "md5-sess"
-        self._cnonce = os.urandom(8).hex()
+        self._cnonce = _new_cnonce()
         self.nonce = ""
         self.opaque: str | None = None
         self.qop: str | None = None
