@@ -71,8 +71,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY
@@ -142,6 +143,17 @@ def _idl(cid: str) -> bytes:
 CHUNK_LINES = 2_000  # lines formatted as text, then encoded as one piece
 
 
+def _encoded(lines: Iterable[str]) -> bytes:
+    """Lines of text as one byte string, joined and encoded a few thousand at a time: never
+    100,000 small objects alive at once (made in a worker thread while the loop allocates,
+    they would leave the heap fragmented)."""
+    it = iter(lines)
+    chunks = []
+    while batch := list(itertools.islice(it, CHUNK_LINES)):
+        chunks.append("".join(batch).encode())
+    return b"".join(chunks)
+
+
 def _timestamps(family: bytes, channels: Iterable[str],
                 state: Callable[[str], ChannelState | None]) -> bytes:
     """One timestamp family's lines (``_LAST`` or ``_SINCE``) from the channels' states as
@@ -150,19 +162,15 @@ def _timestamps(family: bytes, channels: Iterable[str],
     scrape of a running process does."""
     field = "last_probe" if family is _LAST else "since"
     name = family.decode()
-    chunks: list[bytes] = []
-    out: list[str] = []
-    add = out.append
-    for cid in channels:
-        st = state(cid)
-        ts = None if st is None else getattr(st, field)
-        if ts is not None:
-            add(f'{name}channel="{_esc(cid)}"}} {ts:.3f}\n')
-            if len(out) >= CHUNK_LINES:
-                chunks.append("".join(out).encode())
-                out.clear()
-    chunks.append("".join(out).encode())
-    return b"".join(chunks)
+
+    def lines() -> Iterator[str]:
+        for cid in channels:
+            st = state(cid)
+            ts = None if st is None else getattr(st, field)
+            if ts is not None:
+                yield f'{name}channel="{_esc(cid)}"}} {ts:.3f}\n'
+
+    return _encoded(lines())
 
 
 def _up_lines(channels: Mapping[str, Channel], counted: Mapping[str, int],
@@ -170,20 +178,10 @@ def _up_lines(channels: Mapping[str, Channel], counted: Mapping[str, int],
     """``channel_up``'s lines, formatted at scrape time from the channels and the state index
     each is counted under (0 online, 1 offline, 2 unknown: no line). Kept ready per channel
     they held 26 MB at 100,000 channels, repeating the inventory's own strings; formatting
-    them costs ~1-2 µs a channel, in the scrape's worker thread. Made as text a few thousand
-    lines at a time: never 100,000 small objects alive at once."""
-    chunks: list[bytes] = []
-    out: list[str] = []
-    add = out.append
-    for cid, ch in channels.items():
-        idx = counted.get(cid, 2)
-        if idx != 2:
-            add(f"camwatch_channel_up{{{channel_labels(ch, tails)}}} {1 if idx == 0 else 0}\n")
-            if len(out) >= CHUNK_LINES:
-                chunks.append("".join(out).encode())
-                out.clear()
-    chunks.append("".join(out).encode())
-    return b"".join(chunks)
+    them costs ~1-2 µs a channel, in the scrape's worker thread."""
+    return _encoded(
+        f"camwatch_channel_up{{{channel_labels(ch, tails)}}} {1 if idx == 0 else 0}\n"
+        for cid, ch in channels.items() if (idx := counted.get(cid, 2)) != 2)
 
 
 # the per-channel caches, swapped as a whole after a rebuild
