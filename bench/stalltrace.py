@@ -4,8 +4,10 @@
 OUT``: a callback on the loop notes the time every 5 ms; a thread wakes every 5 ms and, while
 that note is more than 40 ms old, samples the main thread's Python stack (and the other
 threads'). When the loop catches up it appends to OUT the stall's length and its most frequent
-stacks; garbage collections longer than 10 ms are listed too. A diagnostic for benchmarks only:
-the sampling itself takes the GIL, so stalls come out somewhat longer than without it.
+stacks; garbage collections longer than 10 ms are listed too, and a summary of all of them every
+minute; ``CAMWATCH_BENCH_GC0=N`` in the environment tries another young-generation threshold.
+A diagnostic for benchmarks only: the sampling itself takes the GIL, so stalls come out
+somewhat longer than without it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import gc
+import os
 import sys
 import threading
 import time
@@ -29,13 +32,36 @@ def _where(frame: Any, depth: int) -> str:
 
 
 def _gc_timer(out: TextIO) -> None:
-    started = [0.0]
+    """Logs collections over 10 ms of wall time, and every minute a summary of all of them
+    by generation in CPU time of the collecting thread (what a loaded machine does not
+    inflate): count, total, median, largest, and for generation 0 the net new objects that
+    set it off."""
+    started = [0.0, 0.0, 0]
+    cpu: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    seen: dict[int, int] = {0: 0, 1: 0, 2: 0}
+    summary_at = [time.monotonic() + 60.0]
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
+        gen = info["generation"]
         if phase == "start":
-            started[0] = time.monotonic()
-        elif (took := time.monotonic() - started[0]) > 0.010:
-            out.write(f"{time.time():.3f} GC gen{info['generation']} {took * 1000:.0f} ms\n")
+            started[0], started[1] = time.monotonic(), time.thread_time()
+            started[2] = gc.get_count()[0]
+            return
+        cpu[gen].append((time.thread_time() - started[1]) * 1000)
+        seen[gen] += started[2]
+        if (took := time.monotonic() - started[0]) > 0.010:
+            out.write(f"{time.time():.3f} GC gen{gen} {took * 1000:.0f} ms\n")
+        if time.monotonic() >= summary_at[0]:
+            summary_at[0] += 60.0
+            for g, ms in cpu.items():
+                if ms:
+                    ms.sort()
+                    new = f"; {seen[g] / len(ms):,.0f} net new objects each" if g == 0 else ""
+                    out.write(f"{time.time():.3f} GC-SUMMARY gen{g} n={len(ms)} cpu total "
+                              f"{sum(ms):.0f} ms median {ms[len(ms) // 2]:.1f} max "
+                              f"{ms[-1]:.1f} ms{new}; thresholds {gc.get_threshold()}\n")
+                ms.clear()
+                seen[g] = 0
 
     gc.callbacks.append(on_gc)
 
@@ -91,6 +117,10 @@ def main() -> None:
         return run(coro, loop_factory=new_event_loop, **kw)
 
     uvloop.run = traced_run
+    if gc0 := os.environ.get("CAMWATCH_BENCH_GC0"):  # try another young-generation threshold
+        import camwatch.engine
+
+        camwatch.engine.GC_THRESHOLD0 = int(gc0)
     from camwatch.cli import main as camwatch
 
     sys.argv = ["camwatch", *sys.argv[2:]]
