@@ -4,8 +4,10 @@ engine judges real simulated cameras, parses in both formats, and is served (gzi
 from __future__ import annotations
 
 import gzip
+import itertools
 import math
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -216,3 +218,47 @@ async def test_served_gzip_and_in_chunks(tmp_path: Path) -> None:
         assert not math.isnan(a[("camwatch_prober_healthy", frozenset())])
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("gz", [False, True])
+async def test_a_scrape_gives_the_loop_back_between_slices(gz: bool) -> None:
+    """The families every channel has are formatted a slice of ``CHUNK_LINES`` lines at a
+    time on the loop's thread, with a turn of the loop between slices (not in one go, and
+    not in a thread that takes the GIL from the loop in turns), and the body is the same as
+    formatted in one go."""
+    import asyncio
+    import threading
+
+    from camwatch.http import join_sliced
+    from camwatch.sinks import metrics
+
+    lines = 20 * metrics.CHUNK_LINES
+    turns = 0
+    made: list[tuple[int, int]] = []  # (thread, turns of the loop so far) at each slice
+
+    def lazy() -> Iterator[bytes]:
+        for chunk in metrics._encoded(f'm{{i="{i}"}} 1\n' for i in range(lines)):
+            made.append((threading.get_ident(), turns))
+            yield chunk
+
+    parts: list[metrics.Part] = [b"# head\n", lazy, b"# tail\n"]
+    stop = asyncio.Event()
+
+    async def beside() -> None:
+        nonlocal turns
+        while not stop.is_set():
+            turns += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.ensure_future(beside())
+    body, packed = await join_sliced(parts, gz)
+    stop.set()
+    await task
+    assert len(made) == 20
+    assert {thread for thread, _ in made} == {threading.get_ident()}
+    assert all(b[1] > a[1] for a, b in itertools.pairwise(made)), made
+    assert packed is gz
+    text = gzip.decompress(body) if gz else body
+    made.clear()
+    assert text == metrics.join_parts(parts)
+    assert text.count(b"\n") == lines + 2 and text.startswith(b'# head\nm{i="0"} 1\n')

@@ -127,39 +127,38 @@ def _num(v: float) -> str:
 
 
 AggKey = tuple[str, str, str, str]  # class, project, county, township
-Part = bytes | Callable[[], bytes]  # a piece of the exposition, or what formats it
+# a piece of the exposition, or what formats it: slices of a few hundred KB, one at a time
+Part = bytes | Callable[[], Iterator[bytes]]
 
 
 def join_parts(parts: Iterable[Part]) -> bytes:
     """The exposition from :meth:`MetricsRenderer.snapshot`'s parts, formatting the lazy
-    ones here (meant for a worker thread)."""
-    return b"".join(p if isinstance(p, bytes) else p() for p in parts)
+    ones in one go (the HTTP handler formats them a slice per turn of the loop instead:
+    :func:`camwatch.http.join_sliced`)."""
+    return b"".join(chunk for p in parts for chunk in ((p,) if isinstance(p, bytes) else p()))
 
 
 def _idl(cid: str) -> bytes:
     return f'channel="{_esc(cid)}"'.encode()
 
 
-CHUNK_LINES = 2_000  # lines formatted as text, then encoded as one piece
+CHUNK_LINES = 1_000  # lines formatted per slice (1-2 ms), then encoded as one piece
 
 
-def _encoded(lines: Iterable[str]) -> bytes:
-    """Lines of text as one byte string, joined and encoded a few thousand at a time: never
-    100,000 small objects alive at once (made in a worker thread while the loop allocates,
-    they would leave the heap fragmented)."""
+def _encoded(lines: Iterable[str]) -> Iterator[bytes]:
+    """Lines of text as byte strings of ``CHUNK_LINES`` lines each, made as they are asked
+    for: never 100,000 small objects alive at once, and never more than a slice's work in
+    one step of whoever consumes them."""
     it = iter(lines)
-    chunks = []
     while batch := list(itertools.islice(it, CHUNK_LINES)):
-        chunks.append("".join(batch).encode())
-    return b"".join(chunks)
+        yield "".join(batch).encode()
 
 
 def _timestamps(family: bytes, channels: Iterable[str],
-                state: Callable[[str], ChannelState | None]) -> bytes:
+                state: Callable[[str], ChannelState | None]) -> Iterator[bytes]:
     """One timestamp family's lines (``_LAST`` or ``_SINCE``) from the channels' states as
-    they are now: each state's fields are read whole (safe beside the loop, under the GIL),
-    and a scrape taken while verdicts land may mix a few older and newer values, as any
-    scrape of a running process does."""
+    they are when each slice is made: a scrape taken while verdicts land may mix a few
+    older and newer values, as any scrape of a running process does."""
     field = "last_probe" if family is _LAST else "since"
     name = family.decode()
 
@@ -174,11 +173,11 @@ def _timestamps(family: bytes, channels: Iterable[str],
 
 
 def _up_lines(channels: Mapping[str, Channel], counted: Mapping[str, int],
-              tails: dict[tuple[object, ...], str]) -> bytes:
+              tails: dict[tuple[object, ...], str]) -> Iterator[bytes]:
     """``channel_up``'s lines, formatted at scrape time from the channels and the state index
     each is counted under (0 online, 1 offline, 2 unknown: no line). Kept ready per channel
     they held 26 MB at 100,000 channels, repeating the inventory's own strings; formatting
-    them costs ~1-2 µs a channel, in the scrape's worker thread."""
+    them costs ~1-2 µs a channel."""
     return _encoded(
         f"camwatch_channel_up{{{channel_labels(ch, tails)}}} {1 if idx == 0 else 0}\n"
         for cid, ch in channels.items() if (idx := counted.get(cid, 2)) != 2)
@@ -393,10 +392,11 @@ class MetricsRenderer:
 
     def snapshot(self, accept: str | None = None) -> tuple[list[Part], str]:
         """The exposition as a list of parts to be joined in order (see :func:`join_parts`):
-        cached byte strings, and for the two timestamp families a function that formats them
-        from the book's states. In the format the ``Accept`` header asks for, with its content
-        type. Cheap on the loop: O(channels) reference copies (10-25 ms at 100,000), plus a
-        rebuild after a reload; the formatting is left to whoever joins (a worker thread)."""
+        byte strings, and for the families every channel has (up, the two timestamps) a
+        function that formats them, slice by slice, from the channels and the book's states.
+        In the format the ``Accept`` header asks for, with its content type. Cheap: a few
+        milliseconds on the loop (the few per-channel lines kept, the aggregates), plus a
+        rebuild after a reload; the formatting is left to whoever joins."""
         encoder, content_type = choose_encoder(accept or "")
         openmetrics = content_type.startswith("application/openmetrics-text")
         eng = self.engine
@@ -421,8 +421,8 @@ class MetricsRenderer:
         return parts, content_type
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
-        """:meth:`snapshot`, joined on the calling thread. The HTTP handler joins in a worker
-        thread instead: ``bytes.join`` of tens of MB releases the GIL while it copies."""
+        """:meth:`snapshot`, joined on the calling thread in one go (the HTTP handler formats
+        a slice per turn of the loop instead)."""
         parts, content_type = self.snapshot(accept)
         return join_parts(parts), content_type
 
