@@ -4,7 +4,9 @@
 inventory channel into a probe :class:`Target` (credentials resolved once), and runs a probe
 under the global and per-host concurrency bounds with the overall timeout. The caller owns the
 timeout, as in blackbox_exporter: a probe that overruns is cut and counted as ``timeout``; a
-probe that raises is a camwatch bug and is counted as ``internal``.
+probe that raises is a camwatch bug and is counted as ``internal``. The RTSP probes hold that
+same deadline around their whole exchange and report it with the phase that overran, so the
+runner adds no second timer around them (:data:`SELF_TIMED`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from camwatch.rules.rates import RateRow, Targets, compute_rates, online_rate
 from camwatch.secrets import Secret, split_userinfo
 
 log = structlog.get_logger(__name__)
+
+#: Levels whose probe bounds its whole exchange by ``settings.timeout_s`` itself
+#: (``camwatch.probes.rtsp``): the runner adds no timer of its own around them.
+SELF_TIMED = frozenset({Level.DESCRIBE, Level.STREAM})
 
 GC_THRESHOLD0 = 20_000  # young collections: every this many net new objects, not 700
 
@@ -155,6 +161,14 @@ class ProbeRunner:
     async def _run_one(self, level: Level, target: Target) -> ProbeResult:
         prober = get_prober(level)
         start = time.perf_counter()
+        if level in SELF_TIMED and target.rtsp_url:
+            # The RTSP probe's whole exchange already runs under asyncio.timeout(timeout_s),
+            # whose expiry it reports with the phase: a second timer around it (one libuv
+            # timer made and closed per probe under uvloop, ~5 µs) would never fire first.
+            try:
+                return await prober(target, self.settings)
+            except Exception as exc:  # a probe must not raise: this is our bug
+                return self._internal(level, target, exc, start)
         try:
             # A little grace over the probe's own deadline: probes bound themselves, and
             # this outer cut only fires for one that does not.
@@ -172,10 +186,14 @@ class ProbeRunner:
                                        f"no verdict within {self.settings.timeout_s:g}s",
                                        latency_s=took)
         except Exception as exc:  # a probe must not raise: this is our bug
-            log.error("probe raised", channel=target.channel_id, level=level.value,
-                      error=type(exc).__name__)
-            return ProbeResult.failure(level.value, Reason.INTERNAL, type(exc).__name__,
-                                       latency_s=time.perf_counter() - start)
+            return self._internal(level, target, exc, start)
+
+    @staticmethod
+    def _internal(level: Level, target: Target, exc: Exception, start: float) -> ProbeResult:
+        log.error("probe raised", channel=target.channel_id, level=level.value,
+                  error=type(exc).__name__)
+        return ProbeResult.failure(level.value, Reason.INTERNAL, type(exc).__name__,
+                                   latency_s=time.perf_counter() - start)
 
 
 @dataclass(slots=True)

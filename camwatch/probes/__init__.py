@@ -7,8 +7,9 @@ One module per kind (``tcp``, ``rtsp``, ``onvif``), all with the same signature:
 A probe makes exactly one attempt, never retries and never raises for a camera-side failure:
 it returns a :class:`ProbeResult` whose ``reason`` is one of :class:`Reason`. The caller (the
 scheduler or ``camwatch sweep``) owns the overall timeout and wraps every call in
-``asyncio.timeout``; probes additionally bound every read in bytes and time so that a hostile
-device cannot hold memory or a socket.
+``asyncio.timeout``, except the RTSP probes', which run their whole exchange under that same
+deadline themselves (``sweep.SELF_TIMED``: one timer per probe, not two); probes additionally
+bound every read in bytes and time so that a hostile device cannot hold memory or a socket.
 
 ``PROBERS`` maps each :class:`Level` to the function that judges a channel at that level.
 """
