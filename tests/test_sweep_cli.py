@@ -111,3 +111,21 @@ def test_unresolved_credential_no_channel_uses_is_only_a_warning(
     err = capsys.readouterr().err
     assert "$.credentials.default: cannot read secret file" in err
     assert "(used by 1 connected channel)" in err
+
+
+@pytest.mark.parametrize(("hosts", "want"), [
+    ("", ""),
+    ("aaa", "a1 a2 a3"),
+    ("aab", "a1 b3 a2"),  # every device's first channel, then every second one
+    ("abab", "a1 b2 a3 b4"),
+    ("aaaabc", "a1 b5 c6 a2 a3 a4"),  # an NVR's channels do not go first in a block
+    ("cbacba", "c1 b2 a3 c4 b5 a6"),  # inventory order within a turn
+])
+def test_sweep_order_takes_turns_by_device(hosts: str, want: str) -> None:
+    """The sweep's workers take channels in this order: with devices taking turns, a worker
+    rarely waits on a device's per-host bound while others have channels left."""
+    from camwatch.inventory import Channel
+    from camwatch.sweep import by_turns
+
+    channels = [Channel(id=f"{h}{i}", host=h) for i, h in enumerate(hosts, 1)]
+    assert " ".join(ch.id for ch in by_turns(channels)) == want
