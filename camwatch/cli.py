@@ -9,7 +9,7 @@ import gc
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from camwatch import __version__
@@ -63,8 +63,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from camwatch.engine import _tune_gc  # imported with the parser already (daemon)
     from camwatch.probes.result import Level
+    from camwatch.sweep import tune_gc
 
     cfg, inv = _load(args.config)
     if args.level:
@@ -75,7 +75,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     # collections that found nothing, ~0.5 s of a 10,000-channel sweep's ~5 CPU s); put
     # back after, for callers of main() in a longer-lived process.
     threshold = gc.get_threshold()
-    _tune_gc(full=False)
+    tune_gc(full=False)
     try:
         return _sweep_and_print(args, cfg, inv)
     finally:
@@ -313,7 +313,12 @@ def _config_option(p: argparse.ArgumentParser) -> None:
                    help="camwatch's YAML config (start from config.example.yaml)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with ``command`` given, only that subcommand's arguments
+    filled in: every subcommand is still listed with its summary (``camwatch --help`` reads
+    only those), but the modules that add the others' arguments are not imported. Filling
+    them all imports aiohttp, the daemon, the simulator, numpy and the reports, ~0.7 CPU s
+    before ``camwatch sweep`` or ``check-config`` does anything (bench/bench_sweep.py)."""
     p = argparse.ArgumentParser(prog="camwatch", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"camwatch {__version__}",
@@ -325,12 +330,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON log lines even on a terminal (default: JSON when not a terminal)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    for name, summary, fill in COMMANDS:
+        parser = _command(sub, name, summary)
+        if command is None or command == name:
+            fill(parser)
+    return p
 
-    c = _command(sub, "check-config", "validate the config and inventory, print a summary")
+
+def _fill_check_config(c: argparse.ArgumentParser) -> None:
     _config_option(c)
     c.set_defaults(func=cmd_check_config)
 
-    s = _command(sub, "sweep", "probe every channel once now and print the rates")
+
+def _fill_sweep(s: argparse.ArgumentParser) -> None:
     _config_option(s)
     s.add_argument("--json", action="store_true",
                    help="one JSON object on stdout (channels, rates, summary) instead of tables")
@@ -338,14 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what counts as online for this sweep (default: probing.level)")
     s.set_defaults(func=cmd_sweep)
 
-    r = _command(sub, "run", "run the daemon (probes, states, alerts, /metrics, the API)")
+
+def _fill_run(r: argparse.ArgumentParser) -> None:
     _config_option(r)
     r.add_argument("--listen", metavar="HOST:PORT",
                    help="override http.listen, e.g. 127.0.0.1:0 for a free port")
     r.add_argument("--allow-root", action="store_true", help="run even as root (not advised)")
     r.set_defaults(func=cmd_run)
 
-    st = _command(sub, "status", "summary of the running daemon, from its API")
+
+def _fill_status(st: argparse.ArgumentParser) -> None:
     st.add_argument("-c", "--config", metavar="CONFIG",
                     help="the daemon's config (for its address and auth)")
     st.add_argument("--url", help=f"the daemon's base URL (default: from the config's "
@@ -356,8 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "owners, heartbeats, takeovers")
     st.set_defaults(func=cmd_status)
 
-    rl = _command(sub, "reload", "make the running daemon re-read its config and inventory, "
-                                 "and say how it went")
+
+def _fill_reload(rl: argparse.ArgumentParser) -> None:
     rl.add_argument("-c", "--config", metavar="CONFIG",
                     help="the daemon's config (for its address and auth)")
     rl.add_argument("--url", help=f"the daemon's base URL (default: from the config's "
@@ -367,51 +381,99 @@ def build_parser() -> argparse.ArgumentParser:
                          "channels (refused otherwise)")
     rl.set_defaults(func=cmd_reload)
 
-    from camwatch.repairs import api as repairs_api
 
-    tk = _command(sub, "ticket", "repair tickets (维修工单) of the running daemon: list, show, "
-                                 "ack, done, note")
+def _fill_ticket(tk: argparse.ArgumentParser) -> None:
+    from camwatch.repairs import api as repairs_api  # aiohttp
+
     repairs_api.add_arguments(tk, DEFAULT_LISTEN)
     tk.set_defaults(func=repairs_api.cmd_ticket)
 
-    from camwatch import demo
-    from camwatch.sim import cli as sim_cli
 
-    d = _command(sub, "demo", "the embedded default: a simulated county on loopback watched "
-                              "by the daemon, no config needed")
+def _fill_demo(d: argparse.ArgumentParser) -> None:
+    from camwatch import demo  # the daemon and the simulator
+
     demo.add_arguments(d)
     d.set_defaults(func=lambda a: int(_run_async(demo.run(a))))
-    sm = _command(sub, "simulate", "serve a simulated camera fleet on loopback, with a "
-                                   "control API")
+
+
+def _fill_simulate(sm: argparse.ArgumentParser) -> None:
+    from camwatch.sim import cli as sim_cli
+
     sim_cli.add_arguments(sm)
     sm.set_defaults(func=lambda a: int(_run_async(sim_cli.run(a))))
 
+
+def _fill_diagnose(dg: argparse.ArgumentParser) -> None:
     from camwatch.quality import cli as quality_cli
 
-    dg = _command(sub, "diagnose", "sample channels' pictures now and print the quality "
-                                   "verdicts (视频质量诊断)")
     quality_cli.add_arguments(dg)
     dg.set_defaults(func=cmd_diagnose)
 
+
+def _fill_report(rp: argparse.ArgumentParser) -> None:
     from camwatch.reports import cli as report_cli
 
-    rp = _command(sub, "report", "write the monthly bulletin (月度通报) from the store")
     report_cli.add_report_arguments(rp)
     rp.set_defaults(func=report_cli.cmd_report)
-    ex = _command(sub, "exempt", "exempt channels for a period (报备): add, list, remove")
+
+
+def _fill_exempt(ex: argparse.ArgumentParser) -> None:
+    from camwatch.reports import cli as report_cli
+
     report_cli.add_exempt_arguments(ex)
     ex.set_defaults(func=report_cli.cmd_exempt)
 
+
+def _fill_store(sg: argparse.ArgumentParser) -> None:
     from camwatch.store import cli as store_cli
 
-    sg = _command(sub, "store", "the store's own commands: migrate SQLite to PostgreSQL")
     store_cli.add_arguments(sg)
-    return p
+
+
+#: Every subcommand, in ``camwatch --help``'s order: name, one-line summary, and what adds its
+#: arguments (and imports its modules) when it is the one chosen.
+COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
+    ("check-config", "validate the config and inventory, print a summary", _fill_check_config),
+    ("sweep", "probe every channel once now and print the rates", _fill_sweep),
+    ("run", "run the daemon (probes, states, alerts, /metrics, the API)", _fill_run),
+    ("status", "summary of the running daemon, from its API", _fill_status),
+    ("reload", "make the running daemon re-read its config and inventory, and say how it went",
+     _fill_reload),
+    ("ticket", "repair tickets (维修工单) of the running daemon: list, show, ack, done, note",
+     _fill_ticket),
+    ("demo", "the embedded default: a simulated county on loopback watched by the daemon, "
+             "no config needed", _fill_demo),
+    ("simulate", "serve a simulated camera fleet on loopback, with a control API",
+     _fill_simulate),
+    ("diagnose", "sample channels' pictures now and print the quality verdicts (视频质量诊断)",
+     _fill_diagnose),
+    ("report", "write the monthly bulletin (月度通报) from the store", _fill_report),
+    ("exempt", "exempt channels for a period (报备): add, list, remove", _fill_exempt),
+    ("store", "the store's own commands: migrate SQLite to PostgreSQL", _fill_store),
+]
+
+
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names, if it names one: the first argument that is neither a
+    global option nor ``--log-level``'s value. None for ``camwatch --help``, ``--version``,
+    a missing or unknown command: those get the whole parser."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--log-level":
+            skip = True
+        elif not arg.startswith("-"):
+            return arg if any(arg == name for name, _, _ in COMMANDS) else None
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = chosen_command(argv)
+    args = build_parser(command).parse_args(argv)
+    if command is not None and args.command != command:  # pragma: no cover - a guess gone
+        args = build_parser().parse_args(argv)  # wrong: parse again with every command filled
     configure(args.log_level, json=args.log_json)
     try:
         rc = int(args.func(args))

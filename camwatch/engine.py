@@ -46,7 +46,7 @@ from camwatch.rules.rates import RateRow
 from camwatch.scheduler import MAIN, Schedule, Scheduler, plan_schedule
 from camwatch.store.base import QualityChange, QualityState, Store
 from camwatch.store.writer import StoreWriter
-from camwatch.sweep import make_target, resolve_credentials
+from camwatch.sweep import make_target, resolve_credentials, tune_gc
 
 if TYPE_CHECKING:
     from camwatch.gb28181.service import GbService
@@ -56,34 +56,8 @@ log = structlog.get_logger(__name__)
 FULL_FLUSH_EVERY_S = 300.0  # every state row, timestamps included (see ChannelBook._durable)
 FULL_FLUSH_SLICE = 5_000  # states copied per turn of the loop in a full flush
 MASS_LOG = 5  # channels of one township offline within a second: logged as one line
-GC_THRESHOLD0 = 20_000
 LEVEL_SOURCE = {Level.TCP: Source.TCP, Level.ONVIF: Source.ONVIF,
                 Level.DESCRIBE: Source.DESCRIBE, Level.STREAM: Source.STREAM}
-
-
-def _tune_gc(full: bool = True) -> None:
-    """Keep the cyclic collector off the probe path (bench/bench_engine.py: it took a fifth
-    to a third of the CPU of a 100,000-channel sweep).
-
-    * What lives as long as the engine (inventory, targets, states, config) is frozen out of
-      its sight, so full collections stop re-scanning objects that cannot be garbage.
-      Unfreezing first lets this collection reclaim cycles frozen at the previous (re)load
-      that died since, so reloads do not pile anything up.
-    * The youngest generation is collected after 20,000 net new objects rather than 700:
-      a thousand probes in flight, each holding a few dozen objects for a few milliseconds,
-      otherwise trigger a collection every few probes that finds nothing.
-
-    After a reload (``full=False``) the new inventory is only frozen: a full collection of a
-    100,000-channel heap holds the GIL for seconds, the stall a reload must not cause. The
-    old inventory, frozen before, is still freed by reference counting (it holds no cycles).
-    """
-    if full:
-        gc.unfreeze()
-        gc.collect()
-    gc.freeze()
-    t0, t1, t2 = gc.get_threshold()
-    if t0:  # 0: collection disabled by whoever owns the process; leave it so
-        gc.set_threshold(max(t0, GC_THRESHOLD0), t1, t2)
 
 
 def _c_malloc_trim() -> Callable[[int], int] | None:
@@ -146,7 +120,7 @@ def no_full_collection() -> Iterator[None]:
     """Around a reload: young collections go on (they are cheap), full ones wait. A full
     collection while a worker thread builds the new inventory would scan its million objects,
     holding the GIL (and so the event loop) for ~0.4 s at 100,000 channels; after the swap
-    the new inventory is frozen out of the collector's sight (:func:`_tune_gc`)."""
+    the new inventory is frozen out of the collector's sight (:func:`tune_gc`)."""
     a, b, t2 = gc.get_threshold()
     gc.set_threshold(a, b, max(t2, 1_000_000))
     try:
@@ -287,7 +261,7 @@ class Engine:
         self.repairs.swap(plan.channels, alerts.groups, alerts.key_of, alerts.levels)
         if forgotten := (self.forget(gone) if gone else gone):
             self.writer.submit(lambda s: s.delete_states(forgotten))  # retried at the next swap
-        _tune_gc(full=self._first_apply)
+        tune_gc(full=self._first_apply)
         self._first_apply = False
         return gone
 

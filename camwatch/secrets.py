@@ -7,6 +7,7 @@ calls :meth:`Secret.reveal` at the last moment (building an auth header).
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import re
 from pathlib import Path
@@ -62,6 +63,8 @@ def split_userinfo(url: str) -> tuple[str, str | None, Secret | None]:
     """Split ``rtsp://user:pass@host/path`` into the URL without userinfo, the user and the
     password. Real spreadsheets carry credentials inline; we accept them and keep them apart.
     A URL that does not parse (a device's garbage) loses its userinfo by text, and gives none."""
+    if "@" not in url:  # no userinfo to split: what both ways below would answer, without
+        return url, None, None  # urlsplit (its cache holds 128 URLs; a sweep has 10,000+)
     try:
         parts = urlsplit(url)
         if parts.username is None and parts.password is None:
@@ -91,9 +94,12 @@ _BASIC = re.compile(r"(?i)\b(basic\s+)[A-Za-z0-9+/._~-]+=*(?![A-Za-z0-9+/._~=\"-
 _USERNAME = re.compile(r'(?i)\b(username\s*=\s*)(?:"(?:[^"\\]|\\.)*"?|[^\s,"]+)')
 
 
+@functools.lru_cache(maxsize=256)
 def credential_forms(username: str | None, password: str | None) -> tuple[str, ...]:
     """The forms in which a device can echo a credential back: the password as is and
-    percent-encoded, and the Basic token of ``username:password``. For :func:`redact_text`."""
+    percent-encoded, and the Basic token of ``username:password``. For :func:`redact_text`.
+    Cached: every successful RTSP probe redacts the camera's Server header with them, and a
+    fleet has few distinct credentials (2.3 µs a call otherwise)."""
     if not password:
         return ()
     forms = [password, quote(password, safe="")]
@@ -105,9 +111,17 @@ def credential_forms(username: str | None, password: str | None) -> tuple[str, .
 def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
     """Remove URL passwords (``scheme://user:pass@``), Basic tokens and Digest usernames (an
     echoed ``Authorization`` header) and any of ``secrets`` from ``text``."""
-    out = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
-    out = _BASIC.sub(lambda m: f"{m[1]}{REDACTED}", out)
-    out = _USERNAME.sub(lambda m: f'{m[1]}"{REDACTED}"', out)
+    # Each pattern runs only where its literal part is (4 µs for the three on a camera's
+    # Server header, run on every successful probe). Their (?i) also folds a few non-ASCII
+    # letters into ASCII ones (U+017F into "s", U+212A into "k"): such text takes every pattern.
+    out = text
+    if "://" in out:
+        out = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", out)
+    low = out.lower() if out.isascii() else None
+    if low is None or "basic" in low:
+        out = _BASIC.sub(lambda m: f"{m[1]}{REDACTED}", out)
+    if low is None or "username" in low:
+        out = _USERNAME.sub(lambda m: f'{m[1]}"{REDACTED}"', out)
     for s in secrets:
         if s:
             out = out.replace(s, REDACTED)

@@ -4,12 +4,15 @@
 inventory channel into a probe :class:`Target` (credentials resolved once), and runs a probe
 under the global and per-host concurrency bounds with the overall timeout. The caller owns the
 timeout, as in blackbox_exporter: a probe that overruns is cut and counted as ``timeout``; a
-probe that raises is a camwatch bug and is counted as ``internal``.
+probe that raises is a camwatch bug and is counted as ``internal``. The RTSP probes hold that
+same deadline around their whole exchange and report it with the phase that overran, so the
+runner adds no second timer around them (:data:`SELF_TIMED`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -27,6 +30,37 @@ from camwatch.rules.rates import RateRow, Targets, compute_rates, online_rate
 from camwatch.secrets import Secret, split_userinfo
 
 log = structlog.get_logger(__name__)
+
+#: Levels whose probe bounds its whole exchange by ``settings.timeout_s`` itself
+#: (``camwatch.probes.rtsp``): the runner adds no timer of its own around them.
+SELF_TIMED = frozenset({Level.DESCRIBE, Level.STREAM})
+
+GC_THRESHOLD0 = 20_000  # young collections: every this many net new objects, not 700
+
+
+def tune_gc(full: bool = True) -> None:
+    """Keep the cyclic collector off the probe path (bench/bench_engine.py: it took a fifth
+    to a third of the CPU of a 100,000-channel sweep).
+
+    * What lives as long as the engine (inventory, targets, states, config) is frozen out of
+      its sight, so full collections stop re-scanning objects that cannot be garbage.
+      Unfreezing first lets this collection reclaim cycles frozen at the previous (re)load
+      that died since, so reloads do not pile anything up.
+    * The youngest generation is collected after 20,000 net new objects rather than 700:
+      a thousand probes in flight, each holding a few dozen objects for a few milliseconds,
+      otherwise trigger a collection every few probes that finds nothing.
+
+    After a reload (``full=False``) the new inventory is only frozen: a full collection of a
+    100,000-channel heap holds the GIL for seconds, the stall a reload must not cause. The
+    old inventory, frozen before, is still freed by reference counting (it holds no cycles).
+    """
+    if full:
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
+    t0, t1, t2 = gc.get_threshold()
+    if t0:  # 0: collection disabled by whoever owns the process; leave it so
+        gc.set_threshold(max(t0, GC_THRESHOLD0), t1, t2)
 
 
 def probe_settings(cfg: Config) -> ProbeSettings:
@@ -127,6 +161,14 @@ class ProbeRunner:
     async def _run_one(self, level: Level, target: Target) -> ProbeResult:
         prober = get_prober(level)
         start = time.perf_counter()
+        if level in SELF_TIMED and target.rtsp_url:
+            # The RTSP probe's whole exchange already runs under asyncio.timeout(timeout_s),
+            # whose expiry it reports with the phase: a second timer around it (one libuv
+            # timer made and closed per probe under uvloop, ~5 µs) would never fire first.
+            try:
+                return await prober(target, self.settings)
+            except Exception as exc:  # a probe must not raise: this is our bug
+                return self._internal(level, target, exc, start)
         try:
             # A little grace over the probe's own deadline: probes bound themselves, and
             # this outer cut only fires for one that does not.
@@ -144,10 +186,14 @@ class ProbeRunner:
                                        f"no verdict within {self.settings.timeout_s:g}s",
                                        latency_s=took)
         except Exception as exc:  # a probe must not raise: this is our bug
-            log.error("probe raised", channel=target.channel_id, level=level.value,
-                      error=type(exc).__name__)
-            return ProbeResult.failure(level.value, Reason.INTERNAL, type(exc).__name__,
-                                       latency_s=time.perf_counter() - start)
+            return self._internal(level, target, exc, start)
+
+    @staticmethod
+    def _internal(level: Level, target: Target, exc: Exception, start: float) -> ProbeResult:
+        log.error("probe raised", channel=target.channel_id, level=level.value,
+                  error=type(exc).__name__)
+        return ProbeResult.failure(level.value, Reason.INTERNAL, type(exc).__name__,
+                                   latency_s=time.perf_counter() - start)
 
 
 @dataclass(slots=True)
@@ -157,27 +203,46 @@ class SweepResult:
     rates: list[RateRow] = field(default_factory=list)
 
 
+def by_turns(channels: list[Channel]) -> list[Channel]:
+    """``channels`` taking turns by device: every device's first channel (in inventory order),
+    then every device's second, and so on, so that probes in flight spread over devices."""
+    seen: Counter[str] = Counter()
+    keyed = []
+    for ch in channels:
+        keyed.append((seen[ch.host], ch))
+        seen[ch.host] += 1
+    keyed.sort(key=lambda kc: kc[0])  # stable: inventory order within a turn
+    return [ch for _, ch in keyed]
+
+
 async def sweep_once(cfg: Config, inventory: Inventory,
                      progress: Callable[[int, int], None] | None = None) -> SweepResult:
     """Probe every connected channel once at the configured level (no hysteresis)."""
     creds = resolve_credentials(cfg, inventory.channels)
     runner = ProbeRunner(probe_settings(cfg), cfg.probing.concurrency,
                          cfg.probing.per_host_concurrency)
-    todo = [ch for ch in inventory.channels if ch.connected]
+    todo = by_turns([ch for ch in inventory.channels if ch.connected])
     results: dict[str, ProbeResult] = {}
     start = time.perf_counter()
     done = 0
+    level = cfg.probing.level
+    queue = iter(todo)  # shared by the workers: each channel is taken once
 
-    async def one(ch: Channel) -> None:
+    # ``concurrency`` workers, not a task per channel parked on the runner's semaphores
+    # (10,000 tasks, ~12 µs each of parking and waking, bench/bench_sweep.py); the per-host
+    # bound still holds in the runner, and by_turns keeps a worker from waiting on it while
+    # other devices have channels left
+    async def worker() -> None:
         nonlocal done
-        results[ch.id] = await runner.run(cfg.probing.level, make_target(ch, creds))
-        done += 1
-        if progress is not None:
-            progress(done, len(todo))
+        for ch in queue:
+            results[ch.id] = await runner.run(level, make_target(ch, creds))
+            done += 1
+            if progress is not None:
+                progress(done, len(todo))
 
     async with asyncio.TaskGroup() as tg:
-        for ch in todo:
-            tg.create_task(one(ch), name=f"probe:{ch.id}")
+        for i in range(min(cfg.probing.concurrency, len(todo))):
+            tg.create_task(worker(), name=f"sweep:{i}")
     duration = time.perf_counter() - start
 
     def state_of(cid: str) -> str:

@@ -77,6 +77,58 @@ def test_help_explains_the_embedded_default() -> None:
     assert "no config" in explained
 
 
+def test_each_command_alone_has_the_same_help_as_in_the_whole_parser() -> None:
+    """``main`` fills in only the chosen subcommand's arguments (the others' modules cost
+    ~0.7 CPU s to import); what each one accepts and prints for ``--help`` is unchanged."""
+    from camwatch.cli import COMMANDS, chosen_command
+
+    whole = {path: parser.format_help() for path, parser, _ in subcommands(build_parser())}
+    for name, _, _ in COMMANDS:
+        alone = {path: parser.format_help()
+                 for path, parser, _ in subcommands(build_parser(name))
+                 if path == f"camwatch {name}" or path.startswith(f"camwatch {name} ")}
+        assert alone == {k: v for k, v in whole.items() if k in alone}, name
+        assert len(alone) == sum(1 for k in whole
+                                 if k == f"camwatch {name}" or k.startswith(f"camwatch {name} "))
+    assert build_parser("sweep").format_help() == build_parser().format_help()
+    # global options before the command, and what is not a command
+    assert chosen_command(["--log-level", "debug", "sweep", "-c", "x"]) == "sweep"
+    assert chosen_command(["--log-json", "--log-level=debug", "run"]) == "run"
+    assert chosen_command(["--help"]) is None and chosen_command(["nonsense"]) is None
+    assert chosen_command(["--log-level", "sweep"]) is None  # the level's value, not a command
+
+
+HEAVY = ("numpy", "aiohttp", "camwatch.daemon", "camwatch.engine", "camwatch.demo",
+         "camwatch.sim", "camwatch.reports", "camwatch.store", "camwatch.quality.sample",
+         "camwatch.repairs.api")
+LOADED = f"""\
+import sys
+from camwatch.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+sys.stdout.flush()
+sys.stderr.write(" ".join(m for m in {HEAVY!r} if m in sys.modules) + "\\n")
+"""
+
+
+def test_sweep_and_check_config_do_not_import_the_daemon_numpy_or_aiohttp(
+        tmp_path: Path) -> None:
+    """``camwatch sweep`` and ``check-config`` import what they use: the daemon, the simulator,
+    the reports, the store, numpy and aiohttp cost ~0.7 CPU s at start-up (bench_sweep.py)."""
+    with FleetThread([Fault.NONE, Fault.AUTH_FAIL]) as fleet:
+        cfg = write_site(tmp_path, [Row(f"rtsp://127.0.0.1:{p}/ch") for p in fleet.ports],
+                         "probing: {timeout: 5s}\n")
+        for args in (["sweep", "--help"], ["check-config", "--help"],
+                     ["check-config", "-c", str(cfg)], ["sweep", "-c", str(cfg), "--json"]):
+            proc = subprocess.run([sys.executable, "-c", LOADED, *args], capture_output=True,
+                                  text=True, cwd=ROOT, env=ENV, timeout=60)
+            assert proc.stderr.splitlines()[-1:] == [""], (args, proc.stderr)
+            assert proc.stdout, args
+    assert '"channels"' in proc.stdout  # the sweep's JSON was written
+
+
 # --- tables -----------------------------------------------------------------------------------
 
 

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from camwatch.config import Config, parse_config
-from camwatch.engine import GC_THRESHOLD0, Engine
+from camwatch.engine import Engine
 from camwatch.inventory import Channel, Inventory
 from camwatch.rules.states import Flaps
 from camwatch.sim.model import Fault, SimChannel, SimDevice
 from camwatch.sim.rtsp_server import start_rtsp_server
 from camwatch.store import open_store
 from camwatch.store.base import Store
+from camwatch.sweep import GC_THRESHOLD0
 
 INTERVAL = 60.0
 

@@ -6,6 +6,8 @@ import json
 
 import pytest
 import structlog
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from camwatch.log import configure
 from camwatch.secrets import credential_forms, redact_text
@@ -29,6 +31,27 @@ B64 = "YWRtaW46czNjcmV0LVB3"  # base64("admin:s3cret-Pw")
 ])
 def test_redact_text(text: str, want: str) -> None:
     assert redact_text(text) == want
+
+
+def _redact_every_pattern(text: str) -> str:
+    """redact_text without its shortcuts: every pattern over the whole text."""
+    from camwatch.secrets import _BASIC, _USERINFO, _USERNAME, REDACTED
+
+    out = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
+    out = _BASIC.sub(lambda m: f"{m[1]}{REDACTED}", out)
+    return _USERNAME.sub(lambda m: f'{m[1]}"{REDACTED}"', out)
+
+
+pieces = st.sampled_from(["Basic ", "BASIC\t", "baſic ", "basiK ", "username=", "USERNAME = ",
+                          '"', "rtsp://", "a:b@", "://", B64, "==", " ", ",", "Server: Hik/2.0"])
+
+
+@given(st.lists(st.one_of(pieces, st.text(max_size=5)), max_size=12).map("".join))
+@example("Hikvision/2.0 RTSP Server")
+@example(f"baſic {B64}")  # (?i) folds U+017F into "s": no ASCII shortcut for such text
+@example(f'uſername="admin" Basic {B64}')
+def test_redact_text_shortcuts_change_nothing(text: str) -> None:
+    assert redact_text(text) == _redact_every_pattern(text)
 
 
 def test_credential_forms_cover_encodings() -> None:

@@ -144,3 +144,75 @@ def test_resolve_control_examples() -> None:
     assert resolve_control(base, None) == base
     assert resolve_control(base, "rtsp://10.0.0.2/x") == "rtsp://10.0.0.2/x"
     assert resolve_control(base, "/other/track") == "rtsp://10.0.0.1/other/track"
+
+
+# --- cheaper ways to the same answers (bench/bench_sweep.py) ------------------------------------
+
+url_pieces = st.sampled_from(["rtsp://", "RTSP://", "rtsps://", "http://", " ", "\t", "\n",
+                              "cam.example", "10.0.0.1", "[::1]", "u:p@", "@", ":", ":554",
+                              ":99999", ":0", "/", "?q", "#f", "%41", "-", ".", "ſ", "K"])
+urls = st.lists(st.one_of(url_pieces, st.text(max_size=4)), max_size=8).map("".join)
+
+
+@given(urls)
+@example("rtsp://127.0.0.1:554/Streaming/Channels/101")
+@example("rtsp://Cam.Example/live")
+@example("rtsp://cam:99999/")
+@example("rtsp://cam:/")
+@example("rtsp://u:p@cam/")
+def test_plain_addr_is_urlsplit_or_leaves_it_to_urlsplit(url: str) -> None:
+    """The probe's hand split of a plain ``rtsp://host[:port]/`` URL gives what urlsplit
+    gives, and gives nothing (urlsplit decides) for every other URL."""
+    from urllib.parse import urlsplit
+
+    from camwatch.probes.rtsp import _plain_addr
+
+    addr = _plain_addr(url)
+    if addr is not None:
+        parts = urlsplit(url)
+        assert parts.scheme.lower() == "rtsp"
+        assert addr == (parts.hostname, parts.port)
+    if url in ("rtsp://127.0.0.1:554/Streaming/Channels/101", "rtsp://Cam.Example/live"):
+        assert addr is not None  # the common case takes the short way
+
+
+def _challenges_by_steps(values: list[str]) -> list[tuple[str, dict[str, str]]]:
+    """parse_challenges as it was written before it used finditer: match at i, else skip one."""
+    import re
+
+    from camwatch.probes.rtsp import _AUTH_ITEM
+
+    out: list[tuple[str, dict[str, str]]] = []
+    for value in values:
+        cur: dict[str, str] | None = None
+        i = 0
+        while i < len(value):
+            m = _AUTH_ITEM.match(value, i)
+            if m is None or m.end() == i:
+                i += 1
+                continue
+            i = m.end()
+            token, val = m.group(1), m.group(2)
+            if val is None:
+                cur = {}
+                out.append((token.lower(), cur))
+            elif cur is not None:
+                if val.startswith('"'):
+                    val = val[1:-1] if len(val) > 1 and val.endswith('"') else val[1:]
+                    val = re.sub(r"\\(.)", r"\1", val)
+                cur[token.lower()] = val.strip()
+    return out
+
+
+challenge_text = st.lists(st.one_of(st.sampled_from(
+    ["Digest ", "Basic ", "realm", "=", '"', "\\", ",", " ", "\t", "nonce", "abc", 'x"y']),
+    st.text(max_size=4)), max_size=20).map("".join)
+
+
+@given(st.lists(challenge_text, max_size=3))
+@example(['Basic realm="IP Camera(12345)"',
+          'Digest realm="IP Camera(12345)", nonce="0a1b", qop="auth", opaque="x", algorithm=MD5'])
+@example(['=Digest =realm="a\\"b", ,,nonce=', '"Basic'])
+def test_challenge_parser_matches_the_step_by_step_scan(values: list[str]) -> None:
+    assert [(c.scheme, c.params) for c in parse_challenges(values)] == \
+        _challenges_by_steps(values)

@@ -111,3 +111,51 @@ def test_unresolved_credential_no_channel_uses_is_only_a_warning(
     err = capsys.readouterr().err
     assert "$.credentials.default: cannot read secret file" in err
     assert "(used by 1 connected channel)" in err
+
+
+@pytest.mark.parametrize(("hosts", "want"), [
+    ("", ""),
+    ("aaa", "a1 a2 a3"),
+    ("aab", "a1 b3 a2"),  # every device's first channel, then every second one
+    ("abab", "a1 b2 a3 b4"),
+    ("aaaabc", "a1 b5 c6 a2 a3 a4"),  # an NVR's channels do not go first in a block
+    ("cbacba", "c1 b2 a3 c4 b5 a6"),  # inventory order within a turn
+])
+def test_sweep_order_takes_turns_by_device(hosts: str, want: str) -> None:
+    """The sweep's workers take channels in this order: with devices taking turns, a worker
+    rarely waits on a device's per-host bound while others have channels left."""
+    from camwatch.inventory import Channel
+    from camwatch.sweep import by_turns
+
+    channels = [Channel(id=f"{h}{i}", host=h) for i, h in enumerate(hosts, 1)]
+    assert " ".join(ch.id for ch in by_turns(channels)) == want
+
+
+async def test_the_runner_reports_a_hung_rtsp_camera_as_the_probe_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner adds no timer around the RTSP probes (they hold the same deadline over
+    their whole exchange): a camera that accepts and never answers is a timeout with the
+    phase it stopped in, and a probe that raises is still an internal error, not a crash."""
+    import socket
+
+    from camwatch.probes import PROBERS, Level, ProbeSettings, Reason, Target
+    from camwatch.sweep import SELF_TIMED, ProbeRunner
+
+    assert Level.DESCRIBE in SELF_TIMED
+    runner = ProbeRunner(ProbeSettings(timeout_s=1.0), 10, 4)
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen()  # the kernel completes the handshake; nobody reads or answers
+        port = hung.getsockname()[1]
+        target = Target("c1", "127.0.0.1", rtsp_url=f"rtsp://127.0.0.1:{port}/ch")
+        r = await runner.run(Level.DESCRIBE, target)
+    assert r.reason is Reason.TIMEOUT and not r.ok
+    assert r.detail == "options not done within 1 s", r.detail
+    assert "connect" in r.phases
+
+    async def broken(target: Target, settings: ProbeSettings) -> object:
+        raise RuntimeError("a camwatch bug")
+
+    monkeypatch.setitem(PROBERS, Level.DESCRIBE, broken)
+    r = await runner.run(Level.DESCRIBE, target)
+    assert r.reason is Reason.INTERNAL and r.detail == "RuntimeError"

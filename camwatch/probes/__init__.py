@@ -7,8 +7,9 @@ One module per kind (``tcp``, ``rtsp``, ``onvif``), all with the same signature:
 A probe makes exactly one attempt, never retries and never raises for a camera-side failure:
 it returns a :class:`ProbeResult` whose ``reason`` is one of :class:`Reason`. The caller (the
 scheduler or ``camwatch sweep``) owns the overall timeout and wraps every call in
-``asyncio.timeout``; probes additionally bound every read in bytes and time so that a hostile
-device cannot hold memory or a socket.
+``asyncio.timeout``, except the RTSP probes', which run their whole exchange under that same
+deadline themselves (``sweep.SELF_TIMED``: one timer per probe, not two); probes additionally
+bound every read in bytes and time so that a hostile device cannot hold memory or a socket.
 
 ``PROBERS`` maps each :class:`Level` to the function that judges a channel at that level.
 """
@@ -61,24 +62,30 @@ class ProbeSettings:
 Prober = Callable[[Target, ProbeSettings], Awaitable[ProbeResult]]
 
 
-def _registry() -> dict[Level, Prober]:
-    import camwatch.probes.onvif as onvif_probe
-    from camwatch.probes import rtsp, tcp
+def _load(level: Level) -> Prober:
+    """Import only the module ``level`` needs: the ONVIF probe brings aiohttp (~0.15 CPU s),
+    which a sweep or a daemon probing RTSP alone does not use."""
+    if level is Level.ONVIF:
+        import camwatch.probes.onvif as onvif_probe
 
-    return {
-        Level.TCP: tcp.probe,
-        Level.ONVIF: onvif_probe.probe,
-        Level.DESCRIBE: rtsp.probe,
-        Level.STREAM: rtsp.probe_stream,
-    }
+        return onvif_probe.probe
+    if level is Level.TCP:
+        from camwatch.probes import tcp
+
+        return tcp.probe
+    from camwatch.probes import rtsp
+
+    return rtsp.probe if level is Level.DESCRIBE else rtsp.probe_stream
 
 
-PROBERS: dict[Level, Prober] = {}
+PROBERS: dict[Level, Prober] = {}  # filled as levels are first asked for
 
 
 def get_prober(level: Level | str) -> Prober:
-    """The probe function for ``level``; ``KeyError`` for an unknown name (config validation
+    """The probe function for ``level``; ``ValueError`` for an unknown name (config validation
     rejects those at load, so this only fires on a programming error)."""
-    if not PROBERS:
-        PROBERS.update(_registry())
-    return PROBERS[Level(level)]
+    level = Level(level)
+    prober = PROBERS.get(level)
+    if prober is None:
+        prober = PROBERS[level] = _load(level)
+    return prober

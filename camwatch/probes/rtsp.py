@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final, cast
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -196,7 +196,7 @@ class ResponseParser:
                 break
             if end > self.max_header_bytes:
                 raise RtspParseError(f"header block over {self.max_header_bytes} bytes")
-            resp, need = self._parse_head(bytes(buf[:end]).decode("latin-1"))
+            resp, need = self._parse_head(buf[:end].decode("latin-1"))
             del buf[: end + sep]
             self._scan = 0
             if need:
@@ -230,7 +230,7 @@ class ResponseParser:
         challenges: list[str] = []
         last = ""
         for line in lines[1:]:
-            line = line.rstrip("\r")
+            # a line's CR goes with strip() below; "\r" alone has no ":" and is skipped
             if not line:
                 continue
             if line[0] in " \t" and last:  # obsolete line folding
@@ -278,14 +278,9 @@ def parse_challenges(values: list[str]) -> list[Challenge]:
     out: list[Challenge] = []
     for value in values:
         cur: Challenge | None = None
-        i, n = 0, len(value)
-        while i < n:
-            m = _AUTH_ITEM.match(value, i)
-            if m is None or m.end() == i:
-                i += 1  # a stray '=' or '"': skip it
-                continue
-            i = m.end()
-            token, val = m.group(1), m.group(2)
+        # finditer searches on from where a match fails: a stray '=' or '"' is skipped
+        for m in _AUTH_ITEM.finditer(value):
+            token, val = m.groups()
             if val is None:
                 cur = Challenge(token.lower(), {})
                 out.append(cur)
@@ -591,6 +586,28 @@ class _Conn(asyncio.Protocol):
             await self._wait()
 
 
+# ``rtsp://`` + a host name or IPv4 address + an optional port, then "/" or nothing
+_PLAIN_NETLOC: Final = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?")
+
+
+def _plain_addr(url: str) -> tuple[str, int | None] | None:
+    """``(host, port)`` of a plain ``rtsp://host[:port]/...`` URL, as ``urlsplit`` would give
+    them (host in lower case, port None when absent); None for anything else (userinfo, IPv6,
+    a query right after the host, blanks, another scheme, a port over 65535), which
+    :meth:`_Probe.connect` leaves to ``urlsplit``. urlsplit costs ~4 µs a URL outside its
+    128-URL cache, and a sweep has one URL per channel (bench/bench_sweep.py)."""
+    if url[:7].lower() != "rtsp://":
+        return None
+    netloc = url[7:].partition("/")[0]
+    if _PLAIN_NETLOC.fullmatch(netloc) is None:
+        return None
+    host, _, port = netloc.partition(":")
+    if not port:
+        return host.lower(), None
+    n = int(port)
+    return (host.lower(), n) if n <= 65535 else None
+
+
 def _no_userinfo(url: str) -> str:
     return split_userinfo(url)[0]
 
@@ -666,12 +683,15 @@ class _Probe:
 
     # -- I/O ----------------------------------------------------------------------------------
 
-    async def connect(self, url: str, parts: SplitResult) -> None:
-        """Connect to ``url``, already split into ``parts`` (the caller needs them too)."""
-        host = parts.hostname
-        if parts.scheme.lower() != "rtsp" or not host:
-            raise _Fail(Reason.PROTOCOL, f"not an rtsp:// URL: {_no_userinfo(url)}")
-        port = parts.port or DEFAULT_PORT
+    async def connect(self, url: str, addr: tuple[str, int | None] | None) -> None:
+        """Connect to ``url``, whose host and port :func:`_plain_addr` may have found."""
+        if addr is None:
+            parts = urlsplit(url)
+            if parts.scheme.lower() != "rtsp" or not parts.hostname:
+                raise _Fail(Reason.PROTOCOL, f"not an rtsp:// URL: {_no_userinfo(url)}")
+            addr = parts.hostname, parts.port
+        host, port = addr
+        port = port or DEFAULT_PORT
         s = self.settings
         conn = _Conn(self.loop, ResponseParser(s.max_header_bytes, s.max_sdp_bytes,
                                                keep_payload=self.collect is not None))
@@ -738,13 +758,13 @@ class _Probe:
 
     async def run(self) -> ProbeResult:
         url = self.url
-        parts = urlsplit(url)
-        self.orig_host = parts.hostname or ""
+        addr = _plain_addr(url)
+        self.orig_host = addr[0] if addr is not None else (urlsplit(url).hostname or "")
         redirects = 0
         while True:
             self.phase = "connect"
             self.phase_t0 = time.perf_counter()
-            await self.connect(url, parts)
+            await self.connect(url, addr)
             if redirects == 0:
                 self.mark("options")
                 resp = await self.request("OPTIONS", url)
@@ -756,7 +776,7 @@ class _Probe:
             if resp.status not in (301, 302, 303, 307):
                 break
             url = self.redirect_target(url, resp, redirects)
-            parts = urlsplit(url)
+            addr = _plain_addr(url)
             redirects += 1
             self.close()
             self.auth = None  # nonces belong to a connection: authenticate afresh after a hop
