@@ -118,9 +118,9 @@ def main() -> None:
 
     uvloop.run = traced_run
     if gc0 := os.environ.get("CAMWATCH_BENCH_GC0"):  # try another young-generation threshold
-        import camwatch.engine
+        import camwatch.sweep
 
-        camwatch.engine.GC_THRESHOLD0 = int(gc0)
+        camwatch.sweep.GC_THRESHOLD0 = int(gc0)
     from camwatch.cli import main as camwatch
 
     sys.argv = ["camwatch", *sys.argv[2:]]

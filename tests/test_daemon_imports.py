@@ -22,6 +22,12 @@ def test_the_daemon_and_its_api_do_not_load_numpy_or_pyav() -> None:
     assert _loaded("import camwatch.daemon, camwatch.http, camwatch.cli") == set()
 
 
+def test_camwatch_run_does_not_load_them_either() -> None:
+    """What ``camwatch run`` imports before the daemon starts: its own parser, the daemon."""
+    assert _loaded("import camwatch.cli as c, camwatch.daemon\n"
+                   "c.build_parser('run').parse_args(['run', '-c', 'x.yaml'])") == set()
+
+
 @pytest.mark.parametrize("module", ["camwatch.quality.decode", "camwatch.quality.sample"])
 def test_the_sampling_modules_do(module: str) -> None:
     """The check above could pass because the names changed: the modules that sample do load
