@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import difflib
+import functools
 import hashlib
 import operator
 import pickle
@@ -380,6 +381,13 @@ def _date(v: object) -> date | None:
         raise _Bad(f"expected a date like 2026-11-23, got {str(v)!r}") from None
 
 
+@functools.lru_cache(maxsize=8192)
+def _one_day(d: date) -> date:
+    """One object per day: 100,000 rows repeat a few hundred install and cloud-connect dates
+    (6 MB of date objects at 100,000 channels, one per cell)."""
+    return d
+
+
 def _coord(v: str, lo: float, hi: float) -> float | None:
     if not v:
         return None
@@ -661,14 +669,17 @@ def _parse_row(get: Any, err: Any, warn: Any, cfg: InventoryConfig,
     if connected and cfg.address_required and not (get("rtsp_url") or get("onvif_url")):
         err("rtsp_url", "a connected channel needs an RTSP or ONVIF address to be probed")
     host = get("host") or _host_of(rtsp or onvif or "")
-    i = sys.intern  # a county's 100,000 rows repeat a few hundred area names
+    # a county's 100,000 rows repeat a few hundred area names, and each device's ONVIF address
+    # once per channel (an NVR's 32-64): one string each (~11 MB at 100,000 channels)
+    i = sys.intern
     return Channel(
         id=cid, name=get("name"), klass=klass, project=i(project),
         county=i(county), county_code=i(county_code or ""), township=i(township),
         township_code=i(township_code or ""), village=i(village),
         village_code=i(village_code or ""), operator=i(operator), installed=bool(installed),
-        installed_date=installed_date, connected=bool(connected), connected_date=connected_date,
-        rtsp_url=rtsp, onvif_url=onvif or "", host=i(host), credentials=i(cred), longitude=lon,
+        installed_date=installed_date and _one_day(installed_date), connected=bool(connected),
+        connected_date=connected_date and _one_day(connected_date),
+        rtsp_url=rtsp, onvif_url=i(onvif or ""), host=i(host), credentials=i(cred), longitude=lon,
         latitude=lat, row=rowno, url_username=user, url_password=password,
     )
 

@@ -405,3 +405,20 @@ def test_yaml_inventory_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
     assert time.perf_counter() - t0 < 5
     msg = str(exc.value)
     assert msg.startswith(f"{path}: line ") and "more than 1,000,000 nodes" in msg
+
+
+def test_values_many_rows_repeat_are_held_once(tmp_path: Path) -> None:
+    """A device's ONVIF address, the area names and the dates repeat over its channels' rows:
+    each is one object however many rows carry it (what 100,000 channels weigh in memory),
+    and equal to what the row says."""
+    header = [*HEADER_CN, "ONVIF地址"]
+    rows = [[*row(n), "http://127.0.1.1:8080/onvif/device_service"] for n in range(1, 41)]
+    inv = load_inventory(InventoryConfig(path=write_csv(tmp_path / "inv.csv", header, rows)))
+    assert len(inv.channels) == 40
+    for attr in ("onvif_url", "township", "village", "installed_date", "connected_date"):
+        values = [getattr(c, attr) for c in inv.channels]
+        assert len({id(v) for v in values}) == 1, attr
+    c = inv.channels[0]
+    assert c.onvif_url == "http://127.0.1.1:8080/onvif/device_service"
+    assert (str(c.installed_date), str(c.connected_date)) == ("2025-03-01", "2025-03-10")
+    assert len({id(c.rtsp_url) for c in inv.channels}) == 40  # each channel's own
