@@ -130,6 +130,8 @@ def main() -> int:
         end = t0 + args.minutes * 60.0
         hup_at, touch_at = t0 + 120.0, t0 + 240.0
         census_at = t0 + 100.0 if args.mem_trace else 0.0
+        rss_between: list[float] = []  # MiB, once a second from t+90 s, 3 s or more after a scrape
+        scraped_at = t0
         steady: tuple[float, float, float] | None = None  # (t, cpu, probes) after sweep 1
         nxt = t0
         last: dict[str, float] = {}
@@ -158,7 +160,10 @@ def main() -> int:
                       f"{cpu:6.1f} s  loop lag now {lag:.3f} s  max {top:.3f} s  "
                       f"reloads {ok:.0f}", flush=True)
                 nxt += 15.0
-            time.sleep(max(0.0, min(nxt, end) - time.monotonic()))
+                scraped_at = time.monotonic()
+            elif now - t0 >= 90.0 and now - scraped_at >= 3.0:
+                rss_between.append(rss_kib(daemon.pid) / 1024)  # away from a scrape's peak
+            time.sleep(max(0.0, min(nxt, end, time.monotonic() + 1.0) - time.monotonic()))
         if daemon.poll() is not None:
             print(f"daemon exited early with {daemon.returncode}; see {work}/daemon.log")
             return 1
@@ -178,6 +183,11 @@ def main() -> int:
         print("  samples above: " + ", ".join(
             f"{le * 1000:g} ms {above}" for le, above in
             lags_above(last, "camwatch_event_loop_lag_seconds") if le >= 0.025))
+        if rss_between:
+            rss_between.sort()
+            mid = rss_between[len(rss_between) // 2]
+            print(f"RSS between scrapes from t+90 s: median {mid:.1f} MiB, max "
+                  f"{rss_between[-1]:.1f} MiB ({len(rss_between)} samples)")
         print(f"RSS at the end {rss_kib(daemon.pid) / 1024:.1f} MiB; daemon CPU {cpu:.1f} s "
               f"over {time.monotonic() - t0:.0f} s")
         if steady is not None:
