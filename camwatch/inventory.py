@@ -19,7 +19,7 @@ import re
 import sys
 import zipfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from pathlib import Path
@@ -407,12 +407,21 @@ def _code(v: str, digits: int, what: str) -> str:
     return v
 
 
+@functools.lru_cache(maxsize=4096)
+def _split_url(v: str) -> tuple[str, str]:
+    """A URL's scheme (lower case) and host name. Cached: a device's ONVIF address repeats
+    over its channels' rows."""
+    parts = urlsplit(v)
+    return parts.scheme.lower(), parts.hostname or ""
+
+
 def _url(v: str, schemes: tuple[str, ...]) -> str:
+    """``v`` when it is a URL of one of ``schemes`` with a host (the host: :func:`_host_of`)."""
     if not v:
         return ""
-    parts = urlsplit(v)
+    scheme, host = _split_url(v)
     spaced = _SPACE.search(v) is not None  # urlsplit drops a line break, the probe would not
-    if spaced or parts.scheme.lower() not in schemes or not parts.hostname:
+    if spaced or scheme not in schemes or not host:
         shown, _, _ = split_userinfo(v) if "@" in v else (v, None, None)
         what = ("a URL without spaces or line breaks" if spaced
                 else f"a URL like {schemes[0]}://host/path")
@@ -421,8 +430,7 @@ def _url(v: str, schemes: tuple[str, ...]) -> str:
 
 
 def _host_of(url: str) -> str:
-    parts = urlsplit(url)
-    return parts.hostname or ""
+    return _split_url(url)[1] if url else ""
 
 
 # --- the loader ---------------------------------------------------------------------------------
@@ -522,7 +530,12 @@ def load_inventory(cfg: InventoryConfig, known_credentials: Iterable[str] = ()) 
     rejected = 0
     blank_run = 0
     for rowno, values in rows:
-        if all(v is None or _text(v) == "" for v in values):
+        try:  # a CSV row is all text: one join answers "blank?" and "control characters?"
+            joined: str | None = "".join(values)  # type: ignore[arg-type]
+        except TypeError:  # a sheet's numbers, dates and empty cells
+            joined = None
+        if (not joined.strip()) if joined is not None else \
+                all(v is None or _text(v) == "" for v in values):
             blank_run += 1
             if blank_run > 10_000:  # a sheet of a million empty rows: stop reading, say so
                 errors.append(Problem(where, f"{row_label} {rowno}",
@@ -546,8 +559,10 @@ def load_inventory(cfg: InventoryConfig, known_credentials: Iterable[str] = ()) 
             _w.append(Problem(where, f"{row_label} {_rowno}, column {shown.get(fld, fld)}",
                                     msg))
 
-        _clean_controls(values, col, warn)
-        ch = _parse_row(_getter(values, col), err, warn, cfg, creds, rowno, has_coordinates)
+        if joined is None or _UNSAFE.search(joined):
+            _clean_controls(values, col, warn)
+        ch = _parse_row(_texts(values, col, joined is not None), _rawer(values, col), err, warn,
+                        cfg, creds, rowno, has_coordinates)
         if ch is not None and not row_errs:
             if ch.id in seen:
                 err("id", f"duplicate id {ch.id!r} (first at {row_label} {seen[ch.id]})")
@@ -584,25 +599,40 @@ def _clean_controls(values: list[object], col: Mapping[str, int], warn: Any) -> 
                       f"(control characters removed)")
 
 
-def _getter(values: list[object], col: Mapping[str, int]) -> Any:
+_NO_TEXT = dict.fromkeys(FIELDS, "")
+
+
+def _texts(values: list[object], col: Mapping[str, int], plain: bool) -> dict[str, str]:
+    """Every field's text in the row ("" for a column the file lacks); ``plain``: the row's
+    values are all text (a CSV row), which only need stripping."""
+    t = _NO_TEXT.copy()
+    n = len(values)
+    for fld, i in col.items():
+        if i < n:
+            v = values[i]
+            t[fld] = v.strip() if plain else _text(v)  # type: ignore[attr-defined]
+    return t
+
+
+def _rawer(values: list[object], col: Mapping[str, int]) -> Callable[[str], object]:
+    """A field's cell as the file holds it (a sheet's number or date), None if absent."""
     n = len(values)
 
-    def get(name: str, raw: bool = False) -> Any:
+    def raw(name: str) -> object:
         i = col.get(name)
-        if i is None or i >= n:
-            return None if raw else ""
-        return values[i] if raw else _text(values[i])
+        return values[i] if i is not None and i < n else None
 
-    return get
+    return raw
 
 
-def _parse_row(get: Any, err: Any, warn: Any, cfg: InventoryConfig,
-               creds: set[str], rowno: int, has_coordinates: bool = True) -> Channel | None:
-    cid = get("id")
+def _parse_row(t: Mapping[str, str], raw: Callable[[str], object], err: Any, warn: Any,
+               cfg: InventoryConfig, creds: set[str], rowno: int,
+               has_coordinates: bool = True) -> Channel | None:
+    cid = t["id"]
     if not cid:
         err("id", "missing id")
         return None
-    raw_id = get("id", raw=True)
+    raw_id = raw("id")
     if isinstance(raw_id, float) and abs(raw_id) >= 1e15:
         # Excel keeps 15 significant digits of a number: a 20-digit code has lost its tail
         err("id", f"the sheet holds this code as a number ({raw_id:.15g}), so its last "
@@ -623,16 +653,16 @@ def _parse_row(get: Any, err: Any, warn: Any, cfg: InventoryConfig,
             err(fld, str(exc))
             return None
 
-    klass = parse("class", _class, get("class"))
-    if klass is None and not get("class"):
+    klass = parse("class", _class, t["class"])
+    if klass is None and not t["class"]:
         warn("class", "class (点位类型) is missing")
-    project_raw = get("project")
+    project_raw = t["project"]
     project = _PROJECT_VALUES.get(project_raw.lower(), project_raw) if project_raw else ""
-    operator_raw = get("operator")
+    operator_raw = t["operator"]
     operator = _OPERATOR_VALUES.get(operator_raw.lower(), operator_raw) if operator_raw else ""
-    installed_date = parse("installed_date", _date, get("installed_date", raw=True))
-    connected_date = parse("connected_date", _date, get("connected_date", raw=True))
-    inst_text, conn_text = get("installed"), get("connected")
+    installed_date = parse("installed_date", _date, raw("installed_date"))
+    connected_date = parse("connected_date", _date, raw("connected_date"))
+    inst_text, conn_text = t["installed"], t["connected"]
     installed = parse("installed", _bool, inst_text, "an install status")
     connected = parse("connected", _bool, conn_text, "a cloud-connect status")
     # A date without a status means the event happened: sheets often fill only the date.
@@ -642,38 +672,38 @@ def _parse_row(get: Any, err: Any, warn: Any, cfg: InventoryConfig,
         connected = True
     if connected and installed is False:
         err("connected", "connected (上云) but not installed (未安装): fix one of the two")
-    county_code = parse("county_code", _code, get("county_code"), 6, "county (GB/T 2260)")
-    township_code = parse("township_code", _code, get("township_code"), 9, "township")
-    village_code = parse("village_code", _code, get("village_code"), 12, "village")
+    county_code = parse("county_code", _code, t["county_code"], 6, "county (GB/T 2260)")
+    township_code = parse("township_code", _code, t["township_code"], 9, "township")
+    village_code = parse("village_code", _code, t["village_code"], 12, "village")
     if county_code and township_code and not township_code.startswith(county_code):
         err("township_code", f"township code {township_code} is not inside county {county_code}")
     if township_code and village_code and not village_code.startswith(township_code):
         err("village_code", f"village code {village_code} is not inside township {township_code}")
-    county, township, village = get("county"), get("township"), get("village")
+    county, township, village = t["county"], t["township"], t["village"]
     if not (county or county_code):
         warn("county", "county (区县) is missing")
     if not (township or township_code):
         warn("township", "township (乡镇) is missing")
-    rtsp_raw = parse("rtsp_url", _url, get("rtsp_url"), ("rtsp", "rtsps"))
-    onvif = parse("onvif_url", _url, get("onvif_url"), ("http", "https"))
+    rtsp_raw = parse("rtsp_url", _url, t["rtsp_url"], ("rtsp", "rtsps"))
+    onvif = parse("onvif_url", _url, t["onvif_url"], ("http", "https"))
     rtsp, user, password = split_userinfo(rtsp_raw) if rtsp_raw else ("", None, None)
-    lon = parse("longitude", _coord, get("longitude"), -180.0, 180.0)
-    lat = parse("latitude", _coord, get("latitude"), -90.0, 90.0)
-    if (has_coordinates and lon is None and lat is None and not get("longitude")
-            and not get("latitude")):
+    lon = parse("longitude", _coord, t["longitude"], -180.0, 180.0)
+    lat = parse("latitude", _coord, t["latitude"], -90.0, 90.0)
+    if (has_coordinates and lon is None and lat is None and not t["longitude"]
+            and not t["latitude"]):
         warn("longitude", "coordinates (经度/纬度) are missing")
-    cred = get("credentials") or cfg.default_credentials
-    if get("credentials") and creds and cred not in creds:
+    cred = t["credentials"] or cfg.default_credentials
+    if t["credentials"] and creds and cred not in creds:
         err("credentials", f"expected one of the configured credentials "
                            f"({', '.join(sorted(creds))}), got {cred!r}")
-    if connected and cfg.address_required and not (get("rtsp_url") or get("onvif_url")):
+    if connected and cfg.address_required and not (t["rtsp_url"] or t["onvif_url"]):
         err("rtsp_url", "a connected channel needs an RTSP or ONVIF address to be probed")
-    host = get("host") or _host_of(rtsp or onvif or "")
+    host = t["host"] or _host_of(rtsp_raw or onvif or "")
     # a county's 100,000 rows repeat a few hundred area names, and each device's ONVIF address
     # once per channel (an NVR's 32-64): one string each (~11 MB at 100,000 channels)
     i = sys.intern
     return Channel(
-        id=cid, name=get("name"), klass=klass, project=i(project),
+        id=cid, name=t["name"], klass=klass, project=i(project),
         county=i(county), county_code=i(county_code or ""), township=i(township),
         township_code=i(township_code or ""), village=i(village),
         village_code=i(village_code or ""), operator=i(operator), installed=bool(installed),
