@@ -34,10 +34,14 @@ KIND = "keyframe"
 SECOND_FRAME_SHARE = 0.85
 # While no keyframe is being received, the socket is read at most this often (reading paused
 # in between, the kernel buffers what comes): a 4 Mbit/s stream arrives in 25-40 reads a
-# second otherwise, and each read costs ~100 µs of CPU beyond its packets (an event-loop
-# turn with cold caches), most of the fetch's CPU. 50 KB a turn at 4 Mbit/s fits any socket
-# buffer; a keyframe's burst is read as it comes (no pause while one is in progress).
-READ_EVERY_S = 0.1
+# second otherwise, and each read costs ~100-300 µs of CPU beyond its packets (an event-loop
+# turn with cold caches), most of the fetch's CPU. Two keyframes of the 1080p bench stream:
+# 23-27 ms of CPU read as it comes, 15-16 ms every 0.1 s, 10-12 ms every 0.2 s (the wall time
+# 0.1 s longer). 0.2 s of a 4-8 Mbit/s stream is 100-200 KB, within what Linux's receive
+# buffer autotuning gives a reader that drains it; beyond that the camera waits a moment, as
+# over any slow link. A keyframe's burst is read as it comes (no pause while one is in
+# progress).
+READ_EVERY_S = 0.2
 
 
 @dataclass(slots=True)
