@@ -40,8 +40,11 @@ SECOND_FRAME_SHARE = 0.85
 # 0.1 s longer). 0.2 s of a 4-8 Mbit/s stream is 100-200 KB, within what Linux's receive
 # buffer autotuning gives a reader that drains it; beyond that the camera waits a moment, as
 # over any slow link. A keyframe's burst is read as it comes (no pause while one is in
-# progress).
+# progress), and so is a stream faster than that: reading pauses only after a read that
+# emptied the socket, one shorter than DRAINED (asyncio reads up to 256 KiB at a time, uvloop
+# 250 KB; pausing after any read would cap the rate at one read per pause, ~10 Mbit/s).
 READ_EVERY_S = 0.2
+DRAINED = 128 * 1024
 
 
 @dataclass(slots=True)
@@ -88,14 +91,17 @@ class _KeyframeProbe(_rtsp._Probe):
                 conn.transport.resume_reading()
 
         def on_rtp(packet: bytes) -> None:
-            nonlocal paused
             if len(self.frames) >= self.count:
                 return
             kf = asm.feed(packet)
             if kf is not None:
                 self.frames.append(kf)
                 self.arrived.append(time.monotonic())
-            elif paused is None and not asm.receiving_keyframe and conn.transport is not None:
+
+        def after_read(size: int) -> None:
+            nonlocal paused
+            if (paused is None and size < DRAINED and len(self.frames) < self.count
+                    and not asm.receiving_keyframe and conn.transport is not None):
                 conn.transport.pause_reading()
                 paused = loop.call_later(READ_EVERY_S, resume)
 
@@ -104,6 +110,7 @@ class _KeyframeProbe(_rtsp._Probe):
         for packet in early:
             on_rtp(packet)
         conn.on_rtp = on_rtp
+        conn.after_read = after_read
         self.mark("keyframe")
         await conn.until(lambda: len(self.frames) >= 1)
         if self.count > 1:
@@ -116,7 +123,7 @@ class _KeyframeProbe(_rtsp._Probe):
                         await conn.until(lambda: len(self.frames) >= self.count)
                 except TimeoutError:
                     pass  # one picture is still a sample
-        conn.on_rtp = None
+        conn.on_rtp = conn.after_read = None
         if paused is not None:
             paused.cancel()
             resume()

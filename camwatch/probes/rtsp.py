@@ -511,6 +511,9 @@ class _Conn(asyncio.Protocol):
         # given each RTP payload of the video channel (the keyframe fetch); what it raises
         # ends the connection as a parse error would
         self.on_rtp: Callable[[bytes], None] | None = None
+        # given the size of each read, after its RTP has gone to on_rtp (the keyframe fetch
+        # paces its reading by it)
+        self.after_read: Callable[[int], None] | None = None
         # payloads kept before on_rtp is set (cameras send RTP before PLAY's reply), bounded
         self.early: list[bytes] | None = [] if parser.keeps_payload else None
 
@@ -546,6 +549,8 @@ class _Conn(asyncio.Protocol):
                             self.transport.abort()
                         self._wake()
                         return
+        if self.after_read is not None:
+            self.after_read(len(data))
         if events and (self.wanted is None or self.replies or self.wanted()):
             self._wake()
 
