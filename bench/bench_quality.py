@@ -31,8 +31,8 @@ import av
 from camwatch.probes import ProbeSettings, Target
 from camwatch.probes.keyframe import fetch_keyframes
 from camwatch.quality.checks import diagnose, thumbnail
-from camwatch.quality.decode import decode, jpeg
-from camwatch.quality.sample import SampleSettings, _half, _process
+from camwatch.quality.decode import decode, thumbnail_jpeg
+from camwatch.quality.sample import SampleSettings, _process
 from tests import quality_images as qi
 from tests.rtp_packetize import Packetizer
 
@@ -137,7 +137,7 @@ async def bench(port: int, name: str, n: int, count: int = 2) -> dict[str, float
         c1 = time.process_time()
         diagnose(pic.frame, settings.thresholds, previous=pic.frame, reference=ref)
         c2 = time.process_time()
-        jpeg(_half(pic.frame.rgb), settings.jpeg_qscale)
+        thumbnail_jpeg(pic, settings.jpeg_qscale)
         c3 = time.process_time()
         for k, v in zip(split, (c1 - c0, c2 - c1, c3 - c2), strict=True):
             split[k].append(v)

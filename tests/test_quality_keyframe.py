@@ -75,6 +75,19 @@ def _endless_fu() -> Iterator[bytes]:
         yield _rtp(seq, bytes([0x7C, 0x05]) + b"\x22" * 1200)
 
 
+def _fast_gop() -> Iterator[bytes]:
+    """Keyframes with ~6 MB of P-frames between them, sent as fast as they are read."""
+    pk = Packetizer("H264")
+    p_frame = b"\x00\x00\x00\x01\x41" + b"\x11" * 60_000
+    i = 0
+    while True:
+        yield from pk.access_unit(H264[0], 9000 * i)
+        for _ in range(100):
+            i += 1
+            yield from pk.access_unit(p_frame, 9000 * i)
+        i += 1
+
+
 def _silent() -> Iterator[bytes]:
     return iter(())
 
@@ -82,6 +95,7 @@ def _silent() -> Iterator[bytes]:
 SCENARIOS = {"good": ("H264", _good), "corrupt": ("H264", _corrupt),
              "garbage": ("H264", _garbage), "p_only": ("H264", _p_slices),
              "endless_fu": ("H264", _endless_fu), "silent": ("H264", _silent),
+             "fast_gop": ("H264", _fast_gop),
              "mjpeg": ("JPEG", _silent)}
 
 
@@ -107,7 +121,7 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 extra = "Session: 1234\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n"
             writer.write(f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\n{extra}\r\n".encode() + body)
             if method == "PLAY":
-                streaming = asyncio.ensure_future(_stream(writer, gen()))
+                streaming = asyncio.ensure_future(_stream(writer, gen(), name != "fast_gop"))
             if method == "TEARDOWN":
                 break
     except (asyncio.IncompleteReadError, ConnectionError):
@@ -119,7 +133,8 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         writer.close()
 
 
-async def _stream(writer: asyncio.StreamWriter, packets: Iterator[bytes]) -> None:
+async def _stream(writer: asyncio.StreamWriter, packets: Iterator[bytes], paced: bool = True
+                  ) -> None:
     n = 0
     try:
         for p in packets:
@@ -127,7 +142,8 @@ async def _stream(writer: asyncio.StreamWriter, packets: Iterator[bytes]) -> Non
             n += 1
             if n % 20 == 0:
                 await writer.drain()
-                await asyncio.sleep(0.01)  # a camera's pace, roughly: 2,000 packets a second
+                if paced:  # a camera's pace, roughly: 2,000 packets a second
+                    await asyncio.sleep(0.01)
     except ConnectionError:
         pass
 
@@ -145,6 +161,15 @@ def target(port: int, name: str) -> Target:
 
 
 FAST = ProbeSettings(timeout_s=3.0)
+
+
+async def test_a_fast_stream_is_read_as_fast_as_it_comes(server: int) -> None:
+    """Between keyframes the socket is read every READ_EVERY_S, but only once a read has
+    drained it: ~6 MB of P-frames between two keyframes, sent as fast as they are read, still
+    give both keyframes well within the timeout (one read per pause would take ~5 s)."""
+    f = await fetch_keyframes(target(server, "fast_gop"), FAST, count=2, max_bytes=64 << 20)
+    assert f.result.ok, f.result.detail
+    assert len(f.keyframes) == 2
 
 
 async def test_good_stream_gives_two_keyframes(server: int) -> None:

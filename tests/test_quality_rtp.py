@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from camwatch.probes.rtp import KeyframeAssembler, RtpError, sprop_parameter_sets
-from camwatch.quality.decode import DecodeError, decode
+from camwatch.quality.checks import Thresholds, frozen, to_grey
+from camwatch.quality.decode import DecodeError, decode, decode_grey, thumbnail_jpeg
 from tests import quality_images as qi
 from tests.rtp_packetize import Packetizer, encode, nal_units
 
@@ -39,6 +40,25 @@ def test_keyframes_come_out_and_decode(stream: tuple[str, list[bytes]]) -> None:
     # the decoded picture is the scene (H.264/H.265 at ultrafast: within a few levels)
     err = np.abs(pic.frame.rgb.astype(int) - SCENE[0].astype(int)).mean()
     assert err < 12, err
+
+
+def test_second_picture_is_its_luma_made_as_the_first_ones(
+        stream: tuple[str, list[bytes]]) -> None:
+    """The freeze check compares the first picture's grey with the second keyframe's luma
+    (decoded without in-loop filters): one keyframe decoded both ways must read as frozen,
+    and the luma is the picture's (within the 1-2 levels swscale's gray differs from the
+    BT.601 sum over RGB)."""
+    codec, packets = stream
+    asm = KeyframeAssembler(codec, 10_000_000)
+    kfs = [kf for p in packets if (kf := asm.feed(p)) is not None]
+    pic = decode(kfs[0], 320)
+    grey = decode_grey(kfs[0], 320)
+    assert grey.shape == pic.frame.grey.shape == (180, 320)
+    assert frozen(pic.frame.grey, grey) < Thresholds().frozen / 3  # 0-0.04 (mixed paths: 1.8)
+    assert frozen(pic.frame.grey, decode_grey(kfs[1], 320)) > Thresholds().frozen  # it moved
+    assert np.abs(grey - to_grey(pic.frame.rgb)).mean() < 3
+    jpg = thumbnail_jpeg(pic)
+    assert jpg[:2] == b"\xff\xd8" and jpg[-2:] == b"\xff\xd9"
 
 
 def test_parameter_sets_from_sdp_only(stream: tuple[str, list[bytes]]) -> None:
@@ -133,5 +153,7 @@ def test_corrupt_h264_keyframe_is_a_decode_error() -> None:
     data = b"".join(b"\x00\x00\x00\x01" + n for n in [*params, bytes(bad)])
     with pytest.raises(DecodeError, match="does not decode"):
         decode(Keyframe("H264", data, 0, len(data)))
+    with pytest.raises(DecodeError, match="does not decode"):  # strict for the second too
+        decode_grey(Keyframe("H264", data, 0, len(data)))
     with pytest.raises(DecodeError):
         decode(Keyframe("H264", b"\x00\x00\x00\x01\x65" + b"\x00" * 50, 0, 55))

@@ -75,6 +75,24 @@ def test_split_points_do_not_matter(cuts: list[int]) -> None:
     assert (second.status, second.reason) == (404, "Not Found")
 
 
+KEPT = (b"$\x00\x00\x03abc$\x01\x00\x00$\x00\x00\x02de"
+        b"RTSP/1.0 200 OK\r\nCSeq: 5\r\n\r\n$\x00\x00\x04fghi")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(KEPT)), max_size=12))
+def test_kept_payloads_do_not_depend_on_split_points(cuts: list[int]) -> None:
+    """Keeping payloads (the keyframe fetch), frames complete in one read are taken all at
+    once and frames split across reads byte by byte: the same frames either way."""
+    bounds = [0, *sorted(cuts), len(KEPT)]
+    events = _run(ResponseParser(keep_payload=True),
+                  [KEPT[a:b] for a, b in itertools.pairwise(bounds)])
+    assert [e for e in events if isinstance(e, Interleaved)] == [
+        Interleaved(0, 3, b"abc"), Interleaved(1, 0), Interleaved(0, 2, b"de"),
+        Interleaved(0, 4, b"fghi")]
+    assert [e.cseq for e in events if isinstance(e, Response)] == [5]
+
+
 def test_limits() -> None:
     try:
         ResponseParser(max_header_bytes=100).feed(b"RTSP/1.0 200 OK\r\n" + b"X: y\r\n" * 50)

@@ -32,6 +32,19 @@ KIND = "keyframe"
 # The second keyframe must come before this share of the timeout has passed; without it the
 # sample goes on with one picture (the freeze check is then skipped, not failed).
 SECOND_FRAME_SHARE = 0.85
+# While no keyframe is being received, the socket is read at most this often (reading paused
+# in between, the kernel buffers what comes): a 4 Mbit/s stream arrives in 25-40 reads a
+# second otherwise, and each read costs ~100-300 µs of CPU beyond its packets (an event-loop
+# turn with cold caches), most of the fetch's CPU. Two keyframes of the 1080p bench stream:
+# 23-27 ms of CPU read as it comes, 15-16 ms every 0.1 s, 10-12 ms every 0.2 s (the wall time
+# 0.1 s longer). 0.2 s of a 4-8 Mbit/s stream is 100-200 KB, within what Linux's receive
+# buffer autotuning gives a reader that drains it; beyond that the camera waits a moment, as
+# over any slow link. A keyframe's burst is read as it comes (no pause while one is in
+# progress), and so is a stream faster than that: reading pauses only after a read that
+# emptied the socket, one shorter than DRAINED (asyncio reads up to 256 KiB at a time, uvloop
+# 250 KB; pausing after any read would cap the rate at one read per pause, ~10 Mbit/s).
+READ_EVERY_S = 0.2
+DRAINED = 128 * 1024
 
 
 @dataclass(slots=True)
@@ -68,6 +81,15 @@ class _KeyframeProbe(_rtsp._Probe):
         asm = KeyframeAssembler(codec, self.max_bytes, sprop_parameter_sets(codec, video.fmtp))
         self.assembler = asm
 
+        loop = asyncio.get_running_loop()
+        paused: asyncio.TimerHandle | None = None
+
+        def resume() -> None:
+            nonlocal paused
+            paused = None
+            if conn.transport is not None:
+                conn.transport.resume_reading()
+
         def on_rtp(packet: bytes) -> None:
             if len(self.frames) >= self.count:
                 return
@@ -76,11 +98,19 @@ class _KeyframeProbe(_rtsp._Probe):
                 self.frames.append(kf)
                 self.arrived.append(time.monotonic())
 
+        def after_read(size: int) -> None:
+            nonlocal paused
+            if (paused is None and size < DRAINED and len(self.frames) < self.count
+                    and not asm.receiving_keyframe and conn.transport is not None):
+                conn.transport.pause_reading()
+                paused = loop.call_later(READ_EVERY_S, resume)
+
         # what came before PLAY's reply first (GStreamer sends the first keyframe then)
         early, conn.early = conn.early or [], None
         for packet in early:
             on_rtp(packet)
         conn.on_rtp = on_rtp
+        conn.after_read = after_read
         self.mark("keyframe")
         await conn.until(lambda: len(self.frames) >= 1)
         if self.count > 1:
@@ -93,7 +123,10 @@ class _KeyframeProbe(_rtsp._Probe):
                         await conn.until(lambda: len(self.frames) >= self.count)
                 except TimeoutError:
                     pass  # one picture is still a sample
-        conn.on_rtp = None
+        conn.on_rtp = conn.after_read = None
+        if paused is not None:
+            paused.cancel()
+            resume()
         self.mark("_teardown")
 
 

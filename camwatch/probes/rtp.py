@@ -105,6 +105,12 @@ class KeyframeAssembler:
         self._frag_keep = False  # the fragmented NAL in progress is one we keep
         self._last_seq: int | None = None
 
+    @property
+    def receiving_keyframe(self) -> bool:
+        """Whether an access unit with keyframe slices is in progress (the fetch reads the
+        socket without pauses then)."""
+        return bool(self._au_irap) or (self._frag is not None and self._frag_keep)
+
     # -- NAL units --------------------------------------------------------------------------
 
     def _type(self, nal: bytes | bytearray) -> int:
@@ -185,8 +191,10 @@ class KeyframeAssembler:
             self._au_broken = True  # lost or reordered: this access unit is not decodable
             self._frag = None
         self._last_seq = seq
-        payload = packet[pos:end]
-        if payload:
+        if pos < end and self._skippable(packet, pos, end):
+            pass  # a slice we do not keep: its header was enough, no copy of the payload
+        elif pos < end:
+            payload = packet[pos:end]
             if self.codec == "H264":
                 self._h264(payload)
             else:
@@ -196,6 +204,46 @@ class KeyframeAssembler:
             self._au_ts = None
             return done or kf
         return kf
+
+    def _skippable(self, packet: bytes, pos: int, end: int) -> bool:
+        """Whether the payload at ``packet[pos:end]`` is a slice (or a fragment of one) that is
+        neither a keyframe nor a parameter set, with no kept fragment in progress: then the
+        NAL header byte(s) are all there is to look at, and (for a fragment) its start and end
+        only move ``_frag``, exactly as :meth:`_fragment` would. Most packets of a stream are
+        these (the P-frames of a GOP, read while waiting for the next keyframe); going
+        through :meth:`_h264` / :meth:`_h265` for them cost a payload copy and three calls
+        each (~2.8 µs a packet against ~0.8 µs here)."""
+        if self._frag is not None and self._frag_keep:
+            return False  # a kept fragment in progress takes every middle piece: slow path
+        h = packet[pos]
+        if self.codec == "H264":
+            t = h & 0x1F
+            if 1 <= t <= 23:
+                return t not in (_H264_IDR, _H264_SPS, _H264_PPS)
+            if t != _FU_A or end - pos < 2:
+                return False
+            fu = packet[pos + 1]
+            ft = fu & 0x1F
+            if ft in (_H264_IDR, _H264_SPS, _H264_PPS):
+                return False
+        else:
+            if end - pos < 2:
+                return True  # _h265 ignores it
+            t = (h >> 1) & 0x3F
+            if t < _AP:
+                return not (16 <= t <= 21 or _H265_VPS <= t <= _H265_PPS)
+            if t != _FU or end - pos < 3:
+                return False
+            fu = packet[pos + 2]
+            ft = fu & 0x3F
+            if 16 <= ft <= 21 or _H265_VPS <= ft <= _H265_PPS:
+                return False
+        if fu & 0x80:
+            self._frag = bytearray()  # tracked (its end is expected), contents dropped
+            self._frag_keep = False
+        if fu & 0x40 and self._frag is not None:
+            self._frag = None
+        return True
 
     def _aggregate(self, payload: bytes, start: int) -> None:
         i, n = start, len(payload)

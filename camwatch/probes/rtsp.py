@@ -174,6 +174,8 @@ class ResponseParser:
                 continue
             first = buf[0]
             if first == 0x24:  # '$': interleaved frame; GStreamer may send RTP before PLAY's reply
+                if self._keep and self._frames(buf, out):
+                    continue
                 if len(buf) < 4:
                     break
                 self._frame_ch = buf[1]
@@ -204,6 +206,23 @@ class ResponseParser:
             else:
                 out.append(resp)
         return out
+
+    @staticmethod
+    def _frames(buf: bytearray, out: list[Response | Interleaved]) -> bool:
+        """Keeping payloads: every complete interleaved frame at the head of ``buf`` at once,
+        each payload copied out once, and one ``del`` for all of them (the keyframe fetch reads
+        a few hundred frames a second; through the byte-at-a-time path below each cost two
+        more copies). False when not even one frame is complete (the path below keeps it)."""
+        i, n = 0, len(buf)
+        while i + 4 <= n and buf[i] == 0x24:
+            size = (buf[i + 2] << 8) | buf[i + 3]
+            if i + 4 + size > n:
+                break
+            out.append(Interleaved(buf[i + 1], size, bytes(buf[i + 4:i + 4 + size])))
+            i += 4 + size
+        if i:
+            del buf[:i]
+        return i > 0
 
     def _header_end(self, buf: bytearray) -> tuple[int, int]:
         """(length of the header block, length of the blank-line separator) or (-1, 0).
@@ -492,11 +511,18 @@ class _Conn(asyncio.Protocol):
         self.replies: deque[Response] = deque()
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
+        # what the waiting task waits for (set by ``until``): input that does not make it
+        # hold does not wake the task (the keyframe fetch reads a GOP of RTP between its two
+        # keyframes; a task step per read of it was a quarter of the fetch's CPU)
+        self.wanted: Callable[[], bool] | None = None
         self.rtp_channel = -1
         self.rtp_seen = False
         # given each RTP payload of the video channel (the keyframe fetch); what it raises
         # ends the connection as a parse error would
         self.on_rtp: Callable[[bytes], None] | None = None
+        # given the size of each read, after its RTP has gone to on_rtp (the keyframe fetch
+        # paces its reading by it)
+        self.after_read: Callable[[int], None] | None = None
         # payloads kept before on_rtp is set (cameras send RTP before PLAY's reply), bounded
         self.early: list[bytes] | None = [] if parser.keeps_payload else None
 
@@ -532,7 +558,9 @@ class _Conn(asyncio.Protocol):
                             self.transport.abort()
                         self._wake()
                         return
-        if events:
+        if self.after_read is not None:
+            self.after_read(len(data))
+        if events and (self.wanted is None or self.replies or self.wanted()):
             self._wake()
 
     def eof_received(self) -> bool | None:
@@ -580,10 +608,14 @@ class _Conn(asyncio.Protocol):
 
     async def until(self, done: Callable[[], bool]) -> None:
         """Wait until ``done()`` holds after some input (or raise the connection's error)."""
-        while not done():
-            if self.error is not None:
-                raise self.error
-            await self._wait()
+        self.wanted = done
+        try:
+            while not done():
+                if self.error is not None:
+                    raise self.error
+                await self._wait()
+        finally:
+            self.wanted = None
 
 
 # ``rtsp://`` + a host name or IPv4 address + an optional port, then "/" or nothing

@@ -1,9 +1,10 @@
 """The picture diagnoses: each one a small pure function of numpy arrays returning a score.
 
 Input is one decoded keyframe downscaled to about 640 px wide (:mod:`camwatch.quality.decode`):
-``rgb`` (H×W×3 ``uint8``) and ``grey`` (H×W ``float32``, BT.601 luma 0–255). A score is a
-plain float; whether it is a fault is decided against a threshold from
-:class:`Thresholds` (the ``quality.thresholds`` config section), in the direction the check's
+``rgb`` (H×W×3 ``uint8``) and ``grey`` (H×W ``float32``, luma 0–255: the decoder's own scaled
+to full range, or BT.601 from RGB by :meth:`Frame.of`). A score is a plain float; whether it
+is a fault is decided against a threshold from :class:`Thresholds` (the
+``quality.thresholds`` config section), in the direction the check's
 :data:`CHECKS` entry gives. :func:`diagnose` runs every check and applies the one precedence
 rule: a fault that makes other checks meaningless hides them (a uniform blue "无视频信号"
 screen is ``signal_lost``, not also blurred, low-contrast and occluded).
@@ -253,7 +254,11 @@ def frozen(a: Grey, b: Grey) -> float:
     percentile, not the maximum, so that one flickering cell does not hide a freeze."""
     if a.shape != b.shape or a.size == 0:
         return math.inf
-    return float(np.quantile(np.abs(thumbnail(a) - thumbnail(b)), 0.99))
+    return _frozen_cells(thumbnail(a), thumbnail(b))
+
+
+def _frozen_cells(a: Grey, b: Grey) -> float:
+    return float(np.quantile(np.abs(a - b), 0.99))
 
 
 def thumbnail(grey: Grey) -> Grey:
@@ -359,14 +364,16 @@ def is_fault(check: str, score: float, thresholds: Thresholds) -> bool:
 
 
 def diagnose(frame: Frame, thresholds: Thresholds | None = None, *,
-             previous: Frame | None = None, reference: Grey | None = None,
+             previous: Frame | Grey | None = None, reference: Grey | None = None,
              enabled: Mapping[str, bool] | None = None,
-             blur_baseline: float | None = None) -> Diagnosis:
-    """Run every check on ``frame`` (``frozen`` only with a ``previous`` picture,
+             blur_baseline: float | None = None, thumb: Grey | None = None) -> Diagnosis:
+    """Run every check on ``frame`` (``frozen`` only with a ``previous`` picture: its
+    :class:`Frame` or just its grey, made the same way as ``frame``'s,
     ``scene_changed`` only with a ``reference`` thumbnail); checks turned off in ``enabled``
     are skipped. ``blur`` is judged against its absolute floor and, given the channel's
     ``blur_baseline`` (its usual sharpness at this time of day), against
-    ``blur_relative`` × that baseline too. Pure."""
+    ``blur_relative`` × that baseline too. ``thumb``: ``frame``'s :func:`thumbnail`, when
+    the caller has made it already (it is made once, not per check). Pure."""
     th = thresholds or Thresholds()
     on = enabled or {}
     grey, rgb = frame.grey, frame.rgb
@@ -381,10 +388,20 @@ def diagnose(frame: Frame, thresholds: Thresholds | None = None, *,
         Check.NOISE: lambda: noise(grey),
         Check.OCCLUDED: lambda: occluded(grey),
     }
+    cells: list[Grey] = [] if thumb is None else [thumb]
+
+    def own() -> Grey:
+        if not cells:
+            cells.append(thumbnail(grey))
+        return cells[0]
+
     if previous is not None:
-        measures[Check.FROZEN] = lambda: frozen(previous.grey, grey)
+        before = previous.grey if isinstance(previous, Frame) else previous
+        measures[Check.FROZEN] = lambda: (
+            _frozen_cells(thumbnail(before), own())
+            if before.shape == grey.shape and grey.size else frozen(before, grey))
     if reference is not None:
-        measures[Check.SCENE_CHANGED] = lambda: scene_changed(thumbnail(grey), reference)
+        measures[Check.SCENE_CHANGED] = lambda: scene_changed(own(), reference)
     scores = {name: round(fn(), 4) for name, fn in measures.items() if on.get(name, True)}
     failing = [c for c in CHECKS if c in scores and (
         is_fault(c, scores[c], th) or (c == Check.BLUR and blur_baseline is not None
