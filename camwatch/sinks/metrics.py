@@ -81,6 +81,7 @@ from prometheus_client.exposition import choose_encoder
 
 from camwatch import __version__
 from camwatch.model import state_index
+from camwatch.pacing import paced
 from camwatch.probes.result import Reason
 
 if TYPE_CHECKING:
@@ -308,24 +309,27 @@ class MetricsRenderer:
         self._round_verdicts, self._round_start = 0, None
 
     def _fill(self, channels: Mapping[str, Channel],
-              state: Callable[[str], ChannelState | None]) -> None:
+              state: Callable[[str], ChannelState | None], pace: bool = False) -> None:
         """Build every cache for ``channels``: the aggregates' counts and the few lines kept
         ready (offline reasons, clock drift, device information). ``channel_up``'s lines are
-        formatted at scrape time, so a reload of 100,000 channels makes none of them."""
+        formatted at scrape time, so a reload of 100,000 channels makes none of them.
+        ``pace``: in a worker thread, leave the loop its pace (:mod:`camwatch.pacing`)."""
+        each: Callable[[Iterable[str]], Iterable[str]] = paced if pace else iter
         for d in (self._reason, self._drift, self._info):
             d.clear()
         self._channels = channels
         self._tails = {}
         keys: dict[AggKey, AggKey] = {}
         self._key = {}
-        for cid, ch in channels.items():
+        for cid in each(channels):
+            ch = channels[cid]
             k: AggKey = (str(ch.klass or ""), ch.project, ch.county, ch.township)
             self._key[cid] = keys.setdefault(k, k)  # one tuple per label set
         self._agg = {k: [0, 0, 0] for k in sorted(keys)}
         self._agg_labels = {k: _labels(**{"class": k[0]}, project=k[1], county=k[2],
                                        township=k[3]) for k in self._agg}
         self._counted = {}
-        for cid in channels:
+        for cid in each(channels):
             st = state(cid)
             if st is None:
                 self._counted[cid] = 2
@@ -348,7 +352,7 @@ class MetricsRenderer:
                 setattr(shadow, name, {})
             self._replay = set()
             self._rebuilding = asyncio.ensure_future(
-                asyncio.to_thread(shadow._fill, book.channels, book.state))
+                asyncio.to_thread(shadow._fill, book.channels, book.state, True))
             try:
                 await asyncio.shield(self._rebuilding)
             finally:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from camwatch.errors import StoreError
+from camwatch.pacing import paced
 from camwatch.store.base import (
     ChannelState,
     Exemption,
@@ -330,7 +331,8 @@ class SqliteStore:
 
     def write_batch(self, states: Iterable[ChannelState],
                     transitions: Iterable[Transition]) -> None:
-        state_rows = [state_row(s) for s in states]
+        # paced: a full flush is 100,000 rows of Python in this thread (camwatch.pacing)
+        state_rows = list(paced(state_row(s) for s in states))
         trans_rows = [transition_row(t) for t in transitions]
         if not state_rows and not trans_rows:
             return
@@ -472,7 +474,8 @@ class SqliteStore:
     # --- inventory snapshots -----------------------------------------------------------------
 
     def save_inventory_snapshot(self, month: str, rows: Iterable[dict[str, Any]]) -> None:
-        data = ((month, r["id"], json.dumps(r, ensure_ascii=False, default=str)) for r in rows)
+        data = ((month, r["id"], json.dumps(r, ensure_ascii=False, default=str))
+                for r in paced(rows))  # 100,000 rows of Python in this thread: camwatch.pacing
         with self._tx():  # streamed: executemany takes the rows as they are made
             self._db.execute("DELETE FROM inventory_snapshots WHERE month = ?", (month,))
             self._db.executemany("INSERT INTO inventory_snapshots VALUES (?,?,?)", data)
