@@ -407,12 +407,19 @@ def _code(v: str, digits: int, what: str) -> str:
     return v
 
 
-@functools.lru_cache(maxsize=4096)
 def _split_url(v: str) -> tuple[str, str]:
-    """A URL's scheme (lower case) and host name. Cached: a device's ONVIF address repeats
-    over its channels' rows."""
+    """A URL's scheme (lower case) and host name. Cached for URLs without userinfo (a
+    device's ONVIF address repeats over its channels' rows); one with a password is never
+    kept in the cache."""
+    return _split(v) if "@" in v else _split_cached(v)
+
+
+def _split(v: str) -> tuple[str, str]:
     parts = urlsplit(v)
     return parts.scheme.lower(), parts.hostname or ""
+
+
+_split_cached = functools.lru_cache(maxsize=4096)(_split)
 
 
 def _url(v: str, schemes: tuple[str, ...]) -> str:

@@ -218,8 +218,8 @@ class MetricsRenderer:
 
     Subscribes :meth:`channel_changed` to the engine's channel book, which keeps the aggregate
     counts and the few per-channel lines worth keeping up to date there; the per-channel
-    families every channel has (up, two timestamps) are formatted at scrape time, in the
-    scrape's worker thread (:meth:`snapshot`)."""
+    families every channel has (up, two timestamps) are formatted at scrape time, a slice at
+    a time (:meth:`snapshot`, :func:`camwatch.http.join_sliced`)."""
 
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
