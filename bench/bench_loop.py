@@ -133,6 +133,7 @@ def main() -> int:
         rss_between: list[float] = []  # MiB, once a second from t+90 s, 3 s or more after a scrape
         scraped_at = t0
         steady: tuple[float, float, float] | None = None  # (t, cpu, probes) after sweep 1
+        above_before = 0  # lag samples over 50 ms at the previous scrape
         nxt = t0
         last: dict[str, float] = {}
         while time.monotonic() < end and daemon.poll() is None:
@@ -153,12 +154,15 @@ def main() -> int:
                 cpu = cpu_seconds(daemon.pid)
                 if steady is None and now - t0 >= 90.0:
                     steady = (now, cpu, probes(last))
+                above = dict(lags_above(last, "camwatch_event_loop_lag_seconds")).get(0.05, 0)
+                new_above, above_before = above - above_before, above
                 lag = last.get("camwatch_loop_lag_seconds", -1)
                 top = last.get("camwatch_loop_lag_max_seconds", -1)
                 ok = last.get('camwatch_config_reloads_total{result="ok"}', 0)
                 print(f"t+{now - t0:4.0f}s RSS {rss_kib(daemon.pid) / 1024:6.1f} MiB  CPU "
                       f"{cpu:6.1f} s  loop lag now {lag:.3f} s  max {top:.3f} s  "
-                      f"reloads {ok:.0f}", flush=True)
+                      f"reloads {ok:.0f}  lag samples > 50 ms since the last line "
+                      f"{new_above}", flush=True)
                 nxt += 15.0
                 scraped_at = time.monotonic()
             elif now - t0 >= 90.0 and now - scraped_at >= 3.0:

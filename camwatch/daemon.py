@@ -263,7 +263,7 @@ class Daemon:
         if cut is not None:
             inv = cut.part
         try:
-            plan = await asyncio.to_thread(eng.plan, cfg, inv)
+            plan = await asyncio.to_thread(eng.plan, cfg, inv, True)
         except Exception as exc:
             return self._refuse("reload failed, keeping the running config", error=repr(exc))
         before = len(eng.channels)

@@ -170,7 +170,7 @@ class ClusterMember:
         cut, seed, saved = await asyncio.to_thread(self._cut_and_seed, engine, whole)
         engine.book.seed(seed)  # O(channels added), on the loop: the book is the loop's
         part = cut.part
-        plan = await asyncio.to_thread(engine.plan, engine.cfg, part)
+        plan = await asyncio.to_thread(engine.plan, engine.cfg, part, True)
         self.adopt(cut)
         gone = await engine.apply_sliced(plan)
         engine.evaluator.use_shards(cut.alerts.scope(cut.owned), saved)
