@@ -213,8 +213,8 @@ class Engine:
 
     def plan(self, cfg: Config, inventory: Inventory, pace: bool = False) -> Plan:
         """Everything an inventory needs, built without touching the running pipeline: safe
-        (and meant) to run in a worker thread; ``pace`` there, so that its two comparisons of
-        every channel (~0.5 s at 100,000) leave the loop its pace (:mod:`camwatch.pacing`)."""
+        (and meant) to run in a worker thread; ``pace`` there, so that its passes over every
+        channel (~1 s at 100,000) leave the loop its pace (:mod:`camwatch.pacing`)."""
         creds = resolve_credentials(cfg, inventory.channels)
         _keep_unchanged(inventory.channels, self.book.channels, pace)
         channels = {c.id: c for c in inventory.channels if c.connected}
@@ -224,8 +224,9 @@ class Engine:
         for cid, c in (paced(channels.items()) if pace else channels.items()):
             t = make_target(c, creds)
             targets[cid] = t if (o := old_targets.get(cid)) is None or o != t else o
-        schedule = plan_schedule(cfg, channels, targets, self.clock(), self.scheduler.schedule)
-        return Plan(cfg, inventory, channels, schedule, plan_evaluation(cfg, channels),
+        schedule = plan_schedule(cfg, channels, targets, self.clock(), self.scheduler.schedule,
+                                 pace)
+        return Plan(cfg, inventory, channels, schedule, plan_evaluation(cfg, channels, pace),
                     self.book.plan_swap(channels))
 
     def reload(self, cfg: Config, inventory: Inventory) -> list[str]:

@@ -30,6 +30,7 @@ from camwatch.config import Config
 from camwatch.health import SelfHealth
 from camwatch.inventory import Channel
 from camwatch.model import Quality, state_index
+from camwatch.pacing import paced
 from camwatch.quality.rates import intact_rates
 from camwatch.rules.alerts import (
     META_KEY,
@@ -72,8 +73,11 @@ class EvalInputs:
     alerts: AlertInputs
 
 
-def plan_evaluation(cfg: Config, channels: Mapping[str, Channel]) -> EvalInputs:
-    index = RateIndex(channels.values())
+def plan_evaluation(cfg: Config, channels: Mapping[str, Channel],
+                    pace: bool = False) -> EvalInputs:
+    """The rate cells and alert inputs of ``channels`` (``pace``: in a worker thread, see
+    :mod:`camwatch.pacing`)."""
+    index = RateIndex(paced(channels.values()) if pace else channels.values())
     index.targets_of(Targets(cfg.targets))  # the rows' layout and targets: here, in the planning
     # thread, not on the loop at the first evaluation (~0.1 s at 100,000 channels)
     return EvalInputs(index, alert_inputs(channels, cfg.alerts.rules.mass_outage.levels))

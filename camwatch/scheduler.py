@@ -29,6 +29,7 @@ import structlog
 
 from camwatch.config import Config
 from camwatch.inventory import Channel
+from camwatch.pacing import paced
 from camwatch.probes import Level, ProbeResult, Target
 from camwatch.stats import ProbeStats
 from camwatch.sweep import ProbeRunner, probe_settings
@@ -65,14 +66,15 @@ def first_due(key: str, now: float, interval: float) -> float:
 
 
 def plan_schedule(cfg: Config, channels: Mapping[str, Channel], targets: Mapping[str, Target],
-                  now: float, old: Schedule | None) -> Schedule:
+                  now: float, old: Schedule | None, pace: bool = False) -> Schedule:
     """The schedule of ``channels``: which are new since ``old`` (only those get a first due
-    time; the others keep their place in the running heap). Pure: safe in a worker thread."""
+    time; the others keep their place in the running heap). Pure: safe in a worker thread
+    (``pace`` there: :mod:`camwatch.pacing`)."""
     interval = cfg.probing.interval
     entries: list[Entry] = []
     old_channels = old.channels if old is not None else {}
     seq = 0
-    for cid, ch in channels.items():
+    for cid, ch in (paced(channels.items()) if pace else channels.items()):
         if not (ch.rtsp_url or ch.onvif_url):
             continue  # reached only through a GB/T 28181 platform: nothing to probe
         old_ch = old_channels.get(cid)
