@@ -137,8 +137,7 @@ def _keep_unchanged(new: list[Channel], running: Mapping[str, Channel],
     URL's password included), so that a reload keeps one copy of an unchanged inventory: the
     new copies die at once instead of living beside the old ones until the swap (in-process,
     three reloads of 100,000 channels: 399 MB without this, 318 MB with it; bench/README.md).
-    Also lets the metrics keep an unchanged channel's lines (same object). ``pace``: in a
-    worker thread (:mod:`camwatch.pacing`)."""
+    ``pace``: in a worker thread (:mod:`camwatch.pacing`)."""
     for i, c in enumerate(paced(new) if pace else new):
         o = running.get(c.id)
         if o is not None and o is not c and o == c and o.url_password == c.url_password:
