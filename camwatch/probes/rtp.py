@@ -119,6 +119,10 @@ class KeyframeAssembler:
     def _is_irap(self, t: int) -> bool:
         return t == _H264_IDR if self.codec == "H264" else t in _H265_IRAP
 
+    def _kept(self, t: int) -> bool:
+        """A NAL unit of type ``t`` is kept: a keyframe slice or a parameter set."""
+        return self._is_irap(t) or self._is_param(t)
+
     def _is_param(self, t: int) -> bool:
         return t in ((_H264_SPS, _H264_PPS) if self.codec == "H264"
                      else (_H265_VPS, _H265_SPS, _H265_PPS))
@@ -207,42 +211,32 @@ class KeyframeAssembler:
 
     def _skippable(self, packet: bytes, pos: int, end: int) -> bool:
         """Whether the payload at ``packet[pos:end]`` is a slice (or a fragment of one) that is
-        neither a keyframe nor a parameter set, with no kept fragment in progress: then the
-        NAL header byte(s) are all there is to look at, and (for a fragment) its start and end
-        only move ``_frag``, exactly as :meth:`_fragment` would. Most packets of a stream are
+        neither a keyframe nor a parameter set (:meth:`_kept`), with no kept fragment in
+        progress: then the NAL header byte(s) are all there is to look at, and a fragment's
+        start and end go to :meth:`_fragment` without its bytes. Most packets of a stream are
         these (the P-frames of a GOP, read while waiting for the next keyframe); going
         through :meth:`_h264` / :meth:`_h265` for them cost a payload copy and three calls
         each (~2.8 µs a packet against ~0.8 µs here)."""
         if self._frag is not None and self._frag_keep:
             return False  # a kept fragment in progress takes every middle piece: slow path
-        h = packet[pos]
         if self.codec == "H264":
-            t = h & 0x1F
-            if 1 <= t <= 23:
-                return t not in (_H264_IDR, _H264_SPS, _H264_PPS)
-            if t != _FU_A or end - pos < 2:
-                return False
-            fu = packet[pos + 1]
-            ft = fu & 0x1F
-            if ft in (_H264_IDR, _H264_SPS, _H264_PPS):
-                return False
+            t, fu_at, mask = packet[pos] & 0x1F, pos + 1, 0x1F
+            single = 1 <= t <= 23
+            fragmented = t == _FU_A
         else:
             if end - pos < 2:
                 return True  # _h265 ignores it
-            t = (h >> 1) & 0x3F
-            if t < _AP:
-                return not (16 <= t <= 21 or _H265_VPS <= t <= _H265_PPS)
-            if t != _FU or end - pos < 3:
-                return False
-            fu = packet[pos + 2]
-            ft = fu & 0x3F
-            if 16 <= ft <= 21 or _H265_VPS <= ft <= _H265_PPS:
-                return False
-        if fu & 0x80:
-            self._frag = bytearray()  # tracked (its end is expected), contents dropped
-            self._frag_keep = False
-        if fu & 0x40 and self._frag is not None:
-            self._frag = None
+            t, fu_at, mask = (packet[pos] >> 1) & 0x3F, pos + 2, 0x3F
+            single = t < _AP
+            fragmented = t == _FU
+        if single:
+            return not self._kept(t)
+        if not fragmented or fu_at >= end:
+            return False
+        fu = packet[fu_at]
+        if self._kept(fu & mask):
+            return False
+        self._fragment(bool(fu & 0x80), bool(fu & 0x40), fu & mask, b"", b"")
         return True
 
     def _aggregate(self, payload: bytes, start: int) -> None:
@@ -258,7 +252,7 @@ class KeyframeAssembler:
 
     def _fragment(self, start: bool, end: bool, t: int, header: bytes, data: bytes) -> None:
         if start:
-            keep = self._is_irap(t) or self._is_param(t)
+            keep = self._kept(t)
             # a NAL we do not keep is still tracked (its end is expected), contents dropped
             self._frag = bytearray(header) if keep else bytearray()
             self._frag_keep = keep
