@@ -429,7 +429,7 @@ def _url(v: str, schemes: tuple[str, ...]) -> str:
     scheme, host = _split_url(v)
     spaced = _SPACE.search(v) is not None  # urlsplit drops a line break, the probe would not
     if spaced or scheme not in schemes or not host:
-        shown, _, _ = split_userinfo(v) if "@" in v else (v, None, None)
+        shown = split_userinfo(v)[0]  # the URL without its password, to show
         what = ("a URL without spaces or line breaks" if spaced
                 else f"a URL like {schemes[0]}://host/path")
         raise _Bad(f"expected {what}, got {shown!r}")
