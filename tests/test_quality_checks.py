@@ -185,3 +185,46 @@ def test_baseline_counts_from_three_samples() -> None:
     assert C.baseline_value(None) is None
     assert C.baseline_value((0.3, 2)) is None
     assert C.baseline_value((0.3, 3)) == 0.3
+
+
+# The textbook forms of three measures whose fast forms are less obvious: block means as a mean
+# over both block axes, sRGB -> Lab with the transfer function and the cube root per pixel, and
+# the share of pixels near the median colour by differences. The fast forms must agree.
+def _thumbnail_plain(grey: np.ndarray) -> np.ndarray:
+    by, bx = grey.shape[0] // C.THUMB_H, grey.shape[1] // C.THUMB_W
+    cells = grey[:by * C.THUMB_H, :bx * C.THUMB_W].astype(np.float64)
+    return cells.reshape(C.THUMB_H, by, C.THUMB_W, bx).mean(axis=(1, 3))
+
+
+def _color_cast_plain(rgb: np.ndarray) -> float:
+    f = rgb[::4, ::4].astype(np.float64) / 255.0
+    lin = np.where(f <= 0.04045, f / 12.92, ((f + 0.055) / 1.055) ** 2.4)
+    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722],
+                  [0.0193, 0.1192, 0.9505]])
+    xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
+    eps, k = 216 / 24389, 24389 / 27
+    fxyz = np.where(xyz > eps, np.cbrt(xyz), (k * xyz + 16) / 116)
+    a = 500 * (fxyz[..., 0] - fxyz[..., 1])
+    b = 200 * (fxyz[..., 1] - fxyz[..., 2])
+    d = math.hypot(a.mean(), b.mean())
+    return d / max(math.hypot(np.abs(a - a.mean()).mean(), np.abs(b - b.mean()).mean()), 2.0)
+
+
+def _signal_lost_plain(rgb: np.ndarray) -> float:
+    sub = rgb[::4, ::4].reshape(-1, 3).astype(np.int64)
+    med = np.array([np.sort(sub[:, c])[(len(sub) - 1) // 2] for c in range(3)])
+    return float((np.abs(sub - med).max(axis=1) <= 10).mean())
+
+
+@pytest.mark.parametrize("name", ["natural", "sepia", "tinted", "blue caption", "snow", "odd size"])
+def test_fast_measures_agree_with_their_textbook_forms(name: str) -> None:
+    pic = {"natural": NATURAL, "sepia": qi.sepia(NATURAL),
+           "tinted": qi.tint(NATURAL, (0.7, 1.0, 0.7)), "snow": qi.snow(),
+           "blue caption": qi.cover(qi.solid((0, 0, 200)), 0.04, 235),
+           "odd size": qi.scene()[:357, :635].copy()}[name]
+    grey = C.to_grey(pic)
+    assert np.abs(C.thumbnail(grey) - _thumbnail_plain(grey)).max() < 1e-3
+    assert C.color_cast(pic) == pytest.approx(_color_cast_plain(pic), rel=1e-4, abs=1e-4)
+    assert C.signal_lost(pic) == pytest.approx(_signal_lost_plain(pic), abs=1e-9)
+    assert C.low_contrast(grey) == pytest.approx(float(grey.astype(np.float64).std()) / 255,
+                                                 rel=1e-5)
