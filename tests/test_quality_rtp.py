@@ -197,3 +197,44 @@ def test_corrupt_h264_keyframe_is_a_decode_error() -> None:
         decode_grey(Keyframe("H264", data, 0, len(data)))
     with pytest.raises(DecodeError):
         decode(Keyframe("H264", b"\x00\x00\x00\x01\x65" + b"\x00" * 50, 0, 55))
+
+
+def test_a_kept_decoder_gives_each_keyframe_its_own_picture() -> None:
+    """Each pool thread keeps its decoders from one keyframe to the next: the pictures must be
+    the ones fresh decoders give, whatever came before (another codec, another size, a corrupt
+    keyframe), and a decoder that failed is not used again."""
+    from camwatch.probes.rtp import Keyframe
+    from camwatch.quality import decode as D
+
+    def keyframes(codec: str, pictures: list[np.ndarray]) -> list[Keyframe]:
+        asm = KeyframeAssembler(codec, 10_000_000)
+        pk = Packetizer(codec)
+        return [kf for i, au in enumerate(encode(pictures, codec))
+                for p in pk.access_unit(au, 3000 * i) if (kf := asm.feed(p)) is not None]
+
+    small = keyframes("H264", SCENE)
+    other = keyframes("H264", [qi.scene(480, 272, seed=9, shift=i) for i in range(6)])
+    hevc = keyframes("H265", SCENE)
+    order = [small[0], other[0], hevc[0], small[1], other[1], hevc[1], small[0]]
+
+    def fresh_grey(kf: Keyframe) -> np.ndarray:
+        D._DECODERS_OPEN.open.clear()
+        return decode(kf, 320).frame.grey
+
+    expected = [fresh_grey(kf) for kf in order]
+    D._DECODERS_OPEN.open.clear()
+    got = [decode(kf, 320).frame.grey for kf in order]
+    for want, have in zip(expected, got, strict=True):
+        assert np.array_equal(want, have)
+    kept = D._DECODERS_OPEN.open[("h264", False)]
+    assert decode(small[1], 320) is not None and D._DECODERS_OPEN.open[("h264", False)] is kept
+    # a corrupt keyframe: a DecodeError, its decoder dropped, the next keyframe decodes
+    nals = nal_units(encode(SCENE[:1], "H264")[0])
+    idr = bytearray(next(n for n in nals if n[0] & 0x1F == 5))
+    for i in range(len(idr) // 3, len(idr) // 3 + 300):
+        idr[i] ^= 0x5A
+    data = b"".join(b"\x00\x00\x00\x01" + n for n in [*nals[:2], bytes(idr)])
+    with pytest.raises(DecodeError):
+        decode(Keyframe("H264", data, 0, len(data)))
+    assert ("h264", False) not in D._DECODERS_OPEN.open
+    assert np.array_equal(decode(small[1], 320).frame.grey, expected[3])
