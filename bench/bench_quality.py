@@ -10,7 +10,9 @@ sample: this process's CPU time (``time.process_time``: user + system, all
 threads) for the fetch and for the picture work apart, their sum, the wall time, and what
 10,000 channels sampled hourly would cost in cores (sum x 10,000 / 3,600 s). The samples run
 under uvloop, the daemon's event loop (``camwatch run``); ``--loop asyncio`` for the standard
-one (the fetch costs ~2-3 ms more a 1080p sample there).
+one (the fetch costs ~2-3 ms more a 1080p sample there). The C heap is set as the daemon sets
+it while it samples (``camwatch.malloc``: tune_malloc, then the threshold for 640-px pictures);
+``--malloc default`` leaves glibc's own settings.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import av
 import uvloop
 
+from camwatch.malloc import set_picture_threshold, tune_malloc
 from camwatch.probes import ProbeSettings, Target
 from camwatch.probes.keyframe import fetch_keyframes
 from camwatch.quality.checks import diagnose, thumbnail
@@ -155,9 +158,13 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
                     help="the event loop the samples run under (the daemon's: uvloop)")
+    ap.add_argument("--malloc", choices=("daemon", "default"), default="daemon",
+                    help="the daemon's malloc settings while sampling, or glibc's own")
     ap.add_argument("--one-frame", action="store_true",
                     help="as with quality.second_frame: false (one keyframe, no freeze check)")
     args = ap.parse_args()
+    if args.malloc == "daemon":
+        assert tune_malloc() and set_picture_threshold(SampleSettings().width), "not glibc"
     streams: dict[str, tuple[str, list[bytes]]] = {}
     for size, (w, h, rate) in SIZES.items():
         for codec in ("H264", "H265"):

@@ -35,10 +35,11 @@ import structlog
 
 from camwatch.cluster.member import cluster_member
 from camwatch.config import Config, load_config
-from camwatch.engine import Engine, no_full_collection, release_free_memory, tune_malloc
+from camwatch.engine import Engine, no_full_collection
 from camwatch.errors import CamwatchError, InputError, short_error
 from camwatch.http import serve
 from camwatch.inventory import Digests, Inventory, load_inventory, only_changed, with_unchanged
+from camwatch.malloc import release_free_memory, tune_malloc
 from camwatch.reports.period import zone
 from camwatch.reports.rows import iter_inventory_rows
 from camwatch.sinks.dispatch import Dispatcher

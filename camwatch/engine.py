@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import gc
 import time
@@ -36,6 +35,7 @@ from camwatch.config import Config
 from camwatch.evaluator import EvalInputs, Evaluator, plan_evaluation
 from camwatch.health import SelfHealth
 from camwatch.inventory import Channel, Inventory
+from camwatch.malloc import release_free_memory
 from camwatch.model import ChannelState, Source, State, Transition, Verdict, Why
 from camwatch.pacing import paced
 from camwatch.probes import Level, ProbeResult
@@ -59,53 +59,6 @@ FULL_FLUSH_SLICE = 5_000  # states copied per turn of the loop in a full flush
 MASS_LOG = 5  # channels of one township offline within a second: logged as one line
 LEVEL_SOURCE = {Level.TCP: Source.TCP, Level.ONVIF: Source.ONVIF,
                 Level.DESCRIBE: Source.DESCRIBE, Level.STREAM: Source.STREAM}
-
-
-def _c_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        trim = ctypes.CDLL(None).malloc_trim  # glibc only; musl and others have none
-    except (AttributeError, OSError):
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
-
-
-_MALLOC_TRIM = _c_malloc_trim()
-
-# glibc's mallopt parameters (malloc.h)
-_M_MMAP_THRESHOLD = -3
-_M_ARENA_MAX = -8
-MMAP_THRESHOLD = 256 * 1024
-ARENA_MAX = 2
-
-
-def tune_malloc() -> bool:
-    """For a long-running daemon with worker threads (glibc only; call before they start):
-
-    * at most two malloc arenas: each thread otherwise gets one of its own (up to 8 per core),
-      which keeps what that thread freed (a reload's planning, a scrape's exposition);
-    * a fixed mmap threshold of 256 KiB: glibc's own rises to up to 32 MB after the first large
-      block is freed, and from then on the daemon's large blocks (dict tables of 100,000
-      channels, a 36 MB exposition) come from the heap and leave holes that stay resident;
-      mapped, they go back to the kernel when freed.
-
-    Returns whether glibc took both settings."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_ARENA_MAX, ARENA_MAX)) and \
-        bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-
-
-def release_free_memory() -> None:
-    """Give the C heap's free pages back to the kernel. What a 100,000-channel sweep or a
-    reload frees (transition details, the old inventory's tables) otherwise stays in the
-    process as free heap: 25 MB of RSS at 100,000 channels, for about 2 ms (ctypes releases
-    the GIL for the call)."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def _write_batch(states: list[ChannelState], transitions: list[Transition],

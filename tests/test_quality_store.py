@@ -233,3 +233,21 @@ async def test_engine_evaluator_alerts_on_the_intact_rate(tmp_path: Path) -> Non
     assert "完好率 66.67%，低于目标 98%（完好 2/3，画面异常 1，离线 0）" in alert.summary
     eng.close()
     eng.store.close()
+
+
+async def test_the_sampler_raises_the_malloc_threshold_while_it_samples(tmp_path: Path) -> None:
+    """While pictures are sampled the daemon's mmap threshold is raised to fit them
+    (camwatch.malloc.set_picture_threshold, tested in test_malloc_tuning), and put back when
+    sampling stops."""
+    eng = _engine(tmp_path)
+    run = asyncio.create_task(eng.run())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while eng.sampler._picture_width != eng.cfg.quality.width:
+        assert loop.time() < deadline, "the sampler never set the threshold for its pictures"
+        await asyncio.sleep(0.01)
+    eng.stop()
+    await run
+    assert eng.sampler._picture_width is None
+    eng.close()
+    eng.store.close()

@@ -26,9 +26,10 @@ from aiohttp import web
 
 from camwatch.cluster.shard import AlertShards, filter_inventory
 from camwatch.config import Config
-from camwatch.engine import no_full_collection, release_free_memory
+from camwatch.engine import no_full_collection
 from camwatch.errors import StoreError, short_error
 from camwatch.inventory import Inventory
+from camwatch.malloc import release_free_memory
 from camwatch.model import ChannelState
 from camwatch.rules.alerts import shard_meta_key
 from camwatch.secrets import Secret

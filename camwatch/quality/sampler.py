@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 
 from camwatch.inventory import Channel
+from camwatch.malloc import set_picture_threshold
 from camwatch.model import Quality, State
 from camwatch.probes import ProbeSettings, Target
 from camwatch.quality.config import QualityConfig
@@ -83,6 +84,7 @@ class QualitySampler:
         self._planned_cfg: QualityConfig | None = None
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._pool: DecodePool | None = None
+        self._picture_width: int | None = None  # the width the malloc threshold is set for
         self._tasks: set[asyncio.Task[None]] = set()
         self.in_flight = 0
 
@@ -108,6 +110,7 @@ class QualitySampler:
                 q = eng.cfg.quality
                 if not q.enabled:
                     self._planned_cfg = None
+                    self._malloc_for(None)
                     if await eng.wait(IDLE_S):
                         return
                     continue
@@ -118,6 +121,7 @@ class QualitySampler:
                     old, self._pool = self._pool, DecodePool(q.decode_workers)
                     if old is not None:
                         await asyncio.to_thread(old.close)
+                self._malloc_for(q.width)
                 if sem is None or limit != q.max_concurrency:
                     sem, limit = asyncio.Semaphore(q.max_concurrency), q.max_concurrency
                 now = self.clock()
@@ -151,6 +155,14 @@ class QualitySampler:
             if self._pool is not None:
                 await asyncio.to_thread(self._pool.close)
                 self._pool = None
+            self._malloc_for(None)
+
+    def _malloc_for(self, width: int | None) -> None:
+        """The daemon's mmap threshold raised while pictures ``width`` wide are checked, and
+        put back when sampling stops (:func:`camwatch.malloc.set_picture_threshold`)."""
+        if width != self._picture_width:
+            set_picture_threshold(width)
+            self._picture_width = width
 
     async def _one(self, ch: Channel, q: QualityConfig, now: float, sem: asyncio.Semaphore
                    ) -> None:
