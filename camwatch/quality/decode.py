@@ -55,61 +55,58 @@ class Picture:
 # Strict errors (``err_detect=explode``): a corrupt keyframe is a :class:`DecodeError`, not a
 # concealed picture the checks would misjudge.
 _STRICT = {"err_detect": "explode"}
-# The second picture only feeds the freeze check, compared on 64×36 cell means: the in-loop
-# filters (H.264/H.265 deblocking, H.265 SAO) move pixels by a level or two at block edges,
-# nothing a cell mean sees (frozen() of one picture decoded with and without them: +0.01),
-# and skipping them saves a fifth of an H.265 decode (18 -> 14.5 ms at 1080p).
-_FAST = {**_STRICT, "skip_loop_filter": "all"}
 
 
 class _Decoders(threading.local):
-    """Each pool thread's open decoders, one per codec and option set, kept from one keyframe
-    to the next. A decoder opened per keyframe allocated its picture pools and tables anew
-    each time: under the daemon's malloc settings (:func:`camwatch.malloc.tune_malloc`: blocks
-    over 256 KiB are mapped, and unmapped when freed) that was ~4,900 page faults and 15-30 ms
-    of a 1080p H.265 sample's two decodes (54-72 ms, 37-40 ms with the decoders kept).
-    At most four a thread (H.264 and H.265, each with and without in-loop filters), ~10 MiB
-    each at 1080p."""
+    """Each pool thread's open decoders, one per codec, kept from one keyframe to the next. A
+    decoder opened per keyframe allocated its picture pools and tables anew each time: under
+    the daemon's malloc settings (:func:`camwatch.malloc.tune_malloc`: blocks over 256 KiB are
+    mapped, and unmapped when freed) that was ~4,900 page faults and 20-25 ms of a 1080p H.265
+    sample's two decodes. ~10 MiB each at 1080p: at most two a thread.
+
+    Both keyframes of a sample go through the same decoder, in-loop filters and all. Skipping
+    the filters for the second one (it only feeds the freeze check's cell means) saved 1-2 ms
+    of a 1080p H.265 decode, not worth a second decoder's memory per codec and thread."""
 
     def __init__(self) -> None:
-        self.open: dict[tuple[str, bool], VideoCodecContext] = {}
+        self.open: dict[str, VideoCodecContext] = {}
 
 
 _DECODERS_OPEN = _Decoders()
 
 
-def _decoder(name: str, fast: bool) -> VideoCodecContext:
-    ctx = _DECODERS_OPEN.open.get((name, fast))
+def _decoder(name: str) -> VideoCodecContext:
+    ctx = _DECODERS_OPEN.open.get(name)
     if ctx is None:
         ctx = cast(VideoCodecContext, av.CodecContext.create(name, "r"))
-        ctx.options = dict(_FAST if fast else _STRICT)
+        ctx.options = dict(_STRICT)
         ctx.thread_count = 1  # one picture: threads would only add latency; the pool parallelises
-        _DECODERS_OPEN.open[(name, fast)] = ctx
+        _DECODERS_OPEN.open[name] = ctx
     return ctx
 
 
-def _frame(kf: Keyframe, fast: bool = False) -> av.VideoFrame:
-    """The keyframe's picture, by this thread's decoder for its codec (``fast``: without
-    in-loop filters). The decoder is drained and reset after each keyframe, so that no picture
-    of one keyframe reaches the next (each keyframe carries its own parameter sets: the
-    assembler's rule); one that failed is dropped, the next keyframe gets a new one."""
+def _frame(kf: Keyframe) -> av.VideoFrame:
+    """The keyframe's picture, by this thread's decoder for its codec. The decoder is drained
+    and reset after each keyframe, so that no picture of one keyframe reaches the next (each
+    keyframe carries its own parameter sets: the assembler's rule); one that failed is
+    dropped, the next keyframe gets a new one."""
     name = _DECODERS.get(kf.codec)
     if name is None:
         raise DecodeError(f"no decoder for {kf.codec}")
-    ctx = _decoder(name, fast)
+    ctx = _decoder(name)
     try:
         frames = list(ctx.decode(av.Packet(kf.data)))
         frames += list(ctx.decode(None))  # flush: the decoder may hold the picture back
         ctx.flush_buffers()  # out of draining, ready for the next keyframe
     except (av.error.FFmpegError, ValueError) as exc:
-        _DECODERS_OPEN.open.pop((name, fast), None)
+        _DECODERS_OPEN.open.pop(name, None)
         raise DecodeError(f"{kf.codec} keyframe does not decode: {exc}") from None
     if not frames:
         raise DecodeError(f"{kf.codec} keyframe of {len(kf.data)} bytes gave no picture")
     vf = frames[0]
     w, h = vf.width, vf.height
     if w <= 0 or h <= 0 or w * h > MAX_PIXELS:
-        _DECODERS_OPEN.open.pop((name, fast), None)  # nor keep the pools of such a picture
+        _DECODERS_OPEN.open.pop(name, None)  # nor keep the pools of such a picture
         raise DecodeError(f"implausible picture size {w}x{h}")
     return vf
 
@@ -143,8 +140,8 @@ def decode(kf: Keyframe, width: int = 640) -> Picture:
 
 def decode_grey(kf: Keyframe, width: int = 640) -> Grey:
     """The luma alone, as :func:`decode` gives it, of a keyframe that only feeds the freeze
-    check: no RGB, no in-loop filters (``_FAST``)."""
-    vf = _frame(kf, fast=True)
+    check: no RGB."""
+    vf = _frame(kf)
     return _grey(vf, *_size(vf, width))
 
 
