@@ -9,13 +9,16 @@ import sys
 
 import pytest
 
-PROBE = r"""
+MALLINFO = r"""
 import ctypes, sys
 class MI2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
                 "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 libc = ctypes.CDLL(None)
 libc.mallinfo2.restype = MI2
+"""
+
+PROBE = MALLINFO + r"""
 if sys.argv[1] == "tuned":
     from camwatch.malloc import tune_malloc
     assert tune_malloc()
@@ -43,13 +46,7 @@ def test_large_blocks_stay_mapped_after_tuning() -> None:
     assert _mapped_blocks("tuned") == 1
 
 
-PICTURES = r"""
-import ctypes, sys
-class MI2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
-                "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = MI2
+PICTURES = MALLINFO + r"""
 from camwatch.malloc import set_picture_threshold, tune_malloc
 assert not set_picture_threshold(640)  # untuned: glibc's own threshold is left alone
 assert tune_malloc()
