@@ -63,9 +63,10 @@ def picture_threshold(width: int) -> int:
 def set_picture_threshold(width: int | None) -> bool:
     """Raise the fixed threshold for pictures ``width`` wide (the quality sampler, while it
     samples), or put it back (``None``). Mapped, each of those arrays was a fresh mapping and
-    a page fault per 4 KiB: ~3,600 faults and 9 ms of a 1080p sample's checks (6 ms on the
-    heap). Does nothing unless :func:`tune_malloc` fixed the threshold: glibc's own already
-    rises to such sizes."""
+    a page fault per 4 KiB: ~3,600 faults a 1080p sample, its checks 15 ms instead of 7 ms
+    (bench/README.md). The trim threshold goes up with it, or the heap's freed top would go
+    back to the kernel after each picture and fault in again. Does nothing unless
+    :func:`tune_malloc` fixed the threshold: glibc's own already rises to such sizes."""
     if not _tuned or _MALLOPT is None:
         return False
     limit = MMAP_THRESHOLD if width is None else picture_threshold(width)

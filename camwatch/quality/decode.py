@@ -62,7 +62,7 @@ class _Decoders(threading.local):
     decoder opened per keyframe allocated its picture pools and tables anew each time: under
     the daemon's malloc settings (:func:`camwatch.malloc.tune_malloc`: blocks over 256 KiB are
     mapped, and unmapped when freed) that was ~4,900 page faults and 20-25 ms of a 1080p H.265
-    sample's two decodes. ~10 MiB each at 1080p: at most two a thread.
+    sample's two decodes. 5-10 MiB each at 1080p: at most two a thread.
 
     Both keyframes of a sample go through the same decoder, in-loop filters and all. Skipping
     the filters for the second one (it only feeds the freeze check's cell means) saved 1-2 ms
