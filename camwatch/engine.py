@@ -91,7 +91,7 @@ def _keep_unchanged(new: list[Channel], running: Mapping[str, Channel],
     new copies die at once instead of living beside the old ones until the swap (in-process,
     three reloads of 100,000 channels: 399 MB without this, 318 MB with it; bench/README.md).
     ``pace``: in a worker thread (:mod:`camwatch.pacing`)."""
-    for i, c in enumerate(paced(new) if pace else new):
+    for i, c in enumerate(paced(new, on=pace)):
         o = running.get(c.id)
         if o is not None and o is not c and o == c and o.url_password == c.url_password:
             new[i] = o
@@ -173,7 +173,7 @@ class Engine:
         sched = self.scheduler.schedule
         old_targets = sched.targets if sched is not None else {}
         targets = {}
-        for cid, c in (paced(channels.items()) if pace else channels.items()):
+        for cid, c in paced(channels.items(), on=pace):
             t = make_target(c, creds)
             targets[cid] = t if (o := old_targets.get(cid)) is None or o != t else o
         schedule = plan_schedule(cfg, channels, targets, self.clock(), self.scheduler.schedule,

@@ -77,7 +77,7 @@ def plan_evaluation(cfg: Config, channels: Mapping[str, Channel],
                     pace: bool = False) -> EvalInputs:
     """The rate cells and alert inputs of ``channels`` (``pace``: in a worker thread, see
     :mod:`camwatch.pacing`)."""
-    index = RateIndex(paced(channels.values()) if pace else channels.values())
+    index = RateIndex(paced(channels.values(), on=pace))
     index.targets_of(Targets(cfg.targets))  # the rows' layout and targets: here, in the planning
     # thread, not on the loop at the first evaluation (~0.1 s at 100,000 channels)
     return EvalInputs(index, alert_inputs(channels, cfg.alerts.rules.mass_outage.levels))

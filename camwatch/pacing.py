@@ -22,8 +22,15 @@ EVERY = 500  # items between pauses: ~0.5-1 ms of Python each for the users belo
 PAUSE_S = 0.002  # the thread uses at most about a third of a core meanwhile
 
 
-def paced(items: Iterable[T], every: int = EVERY, pause_s: float = PAUSE_S) -> Iterator[T]:
-    """``items``, with a pause of ``pause_s`` (the GIL released) after every ``every``."""
+def paced(items: Iterable[T], every: int = EVERY, pause_s: float = PAUSE_S, *,
+          on: bool = True) -> Iterable[T]:
+    """``items``, with a pause of ``pause_s`` (the GIL released) after every ``every``;
+    ``items`` themselves when not ``on`` (the same work run on the loop, or where no loop
+    waits)."""
+    return _paced(items, every, pause_s) if on else items
+
+
+def _paced(items: Iterable[T], every: int, pause_s: float) -> Iterator[T]:
     for i, item in enumerate(items, 1):
         yield item
         if i % every == 0:

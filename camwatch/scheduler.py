@@ -74,7 +74,7 @@ def plan_schedule(cfg: Config, channels: Mapping[str, Channel], targets: Mapping
     entries: list[Entry] = []
     old_channels = old.channels if old is not None else {}
     seq = 0
-    for cid, ch in (paced(channels.items()) if pace else channels.items()):
+    for cid, ch in paced(channels.items(), on=pace):
         if not (ch.rtsp_url or ch.onvif_url):
             continue  # reached only through a GB/T 28181 platform: nothing to probe
         old_ch = old_channels.get(cid)

@@ -21,3 +21,9 @@ def test_no_pause_before_a_batch_is_full() -> None:
     start = time.monotonic()
     assert list(paced(range(99), every=100, pause_s=30.0)) == list(range(99))
     assert time.monotonic() - start < 30.0  # no pause was taken
+
+
+def test_off_it_is_the_items_themselves() -> None:
+    """Not paced (the same work run on the loop): no generator in between, no pause."""
+    items = list(range(1000))
+    assert paced(items, every=1, pause_s=30.0, on=False) is items

@@ -314,14 +314,13 @@ class MetricsRenderer:
         ready (offline reasons, clock drift, device information). ``channel_up``'s lines are
         formatted at scrape time, so a reload of 100,000 channels makes none of them.
         ``pace``: in a worker thread, leave the loop its pace (:mod:`camwatch.pacing`)."""
-        each: Callable[[Iterable[str]], Iterable[str]] = paced if pace else iter
         for d in (self._reason, self._drift, self._info):
             d.clear()
         self._channels = channels
         self._tails = {}
         keys: dict[AggKey, AggKey] = {}
         self._key = {}
-        for cid in each(channels):
+        for cid in paced(channels, on=pace):
             ch = channels[cid]
             k: AggKey = (str(ch.klass or ""), ch.project, ch.county, ch.township)
             self._key[cid] = keys.setdefault(k, k)  # one tuple per label set
@@ -329,7 +328,7 @@ class MetricsRenderer:
         self._agg_labels = {k: _labels(**{"class": k[0]}, project=k[1], county=k[2],
                                        township=k[3]) for k in self._agg}
         self._counted = {}
-        for cid in each(channels):
+        for cid in paced(channels, on=pace):
             st = state(cid)
             if st is None:
                 self._counted[cid] = 2
