@@ -8,7 +8,9 @@ the keyframe fetch (two keyframes, one GOP apart), decoding both, the checks and
 JPEG; ``--one-frame``: one keyframe, as with ``quality.second_frame: false``). Printed, per
 sample: this process's CPU time (``time.process_time``: user + system, all
 threads) for the fetch and for the picture work apart, their sum, the wall time, and what
-10,000 channels sampled hourly would cost in cores (sum x 10,000 / 3,600 s). The samples run
+10,000 channels sampled hourly would cost in cores (sum x 10,000 / 3,600 s); before and after,
+the CPU time of a fixed workload that is none of camwatch's code, the machine's speed of the
+minute (figures taken at different times compare only in its light). The samples run
 under uvloop, the daemon's event loop (``camwatch run``); ``--loop asyncio`` for the standard
 one (the fetch costs ~2-3 ms more a 1080p sample there). The C heap is set as the daemon sets
 it while it samples (``camwatch.malloc``: tune_malloc, then the threshold for 640-px pictures);
@@ -99,7 +101,7 @@ def serve(conn: Connection, streams: dict[str, tuple[str, list[bytes]]]) -> None
         i = GOP - 12  # join mid-GOP, as a sampler does: the first keyframe is ~0.5 s away
         n = 0
         try:
-            while True:
+            while not writer.is_closing():  # the sampler's TEARDOWN, or its close
                 for p in pk.access_unit(aus[i % len(aus)], 3600 * (i + 1)):
                     writer.write(b"$\x00" + struct.pack("!H", len(p)) + p)
                 await writer.drain()
@@ -153,6 +155,27 @@ async def bench(port: int, name: str, n: int, count: int = 2) -> dict[str, float
             "wall_s": statistics.median(wall), "kf_kb": len(f.keyframes[0].data) / 1024}
 
 
+def reference_ms() -> float:
+    """A fixed CPU workload (pure Python, zlib, a numpy sort: none of camwatch's code), min of
+    5: the machine's speed of the minute, so that figures taken hours or machines apart can be
+    compared. This shared 2-core machine has measured the same code 1.7-2x apart."""
+    import zlib
+
+    import numpy as np
+    data = np.random.default_rng(1).integers(0, 64, 4 << 20, dtype=np.uint8).tobytes()
+    arr = np.random.default_rng(2).random(1 << 20)
+    best = float("inf")
+    for _ in range(5):
+        c0 = time.process_time()
+        total = 0
+        for i in range(300_000):
+            total += i * i
+        zlib.compress(data, 6)
+        np.sort(arr)
+        best = min(best, time.process_time() - c0)
+    return best * 1000
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10)
@@ -174,6 +197,8 @@ def main() -> int:
     proc.start()
     port = parent.recv()
     run = uvloop.run if args.loop == "uvloop" else asyncio.run
+    print(f"machine reference workload: {reference_ms():.1f} ms (pure Python + zlib + numpy,"
+          f" min of 5; lower is faster)")
     print(f"{'stream':<12} {'keyframe':>9} {'fetch CPU':>10} {'picture CPU':>12} "
           f"{'total CPU':>10} {'wall':>6} {'10k/h cores':>12}   picture CPU of one keyframe:"
           f" decode+scale / checks / jpeg")
@@ -183,6 +208,7 @@ def main() -> int:
         print(f"{name:<12} {r['kf_kb']:>7.0f}KB {r['fetch_ms']:>8.1f}ms {r['work_ms']:>10.1f}ms "
               f"{total:>8.1f}ms {r['wall_s']:>5.2f}s {total * 10_000 / 3600 / 1000:>12.3f}   "
               f"{r['decode_ms']:.1f} / {r['checks_ms']:.1f} / {r['jpeg_ms']:.1f} ms")
+    print(f"machine reference workload after: {reference_ms():.1f} ms")
     parent.send("stop")
     proc.join(10)
     return 0
