@@ -6,6 +6,7 @@ taken over by the next tick of another, recorded as a takeover."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import psycopg
@@ -24,6 +25,22 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def kill_session(dsn: str, name: str) -> int:
+    """Terminate instance ``name``'s session, as PostgreSQL does when its process dies, and
+    wait until the backend has exited: pg_terminate_backend only signals it, and its advisory
+    locks go with the exit (a tick just after the signal could still find them held)."""
+    app = f"camwatch cluster {name}"
+    with psycopg.connect(dsn, autocommit=True) as db:
+        killed = db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE application_name = %s", (app,)).fetchall()
+        deadline = time.monotonic() + 30
+        while db.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                         (app,)).fetchone() != (0,):
+            assert time.monotonic() < deadline, f"{app}'s backend did not exit"
+            time.sleep(0.01)  # polling PostgreSQL, with the deadline above
+    return sum(1 for (ok,) in killed if ok)
 
 
 def owner(dsn: str, name: str, clock: Clock | None = None, **cluster: Any) -> ShardOwnership:
@@ -85,10 +102,7 @@ def test_a_dead_instances_shards_are_taken_over_at_the_next_tick(pg_dsn: str) ->
         b_shards = b.start()
         assert len(a_shards) == 3 and b_shards == frozenset(range(6)) - a_shards
         # a's process dies (kill -9): PostgreSQL ends its session, and its locks with it
-        with psycopg.connect(pg_dsn, autocommit=True) as db:
-            killed = db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                "WHERE application_name = 'camwatch cluster a'").fetchall()
-        assert killed == [(True,)]
+        assert kill_session(pg_dsn, "a") == 1
         clock.now += 10
         assert b.tick() == frozenset(range(6))
         assert b.takeovers == 3
@@ -113,9 +127,7 @@ def test_a_dead_instances_row_is_kept_an_hour_then_deleted(pg_dsn: str) -> None:
     try:
         a.start()
         b.start()
-        with psycopg.connect(pg_dsn, autocommit=True) as db:
-            db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                       "WHERE application_name = 'camwatch cluster a'")
+        kill_session(pg_dsn, "a")
         clock.now += 3599
         b.tick()
         assert [i["instance"] for i in cluster_view(pg_dsn).instances] == ["a", "b"]
@@ -131,9 +143,7 @@ def test_the_lost_session_is_noticed_and_shards_claimed_again(pg_dsn: str) -> No
     a = owner(pg_dsn, "a")
     try:
         assert a.start() == frozenset(range(6))
-        with psycopg.connect(pg_dsn, autocommit=True) as db:  # a server restart, as seen
-            db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                       "WHERE application_name = 'camwatch cluster a'")
+        kill_session(pg_dsn, "a")  # a server restart, as seen
         assert a.tick() == frozenset(range(6))  # new session, nobody else: all again
         assert a.lost == 1 and a.problem is None
     finally:
