@@ -36,12 +36,13 @@ from camwatch.evaluator import EvalInputs, Evaluator, plan_evaluation
 from camwatch.health import SelfHealth
 from camwatch.inventory import Channel, Inventory
 from camwatch.malloc import release_free_memory
-from camwatch.model import ChannelState, Source, State, Transition, Verdict, Why
+from camwatch.model import ChannelState, Quality, Source, State, Transition, Verdict, Why
 from camwatch.pacing import paced
 from camwatch.probes import Level, ProbeResult
 from camwatch.quality.book import QualityBook
 from camwatch.quality.sampler import QualitySampler
 from camwatch.repairs.desk import RepairDesk, active_exemptions
+from camwatch.repairs.model import QUALITY_FAULT, Ticket, TicketState
 from camwatch.rules.alerts import META_KEY, Alert
 from camwatch.rules.rates import RateRow
 from camwatch.scheduler import MAIN, Schedule, Scheduler, plan_schedule
@@ -147,6 +148,11 @@ class Engine:
         self.gb: GbService | None = None  # the GB/T 28181 upper platform, when enabled
         self._first_apply = True
         self.apply(self.plan(cfg, inventory))
+        # a claim being verified when the daemon stopped gets its pictures sampled again
+        self.repairs.on_fixed = self._recheck_pictures
+        for t in list(self.repairs.tickets.values()):
+            if t.state == TicketState.FIXED:
+                self._recheck_pictures(t)
 
     # --- read API (HTTP, metrics) -----------------------------------------------------------------
 
@@ -368,6 +374,19 @@ class Engine:
                 elif not job.cancelled() and job.exception() is not None:
                     log.warning("publishing rates failed", error=repr(job.exception()))
 
+    def _recheck_pictures(self, t: Ticket) -> None:
+        """A ticket claimed fixed: its pictures (a quality ticket's channels, an online
+        ticket's channels whose last picture was degraded) sampled now and then every
+        ``repairs.verify_for`` while the claim is verified, instead of at the cadence's next
+        turns, up to two ``quality.interval`` away (docs/repairs.md)."""
+        if not (self.cfg.quality.enabled and self.cfg.repairs.enabled):
+            return
+        ids = t.channels if t.kind == QUALITY_FAULT else [
+            c for c in t.channels if self.quality.quality_of(c) is Quality.DEGRADED]
+        if ids:
+            self.sampler.request(ids, every=self.cfg.repairs.verify_for,
+                                 still=self.repairs.being_verified)
+
     async def _uplink(self) -> None:
         while True:
             if self.cfg.probing.uplink_check:
@@ -378,6 +397,7 @@ class Engine:
     def stop(self) -> None:
         self.stopping.set()
         self.scheduler.wake()
+        self.sampler.wake()
 
     async def run(self, extra: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
                   publish: Callable[[Sequence[RateRow]], Coroutine[Any, Any, None]]

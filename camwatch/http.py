@@ -210,6 +210,30 @@ async def snapshot(request: web.Request) -> web.Response:
     return web.Response(body=data, content_type="image/jpeg", headers=headers)
 
 
+async def sample_now(request: web.Request) -> web.Response:
+    """``POST /api/channels/{id}/sample``: the channel's picture sampled now, besides its
+    cadence (docs/quality.md); 202 once queued, with the last sample's time (``ts``, None
+    when never sampled): the new verdict is in ``/api/channels`` once its ``ts`` is later."""
+    eng = request.app[ENGINE]
+    cid = request.match_info["id"]
+    if request.query:
+        param = next(iter(request.query))
+        raise bad_query(param, request.query.get(param), "no query parameters")
+    if cid not in eng.channels:
+        return _json_error(404, f"no connected channel {cid[:40]!r}")
+    if not eng.cfg.quality.enabled:
+        return _json_error(409, "picture sampling is off (quality.enabled: false)")
+    if eng.book.state_of(cid) == State.OFFLINE:
+        return _json_error(409, f"channel {cid} is offline: its picture is not sampled")
+    if not eng.sampler.request([cid]):
+        return _json_error(503, "too many samples asked for and not yet taken; try again "
+                                "in a minute")
+    rec = eng.quality.get(cid)
+    return web.json_response({"id": cid, "queued": True,
+                              "ts": rec.ts if rec is not None else None},
+                             status=202, dumps=_dumps)
+
+
 async def rates(request: web.Request) -> web.Response:
     eng = request.app[ENGINE]
     rows = [r.as_json() for r in eng.rates]
@@ -513,6 +537,7 @@ def make_app(engine: Engine, reloader: Reloader | None = None,
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/channels", channels)
     app.router.add_get("/api/channels/{id}/snapshot.jpg", snapshot)
+    app.router.add_post("/api/channels/{id}/sample", sample_now)
     app.router.add_get("/api/rates", rates)
     app.router.add_get("/api/status", status)
     app.router.add_get("/api/platforms", platforms)

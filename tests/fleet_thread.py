@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from camwatch.sim.model import Fault, SimChannel, SimDevice
+from camwatch.sim.pictures import Picture
 from camwatch.sim.rtsp_server import start_rtsp_server
 
 
@@ -46,6 +47,14 @@ class FleetThread:
     def set_fault(self, index: int, fault: Fault) -> None:
         async def change() -> None:
             self.devices[index].channels["/ch"].fault = fault
+
+        asyncio.run_coroutine_threadsafe(change(), self.loop).result(10)
+
+    def set_picture(self, index: int, picture: Picture | None) -> None:
+        """What camera ``index`` streams from its next PLAY: a real clip of ``picture``
+        (camwatch.sim.pictures), or the small fake packets (None)."""
+        async def change() -> None:
+            self.devices[index].channels["/ch"].picture = picture
 
         asyncio.run_coroutine_threadsafe(change(), self.loop).result(10)
 

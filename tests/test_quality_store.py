@@ -9,6 +9,7 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from camwatch.config import parse_config
 from camwatch.engine import Engine
@@ -92,7 +93,7 @@ def test_book_stages_writes_and_logs_only_changes(tmp_path: Path) -> None:
     store.close()
 
 
-def _engine(tmp_path: Path) -> Engine:
+def _engine(tmp_path: Path, **more: object) -> Engine:
     chs = [Channel(id=f"c{i}", name=f"点位{i}", klass=1, project="雪亮工程", county="鹿邑县",
                    township="城关镇", village="东关", operator="移动", installed=True,
                    connected=True, host=f"h{i}", rtsp_url="rtsp://127.0.0.1:9/")
@@ -103,6 +104,7 @@ def _engine(tmp_path: Path) -> Engine:
         "store": {"path": str(tmp_path / "cw.db")},
         # a day's interval: no sample of the test's own is due while it runs
         "quality": {"enabled": True, "interval": "1d"},
+        **more,
     }, base_dir=tmp_path)
     return Engine(cfg, Inventory(source="t", channels=chs, rows_read=len(chs)),
                   SqliteStore(tmp_path / "cw.db"))
@@ -251,3 +253,33 @@ async def test_the_sampler_raises_the_malloc_threshold_while_it_samples(tmp_path
     assert eng.sampler._picture_width is None
     eng.close()
     eng.store.close()
+
+
+def test_a_claim_being_verified_across_a_restart_has_its_pictures_asked_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quality ticket claimed fixed (being verified) when the daemon stopped: the new
+    engine asks the sampler for its channel's picture at once (docs/repairs.md), as the
+    claim did; and the sampler's requests are bounded and only for channels it has."""
+    from camwatch.quality import sampler
+    from camwatch.repairs.model import Ticket
+
+    store = SqliteStore(tmp_path / "cw.db")
+    claimed = Ticket.from_dict(dict(no=1, state="fixed", channels=["c0"], opened=T0,
+                                    fault_since=T0, response_s=7200.0, repair_s=86400.0,
+                                    kind="quality", faults=["too_dark"], fixed=T0 + 60))
+    store.commit_tickets([claimed], [], [], T0 + 60)
+    store.close()
+    eng = _engine(tmp_path, repairs={"enabled": True})
+    s = eng.sampler
+    assert s.requested("c0") and not s.requested("c1")
+    assert s.request(["gone"]) == 0  # not in the inventory
+    monkeypatch.setattr(sampler, "MAX_REQUESTS", 2)
+    assert s.request(["c0", "c1", "c2"]) == 2  # c0 asked again (replaced), c1; c2 over
+    assert s.requested("c1") and not s.requested("c2")
+    eng.close()
+    eng.store.close()
+    # sampling off: the same claim asks for nothing, and nothing can be asked for
+    off = _engine(tmp_path, repairs={"enabled": True}, quality={"enabled": False})
+    assert not off.sampler.requested("c0") and off.sampler.request(["c0"]) == 0
+    off.close()
+    off.store.close()

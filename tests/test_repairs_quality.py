@@ -65,6 +65,10 @@ LATE = T0 + 9 * H  # long after the claim's verify_for
     # still degraded verify_for after the claim: back to 处理中; not before
     (Q, S.FIXED, pic(BAD, T0, T0 + 4 * H), FIXED_AT + V, S.REWORK, "rejected", None),
     (Q, S.FIXED, pic(BAD, T0, T0 + 4 * H), FIXED_AT + V - 1, S.FIXED, None, None),
+    # ... by a picture sampled at or after the claim: one from before it says nothing of the
+    # repair, and the claim waits for a fresh one (the engine has it taken at the claim)
+    (Q, S.FIXED, pic(BAD, T0, FIXED_AT - 1), LATE, S.FIXED, None, None),
+    (ON, S.FIXED, pic(BAD, T0, FIXED_AT - 1), LATE, S.FIXED, None, None),
     # offline now: rejected too (the ticket covers the channel, whatever comes next)
     (Q, S.FIXED, pic(UNK, None, None, online=None), FIXED_AT + V, S.REWORK, "rejected", None),
     # not sampled (since a restart): camwatch cannot judge, neither pass nor fail
@@ -297,3 +301,26 @@ def test_cli_show_names_a_quality_tickets_faults_and_snapshot() -> None:
     assert "faults:    signal_lost" in text and f"snapshot:  {SNAP}" in text
     online = format_ticket({**base, "kind": "online"}, [])
     assert "offline since" in online and "snapshot" not in online
+
+
+def test_a_claim_asks_for_fresh_pictures_and_an_old_one_does_not_reject_it(
+        county: County) -> None:
+    c = county
+    at(c, T0 + 5 * M, A, Quality.DEGRADED, "too_dark")
+    at(c, T0 + 10 * M, A, Quality.DEGRADED, "too_dark")
+    c.run_until(T0 + 15 * M)
+    (t,) = c.store.tickets()
+    claimed: list[Ticket] = []
+    c.desk.on_fixed = claimed.append
+    c.act(t.no, "ack")
+    assert claimed == [] and not c.desk.being_verified(A)
+    c.act(t.no, "done", note="已清洁镜头")
+    assert [(x.no, x.state) for x in claimed] == [(t.no, S.FIXED)]  # after it was committed
+    assert c.desk.being_verified(A) and not c.desk.being_verified(F)
+    # no picture since the claim: the old dark one neither rejects nor verifies it
+    c.run_until(T0 + 15 * M + 2 * V)
+    assert c.store.ticket(t.no).state == S.FIXED  # type: ignore[union-attr]
+    sample(c, A, Quality.DEGRADED, "too_dark")  # a fresh one, still dark: rejected
+    c.run_until(T0 + 20 * M + 2 * V)
+    t1 = c.store.ticket(t.no)
+    assert t1 is not None and t1.state == S.REWORK and not c.desk.being_verified(A)

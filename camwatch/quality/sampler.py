@@ -9,6 +9,13 @@ and a second or more of its encoder's output). Channels currently offline are no
 (their quality stays as it was; they do not count as intact anyway). The decoding runs in a
 :class:`~camwatch.quality.decode.DecodePool` of ``quality.decode_workers`` threads.
 
+Besides its cadence a channel is sampled when asked (:meth:`QualitySampler.request`): now,
+for ``POST /api/channels/{id}/sample``; and, for a repair ticket claimed fixed, at the claim and
+then every ``repairs.verify_for`` while the claim is being verified (the engine asks), so that
+a repaired picture is verified in minutes rather than at the next samples of the cadence. Such
+a sample does not move the channel's phase; a channel offline when its turn comes is not
+sampled (a follow-up is still planned).
+
 A stop cancels the samples in flight: a sample may wait up to ``quality.timeout`` for a
 keyframe, longer than a shutdown may take.
 """
@@ -18,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import heapq
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import structlog
@@ -58,6 +67,18 @@ __all__ = ["NO_RTSP_URL", "QualitySampler", "interval_for", "period_of"]
 
 NO_RTSP_URL = "no_rtsp_url"
 IDLE_S = 5.0  # how often a disabled or empty lane looks at its config again
+# Requests waiting at most (one per channel; a request for a channel already waiting
+# replaces it): what an API client can queue is bounded.
+MAX_REQUESTS = 10_000
+
+
+@dataclass(slots=True)
+class _Request:
+    """A sample asked for out of the channel's cadence (:meth:`QualitySampler.request`)."""
+
+    token: int  # the heap entry that is this request's (a newer request outdates older ones)
+    every: float | None  # sampled again this long after each sample ...
+    still: Callable[[str], bool] | None  # ... while this holds for the channel
 
 
 def period_of(ts: float, tz: dt.tzinfo) -> str:
@@ -87,6 +108,62 @@ class QualitySampler:
         self._picture_width: int | None = None  # the width the malloc threshold is set for
         self._tasks: set[asyncio.Task[None]] = set()
         self.in_flight = 0
+        # samples asked for out of cadence: (due, token, channel id), and each channel's request
+        self._asked: list[tuple[float, int, str]] = []
+        self._requests: dict[str, _Request] = {}
+        self._tokens = itertools.count()
+        self.requested_total = 0  # samples taken on request
+        self._woken = asyncio.Event()
+
+    def request(self, ids: Iterable[str], *, every: float | None = None,
+                still: Callable[[str], bool] | None = None) -> int:
+        """Sample ``ids`` now, besides their cadence; with ``every``,
+        again ``every`` seconds after each of those samples for as long as ``still(id)``
+        holds (asked when each is due, and after it). A channel already waiting for a request
+        gets this one instead. Returns how many were queued: ids not in the inventory, and
+        any beyond :data:`MAX_REQUESTS` waiting, are not. Taken only while sampling is on."""
+        if not self.engine.cfg.quality.enabled:
+            return 0
+        due = self.clock()
+        n = 0
+        for cid in ids:
+            if cid not in self.engine.book.channels or (
+                    cid not in self._requests and len(self._requests) >= MAX_REQUESTS):
+                continue
+            token = next(self._tokens)
+            self._requests[cid] = _Request(token, every, still)
+            heapq.heappush(self._asked, (due, token, cid))
+            n += 1
+        if n:
+            self.wake()  # the lane may be waiting for its next cadence sample
+        return n
+
+    def requested(self, cid: str) -> bool:
+        """Whether a sample of ``cid`` is asked for: waiting, in flight, or a follow-up."""
+        return cid in self._requests
+
+    def _next_asked(self, now: float) -> tuple[str, _Request] | None:
+        """The asked-for sample due at ``now``, if any (outdated heap entries dropped)."""
+        while self._asked and self._asked[0][0] <= now:
+            _, token, cid = heapq.heappop(self._asked)
+            req = self._requests.get(cid)
+            if req is None or req.token != token:
+                continue
+            if req.still is not None and not req.still(cid):
+                del self._requests[cid]
+                continue
+            return cid, req
+        return None
+
+    def _again(self, cid: str, req: _Request, after: float) -> None:
+        """After an asked-for sample: the next one ``req.every`` later, or none."""
+        if self._requests.get(cid) is not req:
+            return  # asked again meanwhile: the newer request stands
+        if req.every is None or (req.still is not None and not req.still(cid)):
+            del self._requests[cid]
+            return
+        req.token = next(self._tokens)
+        heapq.heappush(self._asked, (after + req.every, req.token, cid))
 
     def _plan(self, q: QualityConfig, now: float) -> None:
         """Give every channel not yet in the heap its first due time; a changed quality
@@ -110,6 +187,7 @@ class QualitySampler:
                 q = eng.cfg.quality
                 if not q.enabled:
                     self._planned_cfg = None
+                    self._asked, self._requests = [], {}
                     self._malloc_for(None)
                     if await eng.wait(IDLE_S):
                         return
@@ -127,9 +205,22 @@ class QualitySampler:
                 now = self.clock()
                 if q is not self._planned_cfg or eng.book.generation != self._generation:
                     self._plan(q, now)
-                if not self._heap or self._heap[0][0] > now:
-                    wait = IDLE_S if not self._heap else min(IDLE_S, self._heap[0][0] - now)
-                    if await eng.wait(max(0.01, wait)):
+                asked = self._next_asked(now)
+                if asked is not None:
+                    cid, req = asked
+                    ch = eng.book.channels.get(cid)
+                    if ch is None:
+                        del self._requests[cid]
+                    elif eng.book.state_of(cid) == State.OFFLINE:
+                        self._again(cid, req, now)
+                    else:
+                        await sem.acquire()
+                        self._start(ch, q, now, sem, (cid, req))
+                    continue
+                nxt = min(self._heap[0][0] if self._heap else now + IDLE_S,
+                          self._asked[0][0] if self._asked else now + IDLE_S)
+                if nxt > now:
+                    if await self._nap(min(IDLE_S, nxt - now)):
                         return
                     continue
                 due, cid = heapq.heappop(self._heap)
@@ -144,9 +235,7 @@ class QualitySampler:
                 if eng.book.state_of(cid) == State.OFFLINE:
                     continue
                 await sem.acquire()
-                task = asyncio.create_task(self._one(ch, q, now, sem), name=f"quality:{cid}")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._start(ch, q, now, sem)
         finally:
             for t in list(self._tasks):
                 t.cancel()
@@ -157,6 +246,27 @@ class QualitySampler:
                 self._pool = None
             self._malloc_for(None)
 
+    def _start(self, ch: Channel, q: QualityConfig, now: float, sem: asyncio.Semaphore,
+               asked: tuple[str, _Request] | None = None) -> None:
+        task = asyncio.create_task(self._one(ch, q, now, sem, asked), name=f"quality:{ch.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def wake(self) -> None:
+        """Look at the lane again now (a request came, or the engine is stopping)."""
+        self._woken.set()
+
+    async def _nap(self, seconds: float) -> bool:
+        """Sleep ``seconds`` or until :meth:`wake`; True when the engine is stopping."""
+        if not self._woken.is_set():
+            try:
+                async with asyncio.timeout(max(0.01, seconds)):
+                    await self._woken.wait()
+            except TimeoutError:
+                pass
+        self._woken.clear()
+        return self.engine.stopping.is_set()
+
     def _malloc_for(self, width: int | None) -> None:
         """The daemon's mmap threshold raised while pictures ``width`` wide are checked, and
         put back when sampling stops (:func:`camwatch.malloc.set_picture_threshold`)."""
@@ -164,11 +274,12 @@ class QualitySampler:
             set_picture_threshold(width)
             self._picture_width = width
 
-    async def _one(self, ch: Channel, q: QualityConfig, now: float, sem: asyncio.Semaphore
-                   ) -> None:
+    async def _one(self, ch: Channel, q: QualityConfig, now: float, sem: asyncio.Semaphore,
+                   asked: tuple[str, _Request] | None = None) -> None:
         from camwatch.quality.sample import QualityVerdict, SampleSettings, sample
 
         self.in_flight += 1
+        taken = now
         period = period_of(now, zone(self.engine.cfg.report.timezone))
         try:
             sched = self.engine.scheduler.schedule
@@ -188,6 +299,7 @@ class QualitySampler:
                                      reference=book.reference(ch.id),
                                      blur_baseline=book.blur_baseline(ch.id, period),
                                      now=self.clock())
+            taken = v.ts
             self.engine.quality.record(v, period)
             if v.quality is Quality.DEGRADED:
                 log.info("picture degraded", channel=ch.id, county=ch.county,
@@ -201,3 +313,6 @@ class QualitySampler:
         finally:
             self.in_flight -= 1
             sem.release()
+            if asked is not None:
+                self.requested_total += 1
+                self._again(*asked, taken)

@@ -89,6 +89,8 @@ class RepairDesk:
         self._levels: tuple[str, ...] = ()
         self._lock = asyncio.Lock()
         self.on_enqueued: Callable[[], None] = lambda: None
+        # a ticket just claimed fixed (已处理), committed: the engine has its pictures sampled
+        self.on_fixed: Callable[[Ticket], None] = lambda t: None
         self.opened_total = 0
         self._listening = ""  # the address finally bound (--listen, port 0), when known
         # this month's assessment so far, for the metrics (refresh_assessment)
@@ -144,6 +146,11 @@ class RepairDesk:
         """channel id -> the open ticket covering it."""
         return {c: t.no for t in self.tickets.values() for c in t.channels}
 
+    def being_verified(self, cid: str) -> bool:
+        """Whether an open ticket claimed fixed (已处理, being verified) covers ``cid``."""
+        return any(t.state == TicketState.FIXED and cid in t.channels
+                   for t in self.tickets.values())
+
     def link(self, no: int) -> str:
         return f"{self.link_base}/api/tickets/{no}"
 
@@ -186,7 +193,9 @@ class RepairDesk:
             t = live.copy()
             step = Step({no: t}, machine.act(t, action, by, note, now), [])
             await self._write(step, now)
-            return t, step.events
+        if any(e.kind == "fixed" for e in step.events):
+            self.on_fixed(t)
+        return t, step.events
 
     async def note_closed(self, t: Ticket, by: str, note: str, now: float
                           ) -> list[TicketEvent]:

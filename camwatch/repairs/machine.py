@@ -20,7 +20,8 @@ Rules (docs/repairs.md):
   picture ``ok``, seen so by samples spanning ``verify_for`` (from the later of the online
   run's and the ok run's start); an online-fault ticket also needs the picture not
   ``degraded``. A degraded picture ``verify_for`` after a "fixed" claim sends either back to
-  处理中, like an offline point.
+  处理中, like an offline point, when it was sampled at or after the claim (an older sample
+  waits for a fresh one: the engine has the sampler take one at the claim).
 """
 
 from __future__ import annotations
@@ -84,11 +85,14 @@ def _good_since(t: Ticket, v: PointView, now: float, verify_for: float) -> float
     return start if v.quality_ts - start >= verify_for else None
 
 
-def _bad(v: PointView) -> str | None:
-    """Why the point fails a verification (offline, or its picture degraded), or None."""
+def _bad(v: PointView, claimed: float) -> str | None:
+    """Why the point fails the verification of a claim made at ``claimed`` (offline, or its
+    picture degraded), or None. A degraded picture counts only when it was sampled at or
+    after the claim: one from before says nothing of the repair (with hourly samples it was,
+    more often than not, the last one before the maintainer came)."""
     if v.state == State.OFFLINE:
         return reason_zh(v.reason)
-    if v.quality == Quality.DEGRADED:
+    if v.quality == Quality.DEGRADED and (v.quality_ts is None or v.quality_ts >= claimed):
         return f"画面异常：{faults_zh(v.faults)}"
     return None
 
@@ -179,7 +183,7 @@ def observe(t: Ticket, points: Mapping[str, PointView | None], now: float,
                                      f"未收到维护方报告，核实结案", repaired=run_start)]
     if t.state == S.FIXED and t.fixed is not None and now - t.fixed >= verify_for:
         down = [(c, why) for c in t.channels if (v := points.get(c)) is not None
-                and (why := _bad(v)) is not None]
+                and (why := _bad(v, t.fixed)) is not None]
         if down:
             t.rejections += 1
             what = "、".join(f"{c}（{why}）" for c, why in down[:5])

@@ -64,7 +64,8 @@ Exposition produced (gauges unless noted):
   dictionary look-up each (~10 ms at 100,000).
 - the picture's quality (:meth:`camwatch.quality.book.QualityBook.exposition`):
   ``camwatch_channel_quality_ok{channel}``, ``camwatch_channel_quality_score{channel,check}``
-  (faults only), ``camwatch_channels_quality{quality}``, ``camwatch_quality_samples_total``.
+  (faults only), ``camwatch_channels_quality{quality}``, ``camwatch_quality_samples_total``;
+  and ``camwatch_quality_requested_samples_total`` (samples taken on request).
 """
 
 from __future__ import annotations
@@ -475,6 +476,11 @@ class MetricsRenderer:
 
         if eng.cfg.quality.enabled:
             self._render_intact(add, openmetrics)
+            name = "camwatch_quality_requested_samples_total"
+            add(_head(name, "counter",
+                      "Pictures sampled on request, beside the cadence (a repair claim being "
+                      "verified, POST /api/channels/{id}/sample).", openmetrics))
+            add(f"{name} {eng.sampler.requested_total}\n")
         add(_head("camwatch_online_rate_target", "gauge",
                   "Online-rate target (fraction) by point class or project.", openmetrics))
         for klass, target in sorted(eng.cfg.targets.by_class.items()):
