@@ -8,7 +8,8 @@ thread); when the owned shards changed, the engine gets the new part as it gets 
 (:meth:`Engine.plan` in a worker thread, :meth:`Engine.apply_sliced` on the loop: no stall).
 Channels of a shard taken over start from the states their previous owner committed
 (:meth:`ChannelBook.seed`), so their next verdict continues that history: no spurious
-transition, ``since`` kept. Channels of a shard lost keep their stored states
+transition, ``since`` kept; with ``quality.enabled`` their stored pictures go into the
+quality book too. Channels of a shard lost keep their stored states
 (:attr:`Engine.forget`): only a channel that left the inventory file loses its state.
 """
 
@@ -33,6 +34,7 @@ from camwatch.malloc import release_free_memory
 from camwatch.model import ChannelState
 from camwatch.rules.alerts import shard_meta_key
 from camwatch.secrets import Secret
+from camwatch.store.base import QualityState
 
 if TYPE_CHECKING:
     from camwatch.engine import Engine
@@ -40,6 +42,10 @@ if TYPE_CHECKING:
 __all__ = ["ClusterMember", "cluster_member"]
 
 log = structlog.get_logger(__name__)
+
+# stored pictures taken into the quality book per turn of the loop after a takeover (each
+# row: a record, a reference array, a JPEG within the budget)
+PICTURE_SLICE = 1_000
 
 
 def cluster_member(cfg: Config, listen: str) -> ClusterMember | None:
@@ -168,12 +174,19 @@ class ClusterMember:
     async def _reshard(self, engine: Engine, whole: Inventory) -> None:
         before = self.applied
         t0 = time.monotonic()
-        cut, seed, saved = await asyncio.to_thread(self._cut_and_seed, engine, whole)
+        cut, seed, saved, pictures = await asyncio.to_thread(self._cut_and_seed, engine,
+                                                             whole)
         engine.book.seed(seed)  # O(channels added), on the loop: the book is the loop's
         part = cut.part
         plan = await asyncio.to_thread(engine.plan, engine.cfg, part, True)
         self.adopt(cut)
         gone = await engine.apply_sliced(plan)
+        # the added channels' pictures as their previous owner left them (verdict, run,
+        # baselines, reference, thumbnail): not unknown until sampled again, and a
+        # quality_degraded run goes on; in slices, between which probes go on
+        for i in range(0, len(pictures), PICTURE_SLICE):
+            engine.quality.load(dict(pictures[i:i + PICTURE_SLICE]))
+            await asyncio.sleep(0)
         engine.evaluator.use_shards(cut.alerts.scope(cut.owned), saved)
         self.changes += 1
         log.info("shards changed", instance=self.instance, shards=sorted(self.applied),
@@ -181,23 +194,39 @@ class ClusterMember:
                  channels=len(engine.channels), seeded=len(seed), removed=len(gone),
                  took_s=round(time.monotonic() - t0, 3))
 
+    @staticmethod
+    def _pictures(engine: Engine, added: list[str]) -> list[tuple[str, QualityState]]:
+        """In a worker thread: the stored quality states of the channels a takeover adds
+        (with ``quality.enabled``), degraded last as :meth:`QualityBook.load` keeps them."""
+        if not engine.cfg.quality.enabled:
+            return []
+        paged = getattr(engine.store, "load_quality_of", None)  # PostgresStore's
+        if paged is not None:
+            stored: dict[str, QualityState] = paged(added)
+        else:
+            every = engine.store.load_quality()
+            stored = {cid: every[cid] for cid in added if cid in every}
+        return sorted(stored.items(), key=lambda kv: (kv[1].quality == "degraded", kv[1].ts))
+
     def _cut_and_seed(self, engine: Engine, whole: Inventory
-                      ) -> tuple[Cut, dict[str, ChannelState], dict[int, Any]]:
-        """In a worker thread: the new part, the committed states of the channels it adds
-        and the committed alert states of the shards it claims (read on the reads
-        connection). Reading the engine's channels here is safe: swaps happen under the
-        daemon's reload lock, which the caller holds."""
+                      ) -> tuple[Cut, dict[str, ChannelState], dict[int, Any],
+                                 list[tuple[str, QualityState]]]:
+        """In a worker thread: the new part, the committed states of the channels it adds,
+        the committed alert states of the shards it claims and the added channels' stored
+        pictures (read on the reads connection). Reading the engine's channels here is safe:
+        swaps happen under the daemon's reload lock, which the caller holds."""
         cut = self.part(whole)
         saved = self.saved_alerts(engine, cut.owned - self.applied)
         held = engine.channels
         added = [c.id for c in cut.part.channels if c.connected and c.id not in held]
         if not added:
-            return cut, {}, saved
+            return cut, {}, saved, []
+        pictures = self._pictures(engine, added)
         paged = getattr(engine.store, "load_states_of", None)  # PostgresStore's
         if paged is not None:
-            return cut, dict(paged(added)), saved
+            return cut, dict(paged(added)), saved, pictures
         stored = engine.store.load_states()
-        return cut, {cid: stored[cid] for cid in added if cid in stored}, saved
+        return cut, {cid: stored[cid] for cid in added if cid in stored}, saved, pictures
 
     # --- what the daemon serves --------------------------------------------------------------
 

@@ -530,6 +530,18 @@ class PostgresStore:
         return {r[0]: quality_of(r)
                 for r in self._read(f"SELECT {columns} FROM quality_state")}
 
+    def load_quality_of(self, channel_ids: Iterable[str], page: int = 2_000
+                        ) -> dict[str, QualityState]:
+        """The stored quality states of these channels only (a cluster's shard taken over),
+        a page of ids per query, as :meth:`load_states_of`."""
+        ids = list(channel_ids)
+        out: dict[str, QualityState] = {}
+        for i in range(0, len(ids), page):
+            for r in self._read(f"SELECT {QUALITY_COLUMNS} FROM quality_state "
+                                "WHERE channel_id = ANY(%s)", (ids[i:i + page],)):
+                out[r[0]] = quality_of(r)
+        return out
+
     def quality_changes(self, start: float | None = None,
                         end: float | None = None) -> Iterator[QualityChangeRow]:
         """Quality changes with ``start <= ts < end`` in time order, a page per query."""
