@@ -191,7 +191,7 @@ def fleet_config(args: argparse.Namespace) -> tuple[FleetConfig, str]:
 DEMO_PICTURE_FAULTS = ((Picture.FROZEN, 0.004), (Picture.SIGNAL_LOST, 0.004),
                        (Picture.BLUR, 0.003), (Picture.TOO_DARK, 0.002),
                        (Picture.OCCLUDED, 0.002), (Picture.COLOR_CAST, 0.002),
-                       (Picture.NOISE, 0.001))
+                       (Picture.NOISE, 0.001), (Picture.SCENE_CHANGED, 0.001))
 
 
 def _tune_config(path: Path, interval: str, quality_interval: str = "10m") -> None:

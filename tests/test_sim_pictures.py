@@ -45,6 +45,14 @@ async def test_every_picture_gets_its_verdict(codec: str) -> None:
         for p in kinds:
             v = await _sample(pool, f"rtsp://127.0.0.1:{port}/{p.value}", dev.username,
                               dev.password)
+            if p is Picture.SCENE_CHANGED:  # the usual view first, then the turned one
+                assert v.quality is Quality.OK and v.thumb is not None, v.json()
+                v = await sample(Target(channel_id="x", host="127.0.0.1",
+                                        rtsp_url=f"rtsp://127.0.0.1:{port}/{p.value}",
+                                        username=dev.username, password=Secret(dev.password)),
+                                 ProbeSettings(timeout_s=10.0), SampleSettings(), pool,
+                                 reference=v.thumb)
+                assert [f.check for f in v.faults] == ["scene_changed"], v.json()
             faults = {f.check for f in v.faults}
             assert v.codec == codec and (v.width, v.height) == (640, 360), p
             if p is Picture.OK:

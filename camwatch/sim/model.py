@@ -53,6 +53,7 @@ class SimChannel:
     # None: PLAY sends small fake RTP packets (enough for the stream-level probe); a Picture:
     # a real clip showing that picture (camwatch.sim.pictures), for the quality lane
     picture: Picture | None = None
+    plays: int = 0  # PLAYs answered (a scene_changed picture shows its usual view at the first)
 
 
 @dataclass(slots=True)

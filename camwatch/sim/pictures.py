@@ -51,6 +51,9 @@ class Picture(enum.StrEnum):
     COLOR_CAST = "color_cast"
     NOISE = "noise"  # 雪花: snow
     OCCLUDED = "occluded"
+    # a camera turned or moved: its first PLAY shows its usual view (the sampler's scene
+    # reference), every later one another view (the RTSP server counts the PLAYs)
+    SCENE_CHANGED = "scene_changed"
 
 
 def _scene(seed: int, shift: int) -> npt.NDArray[np.float64]:
@@ -110,7 +113,8 @@ def frames(kind: Picture, seed: int = 1) -> list[Rgb]:
     out = []
     for i in range(FRAMES):
         shift = 0 if kind is Picture.FROZEN else 16 * i
-        img = _scene(seed, shift)
+        # the turned camera's other view: another street, panning as the usual one does
+        img = _scene(seed + 6 if kind is Picture.SCENE_CHANGED else seed, shift)
         if kind is Picture.SIGNAL_LOST:
             img = np.zeros_like(img) + np.array([16.0, 32.0, 200.0])
         elif kind is Picture.TOO_DARK:

@@ -36,7 +36,7 @@ from typing import Final, cast
 from urllib.parse import urlsplit
 
 from camwatch.sim.model import Fault, RtspAuth, SimChannel, SimDevice
-from camwatch.sim.pictures import FPS, Clip, clip, rtp_packets
+from camwatch.sim.pictures import FPS, Clip, Picture, clip, rtp_packets
 
 __all__ = ["MOVED_PREFIX", "start_rtsp_server"]
 
@@ -209,8 +209,11 @@ class _Conn(asyncio.Protocol):
             self._write(200, "OK", cseq, f"Session: {self.session}\r\nRange: npt=0.000-\r\n",
                         fault=fault)
             if fault is not Fault.NO_RTP and self.rtp_handle is None:
+                channel.plays += 1
                 if channel.picture is not None:
-                    self.video = clip(channel.picture, channel.codec)
+                    shown = Picture.OK if channel.picture is Picture.SCENE_CHANGED and \
+                        channel.plays == 1 else channel.picture
+                    self.video = clip(shown, channel.codec)
                     self.video_i = 0
                     self._frame()
                 else:
