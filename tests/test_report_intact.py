@@ -197,11 +197,32 @@ def test_tables_show_intact_beside_online(bulletin: Bulletin) -> None:
     assert rows[("鹿邑县", "一类")][9] == pytest.approx(686 / 1070)
     assert rows[("鹿邑县", "一类")][-2:] == [0.98, "未达标"]
     assert rows[("鹿邑县", "全部")][-2:] == [None, ""]
+    assert t.headers[10] == "完好率环比(百分点)"
+    assert rows[("鹿邑县", "全部")][10] == pytest.approx(-22.4105, abs=1e-4)
+    assert rows[("鹿邑县", "一类")][10] is None  # as the online rate's: scopes only
     tw = township_table(bulletin)
-    assert tw.headers[-2:] == ["完好率", "完好率是否达标"]
-    assert [(r[2], r[-2], r[-1]) for r in tw.rows] == [
-        ("白马乡", pytest.approx(1368 / 1680), "未达标"),
-        ("城关镇", pytest.approx(686 / 1070), "未达标")]
+    assert tw.headers[-3:] == ["完好率", "完好率环比(百分点)", "完好率是否达标"]
+    assert [(r[2], r[-3], r[-2], r[-1]) for r in tw.rows] == [
+        ("白马乡", pytest.approx(1368 / 1680), pytest.approx(-15.3456, abs=1e-4), "未达标"),
+        ("城关镇", pytest.approx(686 / 1070), pytest.approx(-35.8879, abs=1e-4), "未达标")]
+
+
+def test_the_intact_rates_change_from_the_previous_month(bulletin: Bulletin) -> None:
+    """October by hand (744 h; judged from each channel's first picture): C ok from 10-01,
+    off 10-10..10-12: 696 / 744; D ok from 10-01, online: 744 / 744; A online from 10-20,
+    first picture 10-25: 168 / 168; E first sampled 11-10 and B connected 11-16: not judged.
+    1608 / 1656 = 97.10 %, so 74.69 - 97.10 = -22.41 pp; 白马乡 (C, D) 1440 / 1488 = 96.77 %
+    -> -15.35 pp; 城关镇 (A) 168 / 168 -> -35.89 pp."""
+    s = bulletin.summary
+    assert s.previous_intact == pytest.approx(1608 / 1656)
+    assert s.intact_change_pp == pytest.approx((2054 / 2750 - 1608 / 1656) * 100)
+    bm, cg = bulletin.townships
+    assert bm.previous_intact == pytest.approx(1440 / 1488)
+    assert cg.previous_intact == pytest.approx(1.0)
+    doc = bulletin_json(bulletin)
+    assert doc["summary"]["previous_intact_rate"] == round(1608 / 1656, 6)
+    assert doc["summary"]["intact_change_pp"] == round((2054 / 2750 - 1608 / 1656) * 100, 4)
+    assert "intact_change_pp" not in doc["summary"]["by_class"][0]
 
 
 def test_html_has_intact_cards_and_degraded_pictures(bulletin: Bulletin) -> None:

@@ -197,6 +197,7 @@ class Figures:
     rank: int = 0
     itw: RateRow | None = None  # 完好率, as in Part
     isnap: RateRow | None = None
+    previous_intact: float | None = None  # last period's published 完好率
 
     def get(self, dim: str) -> str:
         return dict(self.scope).get(dim, "")
@@ -252,6 +253,14 @@ class Figures:
         if rate is None or self.previous is None:
             return None
         return (rate - self.previous) * 100.0
+
+    @property
+    def intact_change_pp(self) -> float | None:
+        """The 完好率's month-over-month change in percentage points (环比)."""
+        rate = self.intact_rate
+        if rate is None or self.previous_intact is None:
+            return None
+        return (rate - self.previous_intact) * 100.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -687,11 +696,15 @@ def _compute(store: BulletinSource, channels: Sequence[Channel], period: Period,
     # The report needs neither transitions' detail nor objects for them: plain rows.
     initial = initial_cursors(store.last_transition_before(prev.start, with_detail=False))
     step(1, 4)
+    prev_windows = _windows(prev_channels, prev, prev.end)
     prev_tl = scan(store.transition_rows(prev.start, prev.end), prev.start, prev.end,
-                   _windows(prev_channels, prev, prev.end), initial, exempt, outages=False)
-    del initial
+                   prev_windows, initial, exempt, outages=False)
+    # the previous period's 完好率, for its 环比 (None without pictures sampled by then)
+    prev_it = _intact(store, prev, prev.end, prev_windows, initial, exempt)
+    del initial, prev_windows
     # The previous period's tables now, so that only its end states outlive its timeline.
-    prev_tables = _tables(prev_channels, prev, prev_tl, exempt, prev.end, settings)
+    prev_tables = _tables(prev_channels, prev, prev_tl, exempt, prev.end, settings, prev_it)
+    del prev_it
     prev_end_states, prev_read = prev_tl.end_states, prev_tl.transitions_read
     del prev_tl
     step(2, 4)
@@ -712,7 +725,8 @@ def _compute(store: BulletinSource, channels: Sequence[Channel], period: Period,
 
     def tables(dims: tuple[str, ...]) -> list[Figures]:
         before = prev_tables.get(dims, {})
-        return [_with(f, previous=before[s].rate if s in before else None)
+        return [_with(f, previous=before[s].rate if s in before else None,
+                      previous_intact=before[s].intact_rate if s in before else None)
                 for s, f in cur_tables[dims].items()]
 
     townships = _rank(tables(TOWNSHIP))

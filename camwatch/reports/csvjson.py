@@ -67,6 +67,9 @@ def _intact(f: Figures | Part) -> dict[str, Any]:
     }
     if isinstance(f, Part):
         out["intact_target"] = f.intact_target
+    else:  # a scope: its 环比, as the online rate's previous / change_pp
+        out["previous_intact_rate"] = _r(f.previous_intact)
+        out["intact_change_pp"] = _r(f.intact_change_pp, 4)
     out["intact_meets_target"] = f.intact_meets_target
     return out
 

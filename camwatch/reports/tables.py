@@ -154,19 +154,21 @@ def summary_table(b: Bulletin) -> Table:
         blocks.extend((c.get("county"), c) for c in b.counties)
     intact = b.intact  # 完好率 beside 在线率, its own target and verdict at the end
     if intact:
-        cols = (*cols[:9], Column(intact_header(b), "pct", 12), *cols[9:],
+        cols = (*cols[:9], Column(intact_header(b), "pct", 12),
+                Column("完好率环比(百分点)", "pp", 12), *cols[9:],
                 Column("完好率目标", "pct", 10), Column("完好率是否达标", "text", 12))
     rows: list[list[Cell]] = []
     for label, f in blocks:
         row: list[Cell] = [label, "全部", f.planned, f.installed, f.install_rate, f.connected,
                            f.cloud_rate, f.tw.rate, f.snap.rate, f.previous, f.change_pp,
                            None, ""]
-        rows.append([*row[:9], f.intact_rate, *row[9:], None, ""] if intact else row)
+        rows.append([*row[:9], f.intact_rate, f.intact_change_pp, *row[9:], None, ""]
+                    if intact else row)
         for p in f.classes + f.projects:
             row = [label, p.name, p.planned, p.installed, p.install_rate, p.channels,
                    p.cloud_rate, p.tw.rate, p.snap.rate, None, None, p.target,
                    verdict(p.meets_target)]
-            rows.append([*row[:9], p.intact_rate, *row[9:], p.intact_target,
+            rows.append([*row[:9], p.intact_rate, None, *row[9:], p.intact_target,
                          verdict(p.intact_meets_target)] if intact else row)
     return Table("summary", "汇总", cols, rows,
                  f"{SUMMARY_NOTE}；{INTACT_NOTE}" if intact else SUMMARY_NOTE)
@@ -188,8 +190,9 @@ def township_table(b: Bulletin) -> Table:
         [f.rank, f.get("county"), f.get("township"), f.planned, f.installed, f.install_rate,
          f.connected, f.cloud_rate, *_rate_cells(b, f)] for f in b.townships]
     if b.intact:
-        cols = (*cols, Column("完好率", "pct", 9), Column("完好率是否达标", "text", 12))
-        rows = [[*row, f.intact_rate, verdict(f.intact_meets_target)]
+        cols = (*cols, Column("完好率", "pct", 9), Column("完好率环比(百分点)", "pp", 12),
+                Column("完好率是否达标", "text", 12))
+        rows = [[*row, f.intact_rate, f.intact_change_pp, verdict(f.intact_meets_target)]
                 for row, f in zip(rows, b.townships, strict=True)]
     return Table("townships", "乡镇排名", cols, rows)
 
