@@ -10,6 +10,7 @@ import getpass
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,7 +28,7 @@ from camwatch.rules.rates import Targets, compute_rates
 from camwatch.sinks.dispatch import Dispatcher
 from camwatch.store.base import ChannelState
 from camwatch.store.sqlite import SqliteStore
-from tests.conftest import need
+from tests.conftest import need, need_binary
 
 pytestmark = pytest.mark.peer
 
@@ -39,14 +40,15 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, binary: str, tmp: Path) -> None:
+    def __init__(self, binary: str, tmp: Path, listener: str = "") -> None:
+        """``listener``: more lines for the listener (TLS: ``certfile``, ``keyfile``)."""
         self.binary = binary
         self.port = free_port()
         self.conf = tmp / "mosquitto.conf"
         data = tmp / "mosq-data"
         data.mkdir()
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"listener {self.port} 127.0.0.1\n{listener}allow_anonymous true\n"
             f"persistence true\npersistence_location {data}/\n"
             f"user {getpass.getuser()}\nlog_dest stderr\n")
         self.log = tmp / "mosquitto.log"
@@ -72,16 +74,35 @@ class Broker:
         self.proc = None
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
+def mosquitto() -> str:
     # Debian installs it in /usr/sbin, which is not on every user's PATH
     sbin = Path("/usr/sbin/mosquitto")
     binary = shutil.which("mosquitto") or (str(sbin) if sbin.exists() else None)
     need(binary is not None, "the mosquitto binary")
     assert binary is not None
-    b = Broker(binary, tmp_path)
+    return binary
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(mosquitto(), tmp_path)
     b.start()
     yield b
+    b.stop()
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[tuple[Broker, Path]]:
+    """mosquitto with a TLS listener only, its certificate self-signed for 127.0.0.1 (which
+    the clients are given as their CA file): the broker and the certificate."""
+    cert, key = tmp_path / "broker.pem", tmp_path / "broker.key"
+    subprocess.run([need_binary("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    b = Broker(mosquitto(), tmp_path, f"certfile {cert}\nkeyfile {key}\n")
+    b.start()
+    yield b, cert
     b.stop()
 
 
@@ -96,9 +117,10 @@ class Subscriber:
     """Collects messages; persistent session (QoS 1), so it reconnects after a broker
     restart and receives what was queued for it."""
 
-    def __init__(self, port: int, topic: str) -> None:
+    def __init__(self, port: int, topic: str, tls: ssl.SSLContext | None = None) -> None:
         self.port = port
         self.topic = topic
+        self.tls = tls
         self.messages: list[tuple[str, dict[str, Any], bool]] = []
         self.connected = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -107,7 +129,7 @@ class Subscriber:
         while True:
             try:
                 async with aiomqtt.Client("127.0.0.1", self.port, identifier="county-app",
-                                          clean_session=False) as c:
+                                          clean_session=False, tls_context=self.tls) as c:
                     await c.subscribe(self.topic, qos=1)
                     self.connected.set()
                     async for m in c.messages:
@@ -308,3 +330,51 @@ async def test_connection_broken_mid_batch_keeps_the_order(broker: Broker,
     fps = [m[1]["fingerprint"] for m in sub.messages]
     firsts = sorted(set(fps), key=fps.index)
     assert firsts == [f"fp{i:03d}" for i in range(10)]
+
+
+def _alert(i: int) -> dict[str, Any]:
+    return {"version": 1, "name": "clock_drift", "fingerprint": f"fp{i:03d}",
+            "severity": "info", "status": "firing", "starts_at": float(i), "ends_at": None,
+            "labels": {"county": "鹿邑县", "township": "城关镇"}, "summary": f"#{i}",
+            "details": {}}
+
+
+async def test_alerts_over_tls_to_a_broker_the_ca_file_vouches_for(
+        tls_broker: tuple[Broker, Path], store: SqliteStore) -> None:
+    """MQTT over TLS against mosquitto's TLS listener: with ``ca_file`` naming the broker's
+    certificate the alerts and the retained rates arrive; without it (the system's CAs do not
+    know a self-signed broker) the handshake is refused, classified, and the alerts wait in
+    the outbox: nothing is sent in the clear, nothing lost."""
+    broker, cert = tls_broker
+    trusting = ssl.create_default_context(cafile=str(cert))
+
+    def cfg(**tls: Any) -> AlertsConfig:
+        c = mqtt_cfg(broker.port)
+        recv = c.receivers["county_mqtt"].model_copy(update={"tls": True, **tls})
+        return c.model_copy(update={"receivers": {"county_mqtt": recv}})
+
+    untrusted = Dispatcher(cfg(), store)
+    store.enqueue("county_mqtt", "fp000", _alert(0), time.time())
+    async with running(untrusted):
+        untrusted.notify()
+        await until(lambda: untrusted.failed["county_mqtt"] >= 1, "a refused handshake")
+    (waiting,) = store.due("county_mqtt", time.time() + 3600)
+    error = waiting.last_error or ""
+    assert waiting.fingerprint == "fp000" and waiting.attempts >= 1
+    assert "CERTIFICATE_VERIFY_FAILED" in error or "certificate verify failed" in error, error
+
+    d = Dispatcher(cfg(ca_file=cert), store)
+    async with Subscriber(broker.port, "lyx/#", tls=trusting) as sub, running(d):
+        store.enqueue("county_mqtt", "fp001", _alert(1), time.time())
+        d.notify()
+        await until(lambda: store.outbox_depth("county_mqtt") == 0, "the outbox to drain")
+        chs = channels(4)
+        await d.publish_rates(compute_rates(chs, lambda cid: "online",
+                                            Targets(TargetsConfig())))
+        await until(lambda: {"fp000", "fp001"} <= {m[1].get("fingerprint")
+                                                   for m in sub.messages}, "both alerts")
+        await until(lambda: any(t.startswith("lyx/rates/") for t, _, _ in sub.messages),
+                    "the rates")
+    alerts = [m for m in sub.messages if m[0].startswith("lyx/alerts/")]
+    assert [a[1]["fingerprint"] for a in alerts][:2] == ["fp000", "fp001"]  # in order
+    assert alerts[0][0] == "lyx/alerts/鹿邑县/城关镇"
