@@ -6,7 +6,9 @@ events: two township outages and NVR reboots spread over the run) and the real
 Every ``--sample`` seconds it reads the daemon's VmRSS from ``/proc/<pid>/status`` and its
 ``/api/status`` (counts by state), prints the series, then the least-squares slope of RSS over
 the whole run and over its second half (after the first sweep has filled every state).
-Everything is on 127.0.0.0/8; it stops both processes when done or interrupted. It prints
+With ``--quality INTERVAL`` the cameras send real H.264/H.265 pictures (1 % too dark, 1 %
+frozen) and the daemon samples each one per INTERVAL, the picture counts printed with the
+states. Everything is on 127.0.0.0/8; it stops both processes when done or interrupted. It prints
 figures and never judges them.
 """
 
@@ -54,11 +56,14 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def sim_argv(channels: int, out: Path, scenario: Path | None) -> list[str]:
+def sim_argv(channels: int, out: Path, scenario: Path | None, pictures: bool = False
+             ) -> list[str]:
     argv = ["--channels", str(channels), "--dead", "0.02", "--hung", "0.01",
             "--flapping", "0.005", "--first-host", FIRST_HOST, "--out", str(out)]
     if scenario is not None:
         argv += ["--scenario", str(scenario)]
+    if pictures:  # real H.264/H.265 clips, 2 % of them with a fault the sampler finds
+        argv += ["--picture-fault", "too_dark=0.01", "--picture-fault", "frozen=0.01"]
     return argv
 
 
@@ -117,6 +122,19 @@ def api_status(port: int) -> dict[str, Any]:
         return {}
 
 
+def pictures(port: int) -> dict[str, int]:
+    """Channels by picture quality (``/api/channels?quality=``'s totals)."""
+    out = {}
+    for q in ("ok", "degraded"):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/channels?quality={q}"
+                                        f"&limit=1", timeout=5) as r:
+                out[q] = int(json.loads(r.read())["total"])
+        except (OSError, ValueError, KeyError):
+            pass
+    return out
+
+
 def start_daemon(camwatch: list[str], cfg: Path, work: Path, port: int,
                  timeout: float = START_TIMEOUT_S) -> subprocess.Popen[str]:
     """``camwatch run -c cfg`` (its log in ``work/daemon.log``), returned once its API answers
@@ -150,6 +168,9 @@ def main() -> int:
     ap.add_argument("--channels", type=int, default=20_000)
     ap.add_argument("--sample", type=float, default=30.0, help="seconds between RSS samples")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--quality", metavar="INTERVAL", default=None,
+                    help="cameras send real pictures and the daemon samples each one per "
+                         "INTERVAL (quality.enabled), e.g. 30m")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="camwatch-soak-"))
@@ -164,7 +185,8 @@ def main() -> int:
     try:
         t_sim = time.monotonic()
         sim = subprocess.Popen(
-            [*camwatch, "simulate", *sim_argv(args.channels, sim_dir, scenario)],
+            [*camwatch, "simulate", *sim_argv(args.channels, sim_dir, scenario,
+                                              args.quality is not None)],
             stdout=subprocess.PIPE, stderr=open(work / "sim.log", "w"), text=True)  # noqa: SIM115
         summary = read_until(sim, "Ctrl-C", START_TIMEOUT_S)
         sim_ready = time.monotonic() - t_sim
@@ -172,6 +194,9 @@ def main() -> int:
         port = free_port()
         doc["probing"].update({"interval": "60s", "timeout": "2s"})
         doc["http"] = {"listen": f"127.0.0.1:{port}"}
+        if args.quality is not None:
+            doc["quality"] = {**doc.get("quality", {}), "enabled": True,
+                              "interval": args.quality}
         cfg = sim_dir / "soak.yaml"
         cfg.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False),
                        encoding="utf-8")
@@ -197,6 +222,8 @@ def main() -> int:
                 series.append((now - t0, kib))
                 st = api_status(port)
                 states = st.get("states", {})
+                if args.quality is not None:
+                    states = {**states, "pictures": pictures(port)}
                 extra = (f" offline reasons {st.get('offline_reasons')}"
                          if st.get("offline_reasons") else "")
                 print(f"{now - t0:6.0f} {kib / 1024:8.1f}  {states}{extra}", flush=True)
