@@ -298,6 +298,23 @@ def _read_xlsx(path: Path, sheet: str | None, max_rows: int
     return header, rows()
 
 
+def read_table(path: Path, fmt: str = "auto", encoding: str = "auto", sheet: str | None = None,
+               max_rows: int = 1_000_000
+               ) -> tuple[list[object], Iterator[tuple[int, list[object]]]]:
+    """A table file as the inventory reads it (also the exemptions' import): its header and
+    its rows, each with its number in the file. ``fmt``: ``csv`` (UTF-8 or, for ``encoding``
+    ``auto``, GB18030 when it is not UTF-8), ``xlsx`` (its first sheet, or ``sheet``;
+    refused when it unpacks too large or declares more than ``max_rows``), ``yaml``, or
+    ``auto`` by the file's suffix. Raises :class:`InventoryError`, or ``OSError`` /
+    ``UnicodeDecodeError`` for the caller to word."""
+    fmt = _detect_format(path, fmt)
+    if fmt == "xlsx":
+        return _read_xlsx(path, sheet, max_rows)
+    if fmt == "yaml":
+        return _read_yaml(path)
+    return _read_csv(path, encoding)
+
+
 def _ooxml_unescape(row: Iterable[object]) -> list[object]:
     """Decode ``_xHHHH_`` in text cells as Excel does when it shows them: that is how a
     control character typed or pasted into a cell reaches the file."""
@@ -510,12 +527,7 @@ def load_inventory(cfg: InventoryConfig, known_credentials: Iterable[str] = ()) 
         raise InventoryError([Problem(where, "", "file not found")])
     fmt = _detect_format(path, cfg.format)
     try:
-        if fmt == "xlsx":
-            header, rows = _read_xlsx(path, cfg.sheet, cfg.max_rows)
-        elif fmt == "yaml":
-            header, rows = _read_yaml(path)
-        else:
-            header, rows = _read_csv(path, cfg.encoding)
+        header, rows = read_table(path, fmt, cfg.encoding, cfg.sheet, cfg.max_rows)
     except UnicodeDecodeError as exc:
         raise InventoryError([Problem(where, "", f"cannot decode as {cfg.encoding}: {exc.reason}"
                                                  f"; set inventory.encoding")]) from None

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from camwatch.config import Config, load_config
+from camwatch.config import Config, display_path, load_config
 from camwatch.errors import InputError, InventoryError, Problem
 from camwatch.inventory import Channel, load_inventory
 from camwatch.reports.compute import Bulletin, ReportSettings, compute_bulletin, period_for
@@ -76,6 +76,16 @@ def add_exempt_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--force", action="store_true",
                    help="accept channel ids that are neither in the inventory nor in the "
                         "latest inventory snapshot")
+    im = action("import", "exempt the channels and periods listed in a table (报备清单)")
+    im.add_argument("file", metavar="FILE",
+                    help="CSV (UTF-8 or GBK) or XLSX with the columns 设备编码, 开始, 结束, 原因 "
+                         "(or channel, from, to, reason); a day as the end includes it")
+    im.add_argument("--sheet", help="the XLSX sheet (default: the first)")
+    im.add_argument("--dry-run", action="store_true",
+                    help="check the file and say what would be added, without adding it")
+    im.add_argument("--force", action="store_true",
+                    help="accept channel ids that are neither in the inventory nor in the "
+                         "latest inventory snapshot")
     ls = action("list", "list exemptions, with the last day included")
     ls.add_argument("--month", help="only those overlapping this month, like 2026-11")
     ls.add_argument("--channel", metavar="ID", help="only this channel's")
@@ -282,6 +292,47 @@ def cmd_report(args: argparse.Namespace) -> int:
 # --- exemptions ---------------------------------------------------------------------------------
 
 
+def _import_exemptions(cfg: Config, args: argparse.Namespace, tz: dt.tzinfo) -> int:
+    """``exempt import FILE``: every row checked first; nothing written unless all are good;
+    rows already recorded (same channel, start, end, reason) skipped, so that a file imported
+    twice adds nothing the second time."""
+    from camwatch.reports.exempt_import import new_only, read_exemptions
+
+    path = Path(args.file)
+    try:
+        rows = read_exemptions(path, tz, args.sheet)
+    except InputError as exc:
+        for p in exc.problems:
+            sys.stderr.write(f"error: {p}\n")
+        sys.stderr.write("nothing imported\n")
+        return EXIT_INPUT
+    store = open_configured(cfg.store)
+    try:
+        if not args.force:
+            where = display_path(path)
+            unknown = _unknown_channels(cfg, store, [r.channel_id for r in rows],
+                                        [f"{where}: row {r.row}: {r.channel_id}" for r in rows])
+            if unknown:
+                sys.stderr.write(unknown.replace("nothing exempted", "nothing imported"))
+                return EXIT_INPUT
+        ids = sorted({r.channel_id for r in rows})
+        recorded = store.exemptions(min(r.start for r in rows), max(r.end for r in rows), ids)
+        fresh, dup = new_only(rows, ((x.channel_id, x.start, x.end, x.reason)
+                                     for x in recorded))
+        verb = "would add" if args.dry_run else "exemption"
+        now = time.time()
+        for r in fresh:
+            n = "" if args.dry_run else \
+                f" {store.add_exemption(r.channel_id, r.start, r.end, r.reason, now)}"
+            print(f"{verb}{n}: {r.channel_id} {_span_text(r.start, r.end, tz)} {r.reason}")
+    finally:
+        store.close()
+    done = "would import" if args.dry_run else "imported"
+    print(f"{done} {len(fresh)} exemption{'s' * (len(fresh) != 1)} from {display_path(path)}"
+          + (f"; {dup} already recorded, skipped" if dup else ""))
+    return EXIT_OK
+
+
 def _when(text: str, tz: dt.tzinfo, end: bool) -> float:
     """A day (``2026-11-03``: its start; as an end, the start of the next day) or a local
     time (``2026-11-03T08:00``)."""
@@ -322,10 +373,12 @@ def _span_text(start: float, end: float, tz: dt.tzinfo) -> str:
     return f"{_start_text(start, tz)} ~ {_last_text(end, tz)}"
 
 
-def _unknown_channels(cfg: Config, store: Store, ids: list[str]) -> str:
+def _unknown_channels(cfg: Config, store: Store, ids: list[str],
+                      named: list[str] | None = None) -> str:
     """An error naming the ids that are neither in the current inventory nor in the latest
     inventory snapshot of the store (a channel since removed from the ledger can still be
-    exempted for the months it was in), with the closest known id; empty when all are known."""
+    exempted for the months it was in), with the closest known id; empty when all are known.
+    ``named``: how each id is named in the error (default ``--channel ID``)."""
     import difflib
 
     known: set[str] = set()
@@ -345,12 +398,12 @@ def _unknown_channels(cfg: Config, store: Store, ids: list[str]) -> str:
         sources.append(f"the {months[-1]} inventory snapshot")
     where = " or ".join(sources) or "any inventory"
     lines = []
-    for cid in ids:
+    for cid, name in zip(ids, named or [f"--channel {cid}" for cid in ids], strict=True):
         if cid in known:
             continue
         close = difflib.get_close_matches(cid, known, n=1, cutoff=0.8)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        lines.append(f"error: --channel {cid}: not a channel of {where}{hint}{unreadable}\n")
+        lines.append(f"error: {name}: not a channel of {where}{hint}{unreadable}\n")
     if lines:
         lines.append("nothing exempted; check the ids, or pass --force to exempt them anyway\n")
     return "".join(lines)
@@ -389,6 +442,8 @@ def cmd_exempt(args: argparse.Namespace) -> int:
         finally:
             store.close()
         return EXIT_OK
+    if action == "import":
+        return _import_exemptions(cfg, args, tz)
     try:
         store = _open_existing(cfg)
     except FileNotFoundError as exc:
