@@ -18,6 +18,7 @@ import base64
 import datetime as dt
 import hmac
 import json
+import math
 import re
 import ssl
 import time
@@ -35,6 +36,7 @@ from camwatch.config import HttpConfig, check_listen
 from camwatch.engine import Engine
 from camwatch.log import Throttle, client_error_text, is_client_protocol_error, register_secret
 from camwatch.model import CLASS_NAMES, Quality, State, Why
+from camwatch.quality.sampler import SAMPLE_SPACING_S
 from camwatch.reports.period import zone
 from camwatch.sinks.metrics import MetricsRenderer, Part
 
@@ -225,7 +227,13 @@ async def sample_now(request: web.Request) -> web.Response:
         return _json_error(409, "picture sampling is off (quality.enabled: false)")
     if eng.book.state_of(cid) == State.OFFLINE:
         return _json_error(409, f"channel {cid} is offline: its picture is not sampled")
-    if not eng.sampler.request([cid]):
+    wait = eng.sampler.asked_recently(cid)
+    if wait > 0:  # one camera is not to be kept streaming by a client asking in a loop
+        return web.Response(status=429, text=_dumps({
+            "error": f"channel {cid} was asked for a sample less than "
+                     f"{SAMPLE_SPACING_S:g} s ago; try again in {math.ceil(wait)} s"}),
+            content_type="application/json", headers={"Retry-After": str(math.ceil(wait))})
+    if not eng.sampler.request([cid], api=True):
         return _json_error(503, "too many samples asked for and not yet taken; try again "
                                 "in a minute")
     rec = eng.quality.get(cid)

@@ -70,6 +70,9 @@ IDLE_S = 5.0  # how often a disabled or empty lane looks at its config again
 # Requests waiting at most (one per channel; a request for a channel already waiting
 # replaces it): what an API client can queue is bounded.
 MAX_REQUESTS = 10_000
+# The same channel is sampled on an API request at most once this often (a client asking in a
+# loop would otherwise keep the camera streaming: a sample holds an RTSP session for seconds)
+SAMPLE_SPACING_S = 10.0
 
 
 @dataclass(slots=True)
@@ -113,15 +116,22 @@ class QualitySampler:
         self._requests: dict[str, _Request] = {}
         self._tokens = itertools.count()
         self.requested_total = 0  # samples taken on request
+        self._api_asked: dict[str, float] = {}  # channel -> when the API last asked for it
         self._woken = asyncio.Event()
 
+    def asked_recently(self, cid: str) -> float:
+        """Seconds until ``cid`` may be asked for by the API again (0: now)."""
+        last = self._api_asked.get(cid)
+        return 0.0 if last is None else max(0.0, last + SAMPLE_SPACING_S - self.clock())
+
     def request(self, ids: Iterable[str], *, every: float | None = None,
-                still: Callable[[str], bool] | None = None) -> int:
+                still: Callable[[str], bool] | None = None, api: bool = False) -> int:
         """Sample ``ids`` now, besides their cadence; with ``every``,
         again ``every`` seconds after each of those samples for as long as ``still(id)``
         holds (asked when each is due, and after it). A channel already waiting for a request
         gets this one instead. Returns how many were queued: ids not in the inventory, and
-        any beyond :data:`MAX_REQUESTS` waiting, are not. Taken only while sampling is on."""
+        any beyond :data:`MAX_REQUESTS` waiting, are not. Taken only while sampling is on.
+        ``api``: asked by a client (:meth:`asked_recently` spaces those)."""
         if not self.engine.cfg.quality.enabled:
             return 0
         due = self.clock()
@@ -134,6 +144,11 @@ class QualitySampler:
             self._requests[cid] = _Request(token, every, still)
             heapq.heappush(self._asked, (due, token, cid))
             n += 1
+            if api:
+                if len(self._api_asked) >= MAX_REQUESTS:  # bounded: the oldest go
+                    cutoff = due - SAMPLE_SPACING_S
+                    self._api_asked = {k: t for k, t in self._api_asked.items() if t > cutoff}
+                self._api_asked[cid] = due
         if n:
             self.wake()  # the lane may be waiting for its next cadence sample
         return n
