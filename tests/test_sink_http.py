@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -147,7 +148,7 @@ async def test_wecom_markdown_delivered(server: Any, store: SqliteStore,
     fake = Fake(check=wecom_check)
     base = await server(fake)
     monkeypatch.setenv("WECOM_URL", f"{base}/cgi-bin/webhook/send?key={KEY}")
-    d = Dispatcher(alerts_cfg({"type": "wecom", "url_env": "WECOM_URL"}), store)
+    d = Dispatcher(alerts_cfg({"type": "wecom", "url_env": "WECOM_URL", "digest": 1}), store)
     enqueue(store, 2)
     async with Running(d):
         await until(lambda: store.outbox_depth("r") == 0, "delivery")
@@ -164,7 +165,7 @@ async def test_wecom_errcodes(server: Any, store: SqliteStore,
                         (200, {"errcode": 40008, "errmsg": "invalid message type"})])
     base = await server(fake)
     monkeypatch.setenv("WECOM_URL", f"{base}/cgi-bin/webhook/send?key={KEY}")
-    d = Dispatcher(alerts_cfg({"type": "wecom", "url_env": "WECOM_URL"}), store)
+    d = Dispatcher(alerts_cfg({"type": "wecom", "url_env": "WECOM_URL", "digest": 1}), store)
     enqueue(store, 2)
     async with Running(d):
         await until(lambda: store.outbox_depth("r") == 0, "delivery")
@@ -231,7 +232,7 @@ async def test_dingtalk_signed_markdown(server: Any, store: SqliteStore,
     monkeypatch.setenv("DT_URL", f"{base}/robot/send?access_token={TOKEN}")
     monkeypatch.setenv("DT_SECRET", SECRET)
     d = Dispatcher(alerts_cfg({"type": "dingtalk", "url_env": "DT_URL",
-                               "secret_env": "DT_SECRET"}), store)
+                               "secret_env": "DT_SECRET", "digest": 1}), store)
     enqueue(store, 1)
     p = payload(1, "resolved")
     store.enqueue("r", p["fingerprint"], p, time.time())
@@ -241,6 +242,73 @@ async def test_dingtalk_signed_markdown(server: Any, store: SqliteStore,
     titles = [b["markdown"]["title"] for b in fake.bodies]
     assert titles == ["【警告】在线率低于目标"] * 2 + ["【恢复】在线率低于目标"]
     assert "恢复：" in fake.bodies[2]["markdown"]["text"]
+
+
+# --- robots' digests ------------------------------------------------------------------------------
+
+
+async def test_alerts_due_together_go_to_a_robot_as_digests_in_order(
+        server: Any, store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """25 alerts due at once (a robot back after an outage, a burst): three messages of 10,
+    10 and 5 alerts (``digest``, default 10) within WeCom's 4,096 bytes, in the outbox's
+    order, instead of 25 messages over more than a minute of the robot's rate limit."""
+    fake = Fake(check=wecom_check)
+    base = await server(fake)
+    monkeypatch.setenv("WECOM_URL", f"{base}/cgi-bin/webhook/send?key={KEY}")
+    d = Dispatcher(alerts_cfg({"type": "wecom", "url_env": "WECOM_URL"}), store)
+    enqueue(store, 24)
+    p = payload(24, "resolved")
+    store.enqueue("r", p["fingerprint"], p, time.time())
+    async with Running(d):
+        await until(lambda: store.outbox_depth("r") == 0, "delivery")
+    assert fake.problems == [] and d.delivered["r"] == 25
+    contents = [b["markdown"]["content"] for b in fake.bodies]
+    assert len(contents) == 3
+    assert contents[0].startswith("### 【camwatch】10 条告警\n")
+    assert contents[2].startswith("### 【camwatch】4 条告警、1 条恢复\n")
+    seen = [int(m) for c in contents for m in re.findall(r"（在线 484/500）#(\d+)", c)]
+    assert seen == list(range(25))  # every alert once, in order
+    assert "**1. <font color=\"warning\">【警告】在线率低于目标</font>**" in contents[0]
+    assert "在线率最低的乡镇：城关镇 90.00%" in contents[0]
+    assert "恢复：" in contents[2] and "fp00" not in "".join(contents)
+
+
+async def test_a_refused_digest_is_sent_again_one_alert_at_a_time(
+        server: Any, store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The robot refuses the digest as a message (errcode 40008): its alerts are not set
+    aside for it but sent one by one; only one it refuses alone is set aside."""
+    fake = Fake(script=[(200, {"errcode": 40008, "errmsg": "invalid message type"}),
+                        (200, {"errcode": 0, "errmsg": "ok"}),
+                        (200, {"errcode": 40008, "errmsg": "invalid message type"})])
+    base = await server(fake)
+    monkeypatch.setenv("WECOM_URL", f"{base}/cgi-bin/webhook/send?key={KEY}")
+    d = Dispatcher(alerts_cfg({"type": "wecom", "url_env": "WECOM_URL"}), store)
+    enqueue(store, 3)
+    async with Running(d):
+        await until(lambda: store.outbox_depth("r") == 0, "delivery")
+    contents = [b["markdown"]["content"] for b in fake.bodies]
+    assert len(contents) == 4 and "3 条告警" in contents[0]
+    assert ["#0" in contents[1], "#1" in contents[2], "#2" in contents[3]] == [True] * 3
+    assert d.delivered["r"] == 2 and d.dropped["r"] == 1  # #1 refused alone: set aside
+
+
+async def test_a_digest_counts_once_in_the_rate_limit_and_dingtalk_signs_it(
+        server: Any, store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``per_minute: 2`` and 10 alerts due: two signed digests of 5 go at once (counted
+    per alert, the second would wait a minute and the other eight longer)."""
+    fake = Fake(check=dingtalk_check)
+    base = await server(fake)
+    monkeypatch.setenv("DT_URL", f"{base}/robot/send?access_token={TOKEN}")
+    monkeypatch.setenv("DT_SECRET", SECRET)
+    d = Dispatcher(alerts_cfg({"type": "dingtalk", "url_env": "DT_URL",
+                               "secret_env": "DT_SECRET", "digest": 5,
+                               "per_minute": 2}), store)
+    enqueue(store, 10)
+    async with Running(d):
+        await until(lambda: store.outbox_depth("r") == 0, "two digests within the limit")
+    assert fake.problems == [] and len(fake.bodies) == 2
+    assert [b["markdown"]["title"] for b in fake.bodies] == ["【camwatch】5 条告警"] * 2
+    assert "#4" in fake.bodies[0]["markdown"]["text"] and "#5" in fake.bodies[1]["markdown"]["text"]
 
 
 def test_dingtalk_sign_known_value() -> None:

@@ -251,6 +251,59 @@ def markdown(payload: Mapping[str, Any], *, wecom: bool = False, limit: int = 40
     return sep.join([*keep, "…"])
 
 
+def _cut(lines: list[str], sep: str, limit: int) -> str:
+    """``lines`` joined by ``sep`` within ``limit`` UTF-8 bytes, cut at a line (the first
+    line cut by characters if it alone is too long), "…" marking a cut."""
+    text = sep.join(lines)
+    if len(text.encode("utf-8")) <= limit:
+        return text
+    keep: list[str] = []
+    for line in lines:
+        if len(sep.join([*keep, line, "…"]).encode("utf-8")) > limit:
+            break
+        keep.append(line)
+    if not keep:
+        first = lines[0]
+        while first and len((first + "…").encode("utf-8")) > limit:
+            first = first[:-1]
+        return first + "…"
+    return sep.join([*keep, "…"])
+
+
+def digest_title(payloads: Sequence[Mapping[str, Any]]) -> str:
+    resolved = sum(1 for p in payloads if p["status"] == "resolved")
+    firing = len(payloads) - resolved
+    parts = [f"{firing} 条告警" if firing else "", f"{resolved} 条恢复" if resolved else ""]
+    return f"【camwatch】{'、'.join(x for x in parts if x)}"
+
+
+def digest_markdown(payloads: Sequence[Mapping[str, Any]], *, wecom: bool = False,
+                    limit: int = 4000) -> str:
+    """Several alerts in one robot message, in their order: a heading with the counts, then
+    for each its title and summary, its notes and its time, each alert within an equal share
+    of ``limit`` (UTF-8 bytes). The fingerprints are left out (they are in the payloads of
+    the other receivers and in the outbox)."""
+    sep = "\n" if wecom else "\n\n"
+    head = f"### {digest_title(payloads)}"
+    share = max(64, (limit - len(head.encode("utf-8")) - 2 * len(sep) * len(payloads))
+                // len(payloads))
+    blocks = [head]
+    for i, p in enumerate(payloads, start=1):
+        resolved = p["status"] == "resolved"
+        tz = local_zone(p.get("timezone"))
+        when = format_time(p["ends_at"] if resolved and p.get("ends_at") else p["starts_at"],
+                           tz)
+        name = title(p)
+        if wecom:
+            color = "info" if resolved else ("warning" if p["severity"] != "info"
+                                             else "comment")
+            name = f'<font color="{color}">{name}</font>'
+        notes = [f"> {n}" for n in (p.get("details") or {}).get("notes", [])]
+        blocks.append(_cut([f"**{i}. {name}** {p['summary']}", *notes,
+                            f"> {'恢复' if resolved else '开始'}：{when}"], sep, share))
+    return _cut(blocks, sep, limit)
+
+
 class HttpSink:
     """What the HTTP receivers share: the poster, and their URL (which carries the robot's
     key) and signing secret resolved once, on first use, and registered for log scrubbing.
@@ -288,3 +341,46 @@ class HttpSink:
                 register_secret(secret.reveal())
             self._resolved = (url, secret)
         return self._resolved
+
+
+class RobotSink(HttpSink):
+    """A group robot (WeCom, DingTalk): alerts due together go out as one digest message of
+    up to ``digest`` of them, in order, since a robot takes about 20 messages a minute; one
+    alert due is its own message as always. A digest the robot refuses as a message is sent
+    again one alert at a time, so that no alert is set aside for the digest's sake."""
+
+    combines = True  # a batch is one message: the dispatcher's rate limit counts it once
+
+    def __init__(self, name: str, cfg: _HttpReceiver,
+                 clock: Callable[[], float] | None = None) -> None:
+        super().__init__(name, cfg, clock)
+        self.max_batch = int(getattr(cfg, "digest", 1))
+
+    async def send_digest(self, payloads: Sequence[Mapping[str, Any]]) -> None:
+        raise NotImplementedError  # each robot's own
+
+    async def send_batch(self, payloads: Sequence[Mapping[str, Any]]
+                         ) -> list[BaseException | None]:
+        if len(payloads) > 1:
+            try:
+                await self.send_digest(payloads)
+            except DeliveryError as exc:
+                if exc.kind != "rejected":
+                    return [exc] * len(payloads)
+            except Exception as exc:  # settled by the dispatcher
+                return [exc] * len(payloads)
+            else:
+                return [None] * len(payloads)
+        out: list[BaseException | None] = []
+        for p in payloads:  # in order; a refused one is set aside, any other failure waits
+            try:
+                await self.send(p)
+            except Exception as exc:  # settled by the dispatcher
+                out.append(exc)
+                if not (isinstance(exc, DeliveryError) and exc.kind == "rejected"):
+                    # the dispatcher stops at this one: the rest are not attempted
+                    out += [exc] * (len(payloads) - len(out))
+                    break
+                continue
+            out.append(None)
+        return out

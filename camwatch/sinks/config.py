@@ -88,6 +88,9 @@ class WecomReceiver(_HttpReceiver):
     type: Literal["wecom"]
     per_minute: Annotated[int, Field(ge=0)] = 20
     mentioned_mobiles: tuple[str, ...] = ()
+    # alerts due together go out as one message of up to this many (a robot takes about 20
+    # messages a minute); 1: one message per alert
+    digest: Annotated[int, Field(ge=1, le=20)] = 10
 
 
 class DingtalkReceiver(_HttpReceiver):
@@ -99,6 +102,9 @@ class DingtalkReceiver(_HttpReceiver):
     secret_file: Path | None = None
     per_minute: Annotated[int, Field(ge=0)] = 20
     at_mobiles: tuple[str, ...] = ()
+    # alerts due together go out as one message of up to this many (a robot takes about 20
+    # messages a minute); 1: one message per alert
+    digest: Annotated[int, Field(ge=1, le=20)] = 10
 
     _abs_secret = field_validator("secret_file")(_resolve_path)
 

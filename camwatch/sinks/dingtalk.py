@@ -11,14 +11,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote_plus
 
 from camwatch.sinks.base import (
-    HttpSink,
     Kind,
+    RobotSink,
     classify_http,
+    digest_markdown,
+    digest_title,
     json_bytes,
     markdown,
     title,
@@ -58,16 +60,32 @@ def build_body(payload: Mapping[str, Any], at_mobiles: tuple[str, ...] = ()) -> 
             "at": {"atMobiles": list(at_mobiles), "isAtAll": False}}
 
 
-class DingtalkSink(HttpSink):
+def build_digest(payloads: Sequence[Mapping[str, Any]], at_mobiles: tuple[str, ...] = ()
+                 ) -> dict[str, Any]:
+    """Several alerts in one markdown message (:class:`~camwatch.sinks.base.RobotSink`)."""
+    text = digest_markdown(payloads, limit=MAX_TEXT)
+    if at_mobiles:
+        text += "\n\n" + " ".join(f"@{m}" for m in at_mobiles)
+    return {"msgtype": "markdown", "markdown": {"title": digest_title(payloads), "text": text},
+            "at": {"atMobiles": list(at_mobiles), "isAtAll": False}}
+
+
+class DingtalkSink(RobotSink):
     cfg: DingtalkReceiver
 
     async def send(self, payload: Mapping[str, Any]) -> None:
+        await self._post(build_body(payload, self.cfg.at_mobiles))
+
+    async def send_digest(self, payloads: Sequence[Mapping[str, Any]]) -> None:
+        await self._post(build_digest(payloads, self.cfg.at_mobiles))
+
+    async def _post(self, doc: dict[str, Any]) -> None:
         url, secret = self._resolve()
         target = url.reveal()
         if secret is not None:
             target = signed_url(target, secret.reveal(), int(self.clock() * 1000))
         secrets = tuple(s for s in (url.reveal(), secret.reveal() if secret else "") if s)
-        body = json_bytes(build_body(payload, self.cfg.at_mobiles))
+        body = json_bytes(doc)
         status, headers, data = await self._http.post(target, body, {}, secrets)
         err = classify_http(status, headers.get("Retry-After"))
         if err is not None:

@@ -184,7 +184,8 @@ class Dispatcher:
         """Send ``items`` (at most ``max_batch``, concurrently but started in order) and
         settle them in order; False when one failed and the rest must wait."""
         limiter = self._limits[name]
-        for _ in items:
+        # a robot sends a batch as one digest message: its rate limit counts messages
+        for _ in range(1 if getattr(sink, "combines", False) else len(items)):
             wait = limiter.wait_time(time.monotonic())
             if wait > 0:  # the oldest send in the window expires after ``wait``
                 await asyncio.sleep(wait)

@@ -6,14 +6,15 @@ that body, classified below. A robot takes about 20 messages a minute (``per_min
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from camwatch.sinks.base import (
     DeliveryError,
-    HttpSink,
     Kind,
+    RobotSink,
     classify_http,
+    digest_markdown,
     json_bytes,
     markdown,
     parse_errcode,
@@ -42,12 +43,27 @@ def build_body(payload: Mapping[str, Any], mentioned_mobiles: tuple[str, ...] = 
     return {"msgtype": "markdown", "markdown": {"content": content}}
 
 
-class WecomSink(HttpSink):
+def build_digest(payloads: Sequence[Mapping[str, Any]],
+                 mentioned_mobiles: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Several alerts in one markdown message (:class:`~camwatch.sinks.base.RobotSink`)."""
+    content = digest_markdown(payloads, wecom=True, limit=MAX_MARKDOWN - 96)
+    if mentioned_mobiles:
+        content += "\n" + " ".join(f"<@{m}>" for m in mentioned_mobiles)
+    return {"msgtype": "markdown", "markdown": {"content": content}}
+
+
+class WecomSink(RobotSink):
     cfg: WecomReceiver
 
     async def send(self, payload: Mapping[str, Any]) -> None:
+        await self._post(build_body(payload, self.cfg.mentioned_mobiles))
+
+    async def send_digest(self, payloads: Sequence[Mapping[str, Any]]) -> None:
+        await self._post(build_digest(payloads, self.cfg.mentioned_mobiles))
+
+    async def _post(self, doc: dict[str, Any]) -> None:
         url, _ = self._resolve()
-        body = json_bytes(build_body(payload, self.cfg.mentioned_mobiles))
+        body = json_bytes(doc)
         status, headers, data = await self._http.post(url.reveal(), body, {}, (url.reveal(),))
         err = classify_http(status, headers.get("Retry-After"))
         if err is not None:
