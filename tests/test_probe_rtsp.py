@@ -237,6 +237,26 @@ async def test_auth_variants(sim: Sim, mode: RtspAuth, scheme: str) -> None:
     assert wrong.ok is (mode is RtspAuth.NONE)
 
 
+@pytest.mark.parametrize("mode", [RtspAuth.DIGEST, RtspAuth.BASIC])
+async def test_a_camera_that_closes_after_its_401_is_asked_again_on_a_new_connection(
+        sim: Sim, mode: RtspAuth) -> None:
+    """Old firmware closes the connection after each 401: the credentials go on a new
+    connection (once), and the camera is online, not a ``protocol`` failure; wrong ones
+    are still ``auth``."""
+    sim.device.rtsp_auth = mode
+    sim.channel.fault = Fault.CLOSE_AFTER_401
+    r = await rtsp.probe_stream(sim.target(), FAST)
+    assert_clean(r)
+    assert r.ok, r.detail
+    assert r.info["redials"] == 1 and r.info["auth"] == mode.value
+    wrong = await rtsp.probe(sim.target(password="wrong"), FAST)
+    assert_clean(wrong)
+    assert wrong.reason is Reason.AUTH, wrong.detail
+    sim.channel.fault = Fault.NONE  # a camera that keeps the connection needs no second one
+    r = await rtsp.probe(sim.target(), FAST)
+    assert r.ok and "redials" not in r.info
+
+
 async def test_stale_nonce_is_renewed(sim: Sim) -> None:
     sim.device.rtsp_nonce_max_uses = 1  # every second authenticated request: stale=true
     r = await rtsp.probe_stream(sim.target(), FAST)

@@ -685,6 +685,8 @@ class _Probe:
         self.session: str | None = None
         self.url = target.rtsp_url or ""
         self.orig_host = ""
+        self.dialed: tuple[str, tuple[str, int | None] | None] = (self.url, None)
+        self.redials = 0  # connections opened again after a 401 that closed one
         self.head_extra = f"User-Agent: {settings.user_agent}\r\n"
         # Instead of waiting for the first RTP packet after PLAY, hand the connection and the
         # video track to this (the keyframe fetch, camwatch.probes.keyframe).
@@ -730,14 +732,32 @@ class _Probe:
         conn = _Conn(self.loop, ResponseParser(s.max_header_bytes, s.max_sdp_bytes,
                                                keep_payload=self.collect is not None))
         self.conn = conn  # set first: a cancelled connect still has nothing to leak
+        self.dialed = (url, addr)
         await self.loop.create_connection(lambda: conn, host, port)
+
+    async def redial(self) -> None:
+        """The same address again, on a new connection (:meth:`request`, after a 401 that
+        closed the old one)."""
+        url, addr = self.dialed
+        self.close()
+        await self.connect(url, addr)
+        self.redials += 1
 
     async def request(self, method: str, url: str, extra: str = "") -> Response:
         conn = self.conn
         assert conn is not None and conn.transport is not None
         refreshed = False
         sent_credentials = False
+        challenged = redialed = False
         while True:
+            # Old firmware closes the connection after its 401: the request goes again, with
+            # the credentials, on a new connection to the same address; once per request, and
+            # before SETUP only (a session's interleaved channels belong to its connection).
+            may_redial = challenged and not redialed and self.session is None
+            if may_redial and conn.error is not None:
+                await self.redial()
+                conn, redialed = self.conn, True
+                assert conn is not None and conn.transport is not None
             self.cseq += 1
             head = f"{method} {url} RTSP/1.0\r\nCSeq: {self.cseq}\r\n{self.head_extra}"
             if self.auth is not None:
@@ -745,10 +765,21 @@ class _Probe:
                 sent_credentials = True
             if self.session is not None:
                 head += f"Session: {self.session}\r\n"
-            conn.transport.write(f"{head}{extra}\r\n".encode())
-            resp = await conn.reply(self.cseq)
+            transport = conn.transport
+            assert transport is not None
+            transport.write(f"{head}{extra}\r\n".encode())
+            try:
+                resp = await conn.reply(self.cseq)
+            except _PeerClosed:
+                if not may_redial or redialed:
+                    raise
+                await self.redial()  # the close came after our request went out
+                conn, redialed = self.conn, True
+                assert conn is not None and conn.transport is not None
+                continue
             if resp.status != 401:
                 return resp
+            challenged = True
             challenges = parse_challenges(resp.challenges)
             if not sent_credentials:
                 self.auth = self.new_auth(challenges, url)
@@ -832,6 +863,8 @@ class _Probe:
         if redirects:
             info["url"] = _no_userinfo(url)
             info["redirects"] = redirects
+        if self.redials:
+            info["redials"] = self.redials  # the camera closed the connection after a 401
         if server := resp.headers.get("server"):
             info["server"] = redact_text(server[:100], self.secret_forms())
         if video is None:

@@ -32,6 +32,9 @@ class Fault(enum.StrEnum):
     XXE = "xxe"  # ONVIF reply whose external entity names SimDevice.xxe_path (must stay unread)
     XML_BOMB = "xml_bomb"  # ONVIF reply with nested entities ("billion laughs")
     DTD = "dtd"  # ONVIF reply with a harmless internal DTD (SOAP forbids any DTD)
+    # old firmware: closes the connection after each 401 (its Digest nonce stays valid for
+    # the next connection, which is how any client gets in)
+    CLOSE_AFTER_401 = "close_after_401"
 
 
 class RtspAuth(enum.StrEnum):

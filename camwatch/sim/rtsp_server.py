@@ -48,6 +48,10 @@ _PAD: Final = b"X-Pad: " + b"x" * 1000 + b"\r\n"
 _PARAM_SPLIT: Final = ","
 
 
+# Fault.CLOSE_AFTER_401: the Digest nonce (and opaque) of a device, kept across connections
+_DEVICE_NONCES: dict[int, tuple[str, str]] = {}
+
+
 def _md5(text: str) -> str:
     return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
 
@@ -241,6 +245,8 @@ class _Conn(asyncio.Protocol):
     def _authorized(self, method: str, url: str, headers: dict[str, str], cseq: str,
                     fault: Fault) -> bool:
         mode = self.device.rtsp_auth
+        if fault is Fault.CLOSE_AFTER_401 and id(self.device) in _DEVICE_NONCES:
+            self.nonce, self.opaque = _DEVICE_NONCES[id(self.device)]  # valid across connections
         if mode is RtspAuth.NONE and fault is not Fault.AUTH_FAIL:
             return True
         got = headers.get("authorization", "")
@@ -291,6 +297,9 @@ class _Conn(asyncio.Protocol):
         mode = self.device.rtsp_auth
         self.nonce = os.urandom(16).hex()
         self.nonce_uses = 0
+        if fault is Fault.CLOSE_AFTER_401:
+            self.nonce, self.opaque = _DEVICE_NONCES.setdefault(id(self.device),
+                                                                (self.nonce, self.opaque))
         realm = self._realm()
         lines = ""
         if mode is RtspAuth.DIGEST:
@@ -305,6 +314,8 @@ class _Conn(asyncio.Protocol):
         else:
             lines += f'WWW-Authenticate: Basic realm="{realm}"\r\n'
         self._write(401, "Unauthorized", cseq, lines, fault=fault)
+        if fault is Fault.CLOSE_AFTER_401 and self.transport is not None:
+            self.transport.close()  # after the 401 is written out
 
     def _describe(self, url: str, path: str, channel: SimChannel, cseq: str, fault: Fault,
                   moved: bool) -> None:
