@@ -240,15 +240,7 @@ def markdown(payload: Mapping[str, Any], *, wecom: bool = False, limit: int = 40
     lines.append(f"> {times}")
     lines.append(f"> 告警指纹：{payload['fingerprint']}")
     sep = "\n" if wecom else "\n\n"  # DingTalk needs a blank line to break a line
-    text = sep.join(lines)
-    if len(text.encode("utf-8")) <= limit:
-        return text
-    keep: list[str] = []
-    for line in lines:
-        if len(sep.join([*keep, line, "…"]).encode("utf-8")) > limit:
-            break
-        keep.append(line)
-    return sep.join([*keep, "…"])
+    return _cut(lines, sep, limit)
 
 
 def _cut(lines: list[str], sep: str, limit: int) -> str:
