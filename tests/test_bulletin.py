@@ -34,7 +34,7 @@ from camwatch.rules.rates import Targets, cell_of, compute_rates, roll_up
 from camwatch.store.sqlite import SqliteStore
 from tests.bulletin_demo import NOW, demo_bulletin
 from tests.conftest import need_binary
-from tests.test_report import CHANNELS, HISTORY, SETTINGS, TZ, A, C, chan, make_store, ts
+from tests.test_report import CHANNELS, SETTINGS, TZ, A, C, chan, make_store, ts
 
 H = 3600.0
 
@@ -99,16 +99,10 @@ def test_demo_month_prints_in_six_pages_plus_annexes(demo: Bulletin, tmp_path: P
 
 @pytest.mark.peer
 def test_report_format_pdf(tmp_path: Path) -> None:
-    from camwatch.reports import inventory_rows
-    from tests.test_report import add_report_arguments, cmd_report, parse, write_config
+    from tests.test_report import add_report_arguments, cmd_report, parse, seeded_config
 
     need_binary("chromium")
-    cfg = write_config(tmp_path)
-    store = SqliteStore(tmp_path / "cw.db")
-    store.write_batch([], HISTORY)
-    store.save_inventory_snapshot("2026-10", inventory_rows(CHANNELS))
-    store.save_inventory_snapshot("2026-11", inventory_rows(CHANNELS))
-    store.close()
+    cfg = seeded_config(tmp_path)
     out = tmp_path / "通报.pdf"
     assert cmd_report(parse(add_report_arguments,
                             ["-c", str(cfg), "--month", "2026-11", "-o", str(out)])) == 0

@@ -13,23 +13,16 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from camwatch.reports import inventory_rows
 from camwatch.reports.cli import add_exempt_arguments, add_report_arguments, cmd_exempt, cmd_report
 from camwatch.rules.rates import format_rate
 from camwatch.store.sqlite import SqliteStore
-from tests.test_report import CHANNELS, HISTORY, A, C, D, parse, ts, write_config
+from tests.test_report import A, C, D, parse, seeded_config, ts
 
 
 @pytest.fixture
 def county(tmp_path: Path) -> Path:
     """test_report's county: its history and inventory snapshots in the store; the config."""
-    cfg = write_config(tmp_path)
-    store = SqliteStore(tmp_path / "cw.db")
-    store.write_batch([], HISTORY)
-    store.save_inventory_snapshot("2026-10", inventory_rows(CHANNELS))
-    store.save_inventory_snapshot("2026-11", inventory_rows(CHANNELS))
-    store.close()
-    return cfg
+    return seeded_config(tmp_path)
 
 
 def run(cfg: Path, *argv: str) -> int:

@@ -388,6 +388,18 @@ def write_config(tmp: Path, inventory: str = "inventory.csv", **report: Any) -> 
     return path
 
 
+def seeded_config(tmp: Path) -> Path:
+    """This county's config over a store holding its HISTORY and the inventory snapshots of
+    October and November (what the daemon would have written)."""
+    cfg = write_config(tmp)
+    store = SqliteStore(tmp / "cw.db")
+    store.write_batch([], HISTORY)
+    store.save_inventory_snapshot("2026-10", inventory_rows(CHANNELS))
+    store.save_inventory_snapshot("2026-11", inventory_rows(CHANNELS))
+    store.close()
+    return cfg
+
+
 def parse(add: Any, argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     add(p)
@@ -397,13 +409,7 @@ def parse(add: Any, argv: list[str]) -> argparse.Namespace:
 
 
 def test_cmd_exempt_and_cmd_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path)
-    store = SqliteStore(tmp_path / "cw.db")
-    store.write_batch([], HISTORY)
-    store.save_inventory_snapshot("2026-10", inventory_rows(CHANNELS))
-    store.save_inventory_snapshot("2026-11", inventory_rows(CHANNELS))
-    store.close()
-    c = str(cfg)
+    c = str(seeded_config(tmp_path))
     assert cmd_exempt(parse(add_exempt_arguments, [
         "-c", c, "add", "--channel", C, "--from", "2026-11-03", "--to", "2026-11-10",
         "--reason", "道路施工"])) == 0

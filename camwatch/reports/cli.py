@@ -17,7 +17,7 @@ from camwatch.errors import InputError, InventoryError, Problem
 from camwatch.inventory import Channel, load_inventory
 from camwatch.reports.compute import Bulletin, ReportSettings, compute_bulletin, period_for
 from camwatch.reports.pdf import PdfError, require_chromium
-from camwatch.reports.period import Period, day_start, local_text, zone
+from camwatch.reports.period import Period, local_text, zone
 from camwatch.reports.rows import channels_from_rows
 from camwatch.rules.rates import format_rate
 from camwatch.store import Store, open_configured, open_store
@@ -335,19 +335,10 @@ def _import_exemptions(cfg: Config, args: argparse.Namespace, tz: dt.tzinfo) -> 
 
 def _when(text: str, tz: dt.tzinfo, end: bool) -> float:
     """A day (``2026-11-03``: its start; as an end, the start of the next day) or a local
-    time (``2026-11-03T08:00``)."""
-    text = text.strip()
-    if len(text) == 10:
-        day = dt.date.fromisoformat(text)
-        return day_start(day + dt.timedelta(days=1) if end else day, tz)
-    try:
-        moment = dt.datetime.fromisoformat(text.replace(" ", "T"))
-    except ValueError:
-        raise ValueError(f"expected a day like 2026-11-03 or a time like 2026-11-03T08:00, "
-                         f"got {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=tz)
-    return moment.timestamp()
+    time (``2026-11-03T08:00``), as ``exempt import`` reads its cells."""
+    from camwatch.reports.exempt_import import moment
+
+    return moment(text, tz, end)
 
 
 def _start_text(start: float, tz: dt.tzinfo) -> str:

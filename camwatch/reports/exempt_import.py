@@ -24,7 +24,7 @@ from camwatch.config import display_path
 from camwatch.errors import InputError, InventoryError, Problem
 from camwatch.reports.period import day_start
 
-__all__ = ["COLUMNS", "ExemptionRow", "read_exemptions"]
+__all__ = ["COLUMNS", "ExemptionRow", "moment", "new_only", "read_exemptions"]
 
 # field -> the headers that name it (compared without spaces, case-insensitively)
 COLUMNS: Mapping[str, tuple[str, ...]] = {
@@ -70,8 +70,10 @@ def _columns(header: list[object], where: str) -> dict[str, int]:
     return out
 
 
-def _moment(value: object, tz: dt.tzinfo, end: bool) -> float:
-    """A cell as a start or an (exclusive) end."""
+def moment(value: object, tz: dt.tzinfo, end: bool) -> float:
+    """A cell (or ``exempt add``'s ``--from`` / ``--to``) as a start or an exclusive end: a
+    day starts at its midnight and, as an end, includes that day; a time is that moment.
+    Raises ``ValueError`` naming what was expected."""
     if isinstance(value, dt.datetime):
         if (value.hour, value.minute, value.second, value.microsecond) == (0, 0, 0, 0):
             value = value.date()
@@ -140,8 +142,8 @@ def read_exemptions(path: Path, tz: dt.tzinfo, sheet: str | None = None
                 break
             cell = {fld: values[i] if i < len(values) else None for fld, i in col.items()}
             got: dict[str, object] = {}
-            for fld, parse in (("channel", _channel), ("start", lambda v: _moment(v, tz, False)),
-                               ("end", lambda v: _moment(v, tz, True)),
+            for fld, parse in (("channel", _channel), ("start", lambda v: moment(v, tz, False)),
+                               ("end", lambda v: moment(v, tz, True)),
                                ("reason", _reason)):
                 try:
                     got[fld] = parse(cell[fld])
