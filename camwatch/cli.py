@@ -218,16 +218,24 @@ def format_status(doc: dict[str, Any]) -> str:
              f"unknown {states.get('unknown', 0)}"]
     problems = doc.get("problems") or []
     lines.append("prober: " + ("healthy" if not problems else "UNHEALTHY: " + "; ".join(problems)))
+    pictures = doc.get("pictures")
+    if pictures is not None:  # quality.enabled: the 完好率 beside the 在线率
+        lines.append(f"pictures: ok {pictures.get('ok', 0)}  degraded "
+                     f"{pictures.get('degraded', 0)}  not sampled {pictures.get('unknown', 0)}")
     rates = doc.get("rates", [])
     rows: list[list[object]] = []
     for r in rates:
         if r["scope"] or r["project"] is not None or r["class"] is None:
             continue
-        rows.append([CLASS_NAMES.get(r["class"], str(r["class"])), r["online"], r["connected"],
-                     format_rate(r["rate"]), format_rate(r["target"]),
-                     VERDICT[r["meets_target"]]])
+        row: list[object] = [CLASS_NAMES.get(r["class"], str(r["class"])), r["online"],
+                             r["connected"], format_rate(r["rate"]), format_rate(r["target"]),
+                             VERDICT[r["meets_target"]]]
+        if pictures is not None:
+            row += [format_rate(r.get("intact_rate")), VERDICT[r.get("intact_meets_target")]]
+        rows.append(row)
     if rows:
-        lines += ["", table(STATUS_CLASS_HEADERS, rows)]
+        lines += ["", table(STATUS_CLASS_HEADERS + (STATUS_INTACT_HEADERS if pictures is not None
+                                                    else []), rows)]
     towns = [r for r in rates if "township" in r["scope"] and r["class"] is None
              and r["project"] is None and r["rate"] is not None]
     towns.sort(key=lambda r: r["rate"])
@@ -252,6 +260,7 @@ def format_status(doc: dict[str, Any]) -> str:
 
 STATUS_CLASS_HEADERS = ["类型 class", "在线", "联网", "在线率", "目标", "是否达标"]
 STATUS_TOWN_HEADERS = ["最差乡镇 worst townships", "在线", "联网", "在线率"]
+STATUS_INTACT_HEADERS = ["完好率", "完好率达标"]
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:

@@ -245,12 +245,7 @@ async def sample_now(request: web.Request) -> web.Response:
 async def rates(request: web.Request) -> web.Response:
     eng = request.app[ENGINE]
     rows = [r.as_json() for r in eng.rates]
-    inputs = eng.evaluator.inputs
-    if eng.cfg.quality.enabled and inputs is not None:  # 完好率 beside 在线率 (docs/quality.md)
-        from camwatch.quality.rates import intact_rates, merge_json
-
-        merge_json(rows, intact_rates(inputs.index, eng.book.state_of, eng.quality.quality_of,
-                                      eng.evaluator.intact_targets))
+    _with_intact(eng, rows)  # 完好率 beside 在线率 (docs/quality.md)
     return web.json_response({"rates": rows}, dumps=_dumps)
 
 
@@ -266,6 +261,8 @@ async def status(request: web.Request) -> web.Response:
         if s == "offline" and st is not None and st.reason:
             reasons[st.reason] = reasons.get(st.reason, 0) + 1
     now = time.time()
+    rows = [r.as_json() for r in eng.rates if len(r.scope) <= 2]
+    pictures = _with_intact(eng, rows)
     return web.json_response({
         "site": eng.cfg.site.name, "started": eng.started, "started_iso": _iso(eng.started, tz),
         "now": now, "now_iso": _iso(now, tz), "timezone": eng.cfg.report.timezone,
@@ -273,9 +270,24 @@ async def status(request: web.Request) -> web.Response:
         "states": counts, "offline_reasons": dict(sorted(reasons.items(),
                                                          key=lambda kv: -kv[1])),
         "problems": eng.problems(), "sweep_lag_s": eng.health.sweep_lag(),
-        "rates": [r.as_json() for r in eng.rates if len(r.scope) <= 2],
+        "rates": rows,
+        **({"pictures": pictures} if pictures is not None else {}),
         **({"gb28181": eng.gb.summary()} if eng.gb is not None else {}),
     }, dumps=_dumps)
+
+
+def _with_intact(eng: Engine, rows: list[dict[str, Any]]) -> dict[str, int] | None:
+    """With ``quality.enabled``: the 完好率 merged into the rate ``rows`` (docs/quality.md),
+    and the channels by picture quality; None (nothing added) without sampling."""
+    inputs = eng.evaluator.inputs
+    if not eng.cfg.quality.enabled or inputs is None:
+        return None
+    from camwatch.quality.rates import intact_rates, merge_json
+
+    merge_json(rows, intact_rates(inputs.index, eng.book.state_of, eng.quality.quality_of,
+                                  eng.evaluator.intact_targets))
+    counts = eng.quality.counts(eng.channels)
+    return {q.value: counts.get(q.value, 0) for q in Quality}
 
 
 async def platforms(request: web.Request) -> web.Response:

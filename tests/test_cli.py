@@ -189,6 +189,16 @@ def test_status_tables_have_a_header_for_every_column() -> None:
     for block in found:
         assert all(columns(block)), block
     assert "拒绝连接" in text and "上级设备离线" in text and "未达标" in text
+    assert "完好率" not in text and "pictures" not in text  # sampling off
+    # with quality.enabled the daemon adds the pictures and each row's 完好率
+    doc["pictures"] = {"ok": 5, "degraded": 1, "unknown": 1}
+    doc["rates"][0].update(intact=5, intact_judged=9, intact_rate=5 / 9,
+                           intact_meets_target=False)
+    text = format_status(doc)
+    assert "pictures: ok 5  degraded 1  not sampled 1" in text
+    (classes, *_) = tables(text)
+    assert all(columns(classes)), classes
+    assert "完好率" in classes and "55.56%" in classes
 
 
 # --- pipes and Ctrl-C -------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from camwatch.cli import format_status
 from camwatch.sim.model import Fault
 from camwatch.sim.pictures import Picture
 from tests.fleet_thread import FleetThread
@@ -99,6 +100,13 @@ def _scenario(base: str, fleet: FleetThread) -> None:
     def tickets() -> list[dict[str, Any]]:
         return list(json.loads(get(f"{base}/api/tickets?kind=quality")[1])["tickets"])
 
+    # /api/status (and so `camwatch status`) gives the pictures and the 完好率 too
+    doc = json.loads(get(f"{base}/api/status")[1])
+    assert doc["pictures"] == {"ok": 1, "degraded": 1, "unknown": 1}  # + the offline one
+    (site1,) = [r for r in doc["rates"] if r["scope"] == {} and r["class"] == 1
+                and r["project"] is None]
+    assert (site1["intact"], site1["intact_judged"]) == (1, 3)  # GOOD; BLACK, the offline
+    assert "完好率" in format_status(doc) and "pictures: ok 1  degraded 1" in format_status(doc)
     (t,) = poll("the quality ticket (repairs.quality_after: 1)", tickets)
     no = t["no"]
     assert t["channels"] == [BLACK] and t["faults"] == ["too_dark"]
