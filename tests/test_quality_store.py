@@ -283,3 +283,30 @@ def test_a_claim_being_verified_across_a_restart_has_its_pictures_asked_for(
     assert not off.sampler.requested("c0") and off.sampler.request(["c0"]) == 0
     off.close()
     off.store.close()
+
+
+async def test_a_sample_that_could_not_be_taken_is_tried_once_more(tmp_path: Path) -> None:
+    """``quality.retry``: a sample that fails (the camera refuses: 127.0.0.1:9) is tried once
+    more that much later, not left unknown for a whole interval (a day here); the retry's
+    own failure is not retried again."""
+    eng = _engine(tmp_path, quality={"enabled": True, "interval": "1d", "retry": "1s"})
+    run = asyncio.create_task(eng.run())
+    s = eng.sampler
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    assert s.request(["c0"]) == 1
+    while not (s.requested_total >= 1 and eng.quality.get("c0") is not None):
+        assert loop.time() < deadline, "the sample asked for never ran"
+        await asyncio.sleep(0.01)
+    first = eng.quality.get("c0")
+    assert first is not None and first.quality is Quality.UNKNOWN and first.reason == "refused"
+    while s.requested_total < 2 or s.in_flight:  # the retry (a second request of the lane's)
+        assert loop.time() < deadline, "the failed sample was not tried again"
+        await asyncio.sleep(0.01)
+    again = eng.quality.get("c0")
+    assert again is not None and again.ts > first.ts and again.streak == 2
+    assert not s.requested("c0")  # the retry failed too: no third try, the cadence's turn
+    eng.stop()
+    await run
+    eng.close()
+    eng.store.close()

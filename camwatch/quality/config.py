@@ -58,6 +58,9 @@ class QualityConfig(_Model):
     timeout: Duration = Field(default=15.0, description="fetching one sample, keyframes included")
     max_bytes: PositiveInt = Field(default=4 * 1024 * 1024,
                                    description="RTP bytes read for one keyframe at most")
+    retry: Duration = Field(
+        default=300.0, description="a sample that could not be taken (unknown) is tried once "
+                                   "more this much later, not only at the next interval; 0: not")
     second_frame: bool = Field(default=True,
                                description="wait for a second keyframe (the frozen check)")
     width: Annotated[int, Field(ge=64, le=1920)] = 640

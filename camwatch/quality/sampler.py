@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from camwatch.config import Config
     from camwatch.quality.book import QualityBook
     from camwatch.quality.decode import DecodePool
+    from camwatch.quality.sample import QualityVerdict
     from camwatch.scheduler import Scheduler
 
 
@@ -66,6 +67,8 @@ log = structlog.get_logger(__name__)
 __all__ = ["NO_RTSP_URL", "QualitySampler", "interval_for", "period_of"]
 
 NO_RTSP_URL = "no_rtsp_url"
+# reasons of an unknown sample that a retry would only repeat
+PERMANENT = frozenset({NO_RTSP_URL, "no_media"})
 IDLE_S = 5.0  # how often a disabled or empty lane looks at its config again
 # Requests waiting at most (one per channel; a request for a channel already waiting
 # replaces it): what an API client can queue is bounded.
@@ -82,6 +85,7 @@ class _Request:
     token: int  # the heap entry that is this request's (a newer request outdates older ones)
     every: float | None  # sampled again this long after each sample ...
     still: Callable[[str], bool] | None  # ... while this holds for the channel
+    retry: bool = False  # the second try of a sample that could not be taken
 
 
 def period_of(ts: float, tz: dt.tzinfo) -> str:
@@ -125,23 +129,25 @@ class QualitySampler:
         return 0.0 if last is None else max(0.0, last + SAMPLE_SPACING_S - self.clock())
 
     def request(self, ids: Iterable[str], *, every: float | None = None,
-                still: Callable[[str], bool] | None = None, api: bool = False) -> int:
+                still: Callable[[str], bool] | None = None, api: bool = False,
+                after: float = 0.0, retry: bool = False) -> int:
         """Sample ``ids`` now, besides their cadence; with ``every``,
         again ``every`` seconds after each of those samples for as long as ``still(id)``
         holds (asked when each is due, and after it). A channel already waiting for a request
         gets this one instead. Returns how many were queued: ids not in the inventory, and
         any beyond :data:`MAX_REQUESTS` waiting, are not. Taken only while sampling is on.
-        ``api``: asked by a client (:meth:`asked_recently` spaces those)."""
+        ``api``: asked by a client (:meth:`asked_recently` spaces those); ``after``: that much
+        later than now; ``retry``: the second try of a sample that failed (not retried)."""
         if not self.engine.cfg.quality.enabled:
             return 0
-        due = self.clock()
+        due = self.clock() + after
         n = 0
         for cid in ids:
             if cid not in self.engine.book.channels or (
                     cid not in self._requests and len(self._requests) >= MAX_REQUESTS):
                 continue
             token = next(self._tokens)
-            self._requests[cid] = _Request(token, every, still)
+            self._requests[cid] = _Request(token, every, still, retry)
             heapq.heappush(self._asked, (due, token, cid))
             n += 1
             if api:
@@ -282,6 +288,20 @@ class QualitySampler:
         self._woken.clear()
         return self.engine.stopping.is_set()
 
+    def _retry_later(self, v: QualityVerdict, q: QualityConfig,
+                     asked: tuple[str, _Request] | None) -> None:
+        """A sample that could not be taken (a timeout, a busy camera, a keyframe that did
+        not decode) is tried once more ``quality.retry`` later rather than left unknown for
+        a whole interval. Not a retry's retry, nor one of a series of follow-ups (a repair
+        claim's: the next comes anyway), nor for a channel with no RTSP URL or no H.264 /
+        H.265 video (trying again changes nothing), nor over another request waiting."""
+        serving = asked[1] if asked is not None else None
+        if (v.quality is not Quality.UNKNOWN or q.retry <= 0 or v.reason in PERMANENT
+                or (serving is not None and (serving.retry or serving.every is not None))
+                or self._requests.get(v.channel_id) not in (None, serving)):
+            return
+        self.request([v.channel_id], after=q.retry, retry=True)
+
     def _malloc_for(self, width: int | None) -> None:
         """The daemon's mmap threshold raised while pictures ``width`` wide are checked, and
         put back when sampling stops (:func:`camwatch.malloc.set_picture_threshold`)."""
@@ -316,6 +336,7 @@ class QualitySampler:
                                      now=self.clock())
             taken = v.ts
             self.engine.quality.record(v, period)
+            self._retry_later(v, q, asked)
             if v.quality is Quality.DEGRADED:
                 log.info("picture degraded", channel=ch.id, county=ch.county,
                          township=ch.township, faults=[f.check for f in v.faults])
