@@ -6,6 +6,7 @@ count), the scene reference, the blur baselines and the thumbnails."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import numpy as np
@@ -308,5 +309,56 @@ async def test_a_sample_that_could_not_be_taken_is_tried_once_more(tmp_path: Pat
     assert not s.requested("c0")  # the retry failed too: no third try, the cadence's turn
     eng.stop()
     await run
+    eng.close()
+    eng.store.close()
+
+
+async def test_a_lane_that_cannot_keep_up_says_so(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twelve cameras that accept RTSP and never answer (a real socket on loopback), sampled
+    every 10 s by one session at a time with a 2 s timeout: 24 s of sessions per 10 s. The
+    lane falls behind: ``camwatch_quality_lag_seconds`` rises above 0 and one warning names
+    quality.max_concurrency (the threshold lowered from 60 s for the test)."""
+    import structlog
+
+    from camwatch.quality import sampler
+    from camwatch.sinks.metrics import MetricsRenderer
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        held.append(w)  # accepted, never answered
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    chs = [Channel(id=f"h{i:02d}", klass=1, county="鹿邑县", township="城关镇",
+                   installed=True, connected=True, host=f"127.0.0.{i + 1}",
+                   rtsp_url=f"rtsp://127.0.0.1:{port}/ch{i}") for i in range(12)]
+    cfg = parse_config({"inventory": {"path": "unused.csv"},
+                        "probing": {"onvif": False, "interval": "1h"},
+                        "store": {"path": str(tmp_path / "cw.db")},
+                        "quality": {"enabled": True, "interval": "10s", "timeout": "2s",
+                                    "max_concurrency": 1, "retry": "0s"}}, base_dir=tmp_path)
+    monkeypatch.setattr(sampler, "LAG_WARN_S", 1.0)
+    eng = Engine(cfg, Inventory(source="t", channels=chs, rows_read=len(chs)),
+                 SqliteStore(tmp_path / "cw.db"))
+    assert 'camwatch_quality_lag_seconds 0\n' in MetricsRenderer(eng).render()[0].decode()
+    with structlog.testing.capture_logs() as logs:
+        run = asyncio.create_task(eng.run())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 90
+        while eng.sampler.lag_s <= 3.0:
+            assert loop.time() < deadline, "the lane never fell behind"
+            await asyncio.sleep(0.05)
+        text = MetricsRenderer(eng).render()[0].decode()
+        eng.stop()
+        await run
+    lag = float(re.findall(r"^camwatch_quality_lag_seconds (\S+)$", text, re.M)[0])
+    assert lag > 3.0
+    warned = [e for e in logs if e["event"].startswith("quality lane behind")]
+    assert len(warned) == 1 and warned[0]["max_concurrency"] == 1  # once, not per sample
+    server.close()
+    for w in held:
+        w.close()
     eng.close()
     eng.store.close()

@@ -53,14 +53,16 @@ class QualityConfig(_Model):
     enabled: bool = Field(default=False, description="sample pictures in the daemon")
     interval: Duration = Field(default=3600.0, description="one sample per channel per interval")
     overrides: tuple[QualityOverride, ...] = ()
-    max_concurrency: Annotated[int, Field(gt=0, le=1000)] = 4
+    # samples in flight: each holds an RTSP session for about two GOPs (2-5 s), so this, not
+    # the CPU, bounds the samples an hour (8 sessions of ~2.6 s: ~11,000)
+    max_concurrency: Annotated[int, Field(gt=0, le=1000)] = 8
     decode_workers: Annotated[int, Field(gt=0, le=64)] = 2
     timeout: Duration = Field(default=15.0, description="fetching one sample, keyframes included")
     max_bytes: PositiveInt = Field(default=4 * 1024 * 1024,
                                    description="RTP bytes read for one keyframe at most")
     retry: Duration = Field(
         default=300.0, description="a sample that could not be taken (unknown) is tried once "
-                                   "more this much later, not only at the next interval; 0: not")
+                                   "more this much later, not only at the next interval; 0s: not")
     second_frame: bool = Field(default=True,
                                description="wait for a second keyframe (the frozen check)")
     width: Annotated[int, Field(ge=64, le=1920)] = 640

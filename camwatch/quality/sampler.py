@@ -26,6 +26,7 @@ import asyncio
 import datetime as dt
 import heapq
 import itertools
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ NO_RTSP_URL = "no_rtsp_url"
 # reasons of an unknown sample that a retry would only repeat
 PERMANENT = frozenset({NO_RTSP_URL, "no_media"})
 IDLE_S = 5.0  # how often a disabled or empty lane looks at its config again
+LAG_WARN_S = 60.0  # a sample starting later than this (and 10 % of its interval): warned
 # Requests waiting at most (one per channel; a request for a channel already waiting
 # replaces it): what an API client can queue is bounded.
 MAX_REQUESTS = 10_000
@@ -120,6 +122,8 @@ class QualitySampler:
         self._requests: dict[str, _Request] = {}
         self._tokens = itertools.count()
         self.requested_total = 0  # samples taken on request
+        self.lag_s = 0.0  # how late the last sample of the cadence started (0: keeping up)
+        self._warned = -math.inf  # monotonic time of the last "behind" warning
         self._api_asked: dict[str, float] = {}  # channel -> when the API last asked for it
         self._woken = asyncio.Event()
 
@@ -241,6 +245,7 @@ class QualitySampler:
                 nxt = min(self._heap[0][0] if self._heap else now + IDLE_S,
                           self._asked[0][0] if self._asked else now + IDLE_S)
                 if nxt > now:
+                    self.lag_s = 0.0  # nothing due: the lane keeps up
                     if await self._nap(min(IDLE_S, nxt - now)):
                         return
                     continue
@@ -256,6 +261,7 @@ class QualitySampler:
                 if eng.book.state_of(cid) == State.OFFLINE:
                     continue
                 await sem.acquire()
+                self._behind(self.clock() - due, q, interval)
                 self._start(ch, q, now, sem)
         finally:
             for t in list(self._tasks):
@@ -266,6 +272,23 @@ class QualitySampler:
                 await asyncio.to_thread(self._pool.close)
                 self._pool = None
             self._malloc_for(None)
+
+    def _behind(self, late: float, q: QualityConfig, interval: float) -> None:
+        """Note how late a sample of the cadence starts (``camwatch_quality_lag_seconds``);
+        warn, at most hourly, when the lane falls behind its cadence: every sample holds an
+        RTSP session for seconds (two GOPs: 2-5 s), so ``quality.max_concurrency`` bounds the
+        samples an hour (4 sessions of ~2.6 s: ~5,500), not the CPU."""
+        self.lag_s = max(0.0, late)
+        if self.lag_s <= max(LAG_WARN_S, 0.1 * interval):
+            return
+        now = time.monotonic()
+        if now - self._warned < 3600.0:
+            return
+        self._warned = now
+        log.warning("quality lane behind its cadence: raise quality.max_concurrency (each "
+                    "sample holds an RTSP session for seconds) or the interval",
+                    lag_s=round(self.lag_s, 1), max_concurrency=q.max_concurrency,
+                    channels=len(self.engine.book.channels), interval_s=interval)
 
     def _start(self, ch: Channel, q: QualityConfig, now: float, sem: asyncio.Semaphore,
                asked: tuple[str, _Request] | None = None) -> None:

@@ -65,7 +65,8 @@ Exposition produced (gauges unless noted):
 - the picture's quality (:meth:`camwatch.quality.book.QualityBook.exposition`):
   ``camwatch_channel_quality_ok{channel}``, ``camwatch_channel_quality_score{channel,check}``
   (faults only), ``camwatch_channels_quality{quality}``, ``camwatch_quality_samples_total``;
-  and ``camwatch_quality_requested_samples_total`` (samples taken on request).
+  ``camwatch_quality_requested_samples_total`` (samples taken on request) and
+  ``camwatch_quality_lag_seconds`` (how late the cadence's samples start).
 """
 
 from __future__ import annotations
@@ -481,6 +482,10 @@ class MetricsRenderer:
                       "Pictures sampled on request, beside the cadence (a repair claim being "
                       "verified, POST /api/channels/{id}/sample).", openmetrics))
             add(f"{name} {eng.sampler.requested_total}\n")
+            add(_head("camwatch_quality_lag_seconds", "gauge",
+                      "How late the last picture sample of the cadence started (0 while the "
+                      "quality lane keeps up; see quality.max_concurrency).", openmetrics))
+            add(f"camwatch_quality_lag_seconds {_num(round(eng.sampler.lag_s, 3))}\n")
         add(_head("camwatch_online_rate_target", "gauge",
                   "Online-rate target (fraction) by point class or project.", openmetrics))
         for klass, target in sorted(eng.cfg.targets.by_class.items()):
