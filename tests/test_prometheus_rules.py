@@ -22,7 +22,7 @@ RUNBOOK = ROOT / "docs" / "runbook.md"
 ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 # the alerts about camwatch itself: routed to whoever runs it, whatever their scope
 OPS_ALERTS = {"CamwatchDown", "CamwatchSweepLagging", "CamwatchProberUnhealthy",
-              "CamwatchStoreWritesFailing", "CamwatchShardUnowned"}
+              "CamwatchStoreWritesFailing", "CamwatchShardUnowned", "CamwatchQualityLagging"}
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -48,7 +48,7 @@ def test_promtool_check_rules_and_config() -> None:
     assert RULES and TESTS
     out = promtool("check", "rules", *RULES)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 10 rules found" in out.stdout  # the alerts file; lint clean
+    assert "SUCCESS: 11 rules found" in out.stdout  # the alerts file; lint clean
     out = promtool("check", "config", "prometheus.yml")
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -93,7 +93,8 @@ def test_every_alert_is_complete_and_has_a_runbook_section() -> None:
         assert anchor == name.lower() and anchor in sections, name
     assert names == {"CamwatchOnlineRateBelowTarget", "CamwatchDown", "CamwatchSweepLagging",
                      "CamwatchProberUnhealthy", "CamwatchStoreWritesFailing",
-                     "CamwatchShardUnowned", "CamwatchIntactRateBelowTarget"}
+                     "CamwatchShardUnowned", "CamwatchIntactRateBelowTarget",
+                     "CamwatchQualityLagging"}
 
 
 def test_every_alert_is_tested_on_both_sides_of_its_for_window() -> None:
