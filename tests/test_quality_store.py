@@ -273,6 +273,10 @@ def test_a_claim_being_verified_across_a_restart_has_its_pictures_asked_for(
     eng = _engine(tmp_path, repairs={"enabled": True})
     s = eng.sampler
     assert s.requested("c0") and not s.requested("c1")
+    series = s._requests["c0"]
+    assert series.every == eng.cfg.repairs.verify_for
+    assert s.request(["c0"], api=True) == 1  # "sample now" during the claim: sooner, and ...
+    assert s._requests["c0"] is series  # ... the claim's series goes on after it
     assert s.request(["gone"]) == 0  # not in the inventory
     monkeypatch.setattr(sampler, "MAX_REQUESTS", 2)
     assert s.request(["c0", "c1", "c2"]) == 2  # c0 asked again (replaced), c1; c2 over

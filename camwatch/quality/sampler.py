@@ -135,11 +135,12 @@ class QualitySampler:
     def request(self, ids: Iterable[str], *, every: float | None = None,
                 still: Callable[[str], bool] | None = None, api: bool = False,
                 after: float = 0.0, retry: bool = False) -> int:
-        """Sample ``ids`` now, besides their cadence; with ``every``,
-        again ``every`` seconds after each of those samples for as long as ``still(id)``
-        holds (asked when each is due, and after it). A channel already waiting for a request
-        gets this one instead. Returns how many were queued: ids not in the inventory, and
-        any beyond :data:`MAX_REQUESTS` waiting, are not. Taken only while sampling is on.
+        """Sample ``ids`` now, besides their cadence; with ``every``, again ``every`` seconds
+        after each of those samples for as long as ``still(id)`` holds (asked when each is
+        due, and after it). A channel already waiting for a request gets this one instead,
+        except that a one-off request only brings a series' next sample forward (the series
+        goes on after it). Returns how many were queued: ids not in the inventory, and any
+        beyond :data:`MAX_REQUESTS` waiting, are not. Taken only while sampling is on.
         ``api``: asked by a client (:meth:`asked_recently` spaces those); ``after``: that much
         later than now; ``retry``: the second try of a sample that failed (not retried)."""
         if not self.engine.cfg.quality.enabled:
@@ -151,7 +152,11 @@ class QualitySampler:
                     cid not in self._requests and len(self._requests) >= MAX_REQUESTS):
                 continue
             token = next(self._tokens)
-            self._requests[cid] = _Request(token, every, still, retry)
+            old = self._requests.get(cid)
+            if old is not None and old.every is not None and every is None:
+                old.token = token  # a series (a repair claim's): sooner, and it goes on after
+            else:
+                self._requests[cid] = _Request(token, every, still, retry)
             heapq.heappush(self._asked, (due, token, cid))
             n += 1
             if api:
