@@ -76,6 +76,21 @@ async def test_ok_with_device_info_and_no_drift(server: OnvifServer) -> None:
     assert r.latency_s >= sum(r.phases.values()) * 0.99
 
 
+async def test_a_camera_with_local_time_only_is_alive_its_drift_unmeasured(
+        server: OnvifServer, device: SimDevice) -> None:
+    """Old firmware answers GetSystemDateAndTime with a LocalDateTime and no UTCDateTime:
+    the camera is alive (not a ``protocol`` failure: it was called offline before); its
+    clock cannot be compared, so no drift; the device information is still read."""
+    device.fault = Fault.LOCAL_TIME_ONLY
+    r = await run(target(server))
+    assert r.ok, r.detail
+    assert r.clock_drift_s is None and r.info["clock"] == "local_only"
+    assert r.info["device"]["model"] == "SIM-IPC-2"
+    device.fault = Fault.NONE
+    r = await run(target(server))
+    assert r.ok and r.clock_drift_s is not None and "clock" not in r.info
+
+
 async def test_without_credentials_only_liveness(server: OnvifServer) -> None:
     r = await run(target(server, password=None, user=None))
     assert r.ok and "device" not in r.info and "get_device_information" not in r.phases

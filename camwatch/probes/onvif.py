@@ -186,13 +186,18 @@ def _request(operation: str, security: str = "") -> bytes:
             f'<{operation} xmlns="{_TDS}"/></s:Body></s:Envelope>').encode()
 
 
-def parse_system_date_and_time(data: bytes, status: int = 200) -> dt.datetime:
-    """The camera's UTC time from a GetSystemDateAndTime reply (whole seconds, as sent)."""
+def parse_system_date_and_time(data: bytes, status: int = 200) -> dt.datetime | None:
+    """The camera's UTC time from a GetSystemDateAndTime reply (whole seconds, as sent); None
+    for a reply with only a LocalDateTime (old firmware): the camera answered, but its
+    clock cannot be compared (the POSIX TZ beside it is too often wrong to turn it into
+    UTC), so its drift is not measured. A reply with neither is a protocol error."""
     el = _expect(parse_reply(data, status), "GetSystemDateAndTimeResponse")
     utc = el.find(".//{*}UTCDateTime")
-    # Old firmware may send only LocalDateTime with a POSIX TZ we cannot trust: not usable.
     if utc is None:
-        raise ProtocolError("GetSystemDateAndTime reply has no UTCDateTime")
+        if el.find(".//{*}LocalDateTime") is not None:
+            return None
+        raise ProtocolError("GetSystemDateAndTime reply has neither UTCDateTime nor "
+                            "LocalDateTime")
     parts: dict[str, int] = {}
     for name in ("Year", "Month", "Day", "Hour", "Minute", "Second"):
         text = utc.findtext(f".//{{*}}{name}")
@@ -250,6 +255,7 @@ class _State:
     operation: str = "GetSystemDateAndTime"
     drift_s: float | None = None
     auth_always: bool = False
+    local_clock_only: bool = False  # the reply had a LocalDateTime only
     device: dict[str, str] = field(default_factory=dict)
 
 
@@ -274,6 +280,8 @@ async def probe(target: Target, settings: ProbeSettings) -> ProbeResult:
         info["device"] = state.device
     if state.auth_always:
         info["auth_always"] = True
+    if state.local_clock_only:
+        info["clock"] = "local_only"  # no UTCDateTime in its reply: drift not measured
     log.debug("onvif_probe", channel=target.channel_id, ok=True, drift_s=state.drift_s)
     return ProbeResult.success(KIND, latency_s=time.perf_counter() - start, phases=phases,
                                clock_drift_s=state.drift_s, info=info)
@@ -296,8 +304,11 @@ async def _exchange(conn: Conn, target: Target, settings: ProbeSettings,
         ex = await conn.call(f"{_TDS}/GetSystemDateAndTime",
                              _request("GetSystemDateAndTime", username_token(*creds)), phase)
     camera = parse_system_date_and_time(ex.body)
-    # The camera sends whole seconds, truncated: its true time lies in [t, t+1), hence +0.5.
-    state.drift_s = camera.timestamp() + 0.5 - (ex.sent_wall + ex.rtt / 2)
+    if camera is None:  # local time only: alive, its drift not measured
+        state.local_clock_only = True
+    else:
+        # The camera sends whole seconds, truncated: its true time lies in [t, t+1): +0.5.
+        state.drift_s = camera.timestamp() + 0.5 - (ex.sent_wall + ex.rtt / 2)
     if creds is None or not settings.onvif_device_info:
         return
     state.operation = "GetDeviceInformation"

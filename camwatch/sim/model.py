@@ -35,6 +35,8 @@ class Fault(enum.StrEnum):
     # old firmware: closes the connection after each 401 (its Digest nonce stays valid for
     # the next connection, which is how any client gets in)
     CLOSE_AFTER_401 = "close_after_401"
+    # old firmware: GetSystemDateAndTime answers a LocalDateTime and no UTCDateTime
+    LOCAL_TIME_ONLY = "local_time_only"
 
 
 class RtspAuth(enum.StrEnum):

@@ -277,11 +277,12 @@ def _op_system_date_and_time(srv: OnvifServer, now: float) -> str:
                 f"<tt:Second>{d.second}</tt:Second></tt:Time><tt:Date><tt:Year>{d.year}"
                 f"</tt:Year><tt:Month>{d.month}</tt:Month><tt:Day>{d.day}</tt:Day></tt:Date>")
 
+    utc = "" if srv.device.effective_fault() is Fault.LOCAL_TIME_ONLY else \
+        f"<tt:UTCDateTime>{stamp(t)}</tt:UTCDateTime>"
     return ("<tds:GetSystemDateAndTimeResponse><tds:SystemDateAndTime>"
             "<tt:DateTimeType>NTP</tt:DateTimeType><tt:DaylightSavings>false</tt:DaylightSavings>"
             "<tt:TimeZone><tt:TZ>CST-8</tt:TZ></tt:TimeZone>"
-            f"<tt:UTCDateTime>{stamp(t)}</tt:UTCDateTime>"
-            f"<tt:LocalDateTime>{stamp(loc)}</tt:LocalDateTime>"
+            f"{utc}<tt:LocalDateTime>{stamp(loc)}</tt:LocalDateTime>"
             "</tds:SystemDateAndTime></tds:GetSystemDateAndTimeResponse>")
 
 
