@@ -45,7 +45,7 @@ MAY_BE_EMPTY = {"离线超过3天的点位", "超时未修复工单",  # usually
                 # 完好率: only with quality.enabled and cameras that send pictures (the
                 # simulator's do not yet); the rules and queries still run
                 "完好率（所选范围）", "完好 / 已判定", "乡镇完好率排名", "各类点位完好率与目标",
-                "画面异常点位",
+                "画面异常点位", "画面抽检落后", "画面抽检速率（按结果）",
                 # only with gb28181 enabled (tests/test_grafana_dashboards.py runs them on
                 # the series camwatch exports, in promtool)
                 "国标下级平台", "国标下级平台在线", "国标注册被拒"}
