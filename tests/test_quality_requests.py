@@ -135,7 +135,9 @@ def _scenario(base: str, fleet: FleetThread) -> None:
     assert kinds[kinds.index("fixed"):] == ["fixed", "rejected", "fixed", "verified"], kinds
     assert done["closed"] - done["fixed"] < 60  # the cadence would have taken up to 2 hours
     after_claim = _requested(base) - settled
-    assert 2 <= after_claim <= 3, after_claim  # at the claim, verify_for later (one spare)
+    # at the claim and verify_for later; one more may be the first claim's follow-up, in
+    # flight when its rejection was read, and one the second claim's next
+    assert 2 <= after_claim <= 4, after_claim
     # closed: no sample asked for any more (one may have been in flight), three verify_for on
     closed_at = _requested(base)
     poll("three verify_for of probing", lambda: _channel(base, GOOD)["last_probe"]
