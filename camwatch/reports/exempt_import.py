@@ -24,7 +24,7 @@ from camwatch.config import display_path
 from camwatch.errors import InputError, InventoryError, Problem
 from camwatch.reports.period import day_start
 
-__all__ = ["COLUMNS", "ExemptionRow", "moment", "new_only", "read_exemptions"]
+__all__ = ["COLUMNS", "ImportedExemption", "moment", "new_only", "read_exemptions"]
 
 # field -> the headers that name it (compared without spaces, case-insensitively)
 COLUMNS: Mapping[str, tuple[str, ...]] = {
@@ -37,7 +37,7 @@ MAX_ROWS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
-class ExemptionRow:
+class ImportedExemption:
     row: int  # the row number in the file
     channel_id: str
     start: float
@@ -113,7 +113,7 @@ def _channel(value: object) -> str:
 
 
 def read_exemptions(path: Path, tz: dt.tzinfo, sheet: str | None = None
-                    ) -> list[ExemptionRow]:
+                    ) -> list[ImportedExemption]:
     """Every exemption of ``path``; raises :class:`InputError` naming every bad row (and
     then returns nothing: a file is imported whole or not at all)."""
     from camwatch.inventory import read_table
@@ -131,7 +131,7 @@ def read_exemptions(path: Path, tz: dt.tzinfo, sheet: str | None = None
         raise InputError([Problem(where, "", f"cannot read: {exc.strerror or exc}")]) from None
     col = _columns(header, where)
     names = {fld: str(header[i]) for fld, i in col.items()}
-    out: list[ExemptionRow] = []
+    out: list[ImportedExemption] = []
     problems: list[Problem] = []
     try:
         for rowno, values in rows:
@@ -157,7 +157,8 @@ def read_exemptions(path: Path, tz: dt.tzinfo, sheet: str | None = None
                 problems.append(Problem(where, f"row {rowno}, column {names['end']}",
                                         "expected the end after the start"))
                 continue
-            out.append(ExemptionRow(rowno, str(got["channel"]), start, end, str(got["reason"])))
+            out.append(ImportedExemption(rowno, str(got["channel"]), start, end,
+                                         str(got["reason"])))
     except InventoryError as exc:  # a CSV line that cannot be read, mid-file
         problems.extend(exc.problems)
     if problems:
@@ -176,9 +177,9 @@ def _reason(value: object) -> str:
     return text
 
 
-def new_only(rows: Iterable[ExemptionRow],
+def new_only(rows: Iterable[ImportedExemption],
              recorded: Iterable[tuple[str, float, float, str]]
-             ) -> tuple[list[ExemptionRow], int]:
+             ) -> tuple[list[ImportedExemption], int]:
     """The rows not recorded yet (the same channel, start, end and reason, in the store or
     earlier in the file), and how many were: importing a file again adds nothing."""
     seen = set(recorded)
