@@ -34,19 +34,27 @@ def test_demo_tells_a_ticket_story(tmp_path: Path) -> None:
             closed = poll("the ticket closed", lambda: re.search(
                 r"工单 #(\d+) 核实结案（camwatch ticket show", text()), 240)
             no = int(closed.group(1))
-            story = text()
-            lines = [x for x in story.splitlines() if f"#{no}" in x]
             # two voices, each in its own order: what the maintainers' group received (through
-            # the outbox, delivered when the dispatcher gets to it) and the demo's narration of
-            # what it did; how the two interleave depends on delivery, not on the story
-            group = [x for x in lines if "维修群收到" in x]
-            told = [x for x in lines if x.startswith("演示：")]
-            for said, order in ((group, ["新工单", "核实未通过，退回处理",
-                                         f"【维修工单 #{no} 核实结案】"]),
-                                (told, ["响应工单", "报告已处理工单", "退回处理中",
-                                        f"工单 #{no} 核实结案"])):
+            # the outbox, delivered when the dispatcher gets to it: the closing message may
+            # come after the narration says so) and the demo's narration of what it did; how
+            # the two interleave depends on delivery, not on the story
+            expected = ((lambda x: "维修群收到" in x,
+                         ["新工单", "核实未通过，退回处理", f"【维修工单 #{no} 核实结案】"]),
+                        (lambda x: x.startswith("演示："),
+                         ["响应工单", "报告已处理工单", "退回处理中", f"工单 #{no} 核实结案"]))
+
+            def voices() -> list[list[str]] | None:
+                lines = [x for x in text().splitlines() if f"#{no}" in x]
+                out = [[x for x in lines if whose(x)] for whose, _ in expected]
+                complete = all(any(key in x for x in said) for said, (_, order)
+                               in zip(out, expected, strict=True) for key in order)
+                return out if complete else None
+
+            for said, (_, order) in zip(poll("both voices told to the end", voices, 60),
+                                        expected, strict=True):
                 at = [next(i for i, x in enumerate(said) if key in x) for key in order]
                 assert at == sorted(at), said
+            story = text()
             base = re.search(r"metrics\s+(http://127\.0\.0\.1:\d+)/metrics", story)
             assert base is not None
             assert f"{base.group(1)}/api/tickets/{no}" in story  # the link, at the bound port
