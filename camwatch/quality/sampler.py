@@ -324,9 +324,10 @@ class QualitySampler:
         claim's: the next comes anyway), nor for a channel with no RTSP URL or no H.264 /
         H.265 video (trying again changes nothing), nor over another request waiting."""
         serving = asked[1] if asked is not None else None
+        waiting = self._requests.get(v.channel_id)
         if (v.quality is not Quality.UNKNOWN or q.retry <= 0 or v.reason in PERMANENT
                 or (serving is not None and (serving.retry or serving.every is not None))
-                or self._requests.get(v.channel_id) not in (None, serving)):
+                or (waiting is not None and waiting is not serving)):
             return
         self.request([v.channel_id], after=q.retry, retry=True)
 

@@ -249,18 +249,16 @@ class Figures:
     @property
     def change_pp(self) -> float | None:
         """Month-over-month change in percentage points."""
-        rate = self.rate
-        if rate is None or self.previous is None:
-            return None
-        return (rate - self.previous) * 100.0
+        return _change_pp(self.rate, self.previous)
 
     @property
     def intact_change_pp(self) -> float | None:
         """The 完好率's month-over-month change in percentage points (环比)."""
-        rate = self.intact_rate
-        if rate is None or self.previous_intact is None:
-            return None
-        return (rate - self.previous_intact) * 100.0
+        return _change_pp(self.intact_rate, self.previous_intact)
+
+
+def _change_pp(rate: float | None, previous: float | None) -> float | None:
+    return None if rate is None or previous is None else (rate - previous) * 100.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -419,13 +419,16 @@ class PostgresStore:
         ids per query: one fetch of 100,000 rows converts them in C in one go, holding the GIL,
         and so the event loop beside this thread, for ~150 ms
         (bench/bench_cluster_takeover.py)."""
+        return {r[0]: state_of(r)
+                for r in self._rows_of(STATE_COLUMNS, "channel_state", channel_ids, page)}
+
+    def _rows_of(self, columns: str, table: str, channel_ids: Iterable[str], page: int
+                 ) -> Iterator[Any]:
+        """``table``'s rows of these channels, a page of ids per query."""
         ids = list(channel_ids)
-        out: dict[str, ChannelState] = {}
         for i in range(0, len(ids), page):
-            for r in self._read(f"SELECT {STATE_COLUMNS} FROM channel_state "
-                                "WHERE channel_id = ANY(%s)", (ids[i:i + page],)):
-                out[r[0]] = state_of(r)
-        return out
+            yield from self._read(f"SELECT {columns} FROM {table} WHERE channel_id = ANY(%s)",
+                                  (ids[i:i + page],))
 
     def write_batch(self, states: Iterable[ChannelState],
                     transitions: Iterable[Transition]) -> None:
@@ -534,13 +537,8 @@ class PostgresStore:
                         ) -> dict[str, QualityState]:
         """The stored quality states of these channels only (a cluster's shard taken over),
         a page of ids per query, as :meth:`load_states_of`."""
-        ids = list(channel_ids)
-        out: dict[str, QualityState] = {}
-        for i in range(0, len(ids), page):
-            for r in self._read(f"SELECT {QUALITY_COLUMNS} FROM quality_state "
-                                "WHERE channel_id = ANY(%s)", (ids[i:i + page],)):
-                out[r[0]] = quality_of(r)
-        return out
+        return {r[0]: quality_of(r)
+                for r in self._rows_of(QUALITY_COLUMNS, "quality_state", channel_ids, page)}
 
     def quality_changes(self, start: float | None = None,
                         end: float | None = None) -> Iterator[QualityChangeRow]:
